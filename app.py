@@ -1,0 +1,19 @@
+"""Entry point: `gunicorn app:app` (see Procfile) or `python app.py` for a local server."""
+
+import sys
+
+from maskclassifier import create_app
+from maskclassifier.config import ConfigError
+from maskclassifier.model import ModelLoadError
+
+# gunicorn treats a worker that exits with status 3 as "failed to boot" and stops, instead of respawning it forever.
+WORKER_BOOT_ERROR = 3
+
+try:
+    app = create_app()
+except (ConfigError, ModelLoadError) as error:
+    print(f"Cannot start the mask classifier: {error}", file=sys.stderr)
+    sys.exit(WORKER_BOOT_ERROR)
+
+if __name__ == "__main__":
+    app.run(host="127.0.0.1", port=app.config["SETTINGS"].port)

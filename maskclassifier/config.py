@@ -1,0 +1,88 @@
+"""Settings read from environment variables and validated once, at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MODEL_PATH = Path("models/export.pkl")
+DEFAULT_MAX_UPLOAD_MB = 10.0
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_path: Path = DEFAULT_MODEL_PATH
+    threshold: float | None = None  # None: the model sidecar's threshold, else 0.5
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+    port: int = 5000
+    torch_threads: int | None = None  # None: the machine's cores shared among the workers
+    face_margin: float = 0.3
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+def _number(environ: Mapping[str, str], name: str, default: float | None) -> float | None:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
+def _integer(environ: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from MODEL_PATH, MASK_THRESHOLD, MAX_UPLOAD_MB, PORT, TORCH_NUM_THREADS, FACE_MARGIN."""
+    environ = os.environ if environ is None else environ
+    threshold = _number(environ, "MASK_THRESHOLD", None)
+    if threshold is not None and not 0 < threshold < 1:
+        raise ConfigError(f"MASK_THRESHOLD must be between 0 and 1 (exclusive), got {threshold}")
+    max_upload_mb = _number(environ, "MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB)
+    if not 0 < max_upload_mb <= 1024:
+        raise ConfigError(f"MAX_UPLOAD_MB must be more than 0 and at most 1024, got {max_upload_mb}")
+    port = _integer(environ, "PORT", 5000)
+    if not 0 < port < 65536:
+        raise ConfigError(f"PORT must be between 1 and 65535, got {port}")
+    torch_threads = _integer(environ, "TORCH_NUM_THREADS", None)
+    if torch_threads is not None and torch_threads < 1:
+        raise ConfigError(f"TORCH_NUM_THREADS must be at least 1, got {torch_threads}")
+    face_margin = _number(environ, "FACE_MARGIN", 0.3)
+    if not 0 <= face_margin <= 2:
+        raise ConfigError(f"FACE_MARGIN must be between 0 and 2 (a fraction of the face box), got {face_margin}")
+    model_path = Path(environ.get("MODEL_PATH", "").strip() or DEFAULT_MODEL_PATH)
+    return Settings(
+        model_path=model_path,
+        threshold=threshold,
+        max_upload_mb=max_upload_mb,
+        port=port,
+        torch_threads=torch_threads,
+        face_margin=face_margin,
+    )
+
+
+def default_torch_threads(environ: Mapping[str, str] | None = None) -> int:
+    """Cores per worker: each gunicorn worker runs its own torch, so they must not all claim every core."""
+    environ = os.environ if environ is None else environ
+    try:
+        workers = max(1, int(environ.get("WEB_CONCURRENCY", "1")))
+    except ValueError:
+        workers = 1
+    return max(1, (os.cpu_count() or 1) // workers)

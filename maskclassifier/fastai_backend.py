@@ -1,0 +1,99 @@
+"""The fastai backend: load an exported learner and run it on PIL images with the learner's own transforms."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastai.learner import Learner
+from fastai.vision.core import PILImage
+from PIL import Image
+
+from maskclassifier.model import ModelLoadError
+
+
+def _read_learner(path: Path) -> Learner:
+    """torch.load the export, turning each way it can fail into one line that says how to fix it.
+
+    fastai's own load_learner swallows some ImportErrors and then fails on an unbound name, so the
+    file is read here directly, with the same arguments.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch/fastai warn that pickle is unsafe: the path is ours, not a user's
+            learner = torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("fastcore"):
+            raise ModelLoadError(
+                f"{path} was exported with fastai < 2.8 (it needs {exc.name}); "
+                "re-export it with fastai 2.8.12 (load it in the old fastai, then learn.export() after upgrading) or retrain"
+            ) from None
+        raise ModelLoadError(f"{path} needs the Python module {exc.name!r}, which is not installed") from None
+    except AttributeError as exc:
+        raise ModelLoadError(
+            f"{path} refers to code that does not exist here ({exc}); it was exported with another fastai version "
+            "or with custom functions that are not importable"
+        ) from None
+    except (TypeError, ValueError, SystemError) as exc:
+        if "code" in str(exc) or "argument" in str(exc):
+            raise ModelLoadError(
+                f"{path} was exported under another Python version ({exc}); "
+                "fastai exports load only under the Python minor version that wrote them (see .python-version)"
+            ) from None
+        raise ModelLoadError(f"{path} is not a fastai learner export ({exc})") from None
+    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError) as exc:
+        raise ModelLoadError(f"{path} is not a fastai learner export (it cannot be unpickled: {exc})") from None
+    if not isinstance(learner, Learner):
+        raise ModelLoadError(f"{path} holds a {type(learner).__name__}, not a fastai Learner; export one with learn.export()")
+    return learner
+
+
+def _check_multilabel(learner: Learner, path: Path) -> list[str]:
+    vocab = getattr(learner.dls, "vocab", None)
+    if vocab is None or len(vocab) == 0:
+        raise ModelLoadError(f"{path} has no category vocabulary; it is not an image classifier")
+    if not isinstance(vocab[0], str):
+        raise ModelLoadError(f"{path} is not a multi-label classifier; train it with MultiCategoryBlock")
+    if not hasattr(learner.loss_func, "thresh"):
+        raise ModelLoadError(
+            f"{path} is a single-label classifier ({type(learner.loss_func).__name__}); "
+            "this app needs a multi-label one (MultiCategoryBlock, sigmoid outputs)"
+        )
+    return [str(name) for name in vocab]
+
+
+class FastaiBackend:
+    """Runs the learner's validation transforms and model; never the get_x/get_y it was trained with."""
+
+    def __init__(self, learner: Learner, path: Path):
+        self.learner = learner
+        self.vocab = _check_multilabel(learner, path)
+        self.learner.model.eval()
+        self.learner.model.to(memory_format=torch.contiguous_format)
+        arch = getattr(learner, "arch", None)
+        self.architecture = getattr(arch, "__name__", None) or str(arch or type(learner.model).__name__)
+        self.input_size = self._preprocess([Image.new("RGB", (64, 48))]).shape[-1]
+
+    def _preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """A batch the way the learner's validation DataLoader builds it, from images that are already RGB."""
+        x_pipeline = self.learner.dls.valid_ds.tls[0].tfms.fs
+        items = [PILImage.create(image) for image in images]
+        # rm_type_tfms drops the whole x pipeline (get_x, PILImage.create): the items are already PILImages.
+        loader = self.learner.dls.test_dl(items, rm_type_tfms=len(x_pipeline), bs=max(1, len(items)), num_workers=0)
+        return torch.cat([batch[0] for batch in loader]).as_subclass(torch.Tensor)
+
+    def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
+        batch = self._preprocess(images)
+        with torch.inference_mode():
+            logits = self.learner.model(batch)
+        return torch.sigmoid(logits).numpy()
+
+
+def load_fastai_backend(path: Path, torch_threads: int | None = None) -> FastaiBackend:
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    return FastaiBackend(_read_learner(path), path)

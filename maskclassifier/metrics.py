@@ -1,0 +1,113 @@
+"""Multi-label metrics on probability matrices, in plain NumPy (shared by training and evaluation).
+
+`probs` and `targets` are (n_images, n_categories) arrays; targets hold 0/1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+SWEEP_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+def accuracy_multi(probs: np.ndarray, targets: np.ndarray, threshold: float) -> float:
+    """fastai's accuracy_multi: the share of (image, category) decisions that are right."""
+    return float(((probs > threshold) == targets.astype(bool)).mean())
+
+
+def exact_match(probs: np.ndarray, targets: np.ndarray, threshold: float) -> float:
+    """Subset accuracy: the share of images whose whole predicted label set is right."""
+    return float(((probs > threshold) == targets.astype(bool)).all(axis=1).mean())
+
+
+def _f1_parts(predicted: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    tp = (predicted & actual).sum(axis=0)
+    fp = (predicted & ~actual).sum(axis=0)
+    fn = (~predicted & actual).sum(axis=0)
+    return tp, fp, fn
+
+
+def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    return np.divide(numerator, denominator, out=np.zeros(len(numerator)), where=denominator > 0)
+
+
+def macro_f1(probs: np.ndarray, targets: np.ndarray, threshold: float) -> float:
+    """Mean of the per-category F1 scores (a category with no true and no predicted image scores 0)."""
+    tp, fp, fn = _f1_parts(probs > threshold, targets.astype(bool))
+    return float(_safe_ratio(2 * tp, 2 * tp + fp + fn).mean())
+
+
+def threshold_sweep(probs: np.ndarray, targets: np.ndarray,
+                    thresholds: Sequence[float] = SWEEP_THRESHOLDS) -> list[dict[str, float]]:
+    return [
+        {
+            "threshold": float(t),
+            "accuracy_multi": accuracy_multi(probs, targets, t),
+            "exact_match": exact_match(probs, targets, t),
+            "macro_f1": macro_f1(probs, targets, t),
+        }
+        for t in thresholds
+    ]
+
+
+def best_threshold(sweep: list[dict[str, float]]) -> float:
+    """The threshold with the highest macro-F1; on a tie the higher threshold wins (fewer false alarms)."""
+    return max(sweep, key=lambda row: (round(row["macro_f1"], 9), row["threshold"]))["threshold"]
+
+
+def per_class_report(probs: np.ndarray, targets: np.ndarray, vocab: Sequence[str],
+                     threshold: float) -> dict[str, dict[str, float | int | list[list[int]]]]:
+    """Precision, recall, F1, support and a 2x2 confusion matrix [[TN, FP], [FN, TP]] per category."""
+    predicted, actual = probs > threshold, targets.astype(bool)
+    tp, fp, fn = _f1_parts(predicted, actual)
+    tn = (~predicted & ~actual).sum(axis=0)
+    precision, recall = _safe_ratio(tp, tp + fp), _safe_ratio(tp, tp + fn)
+    f1 = _safe_ratio(2 * tp, 2 * tp + fp + fn)
+    return {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(actual[:, i].sum()),
+            "confusion": [[int(tn[i]), int(fp[i])], [int(fn[i]), int(tp[i])]],
+        }
+        for i, name in enumerate(vocab)
+    }
+
+
+def cooccurrence(probs: np.ndarray, targets: np.ndarray, threshold: float) -> list[list[int]]:
+    """Row = true category, column = predicted category: how many images with that true label got that prediction.
+
+    The diagonal holds the hits; off-diagonal cells show which categories get mistaken for which,
+    the multi-label stand-in for a confusion matrix.
+    """
+    predicted, actual = (probs > threshold).astype(int), targets.astype(int)
+    return (actual.T @ predicted).tolist()
+
+
+def summary(probs: np.ndarray, targets: np.ndarray, vocab: Sequence[str], threshold: float) -> dict:
+    """Every metric the model card and the evaluate command report, at one threshold."""
+    return {
+        "threshold": float(threshold),
+        "images": int(len(probs)),
+        "accuracy_multi": accuracy_multi(probs, targets, threshold),
+        "exact_match": exact_match(probs, targets, threshold),
+        "macro_f1": macro_f1(probs, targets, threshold),
+        "per_class": per_class_report(probs, targets, vocab, threshold),
+        "cooccurrence": {"categories": list(vocab), "counts": cooccurrence(probs, targets, threshold)},
+    }
+
+
+def format_table(report: dict) -> str:
+    """A plain-text metrics table for the terminal and the model card."""
+    lines = [
+        f"threshold {report['threshold']:.2f} on {report['images']} images: "
+        f"exact-match {report['exact_match']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
+        f"accuracy_multi {report['accuracy_multi']:.4f}",
+        f"{'category':<10} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>8}",
+    ]
+    for name, row in report["per_class"].items():
+        lines.append(f"{name:<10} {row['precision']:>9.3f} {row['recall']:>7.3f} {row['f1']:>7.3f} {row['support']:>8d}")
+    return "\n".join(lines)

@@ -1,0 +1,163 @@
+"""Loading a classifier and turning its probabilities into a thresholded answer.
+
+This module imports neither torch nor fastai: the backend is chosen from the model file's suffix
+(`.pkl` -> fastai, `.onnx` -> ONNX Runtime) and imported only then, so the slim install stays slim.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+DEFAULT_THRESHOLD = 0.5
+
+
+class ModelLoadError(RuntimeError):
+    """The model cannot be served; the message is one line saying what is wrong and how to fix it."""
+
+
+class Backend(Protocol):
+    """What the app needs of a loaded model."""
+
+    vocab: list[str]
+    architecture: str
+    input_size: int
+
+    def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(len(images), len(vocab)) sigmoid probabilities for RGB images."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probabilities: dict[str, float]  # every category, in vocab order
+    labels: list[str]  # the categories above the threshold, most probable first
+    threshold: float
+
+    @property
+    def is_confident(self) -> bool:
+        return bool(self.labels)
+
+
+def decide(probabilities: Sequence[float], vocab: Sequence[str], threshold: float) -> Prediction:
+    """Every category whose probability is above the threshold, highest first (fastai decodes with `> thresh`)."""
+    scores = {name: float(p) for name, p in zip(vocab, probabilities)}
+    labels = sorted((name for name, p in scores.items() if p > threshold), key=lambda name: -scores[name])
+    return Prediction(scores, labels, threshold)
+
+
+@dataclass
+class Classifier:
+    """A loaded backend plus what the app reports about it."""
+
+    backend: Backend
+    path: Path
+    threshold: float
+    sha256: str
+    sidecar: dict = field(default_factory=dict)
+
+    @property
+    def vocab(self) -> list[str]:
+        return self.backend.vocab
+
+    def predict(self, image: Image.Image) -> Prediction:
+        return self.predict_many([image])[0]
+
+    def predict_many(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        if not images:
+            return []
+        return [decide(row, self.vocab, self.threshold) for row in self.backend.probabilities(images)]
+
+    def describe(self) -> dict:
+        """The facts GET /api/model returns."""
+        info = {
+            "categories": self.vocab,
+            "threshold": self.threshold,
+            "architecture": self.backend.architecture,
+            "input_size": self.backend.input_size,
+            "backend": self.path.suffix.lstrip("."),
+            "model_file": self.path.name,
+            "sha256": self.sha256,
+        }
+        for key in ("metrics", "created", "versions"):
+            if key in self.sidecar:
+                info[key] = self.sidecar[key]
+        return info
+
+
+def sidecar_path(model_path: Path) -> Path:
+    return model_path.with_suffix(".json")
+
+
+def read_sidecar(model_path: Path) -> dict:
+    """The JSON written next to the model at training time, or {} when there is none."""
+    path = sidecar_path(model_path)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path} is not valid JSON ({exc}); fix or delete it") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path} must hold a JSON object; fix or delete it")
+    return data
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_python_version(model_path: Path, sidecar: dict) -> None:
+    """A fastai export holds pickled code objects, which load only under the Python minor version that wrote them."""
+    exported = str(sidecar.get("versions", {}).get("python", ""))
+    running = platform.python_version()
+    if exported and exported.split(".")[:2] != running.split(".")[:2]:
+        raise ModelLoadError(
+            f"{model_path} was exported under Python {exported} but this is Python {running}; "
+            f"run the app under Python {'.'.join(exported.split('.')[:2])} (see .python-version) or retrain the model here"
+        )
+
+
+def _load_backend(path: Path, sidecar: dict, torch_threads: int | None) -> Backend:
+    if path.suffix == ".onnx":
+        from maskclassifier.onnx import load_onnx_backend
+
+        return load_onnx_backend(path, sidecar, torch_threads)
+    _check_python_version(path, sidecar)
+    from maskclassifier.fastai_backend import load_fastai_backend
+
+    return load_fastai_backend(path, torch_threads)
+
+
+def load_classifier(model_path: Path, threshold: float | None = None, torch_threads: int | None = None) -> Classifier:
+    """Load the model at `model_path` once; the threshold is `threshold`, else the sidecar's, else 0.5."""
+    path = Path(model_path)
+    if not path.is_file():
+        raise ModelLoadError(
+            f"model file not found: {path}; set MODEL_PATH to a learner exported with learn.export() "
+            "(or an .onnx export), or train one with python -m maskclassifier.train"
+        )
+    if path.suffix not in (".pkl", ".onnx"):
+        raise ModelLoadError(f"{path}: MODEL_PATH must end in .pkl (fastai export) or .onnx (ONNX export)")
+    sidecar = read_sidecar(path)
+    backend = _load_backend(path, sidecar, torch_threads)
+    digest = sha256_file(path)
+    if sidecar.get("vocab") and list(sidecar["vocab"]) != list(backend.vocab):
+        raise ModelLoadError(
+            f"{sidecar_path(path)} lists categories {sidecar['vocab']} but the model has {backend.vocab}; "
+            "the sidecar belongs to another model: retrain, or delete the sidecar"
+        )
+    if threshold is None:
+        threshold = float(sidecar.get("threshold", DEFAULT_THRESHOLD))
+    return Classifier(backend=backend, path=path, threshold=threshold, sha256=digest, sidecar=sidecar)

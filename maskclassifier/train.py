@@ -1,0 +1,203 @@
+"""Train the mask classifier on a labelled CSV and write the model, its sidecar, plots and model card.
+
+    python -m maskclassifier.train --csv labels.csv --images-root DIR --out models/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import fastai
+import numpy as np
+import torch
+
+from maskclassifier import metrics, reports
+from maskclassifier.training import (
+    ARCHITECTURES,
+    TrainingError,
+    build_dataloaders,
+    build_learner,
+    load_labelled_csv,
+    parse_merges,
+    per_item_losses,
+    sha256_file,
+    validation_predictions,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m maskclassifier.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--csv", type=Path, required=True, help="CSV with columns fname, labels (space-separated)"
+                        " and optionally is_valid, synthetic")
+    parser.add_argument("--images-root", type=Path, help="folder the fname column is relative to (default: the CSV's)")
+    parser.add_argument("--out", type=Path, default=Path("models"), help="output folder (default: models/)")
+    parser.add_argument("--name", default="export", help="model file stem: NAME.pkl and NAME.json (default: export)")
+    parser.add_argument("--arch", default="mobilenet_v2", choices=sorted(ARCHITECTURES))
+    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                        help="start from random weights instead of ImageNet")
+    parser.add_argument("--size", type=int, default=192, help="training/inference image size (default: 192)")
+    parser.add_argument("--presize", type=int, help="item Resize before batch augmentation (default: size * 4/3)")
+    parser.add_argument("--epochs", type=int, default=4, help="unfrozen epochs (default: 4)")
+    parser.add_argument("--frozen-epochs", type=int, default=1, help="epochs with the body frozen (default: 1)")
+    parser.add_argument("--lr", default="auto", help="learning rate, or 'auto' for lr_find's suggestion (default)")
+    parser.add_argument("--bs", type=int, default=64, help="batch size (default: 64)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--valid-pct", type=float, default=0.2,
+                        help="random validation share when the CSV has no is_valid column (default: 0.2)")
+    parser.add_argument("--merge", action="append", default=[], metavar="OLD=NEW",
+                        help="rename a label before training, e.g. --merge Surgical=Medical (repeatable)")
+    parser.add_argument("--workers", type=int, help="data-loading processes (default: fastai's)")
+    parser.add_argument("--dataset-notes", type=Path,
+                        help="DATASET.md for the model card's sources section (default: DATASET.md beside the CSV)")
+    args = parser.parse_args(argv)
+    if args.presize is None:
+        args.presize = round(args.size * 4 / 3)
+    if args.presize < args.size:
+        parser.error("--presize must be at least --size")
+    if args.lr != "auto":
+        try:
+            args.lr = float(args.lr)
+        except ValueError:
+            parser.error(f"--lr must be a number or 'auto', got {args.lr!r}")
+    if not 0 < args.valid_pct < 1:
+        parser.error("--valid-pct must be between 0 and 1")
+    return args
+
+
+def choose_lr(learn, requested, out: Path) -> float:
+    if requested != "auto":
+        return requested
+    suggestion = learn.lr_find(show_plot=False).valley
+    recorder = learn.recorder
+    reports.plot_lr_find([float(v) for v in recorder.lrs], [float(v) for v in recorder.losses], suggestion,
+                         out / "lr_find.png")
+    print(f"lr_find suggests {suggestion:.2e}", flush=True)
+    return float(suggestion)
+
+
+def synthetic_categories(data) -> list[str]:
+    """Categories whose every image is marked synthetic in the CSV."""
+    frame = data.frame
+    if "synthetic" not in frame.columns:
+        return []
+    is_synthetic = frame["synthetic"].astype(str).str.strip().str.lower().isin({"true", "1", "yes"})
+    return [label for label in data.vocab
+            if is_synthetic[frame["labels"].str.split().map(lambda labels, label=label: label in labels)].all()]
+
+
+def write_top_losses(data, probs: np.ndarray, targets: np.ndarray, vocab: list[str], threshold: float,
+                     path: Path, count: int = 9) -> None:
+    valid = data.frame[data.frame["is_valid"]].reset_index(drop=True)
+    losses = per_item_losses(probs, targets)
+    order = np.argsort(-losses)[:count]
+
+    def names(row: np.ndarray) -> str:
+        return " ".join(name for name, on in zip(vocab, row) if on) or "(none)"
+
+    titles = [f"{names(targets[i] > 0.5)} / {names(probs[i] > threshold)} / {losses[i]:.2f}" for i in order]
+    reports.plot_top_losses([data.images_root / valid.loc[i, "fname"] for i in order], titles, path)
+
+
+def train(args: argparse.Namespace) -> dict:
+    started = time.time()
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = load_labelled_csv(args.csv, args.images_root, parse_merges(args.merge), args.valid_pct, args.seed)
+    if data.skipped:
+        print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}", flush=True)
+    dls = build_dataloaders(data, args.size, args.presize, args.bs, args.seed, args.workers)
+    learn = build_learner(dls, args.arch, args.pretrained)
+    lr = choose_lr(learn, args.lr, args.out)
+    learn.fine_tune(args.epochs, base_lr=lr, freeze_epochs=args.frozen_epochs)
+
+    vocab = list(dls.vocab)
+    probs, targets = validation_predictions(learn)
+    sweep = metrics.threshold_sweep(probs, targets)
+    threshold = metrics.best_threshold(sweep)
+    report = metrics.summary(probs, targets, vocab, threshold)
+    report["threshold_sweep"] = sweep
+    print(metrics.format_table(report), flush=True)
+
+    model_path = args.out / f"{args.name}.pkl"
+    learn.export(model_path.resolve())
+    reports.plot_threshold_sweep(sweep, threshold, args.out / "threshold_sweep.png")
+    reports.plot_confusion(report, args.out / "confusion.png")
+    write_top_losses(data, probs, targets, vocab, threshold, args.out / "top_losses.png")
+    (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    normalize = _normalize_stats(dls)
+    valid_count = int(data.frame["is_valid"].sum())
+    sidecar = {
+        "model_file": model_path.name,
+        "sha256": sha256_file(model_path),
+        "vocab": vocab,
+        "threshold": threshold,
+        "architecture": args.arch,
+        "input_size": args.size,
+        "preprocessing": {"presize": args.presize, "resize_method": "crop", "size": args.size,
+                          "normalize": normalize},
+        "metrics": {key: report[key] for key in ("threshold", "images", "accuracy_multi", "exact_match",
+                                                 "macro_f1", "per_class")},
+        "training": {
+            "pretrained": args.pretrained,
+            "epochs": args.epochs,
+            "frozen_epochs": args.frozen_epochs,
+            "lr": lr,
+            "batch_size": args.bs,
+            "seed": args.seed,
+            "merges": args.merge,
+            "device": _device_name(),
+            "seconds": round(time.time() - started, 1),
+            "target": {"exact_match": 0.92, "macro_f1": 0.92, "accuracy_multi": 0.98},
+            "dataset": {
+                "csv": args.csv.name,
+                "csv_sha256": sha256_file(args.csv),
+                "images": len(data.frame),
+                "train_images": len(data.frame) - valid_count,
+                "valid_images": valid_count,
+                "skipped": len(data.skipped),
+                "synthetic_categories": synthetic_categories(data),
+            },
+        },
+        "versions": {"python": platform.python_version(), "fastai": fastai.__version__, "torch": torch.__version__},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (args.out / f"{args.name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    notes = args.dataset_notes or args.csv.parent / "DATASET.md"
+    (args.out / "MODEL_CARD.md").write_text(reports.model_card(sidecar, notes))
+    print(f"wrote {model_path} and {args.name}.json, metrics, plots and MODEL_CARD.md to {args.out} "
+          f"in {sidecar['training']['seconds'] / 60:.1f} min", flush=True)
+    return sidecar
+
+
+def _normalize_stats(dls) -> dict | None:
+    for tfm in dls.after_batch.fs:
+        if type(tfm).__name__ == "Normalize":
+            return {"mean": tfm.mean.flatten().tolist(), "std": tfm.std.flatten().tolist()}
+    return None
+
+
+def _device_name() -> str:
+    return f"CPU ({torch.get_num_threads()} threads, {platform.machine()})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        train(args)
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Pages and JSON API: parse the HTTP request, hand images to the classifier, present the answer."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
+from PIL import Image
+from werkzeug.exceptions import HTTPException
+
+from maskclassifier.images import ACCEPT_ATTRIBUTE, ImageError, load_image
+from maskclassifier.model import Classifier, Prediction
+
+bp = Blueprint("web", __name__)
+
+CATEGORY_INFO = {
+    "-": ("Not a face or mask photo", "The model's 'intended noise' class: objects or scenes without a face."),
+    "Cloth": ("Cloth mask", "A fabric face covering, often patterned or home-made."),
+    "Gas": ("Gas mask / respirator with filters", "A half- or full-face respirator with filter cartridges."),
+    "KN95": ("KN95 / N95 respirator", "A moulded or folded high-filtration respirator (also FFP2)."),
+    "Medical": ("Surgical / medical mask", "A pleated disposable mask, usually blue or white."),
+    "No_mask!": ("No mask on the face", "A bare face: nothing covers the nose and mouth."),
+    "Shield": ("Face shield", "A clear plastic visor in front of the face."),
+}
+PREVIEW_SIZE = 800
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def classifier() -> Classifier:
+    return current_app.extensions["maskclassifier"]
+
+
+def friendly_name(category: str) -> str:
+    return CATEGORY_INFO.get(category, (category, ""))[0]
+
+
+def prediction_message(prediction: Prediction) -> str:
+    """The one sentence a person reads first."""
+    if not prediction.labels:
+        return (f"The model is not confident enough about any category (none reached {prediction.threshold:.0%}). "
+                "Try a clearer, front-facing photo of a face.")
+    if prediction.labels[0] == "-":
+        return "This does not look like a face or mask photo."
+    return "Recognised: " + ", ".join(friendly_name(label) for label in prediction.labels) + "."
+
+
+def prediction_json(prediction: Prediction) -> dict:
+    return {
+        "labels": prediction.labels,
+        "probabilities": prediction.probabilities,
+        "threshold": prediction.threshold,
+        "message": prediction_message(prediction),
+    }
+
+
+def _uploaded_bytes() -> bytes:
+    """The one file in the form field `file`; empty parts (an unused second file input) are ignored."""
+    parts = [part for part in request.files.getlist("file") if part.filename or part.content_length]
+    contents = [part.read() for part in parts]
+    non_empty = [data for data in contents if data]
+    if len(non_empty) > 1:
+        raise ImageError(400, "too_many_files", "Please upload one image at a time.")
+    if non_empty:
+        data = non_empty[0]
+    elif contents:
+        raise ImageError(400, "empty_file", "The file is empty. Please choose a photo to upload.")
+    else:
+        others = [name for name in request.files if name != "file"]
+        hint = f" (the request had a file in the field {others[0]!r} instead)" if others else ""
+        raise ImageError(400, "no_file", f"No image was sent{hint}. Choose a photo and upload it in the field 'file'.")
+    limit = current_app.config["SETTINGS"].max_upload_bytes
+    if len(data) > limit:
+        raise _too_large_error()
+    return data
+
+
+def _too_large_error() -> ImageError:
+    limit_mb = current_app.config["SETTINGS"].max_upload_mb
+    return ImageError(413, "file_too_large", f"The file is too large. The limit is {limit_mb:g} MB per photo.")
+
+
+def _preview_data_uri(image: Image.Image) -> str:
+    """The (EXIF-upright) photo as an inline JPEG for the result page: nothing is stored on the server."""
+    preview = image.copy()
+    preview.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))
+    buffer = io.BytesIO()
+    preview.save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _result_view(prediction: Prediction) -> dict:
+    kind = "not_confident" if not prediction.labels else "noise" if prediction.labels[0] == "-" else "ok"
+    return {
+        "kind": kind,
+        "message": prediction_message(prediction),
+        "threshold": prediction.threshold,
+        "matches": [
+            {"name": label, "title": friendly_name(label), "description": CATEGORY_INFO.get(label, ("", ""))[1],
+             "probability": prediction.probabilities[label]}
+            for label in prediction.labels
+        ],
+        "bars": [
+            {"name": name, "title": friendly_name(name), "probability": p, "passed": name in prediction.labels}
+            for name, p in sorted(prediction.probabilities.items(), key=lambda item: -item[1])
+        ],
+    }
+
+
+def _render_page(status: int = 200, **context) -> tuple[str, int]:
+    return render_template("index.html", accept=ACCEPT_ATTRIBUTE, categories=CATEGORY_INFO, **context), status
+
+
+@bp.get("/")
+def index():
+    return _render_page()
+
+
+@bp.post("/")
+def classify_form():
+    try:
+        image = load_image(_uploaded_bytes())
+    except ImageError as error:
+        return _render_page(error.status, error=error.message)
+    prediction = classifier().predict(image)
+    return _render_page(result=_result_view(prediction), preview=_preview_data_uri(image))
+
+
+@bp.post("/api/predict")
+def api_predict():
+    image = load_image(_uploaded_bytes())
+    return jsonify(prediction_json(classifier().predict(image)))
+
+
+@bp.get("/api/model")
+def api_model():
+    return jsonify(classifier().describe())
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/") or request.path == "/healthz"
+
+
+def _error_response(status: int, code: str, message: str):
+    if _wants_json():
+        return jsonify({"error": code, "message": message}), status
+    return _render_page(status, error=message)
+
+
+def _http_error(error: HTTPException):
+    if error.code == 413:
+        too_large = _too_large_error()
+        return _error_response(413, too_large.code, too_large.message)
+    code = (error.name or "error").lower().replace(" ", "_")
+    messages = {
+        400: "The request could not be understood. Please upload the photo again using the form.",
+        404: "There is no page here. Go back to the start page to upload a photo.",
+        405: "This address does not accept that kind of request.",
+    }
+    return _error_response(error.code or 500, code, messages.get(error.code, error.description or error.name))
+
+
+def _unexpected_error(error: Exception):
+    current_app.logger.exception("unexpected error while handling %s %s", request.method, request.path)
+    return _error_response(500, "internal_error", "Something went wrong on our side. Please try again.")
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ImageError, lambda error: _error_response(error.status, error.code, error.message))
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+
+
+def add_security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response

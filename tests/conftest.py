@@ -1,0 +1,82 @@
+"""Shared fixtures: a real fastai learner trained and exported the notebook's way, and apps serving it."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from maskclassifier import create_app
+from maskclassifier.config import Settings
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+
+from datasets import face_like_image, write_labelled_set  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def labelled_set(tmp_path_factory) -> Path:
+    """A few dozen generated images with fname,labels,is_valid; returns the CSV path."""
+    return write_labelled_set(tmp_path_factory.mktemp("labelled"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, labelled_set) -> Path:
+    """A real learner exported by tests/notebook_export.py in a subprocess (its own __main__ get_x/get_y)."""
+    out = tmp_path_factory.mktemp("model") / "export.pkl"
+    subprocess.run(
+        [sys.executable, str(TESTS / "notebook_export.py"), str(labelled_set.parent), str(labelled_set), str(out)],
+        check=True, capture_output=True, timeout=600,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def settings(tiny_model) -> Settings:
+    return Settings(model_path=tiny_model, threshold=0.5, max_upload_mb=2, torch_threads=1)
+
+
+@pytest.fixture(scope="session")
+def app(settings):
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def make_app(settings):
+    """Build another app with some settings changed, e.g. make_app(threshold=0.99)."""
+
+    def build(**changes):
+        app = create_app(replace(settings, **changes))
+        app.config["TESTING"] = True
+        return app
+
+    return build
+
+
+def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def face_jpeg() -> bytes:
+    return encode(face_like_image(["Medical"], seed=7, size=(120, 160)))
+
+
+def upload(data: bytes, name: str = "photo.jpg", content_type: str = "image/jpeg", field: str = "file") -> dict:
+    """Form data for the test client's post(..., data=upload(...))."""
+    return {field: (io.BytesIO(data), name, content_type)}

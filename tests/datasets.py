@@ -1,0 +1,55 @@
+"""Small generated labelled image sets for tests: no external data needed."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+CATEGORIES = ["-", "Cloth", "Gas", "KN95", "Medical", "No_mask!", "Shield"]
+COLOURS = {
+    "-": (30, 140, 60),
+    "Cloth": (180, 60, 160),
+    "Gas": (70, 80, 100),
+    "KN95": (235, 235, 235),
+    "Medical": (90, 170, 220),
+    "No_mask!": (220, 170, 140),
+    "Shield": (200, 220, 250),
+}
+
+
+def face_like_image(labels: list[str], seed: int, size: tuple[int, int] = (96, 96)) -> Image.Image:
+    """A drawn 'face' whose lower half takes the colour of its first label, with some randomness."""
+    rng = random.Random(seed)
+    width, height = size
+    image = Image.new("RGB", size, tuple(rng.randrange(40, 200) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse([width * 0.2, height * 0.1, width * 0.8, height * 0.9], fill=COLOURS["No_mask!"])
+    colour = tuple(min(255, max(0, c + rng.randrange(-20, 20))) for c in COLOURS[labels[0]])
+    draw.rectangle([width * 0.25, height * 0.5, width * 0.75, height * 0.8], fill=colour)
+    if "Shield" in labels:
+        draw.rectangle([width * 0.15, height * 0.05, width * 0.85, height * 0.2], fill=COLOURS["Shield"])
+    return image
+
+
+def write_labelled_set(root: Path, per_category: int = 6, with_is_valid: bool = True) -> Path:
+    """Images under root/images and root/labels.csv (fname, labels[, is_valid]); returns the CSV path."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    label_sets = [[c] for c in CATEGORIES] + [["Medical", "Shield"]]
+    for set_index, labels in enumerate(label_sets):
+        for i in range(per_category):
+            fname = f"images/{set_index}-{i}.jpg"
+            face_like_image(labels, seed=set_index * 100 + i).save(root / fname, quality=90)
+            row = {"fname": fname, "labels": " ".join(labels)}
+            if with_is_valid:
+                row["is_valid"] = i % 3 == 0
+            rows.append(row)
+    csv_path = root / "labels.csv"
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return csv_path
