@@ -26,11 +26,11 @@ def _read_learner(path: Path) -> Learner:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch/fastai warn that pickle is unsafe: the path is ours, not a user's
             learner = torch.load(path, map_location="cpu", weights_only=False)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("fastcore"):
+    except ImportError as exc:
+        if any(old in str(exc) or old == exc.name for old in ("fastcore.transform", "fastcore.dispatch")):
             raise ModelLoadError(
-                f"{path} was exported with fastai < 2.8 (it needs {exc.name}); "
-                "re-export it with fastai 2.8.12 (load it in the old fastai, then learn.export() after upgrading) or retrain"
+                f"{path} was exported with fastai < 2.8 (it needs fastcore.transform/dispatch, gone in fastai 2.8); "
+                "retrain it with this project's fastai 2.8.12 (python -m maskclassifier.train)"
             ) from None
         raise ModelLoadError(f"{path} needs the Python module {exc.name!r}, which is not installed") from None
     except AttributeError as exc:

@@ -86,8 +86,8 @@ def _open(data: bytes) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageError(400, "not_an_image",
                          f"This file is not an image we can read. Please upload a photo as {FRIENDLY_FORMATS}.") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise _corrupt(exc) from None
+    except (OSError, ValueError, SyntaxError, EOFError):
+        raise _corrupt() from None
 
 
 def _too_many_pixels() -> ImageError:
@@ -96,10 +96,10 @@ def _too_many_pixels() -> ImageError:
                       "Please upload a smaller photo.")
 
 
-def _corrupt(exc: Exception) -> ImageError:
+def _corrupt() -> ImageError:
     return ImageError(400, "corrupt_image",
                       "This image file is damaged or incomplete and cannot be read. "
-                      f"Please upload it again or try another photo. ({type(exc).__name__})")
+                      "Please upload it again or try another photo.")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -107,7 +107,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -126,15 +126,15 @@ def load_image(data: bytes) -> Image.Image:
     if width * height > MAX_PIXELS:
         raise _too_many_pixels()
     if width < 1 or height < 1:
-        raise _corrupt(ValueError("zero-size image"))
+        raise _corrupt()
     try:
         image.seek(0)
         image.load()
     except Image.DecompressionBombError:
         raise _too_many_pixels() from None
     except (OSError, ValueError, SyntaxError, EOFError, TypeError, KeyError, IndexError,
-            ZeroDivisionError, MemoryError) as exc:
-        raise _corrupt(exc) from None
+            ZeroDivisionError, MemoryError):
+        raise _corrupt() from None
     return _to_rgb(_upright(image))
 
 
