@@ -4,6 +4,7 @@
   "use strict";
   var form = document.getElementById("upload-form");
   if (!form) { return; }
+  document.documentElement.classList.add("js");
   var inputs = [document.getElementById("file-input"), document.getElementById("camera-input")];
   var submit = document.getElementById("submit-button");
   var preview = document.getElementById("preview");
