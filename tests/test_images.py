@@ -1,0 +1,170 @@
+"""Every upload format the issue lists, decoded to an upright RGB image or rejected with the right status."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import encode
+from maskclassifier import images
+from maskclassifier.images import ImageError, load_image
+
+
+def gradient(size=(40, 30)) -> Image.Image:
+    width, height = size
+    x = np.linspace(0, 255, width, dtype=np.uint8)
+    y = np.linspace(0, 255, height, dtype=np.uint8)
+    rgb = np.stack([np.tile(x, (height, 1)), np.tile(y[:, None], (1, width)), np.full((height, width), 90, np.uint8)], -1)
+    return Image.fromarray(rgb, "RGB")
+
+
+def assert_error(data: bytes, status: int, code: str) -> ImageError:
+    with pytest.raises(ImageError) as caught:
+        load_image(data)
+    assert (caught.value.status, caught.value.code) == (status, code)
+    assert caught.value.message.endswith(".")
+    return caught.value
+
+
+@pytest.mark.parametrize("fmt,params", [
+    ("JPEG", {"quality": 95}),
+    ("PNG", {}),
+    ("WEBP", {"lossless": True}),
+    ("BMP", {}),
+    ("TIFF", {}),
+])
+def test_common_formats_decode_to_rgb(fmt, params):
+    original = gradient()
+    decoded = load_image(encode(original, fmt, **params))
+    assert decoded.mode == "RGB" and decoded.size == original.size
+    tolerance = 8 if fmt == "JPEG" else 0
+    assert np.abs(np.asarray(decoded, int) - np.asarray(original, int)).max() <= tolerance
+
+
+def test_rgba_png_is_flattened_on_white():
+    image = Image.new("RGBA", (10, 10), (255, 0, 0, 0))
+    image.putpixel((0, 0), (0, 0, 255, 255))
+    decoded = load_image(encode(image, "PNG"))
+    assert decoded.mode == "RGB"
+    assert decoded.getpixel((5, 5)) == (255, 255, 255)
+    assert decoded.getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_palette_png_with_transparency_is_flattened_on_white():
+    image = Image.new("P", (8, 8), 0)
+    image.putpalette([0, 0, 0, 200, 30, 30] + [0] * 762)
+    image.putpixel((1, 1), 1)
+    decoded = load_image(encode(image, "PNG", transparency=0))
+    assert decoded.getpixel((0, 0)) == (255, 255, 255)
+    assert decoded.getpixel((1, 1)) == (200, 30, 30)
+
+
+def test_animated_gif_uses_the_first_frame():
+    frames = [Image.new("RGB", (12, 12), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    decoded = load_image(buffer.getvalue())
+    assert decoded.mode == "RGB"
+    red, green, blue = decoded.getpixel((6, 6))
+    assert red > 200 and green < 50 and blue < 50
+
+
+def test_grayscale_becomes_three_equal_channels():
+    decoded = load_image(encode(gradient().convert("L"), "PNG"))
+    array = np.asarray(decoded)
+    assert decoded.mode == "RGB" and (array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all()
+
+
+def test_cmyk_jpeg_becomes_rgb():
+    decoded = load_image(encode(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG", quality=95))
+    red, green, blue = decoded.getpixel((8, 8))
+    assert decoded.mode == "RGB" and red > 200 and green < 60 and blue < 60
+
+
+def test_16_bit_png_is_scaled_not_clipped():
+    array = np.array([[0, 32768, 65535]], dtype=np.uint16)
+    image = Image.fromarray(array)
+    assert image.mode.startswith("I;16")
+    decoded = load_image(encode(image, "PNG"))
+    assert [decoded.getpixel((x, 0))[0] for x in range(3)] == [0, 128, 255]
+
+
+def sideways_jpeg(upright: Image.Image, orientation: int = 6) -> bytes:
+    """What a phone stores: the pixels rotated, plus the EXIF tag that says how to turn them upright."""
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # orientation 6 = rotate 270 (clockwise 90) to view
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(stored, "JPEG", quality=95, exif=exif)
+
+
+def test_exif_orientation_is_applied():
+    upright = gradient((40, 30))
+    decoded = load_image(sideways_jpeg(upright))
+    assert decoded.size == upright.size
+    assert np.abs(np.asarray(decoded, int) - np.asarray(upright, int)).mean() < 4
+
+
+def test_broken_exif_does_not_reject_the_photo():
+    exif = Image.Exif()
+    exif[0x0112] = 99  # not a valid orientation
+    decoded = load_image(encode(gradient(), "JPEG", exif=exif))
+    assert decoded.size == (40, 30)
+
+
+@pytest.mark.skipif(not images.HEIF_SUPPORTED, reason="pillow-heif is not installed")
+def test_heic_is_accepted_when_pillow_heif_is_installed():
+    decoded = load_image(encode(gradient((64, 48)), "HEIF", quality=90))
+    assert decoded.mode == "RGB" and decoded.size == (64, 48)
+
+
+@pytest.mark.skipif(not images.HEIF_SUPPORTED, reason="pillow-heif is not installed")
+def test_heic_without_support_is_415_with_advice(monkeypatch):
+    data = encode(gradient((64, 48)), "HEIF")
+    monkeypatch.setattr(images, "HEIF_SUPPORTED", False)
+    error = assert_error(data, 415, "unsupported_format")
+    assert "HEIC" in error.message and "JPEG" in error.message
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid-looking PNG header for a huge image, with almost no data: a decompression bomb's first bytes."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_rejected_before_allocating(monkeypatch):
+    allocations = []
+    real_new = Image.core.new
+    monkeypatch.setattr(Image.core, "new", lambda *args: allocations.append(args) or real_new(*args))
+    data = png_claiming(30000, 30000)
+    assert len(data) < 5000
+    assert_error(data, 400, "image_too_large")
+    assert allocations == []
+
+
+def test_image_just_over_our_pixel_limit_is_rejected():
+    assert_error(png_claiming(10000, 5001), 400, "image_too_large")
+
+
+@pytest.mark.parametrize("data,status,code", [
+    (b"", 400, "empty_file"),
+    (b"just some text, named photo.jpg\n", 400, "not_an_image"),
+    (b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>", 415, "unsupported_format"),
+    (b"<?xml version='1.0'?>\n<svg xmlns='http://www.w3.org/2000/svg'></svg>", 415, "unsupported_format"),
+    (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n", 415, "unsupported_format"),
+])
+def test_non_images(data, status, code):
+    assert_error(data, status, code)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_truncated_files_are_400(fmt):
+    data = encode(gradient((200, 150)), fmt)
+    assert_error(data[: len(data) // 2], 400, "corrupt_image")

@@ -1,0 +1,133 @@
+"""Start-up: settings validation, the model sidecar, and one clear line for every way a model fails to load."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from maskclassifier.config import ConfigError, Settings, settings_from_env
+from maskclassifier.model import ModelLoadError, load_classifier
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("environ,message", [
+    ({"MASK_THRESHOLD": "1.5"}, "MASK_THRESHOLD must be between 0 and 1"),
+    ({"MASK_THRESHOLD": "0"}, "MASK_THRESHOLD must be between 0 and 1"),
+    ({"MASK_THRESHOLD": "high"}, "MASK_THRESHOLD='high' is not a number"),
+    ({"MAX_UPLOAD_MB": "-1"}, "MAX_UPLOAD_MB must be more than 0"),
+    ({"PORT": "http"}, "PORT='http' is not a whole number"),
+    ({"PORT": "70000"}, "PORT must be between 1 and 65535"),
+])
+def test_bad_settings_are_refused(environ, message):
+    with pytest.raises(ConfigError, match=message):
+        settings_from_env(environ)
+
+
+def test_settings_from_environment():
+    settings = settings_from_env({"MODEL_PATH": "m/x.pkl", "MASK_THRESHOLD": "0.7", "MAX_UPLOAD_MB": "3", "PORT": "8080"})
+    assert settings == Settings(model_path=Path("m/x.pkl"), threshold=0.7, max_upload_mb=3, port=8080)
+    assert settings_from_env({}).model_path == Path("models/export.pkl")
+
+
+@pytest.fixture
+def model_copy(tiny_model, tmp_path) -> Path:
+    path = tmp_path / "export.pkl"
+    shutil.copyfile(tiny_model, path)
+    return path
+
+
+def write_sidecar(model_path: Path, **fields) -> None:
+    model_path.with_suffix(".json").write_text(json.dumps(fields))
+
+
+def test_threshold_comes_from_the_sidecar_unless_overridden(model_copy):
+    write_sidecar(model_copy, threshold=0.8, metrics={"macro_f1": 0.9})
+    classifier = load_classifier(model_copy)
+    assert classifier.threshold == 0.8
+    assert classifier.describe()["metrics"] == {"macro_f1": 0.9}
+    assert load_classifier(model_copy, threshold=0.6).threshold == 0.6
+
+
+def test_threshold_defaults_to_half_without_sidecar(model_copy):
+    assert load_classifier(model_copy).threshold == 0.5
+
+
+def test_sidecar_of_another_model_is_refused(model_copy):
+    write_sidecar(model_copy, vocab=["cat", "dog"], threshold=0.8)
+    with pytest.raises(ModelLoadError, match="belongs to another model"):
+        load_classifier(model_copy)
+
+
+def test_model_exported_under_another_python_is_refused_by_its_sidecar(model_copy):
+    write_sidecar(model_copy, versions={"python": "3.10.12"})
+    with pytest.raises(ModelLoadError, match=r"exported under Python 3\.10\.12 .* run the app under Python 3\.10"):
+        load_classifier(model_copy)
+
+
+def _save(path: Path, obj) -> Path:
+    torch.save(obj, path, pickle_module=pickle)
+    return path
+
+
+# What cloudpickle writes for a function's code object: CodeType(*fields). Another Python minor version has other
+# fields, so the call fails; here it gets two, as no Python's CodeType accepts.
+FOREIGN_CODE_OBJECT = b"\x80\x02ccloudpickle.cloudpickle\n_builtin_type\nX\x08\x00\x00\x00CodeType\x85RK\x01K\x02\x86R."
+
+
+@pytest.mark.parametrize("content,message", [
+    (lambda p: p.write_bytes(b"\x00not a pickle at all" * 10), "is not a fastai learner export"),
+    (lambda p: _save(p, {"weights": [1, 2, 3]}), "holds a dict, not a fastai Learner"),
+    (lambda p: p.write_bytes(FOREIGN_CODE_OBJECT), "was exported under another Python version"),
+])
+def test_unloadable_models_fail_with_one_clear_line(tmp_path, content, message):
+    path = tmp_path / "export.pkl"
+    content(path)
+    with pytest.raises(ModelLoadError, match=message) as caught:
+        load_classifier(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_export_from_old_fastai_is_explained(tmp_path):
+    """fastai < 2.8 exports reference fastcore.transform, which fastai 2.8 no longer has."""
+    path = tmp_path / "export.pkl"
+    # protocol-2 pickle: GLOBAL fastcore.transform.Transform, then STOP
+    path.write_bytes(b"\x80\x02cfastcore.transform\nTransform\nq\x00.")
+    with pytest.raises(ModelLoadError, match=r"exported with fastai < 2\.8"):
+        load_classifier(path)
+
+
+def test_missing_model_and_wrong_suffix(tmp_path):
+    with pytest.raises(ModelLoadError, match="model file not found: .*MODEL_PATH"):
+        load_classifier(tmp_path / "nope.pkl")
+    (tmp_path / "model.bin").write_bytes(b"x")
+    with pytest.raises(ModelLoadError, match=r"must end in \.pkl"):
+        load_classifier(tmp_path / "model.bin")
+
+
+def run_app_py(environ: dict) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), **environ}
+    return subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_app_py_stops_with_one_line_when_the_model_is_missing(tmp_path):
+    result = run_app_py({"MODEL_PATH": str(tmp_path / "missing.pkl")})
+    assert result.returncode == 3
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"Cannot start the mask classifier: model file not found: {tmp_path / 'missing.pkl'}; "
+                     "set MODEL_PATH to a learner exported with learn.export() (or an .onnx export), "
+                     "or train one with python -m maskclassifier.train"]
+
+
+def test_app_py_stops_on_a_bad_setting(tiny_model):
+    result = run_app_py({"MODEL_PATH": str(tiny_model), "MASK_THRESHOLD": "2"})
+    assert result.returncode == 3
+    assert "MASK_THRESHOLD must be between 0 and 1" in result.stderr
+    assert "Traceback" not in result.stderr
