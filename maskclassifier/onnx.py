@@ -1,0 +1,141 @@
+"""The ONNX Runtime backend: serves an export written by `python -m maskclassifier.export_onnx`.
+
+It imports neither torch nor fastai. The JSON sidecar says what the learner does before its model: the item
+Resize (a centred crop to the presize's aspect ratio, then a Pillow resize), which is repeated here with Pillow
+exactly as fastai does it, on PIL images; everything after that (float conversion, the batch resample to the model
+size, normalisation, the sigmoid) is inside the ONNX graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+from PIL import Image
+
+from maskclassifier.model import ModelLoadError, sha256_file, sidecar_path
+
+_ORT_LOAD_ERRORS = (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NoSuchFile,
+                    ort_errors.InvalidArgument, ort_errors.NotImplemented, ort_errors.RuntimeException)
+
+
+def fastai_crop_box(width: int, height: int, target_width: int, target_height: int) -> tuple[int, int, int, int]:
+    """The box fastai's Resize(method='crop') cuts on the validation split: the largest centred crop with the
+    target's aspect ratio, computed with fastai's own roundings (fastai/vision/augment.py, Resize.encodes)."""
+    scale = width / target_width if width / target_width < height / target_height else height / target_height
+    crop_width, crop_height = int(scale * target_width), int(scale * target_height)
+    left, top = int(0.5 * (width - crop_width)), int(0.5 * (height - crop_height))
+    return left, top, left + crop_width, top + crop_height
+
+
+@dataclass(frozen=True)
+class ItemResize:
+    width: int
+    height: int
+    resample: Image.Resampling
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """(height, width, 3) uint8 pixels, as fastai's item transforms (Resize, then ToTensor) produce them."""
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        box = fastai_crop_box(image.width, image.height, self.width, self.height)
+        return np.asarray(image.crop(box).resize((self.width, self.height), self.resample), dtype=np.uint8)
+
+
+class OnnxBackend:
+    def __init__(self, session: onnxruntime.InferenceSession, vocab: list[str], architecture: str,
+                 resize: ItemResize, input_size: int):
+        self.session = session
+        self.vocab = vocab
+        self.architecture = architecture
+        self.resize = resize
+        self.input_size = input_size
+        self._input_name = session.get_inputs()[0].name
+
+    def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
+        pixels = np.stack([self.resize(image) for image in images])
+        return self.session.run(None, {self._input_name: pixels})[0]
+
+
+def _reexport_hint(path: Path) -> str:
+    return f"re-export with: python -m maskclassifier.export_onnx {path.with_suffix('.pkl')}"
+
+
+def _size_hw(value) -> tuple[int, int]:
+    """A sidecar size: an int for a square, else [height, width]."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value, value
+    if (isinstance(value, list) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        return value[0], value[1]
+    raise ValueError(f"bad size {value!r}")
+
+
+def _item_resize(preprocessing: dict) -> ItemResize:
+    if preprocessing.get("resize_method") != "crop":
+        raise ValueError(f"resize_method {preprocessing.get('resize_method')!r} (only 'crop' is supported)")
+    height, width = _size_hw(preprocessing.get("presize"))
+    try:
+        resample = Image.Resampling[str(preprocessing.get("resample", "")).upper()]
+    except KeyError:
+        raise ValueError(f"unknown resample {preprocessing.get('resample')!r}") from None
+    return ItemResize(width, height, resample)
+
+
+def _check_onnx_section(path: Path, sidecar: dict) -> None:
+    """The sidecar must describe this very file: a retrained learner rewrites the sidecar without an onnx section."""
+    json_path = sidecar_path(path)
+    if not sidecar:
+        raise ModelLoadError(f"{path} needs its sidecar {json_path}, which is missing; {_reexport_hint(path)}")
+    section = sidecar.get("onnx")
+    if not isinstance(section, dict) or section.get("file") != path.name:
+        raise ModelLoadError(f"{json_path} does not describe {path.name} (no matching 'onnx' section: the learner "
+                             f"was probably retrained since the export); {_reexport_hint(path)}")
+    if section.get("sha256") != sha256_file(path):
+        raise ModelLoadError(f"{path} is not the file {json_path} was written for (sha256 differs); "
+                             f"{_reexport_hint(path)}")
+
+
+def _session(path: Path, threads: int | None) -> onnxruntime.InferenceSession:
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, every core
+    options.inter_op_num_threads = 1
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except _ORT_LOAD_ERRORS as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"ONNX Runtime {onnxruntime.__version__} cannot load {path} ({first_line}); "
+                             f"{_reexport_hint(path)}") from None
+
+
+def _check_signature(path: Path, session: onnxruntime.InferenceSession, resize: ItemResize, categories: int) -> None:
+    """The graph must take the item size the sidecar promises and return one probability per category."""
+    (graph_input,), (graph_output,) = session.get_inputs(), session.get_outputs()
+    if list(graph_input.shape[1:]) != [resize.height, resize.width, 3] or graph_output.shape[-1] != categories:
+        raise ModelLoadError(f"{path} takes {graph_input.shape} and returns {graph_output.shape}, which does not match "
+                             f"its sidecar ({resize.height}x{resize.width} images, {categories} categories); "
+                             f"{_reexport_hint(path)}")
+
+
+def load_onnx_backend(path: Path, sidecar: dict, threads: int | None = None) -> OnnxBackend:
+    """An ONNX Runtime session for `path`, with the preprocessing its sidecar records; ModelLoadError otherwise."""
+    path = Path(path)
+    _check_onnx_section(path, sidecar)
+    try:
+        if not isinstance(sidecar.get("vocab"), list) or not isinstance(sidecar.get("preprocessing"), dict):
+            raise ValueError("'vocab' must be a list and 'preprocessing' an object")
+        vocab = [str(name) for name in sidecar["vocab"]]
+        preprocessing = sidecar["preprocessing"]
+        resize = _item_resize(preprocessing)
+        input_size = _size_hw(preprocessing["size"])[1]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{sidecar_path(path)} has no usable vocab/preprocessing for {path.name} ({exc}); "
+                             f"{_reexport_hint(path)}") from None
+    session = _session(path, threads)
+    _check_signature(path, session, resize, len(vocab))
+    architecture = str(sidecar.get("architecture") or "unknown")
+    return OnnxBackend(session, vocab, architecture, resize, input_size)

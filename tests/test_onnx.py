@@ -1,0 +1,260 @@
+"""Slim serving: the ONNX export matches the fastai learner, serves the API, and needs neither torch nor fastai.
+
+Two real learners are exported with the CLI: the notebook's (no Normalize, since it is not pretrained) and one
+from `python -m maskclassifier.train` (pretrained MobileNetV2, so ImageNet Normalize, presize 85 for size 64).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastai.data.transforms import IntToFloatTensor
+from fastai.vision.augment import RandomResizedCropGPU, Resize
+from fastai.vision.core import imagenet_stats
+from fasttransform import Pipeline, Transform
+from PIL import Image
+
+from conftest import encode, upload
+from datasets import CATEGORIES, face_like_image
+from maskclassifier.export_onnx import ExportError, batch_steps, item_resize, main
+from maskclassifier.fastai_backend import load_fastai_backend
+from maskclassifier.images import load_image
+from maskclassifier.model import ModelLoadError, decide, load_classifier, sha256_file
+
+ROOT = Path(__file__).resolve().parent.parent
+TOLERANCE = 1e-3
+
+
+def export_with_cli(model_path: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "maskclassifier.export_onnx", str(model_path)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=600)
+    return model_path.with_suffix(".onnx")
+
+
+@pytest.fixture(scope="session")
+def notebook_onnx(tiny_model, tmp_path_factory) -> Path:
+    """The notebook learner's export, in its own folder (the export writes a sidecar beside the .pkl)."""
+    model_path = tmp_path_factory.mktemp("onnx-notebook") / "export.pkl"
+    shutil.copyfile(tiny_model, model_path)
+    return export_with_cli(model_path)
+
+
+@pytest.fixture(scope="session")
+def trained_onnx(labelled_set, tmp_path_factory) -> Path:
+    """A learner from the training CLI (with its own sidecar), exported."""
+    out = tmp_path_factory.mktemp("onnx-trained")
+    subprocess.run([sys.executable, "-m", "maskclassifier.train", "--csv", str(labelled_set), "--out", str(out),
+                    "--size", "64", "--epochs", "1", "--frozen-epochs", "0", "--lr", "1e-3", "--bs", "16",
+                    "--workers", "0"], cwd=ROOT, check=True, capture_output=True, timeout=900)
+    return export_with_cli(out / "export.pkl")
+
+
+@pytest.fixture(params=["notebook_onnx", "trained_onnx"])
+def exported(request) -> Path:
+    return request.getfixturevalue(request.param)
+
+
+# Sizes include 1x1, strips 60:1 wide and tall, odd sizes, a 6-megapixel photo, and a height of 49 that
+# fastai's crop rounds down to 48 rows at presize 85.
+SIZES = [(1, 1), (3, 2), (17, 5), (64, 64), (85, 85), (96, 96), (100, 75), (75, 100), (640, 480), (480, 640),
+         (1000, 999), (2000, 33), (30, 1800), (400, 49), (301, 97), (97, 301), (1280, 720), (720, 1280),
+         (257, 255), (3000, 2000)]
+
+
+def _content(kind: int, size: tuple[int, int], seed: int) -> Image.Image:
+    width, height = size
+    rng = np.random.default_rng(seed)
+    if kind == 0:
+        return face_like_image([CATEGORIES[seed % len(CATEGORIES)]], seed=seed, size=size)
+    if kind == 1:
+        return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    x = np.linspace(0, 1, width)[None, :, None]
+    y = np.linspace(0, 1, height)[:, None, None]
+    stripes = (np.sin(x * width * 1.3 + y * 7) > 0) * 180 + x * 60 + y * np.array([10, 40, 70])
+    return Image.fromarray(stripes.clip(0, 255).astype(np.uint8))
+
+
+def _with_alpha(image: Image.Image, mode: str) -> Image.Image:
+    alpha = Image.linear_gradient("L").resize(image.size)
+    converted = image.convert(mode[0] if mode == "LA" else "RGB")
+    converted.putalpha(alpha)
+    return converted
+
+
+def _exif_rotated_jpeg(image: Image.Image) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways, shown rotated: load_image turns it upright
+    return encode(image, "JPEG", exif=exif)
+
+
+ENCODINGS = [
+    lambda im: encode(im, "JPEG", quality=90),
+    lambda im: encode(im, "PNG"),
+    lambda im: encode(im.convert("L"), "PNG"),
+    lambda im: encode(_with_alpha(im, "LA"), "PNG"),
+    lambda im: encode(_with_alpha(im, "RGBA"), "PNG"),
+    lambda im: encode(im.convert("P"), "GIF"),
+    lambda im: encode(im.convert("P"), "PNG", transparency=0),
+    lambda im: encode(im.convert("CMYK"), "JPEG"),
+    lambda im: encode(Image.fromarray(np.asarray(im.convert("L")).astype(np.uint16) * 257), "PNG"),  # I;16
+    lambda im: encode(im.convert("1"), "BMP"),
+    lambda im: encode(im, "WEBP", quality=80),
+    lambda im: encode(im, "TIFF"),
+    _exif_rotated_jpeg,
+]
+
+
+@pytest.fixture(scope="module")
+def varied_images() -> list[Image.Image]:
+    """60 uploads: every size with three kinds of content, in 13 formats and modes, decoded as the app does."""
+    images = []
+    for i in range(60):
+        content = _content(i % 3, SIZES[i % len(SIZES)], seed=i)
+        images.append(load_image(ENCODINGS[i % len(ENCODINGS)](content)))
+    return images
+
+
+def test_probabilities_and_labels_match_fastai(exported, varied_images):
+    fastai = load_classifier(exported.with_suffix(".pkl"), torch_threads=1)
+    slim = load_classifier(exported, torch_threads=1)
+    expected = fastai.backend.probabilities(varied_images)
+    actual = slim.backend.probabilities(varied_images)
+    assert actual.shape == expected.shape == (60, len(CATEGORIES))
+    assert np.abs(expected - actual).max() <= TOLERANCE
+    threshold = slim.threshold
+    assert threshold == fastai.threshold
+    assert ([decide(row, slim.vocab, threshold).labels for row in actual]
+            == [decide(row, fastai.vocab, threshold).labels for row in expected])
+
+
+def test_sidecar_records_what_the_learner_does(notebook_onnx, trained_onnx):
+    notebook = json.loads(notebook_onnx.with_suffix(".json").read_text())
+    assert notebook["vocab"] == CATEGORIES and notebook["threshold"] == 0.5
+    assert notebook["preprocessing"]["presize"] == 96 and notebook["preprocessing"]["size"] == 64
+    assert notebook["preprocessing"]["resize_method"] == "crop" and notebook["preprocessing"]["normalize"] is None
+    assert notebook["onnx"]["file"] == "export.onnx" and notebook["onnx"]["sha256"] == sha256_file(notebook_onnx)
+    assert notebook["onnx"]["parity"]["max_abs_difference"] <= TOLERANCE
+
+    trained = json.loads(trained_onnx.with_suffix(".json").read_text())
+    assert trained["preprocessing"]["presize"] == 85 and trained["preprocessing"]["size"] == 64
+    normalize = trained["preprocessing"]["normalize"]
+    assert np.allclose(normalize["mean"], imagenet_stats[0]) and np.allclose(normalize["std"], imagenet_stats[1])
+    assert trained["architecture"] == "mobilenet_v2"
+    assert "metrics" in trained and "training" in trained  # the training CLI's keys are kept
+    assert trained["sha256"] == sha256_file(trained_onnx.with_suffix(".pkl"))
+
+
+def test_api_answers_the_same_through_the_onnx_app(make_app, notebook_onnx, face_jpeg):
+    slim = make_app(model_path=notebook_onnx).test_client()
+    full = make_app(model_path=notebook_onnx.with_suffix(".pkl")).test_client()
+    slim_answer = slim.post("/api/predict", data=upload(face_jpeg)).get_json()
+    full_answer = full.post("/api/predict", data=upload(face_jpeg)).get_json()
+    assert slim_answer["labels"] == full_answer["labels"]
+    assert slim_answer["probabilities"] == pytest.approx(full_answer["probabilities"], abs=TOLERANCE)
+
+    model = slim.get("/api/model").get_json()
+    assert model["backend"] == "onnx" and model["model_file"] == "export.onnx"
+    assert model["sha256"] == sha256_file(notebook_onnx)
+    assert model["architecture"] == "resnet18" and model["input_size"] == 64
+    assert slim.post("/", data=upload(face_jpeg)).status_code == 200
+    assert slim.post("/api/predict", data=upload(b"not an image")).status_code == 400
+
+
+SLIM_SCRIPT = """
+import importlib.abc, io, json, sys
+from pathlib import Path
+from maskclassifier.model import load_classifier
+from PIL import Image
+
+HEAVY = {"torch", "torchvision", "fastai", "facenet_pytorch"}
+model_path = Path(sys.argv[1])
+photo = Image.new("RGB", (120, 90), (90, 170, 220))
+load_classifier(model_path, torch_threads=1).predict(photo)
+assert not HEAVY & {name.split(".")[0] for name in sys.modules}, "the ONNX backend imported torch or fastai"
+
+
+class SlimInstall(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in HEAVY:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+sys.meta_path.insert(0, SlimInstall())
+from maskclassifier import create_app
+from maskclassifier.config import Settings
+
+client = create_app(Settings(model_path=model_path, torch_threads=1)).test_client()
+buffer = io.BytesIO()
+photo.save(buffer, "JPEG")
+answer = client.post("/api/predict", data={"file": (io.BytesIO(buffer.getvalue()), "a.jpg", "image/jpeg")})
+assert answer.status_code == 200, answer.get_data(as_text=True)
+assert client.get("/healthz").status_code == 200
+assert not HEAVY & {name.split(".")[0] for name in sys.modules}
+print(json.dumps(sorted(answer.get_json()["probabilities"])))
+"""
+
+
+def test_onnx_app_runs_without_torch_or_fastai(notebook_onnx):
+    """The classifier alone imports neither; the whole app starts and answers with them not installed."""
+    result = subprocess.run([sys.executable, "-c", SLIM_SCRIPT, str(notebook_onnx)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == sorted(CATEGORIES)
+
+
+@pytest.fixture
+def onnx_beside(notebook_onnx, tmp_path):
+    """A link to the export in an empty folder, and a way to give it a sidecar."""
+    link = tmp_path / "export.onnx"
+    link.symlink_to(notebook_onnx)
+    sidecar = json.loads(notebook_onnx.with_suffix(".json").read_text())
+
+    def with_sidecar(**changes) -> Path:
+        link.with_suffix(".json").write_text(json.dumps({**sidecar, **changes}))
+        return link
+
+    return link, sidecar, with_sidecar
+
+
+def test_onnx_without_its_sidecar_is_refused(onnx_beside):
+    link, _, _ = onnx_beside
+    with pytest.raises(ModelLoadError, match=r"needs its sidecar .*export\.json.*python -m maskclassifier.export_onnx"):
+        load_classifier(link)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda s: {"onnx": None}, "does not describe export.onnx .* retrained"),
+    (lambda s: {"onnx": {**s["onnx"], "sha256": "0" * 64}}, r"not the file .*\(sha256 differs\)"),
+    (lambda s: {"preprocessing": {**s["preprocessing"], "resize_method": "squish"}}, "only 'crop'"),
+    (lambda s: {"preprocessing": {**s["preprocessing"], "presize": 128}}, "does not match its sidecar"),
+    (lambda s: {"vocab": s["vocab"][:3]}, "does not match its sidecar"),
+])
+def test_onnx_with_a_wrong_sidecar_is_refused(onnx_beside, change, message):
+    _, sidecar, with_sidecar = onnx_beside
+    with pytest.raises(ModelLoadError, match=message) as error:
+        load_classifier(with_sidecar(**change(sidecar)))
+    assert "\n" not in str(error.value) and "export_onnx" in str(error.value)
+
+
+def test_export_refuses_what_it_cannot_reproduce(tiny_model):
+    valid = load_fastai_backend(tiny_model).learner.dls.valid
+    next(tfm for tfm in valid.after_item.fs if isinstance(tfm, Resize)).method = "squish"
+    with pytest.raises(ExportError, match="only 'crop'"):
+        item_resize(valid.after_item)
+    with pytest.raises(ExportError, match="has no ONNX equivalent"):
+        batch_steps(Pipeline([IntToFloatTensor(), Transform(lambda x: x * 2)]), (96, 96))
+    shrink_too_much = Pipeline([IntToFloatTensor(), RandomResizedCropGPU(64, min_scale=0.75, ratio=(1, 1))])
+    with pytest.raises(ExportError, match="more than 2x"):
+        batch_steps(shrink_too_much, (160, 160))
+
+
+def test_export_cli_explains_a_bad_path(tmp_path, capsys):
+    assert main([str(tmp_path / "export.onnx")]) == 2
+    assert "pass the .pkl written by learn.export()" in capsys.readouterr().err
