@@ -18,15 +18,15 @@ import numpy as np
 import torch
 
 from maskclassifier import metrics, reports
+from maskclassifier.dataset import DatasetError, parse_merges
+from maskclassifier.model import sha256_file
 from maskclassifier.training import (
     ARCHITECTURES,
     TrainingError,
     build_dataloaders,
     build_learner,
     load_labelled_csv,
-    parse_merges,
     per_item_losses,
-    sha256_file,
     validation_predictions,
 )
 
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         train(args)
-    except TrainingError as exc:
+    except (DatasetError, TrainingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

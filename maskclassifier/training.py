@@ -5,14 +5,11 @@ Everything here imports torch and fastai; the web app never imports this module.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from fastai.vision.all import (
     ColReader,
@@ -20,7 +17,6 @@ from fastai.vision.all import (
     DataBlock,
     ImageBlock,
     MultiCategoryBlock,
-    RandomSplitter,
     Resize,
     aug_transforms,
     default_split,
@@ -29,8 +25,9 @@ from fastai.vision.all import (
     vision_learner,
 )
 from fastai.metrics import F1ScoreMulti, accuracy_multi
-from PIL import Image
 from torchvision import models
+
+from maskclassifier.dataset import LabelledData, check_split, read_labelled_csv
 
 MOBILENET_WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 
@@ -43,18 +40,7 @@ ARCHITECTURES = {
 
 
 class TrainingError(ValueError):
-    """The labelled data or the options cannot produce a model; the message says why."""
-
-
-@dataclass
-class LabelledData:
-    frame: pd.DataFrame  # columns fname, labels, is_valid (+ whatever else the CSV had)
-    images_root: Path
-    skipped: list[str] = field(default_factory=list)  # unreadable images left out
-
-    @property
-    def vocab(self) -> list[str]:
-        return sorted({label for labels in self.frame["labels"] for label in labels.split()})
+    """The options cannot produce a model (unknown architecture, no weights); the message says why."""
 
 
 def register_mobilenet_v2() -> None:
@@ -85,79 +71,12 @@ def provide_mobilenet_weights() -> Path:
     return target
 
 
-def parse_merges(pairs: list[str]) -> dict[str, str]:
-    """['Surgical=Medical'] -> {'Surgical': 'Medical'}."""
-    merges = {}
-    for pair in pairs:
-        old, sep, new = pair.partition("=")
-        if not sep or not old.strip() or not new.strip() or " " in new.strip():
-            raise TrainingError(f"--merge expects OLD=NEW with single-word labels, got {pair!r}")
-        merges[old.strip()] = new.strip()
-    return merges
-
-
-def _merge_labels(labels: str, merges: dict[str, str]) -> str:
-    merged = [merges.get(label, label) for label in labels.split()]
-    return " ".join(dict.fromkeys(merged))  # drop duplicates, keep order
-
-
-def _is_readable(path: Path) -> bool:
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (64, 64))
-            image.load()
-        return True
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return False
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_labelled_csv(csv_path: Path, images_root: Path | None = None, merges: dict[str, str] | None = None,
                       valid_pct: float = 0.2, seed: int = 42) -> LabelledData:
-    """Read `fname,labels[,is_valid]`, merge labels, drop unreadable images, and check the split is usable."""
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise TrainingError(f"CSV not found: {csv_path}")
-    frame = pd.read_csv(csv_path, dtype={"fname": str, "labels": str}, keep_default_na=False)
-    missing = [column for column in ("fname", "labels") if column not in frame.columns]
-    if missing:
-        raise TrainingError(f"{csv_path} has no column {', '.join(missing)} (found: {', '.join(frame.columns)})")
-    images_root = Path(images_root) if images_root is not None else csv_path.parent
-    frame["labels"] = frame["labels"].str.strip()
-    unlabelled = frame["labels"] == ""
-    if unlabelled.any():
-        raise TrainingError(f"{int(unlabelled.sum())} rows have no label, e.g. {frame.loc[unlabelled, 'fname'].iloc[0]}")
-    frame["labels"] = frame["labels"].map(lambda labels: _merge_labels(labels, merges or {}))
-    if "is_valid" in frame.columns:
-        frame["is_valid"] = frame["is_valid"].astype(str).str.strip().str.lower().isin({"true", "1", "yes"})
-    else:
-        rng = np.random.default_rng(seed)
-        frame["is_valid"] = rng.random(len(frame)) < valid_pct
-    readable = frame["fname"].map(lambda name: _is_readable(images_root / name))
-    data = LabelledData(frame[readable].reset_index(drop=True), images_root, frame.loc[~readable, "fname"].tolist())
-    _check_split(data)
+    """The labelled set, checked for a usable train/validation split."""
+    data = read_labelled_csv(csv_path, images_root, merges, valid_pct, seed)
+    check_split(data)
     return data
-
-
-def _check_split(data: LabelledData) -> None:
-    frame = data.frame
-    if frame.empty:
-        raise TrainingError(f"no readable images under {data.images_root}")
-    if not frame["is_valid"].any():
-        raise TrainingError("the validation set is empty: mark rows is_valid=True or raise --valid-pct")
-    if frame["is_valid"].all():
-        raise TrainingError("every image is in the validation set: nothing is left to train on")
-    train_labels = {label for labels in frame.loc[~frame["is_valid"], "labels"] for label in labels.split()}
-    orphans = [label for label in data.vocab if label not in train_labels]
-    if orphans:
-        raise TrainingError(f"label(s) {', '.join(orphans)} have no training images; add some or merge them (--merge)")
 
 
 def build_dataloaders(data: LabelledData, size: int, presize: int, batch_size: int, seed: int,

@@ -1,0 +1,133 @@
+"""The training and evaluation CLIs, run for real on a generated set, and the shipped model's sidecar."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from datasets import write_labelled_set
+from maskclassifier import metrics
+from maskclassifier.model import load_classifier, sha256_file
+
+ROOT = Path(__file__).resolve().parent.parent
+VOCAB = ["-", "Cloth", "Gas", "KN95", "Medical", "No_mask!", "Shield"]
+TINY_OPTIONS = ["--no-pretrained", "--size", "64", "--epochs", "1", "--frozen-epochs", "0", "--bs", "8", "--workers", "0"]
+
+
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One real run of the training CLI: lr_find, one epoch, sweep, plots, export, sidecar, model card."""
+    root = tmp_path_factory.mktemp("train")
+    csv_path = write_labelled_set(root / "data", per_category=5)
+    frame = pd.read_csv(csv_path)
+    frame["labels"] = frame["labels"].str.replace("Medical", "Surgical")  # the original data's label
+    frame["synthetic"] = frame["labels"].str.contains("Shield|Gas")
+    frame.to_csv(csv_path, index=False)
+    (root / "data" / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with open(csv_path, "a") as handle:
+        handle.write("images/broken.jpg,Cloth,False,False\n")
+    (root / "data" / "DATASET.md").write_text("# Test set\n\n## Sources\n\nDrawn by tests/datasets.py, public domain.\n\n## Counts\n")
+    out = root / "models"
+    result = run_module("maskclassifier.train", "--csv", str(csv_path), "--out", str(out), "--merge", "Surgical=Medical",
+                        *TINY_OPTIONS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"csv": csv_path, "out": out, "stdout": result.stdout}
+
+
+def test_training_writes_the_model_and_its_sidecar(trained):
+    out = trained["out"]
+    sidecar = json.loads((out / "export.json").read_text())
+    assert sidecar["vocab"] == VOCAB  # Surgical merged into Medical
+    assert sidecar["sha256"] == sha256_file(out / "export.pkl")
+    assert 0.05 <= sidecar["threshold"] <= 0.95
+    assert sidecar["architecture"] == "mobilenet_v2" and sidecar["input_size"] == 64
+    assert sidecar["preprocessing"] == {"presize": 85, "resize_method": "crop", "size": 64, "normalize": None}
+    assert set(sidecar["metrics"]["per_class"]) == set(VOCAB)
+    assert sidecar["training"]["dataset"]["skipped"] == 1
+    assert sidecar["training"]["dataset"]["synthetic_categories"] == ["Gas", "Shield"]
+    assert sidecar["training"]["lr"] > 0 and "lr_find suggests" in trained["stdout"]
+    assert sidecar["versions"]["python"].startswith(f"{sys.version_info.major}.{sys.version_info.minor}")
+    classifier = load_classifier(out / "export.pkl")
+    assert classifier.vocab == VOCAB and classifier.threshold == sidecar["threshold"]
+
+
+def test_training_writes_plots_metrics_and_model_card(trained):
+    out = trained["out"]
+    for name in ("threshold_sweep.png", "confusion.png", "top_losses.png", "lr_find.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.width > 300
+    report = json.loads((out / "metrics.json").read_text())
+    assert len(report["threshold_sweep"]) == 19
+    assert report["threshold"] == metrics.best_threshold(report["threshold_sweep"])
+    assert report["cooccurrence"]["categories"] == VOCAB
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "Synthetic categories: `Gas`, `Shield`" in card
+    assert "Drawn by tests/datasets.py, public domain." in card
+    assert f"{report['exact_match']:.4f}" in card
+
+
+def test_evaluate_prints_the_table_and_writes_predictions(trained, tmp_path):
+    predictions = tmp_path / "predictions.csv"
+    result = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]), "--model", str(trained["out"] / "export.pkl"),
+                        "--merge", "Surgical=Medical", "--valid-only", "--predictions", str(predictions))
+    assert result.returncode == 0, result.stderr[-2000:]
+    sidecar = json.loads((trained["out"] / "export.json").read_text())
+    assert f"exact-match {sidecar['metrics']['exact_match']:.4f}" in result.stdout  # same numbers as training's
+    rows = list(csv.DictReader(open(predictions)))
+    assert len(rows) == sidecar["training"]["dataset"]["valid_images"]
+    assert set(rows[0]) == {"fname", "labels", "predicted", "exact", *VOCAB}
+
+
+def test_evaluate_refuses_labels_the_model_does_not_know(trained):
+    result = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]), "--model", str(trained["out"] / "export.pkl"))
+    assert result.returncode == 2
+    assert "Surgical are not categories of this model" in result.stderr and "--merge" in result.stderr
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda df: df.drop(columns=["labels"]), "has no column labels"),
+    (lambda df: df.assign(is_valid=False), "the validation set is empty"),
+    (lambda df: df.assign(labels=np.where(df["is_valid"] & (df["labels"] == "Gas"), "Gas", df["labels"].str.replace("Gas", "Cloth"))),
+     "Gas have no training images"),
+])
+def test_training_refuses_unusable_data_with_a_clear_error(tmp_path, change, message):
+    csv_path = write_labelled_set(tmp_path, per_category=3)
+    change(pd.read_csv(csv_path)).to_csv(csv_path, index=False)
+    result = run_module("maskclassifier.train", "--csv", str(csv_path), "--out", str(tmp_path / "out"), *TINY_OPTIONS)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_threshold_sweep_and_choice():
+    targets = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    probs = np.array([[0.9, 0.2], [0.3, 0.7], [0.6, 0.65], [0.1, 0.4]])
+    sweep = metrics.threshold_sweep(probs, targets)
+    best = metrics.best_threshold(sweep)
+    assert best == 0.55  # 0.45..0.55 all score macro-F1 1.0: ties go to the higher threshold
+    report = metrics.summary(probs, targets, ["a", "b"], best)
+    assert report["exact_match"] == 1.0 and report["per_class"]["a"]["confusion"] == [[2, 0], [0, 2]]
+    low = metrics.summary(probs, targets, ["a", "b"], 0.35)
+    assert low["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert low["cooccurrence"]["counts"] == [[2, 1], [1, 2]]  # row: true label, column: predicted
+
+
+def test_shipped_model_matches_its_sidecar():
+    """models/export.json describes models/export.pkl: same file hash, same categories."""
+    model = ROOT / "models" / "export.pkl"
+    sidecar = json.loads(model.with_suffix(".json").read_text())
+    assert sidecar["sha256"] == sha256_file(model)
+    classifier = load_classifier(model)
+    assert sidecar["vocab"] == classifier.vocab == VOCAB
+    assert classifier.threshold == sidecar["threshold"]
