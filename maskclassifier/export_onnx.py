@@ -35,6 +35,7 @@ from torch import nn
 
 from maskclassifier.fastai_backend import FastaiBackend, load_fastai_backend
 from maskclassifier.model import DEFAULT_THRESHOLD, ModelLoadError, read_sidecar, sha256_file, sidecar_path
+from maskclassifier.onnx import load_onnx_backend
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-3
@@ -219,8 +220,6 @@ def parity_images() -> list[Image.Image]:
 
 def check_parity(fastai_backend: FastaiBackend, onnx_path: Path, sidecar: dict) -> float:
     """Largest absolute difference between the two backends' probabilities; ExportError above the tolerance."""
-    from maskclassifier.onnx import load_onnx_backend
-
     images = parity_images()
     expected = fastai_backend.probabilities(images)
     actual = load_onnx_backend(onnx_path, sidecar, 1).probabilities(images)
