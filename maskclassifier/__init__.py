@@ -8,6 +8,7 @@ from pathlib import Path
 from flask import Flask, Request
 
 from maskclassifier.config import Settings, default_torch_threads, settings_from_env
+from maskclassifier.faces import load_detector
 from maskclassifier.model import load_classifier
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -31,9 +32,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD
     app.config["SETTINGS"] = settings
-    classifier = load_classifier(settings.model_path, settings.threshold,
-                                 settings.torch_threads or default_torch_threads())
-    app.extensions["maskclassifier"] = classifier
+    torch_threads = settings.torch_threads or default_torch_threads()
+    app.extensions["maskclassifier"] = load_classifier(settings.model_path, settings.threshold, torch_threads)
+    app.extensions["face_detector"] = load_detector(torch_threads)  # None without torch: per-face mode is off
 
     from maskclassifier import web
 
