@@ -9,6 +9,8 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, render_templ
 from PIL import Image
 from werkzeug.exceptions import HTTPException
 
+from maskclassifier.faces import (MODES, Face, FaceAnalysis, FaceDetector, FacesUnavailable, analyse, annotate,
+                                  colour_for, crop_box)
 from maskclassifier.images import ACCEPT_ATTRIBUTE, ImageError, load_image
 from maskclassifier.model import Classifier, Prediction
 
@@ -24,6 +26,12 @@ CATEGORY_INFO = {
     "Shield": ("Face shield", "A clear plastic visor in front of the face."),
 }
 PREVIEW_SIZE = 800
+FACE_THUMBNAIL_SIZE = 96
+MODE_CHOICES = [  # the form's mode control: value, label, hint
+    ("auto", "Automatic", "each face on its own when there are two or more"),
+    ("off", "Whole photo", "one answer for the whole picture"),
+    ("on", "Every face", "find each face and classify it on its own"),
+]
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
@@ -33,6 +41,10 @@ CONTENT_SECURITY_POLICY = (
 
 def classifier() -> Classifier:
     return current_app.extensions["maskclassifier"]
+
+
+def face_detector() -> FaceDetector | None:
+    return current_app.extensions.get("face_detector")
 
 
 def friendly_name(category: str) -> str:
@@ -84,13 +96,42 @@ def _too_large_error() -> ImageError:
     return ImageError(413, "file_too_large", f"The file is too large. The limit is {limit_mb:g} MB per photo.")
 
 
+def _requested_mode() -> str | None:
+    """The `faces` query parameter, else the form field: auto, on or off; None when neither was sent."""
+    raw = request.args.get("faces")
+    if raw is None:
+        raw = request.form.get("faces")
+    if raw is None:
+        return None
+    mode = raw.strip().lower()
+    if mode not in MODES:
+        raise ImageError(400, "invalid_faces_mode",
+                         f"faces must be auto, on or off (got {raw[:20]!r}): auto classifies each face when there "
+                         "are two or more, on always does, off classifies the whole photo.")
+    return mode
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    """JPEG without chroma subsampling, which would smear the thin coloured boxes and captions."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85, subsampling=0)
+    return buffer.getvalue()
+
+
+def _data_uri(image: Image.Image) -> str:
+    """An image inline in the page: nothing is stored on the server."""
+    return "data:image/jpeg;base64," + base64.b64encode(_jpeg(image)).decode("ascii")
+
+
 def _preview_data_uri(image: Image.Image) -> str:
-    """The (EXIF-upright) photo as an inline JPEG for the result page: nothing is stored on the server."""
+    """The (EXIF-upright) photo as an inline JPEG for the result page."""
     preview = image.copy()
     preview.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))
-    buffer = io.BytesIO()
-    preview.save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return _data_uri(preview)
+
+
+def _analyse_faces(image: Image.Image, mode: str) -> FaceAnalysis:
+    return analyse(face_detector(), classifier(), image, mode, current_app.config["SETTINGS"].face_margin)
 
 
 def _result_view(prediction: Prediction) -> dict:
@@ -111,8 +152,51 @@ def _result_view(prediction: Prediction) -> dict:
     }
 
 
-def _render_page(status: int = 200, **context) -> tuple[str, int]:
-    return render_template("index.html", accept=ACCEPT_ATTRIBUTE, categories=CATEGORY_INFO, **context), status
+def _face_row(number: int, image: Image.Image, face: Face, prediction: Prediction) -> dict:
+    """One row of the page's face table; the thumbnail is the crop the classifier saw."""
+    thumbnail = image.crop(crop_box(face.box, image.size, current_app.config["SETTINGS"].face_margin))
+    thumbnail.thumbnail((FACE_THUMBNAIL_SIZE, FACE_THUMBNAIL_SIZE))
+    top = max(prediction.probabilities, key=prediction.probabilities.get)
+    return {
+        "number": number,
+        "colour": colour_for(prediction),
+        "thumbnail": _data_uri(thumbnail),
+        "matches": [{"title": friendly_name(label), "probability": prediction.probabilities[label]}
+                    for label in prediction.labels],
+        "top": {"title": friendly_name(top), "probability": prediction.probabilities[top]},
+        "score": face.score,
+        "box": face.box,
+    }
+
+
+def _faces_view(image: Image.Image, analysis: FaceAnalysis) -> dict:
+    view = {"mode": analysis.mode,
+            # Without a detector the page offers no mode control, so its fallback note would only confuse.
+            "note": analysis.note if face_detector() is not None else None}
+    if analysis.mode == "faces":
+        view["annotated"] = _data_uri(annotate(image, analysis.faces, analysis.predictions))
+        view["rows"] = [_face_row(number, image, face, prediction) for number, (face, prediction)
+                        in enumerate(zip(analysis.faces, analysis.predictions), start=1)]
+    return view
+
+
+def _faces_json(analysis: FaceAnalysis) -> dict:
+    body: dict = {"mode": analysis.mode, "faces": [
+        {"box": list(face.box), "score": face.score, "labels": prediction.labels,
+         "probabilities": prediction.probabilities}
+        for face, prediction in zip(analysis.faces, analysis.predictions)
+    ]}
+    if analysis.found is not None:
+        body["faces_found"] = analysis.found
+    if analysis.note:
+        body["note"] = analysis.note
+    return body
+
+
+def _render_page(status: int = 200, mode: str = "auto", **context) -> tuple[str, int]:
+    return render_template("index.html", accept=ACCEPT_ATTRIBUTE, categories=CATEGORY_INFO, mode=mode,
+                           mode_choices=MODE_CHOICES, faces_available=face_detector() is not None,
+                           **context), status
 
 
 @bp.get("/")
@@ -122,18 +206,38 @@ def index():
 
 @bp.post("/")
 def classify_form():
+    mode = "auto"
     try:
+        mode = _requested_mode() or mode
         image = load_image(_uploaded_bytes())
     except ImageError as error:
-        return _render_page(error.status, error=error.message)
+        return _render_page(error.status, mode=mode, error=error.message)
+    analysis = _analyse_faces(image, mode)
     prediction = classifier().predict(image)
-    return _render_page(result=_result_view(prediction), preview=_preview_data_uri(image))
+    return _render_page(mode=mode, result=_result_view(prediction), preview=_preview_data_uri(image),
+                        faces=_faces_view(image, analysis))
 
 
 @bp.post("/api/predict")
 def api_predict():
+    """The whole-photo answer; with ?faces=auto|on (or the form field `faces`) also one answer per face."""
+    mode = _requested_mode()
     image = load_image(_uploaded_bytes())
-    return jsonify(prediction_json(classifier().predict(image)))
+    body = prediction_json(classifier().predict(image))
+    if mode is not None:  # without the parameter the answer is the whole-photo one, as before per-face mode
+        body.update(_faces_json(_analyse_faces(image, mode)))
+    return jsonify(body)
+
+
+@bp.post("/api/annotate")
+def api_annotate():
+    """The photo as a JPEG with every face boxed and labelled (no boxes when no face is found)."""
+    image = load_image(_uploaded_bytes())
+    analysis = _analyse_faces(image, "on")
+    response = Response(_jpeg(annotate(image, analysis.faces, analysis.predictions)), mimetype="image/jpeg")
+    response.headers["X-Faces-Found"] = str(analysis.found or 0)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.get("/api/model")
@@ -176,6 +280,7 @@ def _unexpected_error(error: Exception):
 
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ImageError, lambda error: _error_response(error.status, error.code, error.message))
+    app.register_error_handler(FacesUnavailable, lambda error: _error_response(501, "faces_unavailable", str(error)))
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
 
