@@ -1,0 +1,248 @@
+"""Per-face mode on real faces: group photos tiled from scikit-image's public-domain astronaut photo."""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageColor, ImageDraw
+from skimage import data
+
+from conftest import encode, upload
+from maskclassifier import faces
+from maskclassifier.faces import Face, crop_box, load_detector, reading_order
+from maskclassifier.model import Prediction
+from test_images import sideways_jpeg
+
+HEAD = (140, 20, 310, 230)  # a crop of the astronaut photo around her head, with room for a mask
+HEAD_CENTRE = (84, 97)  # the face's centre inside that crop
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return load_detector()
+
+
+def group_photo(rows: int, cols: int, scale: float = 0.8, gap: int = 24) -> tuple[Image.Image, list[tuple[int, int]]]:
+    """`rows` x `cols` copies of the astronaut's head on a grey background, and where each face's centre is."""
+    head = Image.fromarray(data.astronaut()).crop(HEAD)
+    head = head.resize((round(head.width * scale), round(head.height * scale)))
+    photo = Image.new("RGB", (cols * (head.width + gap) + gap, rows * (head.height + gap) + gap), (128, 128, 128))
+    centres = []
+    for row in range(rows):
+        for col in range(cols):
+            x, y = gap + col * (head.width + gap), gap + row * (head.height + gap)
+            photo.paste(head, (x, y))
+            centres.append((x + round(HEAD_CENTRE[0] * scale), y + round(HEAD_CENTRE[1] * scale)))
+    return photo, centres
+
+
+def contains(box, point) -> bool:
+    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
+
+
+def no_face_photo() -> Image.Image:
+    return Image.fromarray(data.coffee()).resize((300, 200))
+
+
+def test_every_face_of_a_group_photo_is_found_in_reading_order(detector):
+    photo, centres = group_photo(2, 3)
+    scan = detector.detect(photo)
+    assert scan.found == 6 and len(scan.faces) == 6
+    for face, centre in zip(scan.faces, centres):  # rows top to bottom, each left to right
+        assert contains(face.box, centre), (face.box, centre)
+        assert face.score >= faces.MIN_SCORE
+        assert 40 < face.box[2] - face.box[0] < 120  # a face, not the whole tile
+
+
+def test_masked_faces_are_found_too(detector):
+    """MTCNN learnt bare faces; a surgical mask or a dark cloth mask over nose and mouth must not hide the face."""
+    photo, centres = group_photo(1, 3)
+    draw = ImageDraw.Draw(photo)
+    for (x, y), colour in zip(centres[:2], [(120, 180, 220), (30, 30, 30)]):
+        draw.polygon([(x - 32, y - 6), (x + 32, y - 6), (x + 28, y + 34), (x, y + 48), (x - 28, y + 34)], fill=colour)
+    scan = detector.detect(photo)
+    assert len(scan.faces) == 3
+    assert all(contains(face.box, centre) for face, centre in zip(scan.faces, centres))
+
+
+def test_a_photo_without_faces_finds_none(detector):
+    assert detector.detect(no_face_photo()).faces == []
+    assert detector.detect(Image.new("RGB", (12, 400), "white")).faces == []  # smaller than MTCNN's window
+
+
+def test_detection_input_is_bounded_and_boxes_come_back_in_photo_pixels(detector, monkeypatch):
+    photo, centres = group_photo(1, 3, scale=2.0)  # 1100 px wide
+    seen = []
+    real_detect = detector._mtcnn.detect
+    monkeypatch.setattr(detector._mtcnn, "detect", lambda image: seen.append(image.size) or real_detect(image))
+    monkeypatch.setattr(faces, "DETECTION_MAX_SIDE", 400)
+    scan = detector.detect(photo)
+    assert max(seen[0]) == 400
+    assert len(scan.faces) == 3
+    for face, centre in zip(scan.faces, centres):
+        assert contains(face.box, centre)
+        assert face.box[2] - face.box[0] > 120  # in the 1100 px photo's pixels, not the 400 px copy's
+
+
+def test_at_most_max_faces_are_kept_the_most_certain_ones(detector, monkeypatch):
+    photo, _ = group_photo(2, 2)
+    every = detector.detect(photo).faces
+    monkeypatch.setattr(faces, "MAX_FACES", 3)
+    scan = detector.detect(photo)
+    assert scan.found == 4 and len(scan.faces) == 3
+    dropped = min(every, key=lambda face: face.score)
+    assert dropped not in scan.faces
+
+
+def test_reading_order_groups_rows_even_when_heads_are_not_aligned():
+    tilted = [Face((200, 110, 260, 170), 1.0), Face((0, 100, 60, 160), 1.0), Face((100, 90, 160, 150), 1.0),
+              Face((50, 300, 110, 360), 1.0)]
+    assert [face.box[0] for face in reading_order(tilted)] == [0, 100, 200, 50]
+
+
+def test_crop_box_adds_the_margin_and_stays_inside_the_photo():
+    assert crop_box((100, 100, 200, 300), (1000, 1000), 0.3) == (70, 40, 230, 360)
+    assert crop_box((10, 10, 110, 60), (120, 1000), 0.3) == (0, 0, 120, 75)
+    assert crop_box((100, 100, 200, 300), (1000, 1000), 0.0) == (100, 100, 200, 300)
+
+
+def test_api_reports_each_face_with_the_same_classifier_threshold_and_margin(make_app):
+    app = make_app(threshold=0.3, face_margin=0.5)
+    photo, centres = group_photo(1, 3)
+    body = app.test_client().post("/api/predict?faces=on", data=upload(encode(photo))).get_json()
+    assert body["mode"] == "faces" and body["faces_found"] == 3 and len(body["faces"]) == 3
+    assert set(body) >= {"labels", "probabilities", "threshold", "message"}  # the whole-photo answer is still there
+    decoded = Image.open(io.BytesIO(encode(photo))).convert("RGB")
+    classifier = app.extensions["maskclassifier"]
+    for face, centre in zip(body["faces"], centres):
+        assert contains(face["box"], centre) and 0.9 <= face["score"] <= 1
+        expected = classifier.predict(decoded.crop(crop_box(tuple(face["box"]), decoded.size, 0.5)))
+        assert face["probabilities"] == pytest.approx(expected.probabilities, abs=1e-5)
+        assert face["labels"] == [name for name in expected.labels]
+        assert face["labels"] == sorted((n for n, p in face["probabilities"].items() if p > 0.3),
+                                        key=lambda n: -face["probabilities"][n])
+
+
+def test_boxes_are_in_upright_pixels_after_an_exif_rotation(client):
+    upright, centres = group_photo(1, 3)
+    body = client.post("/api/predict", data={**upload(sideways_jpeg(upright)), "faces": "on"}).get_json()
+    assert body["mode"] == "faces" and len(body["faces"]) == 3
+    for face, centre in zip(body["faces"], centres):
+        assert contains(face["box"], centre), (face["box"], centre)
+        assert face["box"][2] <= upright.width and face["box"][3] <= upright.height
+
+
+def test_auto_classifies_faces_only_when_there_are_two_or_more(client):
+    one, _ = group_photo(1, 1)
+    body = client.post("/api/predict?faces=auto", data=upload(encode(one))).get_json()
+    assert body["mode"] == "whole" and body["faces"] == [] and body["faces_found"] == 1
+    two, _ = group_photo(1, 2)
+    body = client.post("/api/predict?faces=auto", data=upload(encode(two))).get_json()
+    assert body["mode"] == "faces" and len(body["faces"]) == 2
+
+
+def test_zero_faces_gives_the_whole_photo_answer_with_a_note(client):
+    body = client.post("/api/predict?faces=on", data=upload(encode(no_face_photo()))).get_json()
+    assert body["mode"] == "whole" and body["faces"] == [] and body["faces_found"] == 0
+    assert "No face was found" in body["note"] and body["probabilities"]
+    page = client.post("/", data={**upload(encode(no_face_photo())), "faces": "on"}).get_data(as_text=True)
+    assert "No face was found" in page and "face-row" not in page
+
+
+def test_faces_off_and_no_parameter_skip_detection(client):
+    two, _ = group_photo(1, 2)
+    body = client.post("/api/predict?faces=off", data=upload(encode(two))).get_json()
+    assert body["mode"] == "whole" and body["faces"] == [] and "faces_found" not in body
+    body = client.post("/api/predict", data=upload(encode(two))).get_json()
+    assert set(body) == {"labels", "probabilities", "threshold", "message"}
+
+
+@pytest.mark.parametrize("value", ["yes", "", "faces"])
+def test_an_unknown_mode_is_a_clear_400(client, value):
+    response = client.post(f"/api/predict?faces={value}", data=upload(encode(no_face_photo())))
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_faces_mode" and "auto, on or off" in response.get_json()["message"]
+    page = client.post("/", data={**upload(encode(no_face_photo())), "faces": value})
+    assert page.status_code == 400 and "auto, on or off" in page.get_data(as_text=True)
+
+
+def test_cap_note_when_more_faces_than_the_limit(client, monkeypatch):
+    monkeypatch.setattr(faces, "MAX_FACES", 2)
+    photo, _ = group_photo(1, 3)
+    body = client.post("/api/predict?faces=on", data=upload(encode(photo))).get_json()
+    assert len(body["faces"]) == 2 and body["faces_found"] == 3
+    assert "3 faces were found" in body["note"]
+
+
+def test_annotate_returns_a_jpeg_with_boxes_coloured_by_top_category(client):
+    photo, _ = group_photo(1, 2)
+    response = client.post("/api/annotate", data=upload(encode(photo)))
+    assert response.status_code == 200 and response.mimetype == "image/jpeg"
+    assert response.headers["X-Faces-Found"] == "2" and response.headers["Cache-Control"] == "no-store"
+    annotated = Image.open(io.BytesIO(response.data)).convert("RGB")
+    assert annotated.size == photo.size
+    body = client.post("/api/predict?faces=on", data=upload(encode(photo))).get_json()
+    for face in body["faces"]:
+        x0, y0, x1, y1 = face["box"]
+        colour = faces.colour_for(Prediction(face["probabilities"], face["labels"], body["threshold"]))
+        left_edge = (x0, (y0 + y1) // 2 - 5, x0 + 2, (y0 + y1) // 2 + 5)
+        drawn = np.asarray(annotated.crop(left_edge), int).mean(axis=(0, 1))
+        assert np.abs(drawn - np.asarray(ImageColor.getrgb(colour))).max() < 40, (drawn, colour)
+
+
+def test_annotate_bounds_the_size_and_keeps_a_photo_without_faces(client, monkeypatch):
+    monkeypatch.setattr(faces, "ANNOTATED_MAX_SIDE", 150)
+    response = client.post("/api/annotate", data=upload(encode(no_face_photo())))
+    assert response.status_code == 200 and response.headers["X-Faces-Found"] == "0"
+    assert Image.open(io.BytesIO(response.data)).size == (150, 100)
+
+
+def test_annotate_rejects_bad_uploads_with_json(client):
+    response = client.post("/api/annotate", data=upload(b"not an image at all", "notes.txt", "text/plain"))
+    assert response.status_code == 400 and response.get_json()["error"] == "not_an_image"
+    response = client.post("/api/annotate", data={})
+    assert response.status_code == 400 and response.get_json()["error"] == "no_file"
+
+
+def test_form_offers_the_mode_and_keeps_the_choice(client):
+    page = client.get("/").get_data(as_text=True)
+    radios = re.findall(r'<input type="radio" name="faces" value="(\w+)"\s*(checked)?', page)
+    assert radios == [("auto", "checked"), ("off", ""), ("on", "")]
+    page = client.post("/", data={**upload(encode(no_face_photo())), "faces": "on"}).get_data(as_text=True)
+    assert re.search(r'value="on"\s*checked', page)
+
+
+def test_form_shows_the_annotated_photo_and_one_row_per_face(client):
+    photo, centres = group_photo(2, 2)
+    response = client.post("/", data=upload(encode(photo)))  # automatic: the default
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "Each face (4)" in page and "The whole photo" in page
+    rows = re.findall(r'<tr class="face-row" data-box="(\d+),(\d+),(\d+),(\d+)">', page)
+    assert len(rows) == 4
+    for row, centre in zip(rows, centres):
+        assert contains([int(value) for value in row], centre)
+    assert page.count('src="data:image/jpeg;base64,') == 1 + 1 + 4  # photo, annotated photo, four face crops
+    assert not re.search(r"\sstyle=", page)  # the CSP forbids inline styles
+    whole = client.post("/", data={**upload(encode(photo)), "faces": "off"}).get_data(as_text=True)
+    assert "face-row" not in whole and "Each face" not in whole
+
+
+def test_without_torch_the_app_starts_and_per_face_mode_says_why(make_app, monkeypatch):
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # what the slim install looks like: import fails
+    client = make_app().test_client()
+    photo, _ = group_photo(1, 2)
+    response = client.post("/api/predict?faces=on", data=upload(encode(photo)))
+    assert response.status_code == 501
+    assert response.get_json()["error"] == "faces_unavailable" and "full install" in response.get_json()["message"]
+    body = client.post("/api/predict?faces=auto", data=upload(encode(photo))).get_json()
+    assert body["mode"] == "whole" and body["faces"] == [] and "not available" in body["note"]
+    assert client.post("/api/annotate", data=upload(encode(photo))).status_code == 501
+    assert 'name="faces"' not in client.get("/").get_data(as_text=True)
+    page = client.post("/", data=upload(encode(photo)))
+    assert page.status_code == 200 and "not available" not in page.get_data(as_text=True)
+    assert client.post("/", data={**upload(encode(photo)), "faces": "on"}).status_code == 501
