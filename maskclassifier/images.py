@@ -20,6 +20,9 @@ except ImportError:  # pragma: no cover - depends on the install
     HEIF_SUPPORTED = False
 
 MAX_PIXELS = 50_000_000  # a 50-megapixel phone photo is fine; a decompression bomb is not
+# Progressive JPEGs have about ten scans. libjpeg makes a pass over the image's blocks for every scan, so a few
+# hundred KB of empty scans (a "scan bomb") would hold a worker for minutes; 500 scans cost well under a second.
+MAX_JPEG_SCANS = 500
 ACCEPTED_FORMATS = ["JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF"]
 FRIENDLY_FORMATS = "JPEG, PNG, GIF, WebP, BMP or TIFF"
 ACCEPT_ATTRIBUTE = "image/*"
@@ -90,6 +93,14 @@ def _open(data: bytes) -> Image.Image:
         raise _corrupt() from None
 
 
+def _check_jpeg_scans(data: bytes) -> None:
+    """Refuse a JPEG with more start-of-scan markers than any real photo has (0xFFDA never occurs in scan data)."""
+    if data.startswith(b"\xff\xd8") and data.count(b"\xff\xda") > MAX_JPEG_SCANS:
+        raise ImageError(400, "image_too_complex",
+                         f"This JPEG is made of more than {MAX_JPEG_SCANS} scans and would take too long to decode. "
+                         "Please save it again as an ordinary JPEG or PNG and upload that.")
+
+
 def _too_many_pixels() -> ImageError:
     return ImageError(400, "image_too_large",
                       f"This image has too many pixels (the limit is {MAX_PIXELS // 1_000_000} megapixels). "
@@ -121,6 +132,7 @@ def load_image(data: bytes) -> Image.Image:
     """Decode upload bytes into an EXIF-upright RGB image (first frame of animations), or raise ImageError."""
     if not data:
         raise ImageError(400, "empty_file", "The file is empty. Please choose a photo to upload.")
+    _check_jpeg_scans(data)
     image = _open(data)
     width, height = image.size
     if width * height > MAX_PIXELS:
