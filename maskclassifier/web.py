@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, make_response, render_template, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException
 
@@ -72,23 +72,42 @@ def prediction_json(prediction: Prediction) -> dict:
 
 def _uploaded_bytes() -> bytes:
     """The one file in the form field `file`; empty parts (an unused second file input) are ignored."""
-    parts = [part for part in request.files.getlist("file") if part.filename or part.content_length]
+    parts = request.files.getlist("file")
     contents = [part.read() for part in parts]
     non_empty = [data for data in contents if data]
     if len(non_empty) > 1:
         raise ImageError(400, "too_many_files", "Please upload one image at a time.")
     if non_empty:
         data = non_empty[0]
-    elif contents:
+    elif any(part.filename for part in parts):
         raise ImageError(400, "empty_file", "The file is empty. Please choose a photo to upload.")
     else:
-        others = [name for name in request.files if name != "file"]
-        hint = f" (the request had a file in the field {others[0]!r} instead)" if others else ""
-        raise ImageError(400, "no_file", f"No image was sent{hint}. Choose a photo and upload it in the field 'file'.")
+        raise _no_file_error()
     limit = current_app.config["SETTINGS"].max_upload_bytes
     if len(data) > limit:
         raise _too_large_error()
     return data
+
+
+def _no_file_error() -> ImageError:
+    if request.mimetype == "multipart/form-data" and request.content_length and not request.form and not request.files:
+        # Werkzeug drops a whole multipart body it cannot parse (bad boundary, cut short, non-UTF-8 headers).
+        return ImageError(400, "malformed_upload",
+                          "The upload could not be read: the request is not a well-formed multipart form. Send the "
+                          "photo as a file in the field 'file' (as a browser form or curl -F file=@photo.jpg does).")
+    others = [name for name in request.files if name and name != "file"]
+    hint = (" (the field 'file' held text, not a file)" if "file" in request.form
+            else f" (the request had a file in the field {others[0]!r} instead)" if others else "")
+    return ImageError(400, "no_file", f"No image was sent{hint}. Choose a photo and upload it in the field 'file'.")
+
+
+def _request_too_large() -> ImageError:
+    """Werkzeug's 413: a body over the limit, or a smaller one with too many form parts or too long a text field."""
+    length = request.content_length
+    if length is not None and length <= current_app.config["MAX_CONTENT_LENGTH"]:
+        return ImageError(413, "form_too_large",
+                          "The form has too many fields or too long a field. Send one photo in the field 'file'.")
+    return _too_large_error()
 
 
 def _too_large_error() -> ImageError:
@@ -262,7 +281,7 @@ def _error_response(status: int, code: str, message: str):
 
 def _http_error(error: HTTPException):
     if error.code == 413:
-        too_large = _too_large_error()
+        too_large = _request_too_large()
         return _error_response(413, too_large.code, too_large.message)
     code = (error.name or "error").lower().replace(" ", "_")
     messages = {
@@ -270,7 +289,11 @@ def _http_error(error: HTTPException):
         404: "There is no page here. Go back to the start page to upload a photo.",
         405: "This address does not accept that kind of request.",
     }
-    return _error_response(error.code or 500, code, messages.get(error.code, error.description or error.name))
+    message = messages.get(error.code, error.description or error.name)
+    response = make_response(_error_response(error.code or 500, code, message))
+    # Keep the headers Werkzeug's own error page would carry, such as the Allow list a 405 must have.
+    response.headers.extend([(name, value) for name, value in error.get_headers() if name.lower() != "content-type"])
+    return response
 
 
 def _unexpected_error(error: Exception):
