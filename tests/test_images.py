@@ -109,6 +109,18 @@ def test_exif_orientation_is_applied():
     assert np.abs(np.asarray(decoded, int) - np.asarray(upright, int)).mean() < 4
 
 
+def test_min_side_decodes_a_big_jpeg_smaller_and_still_upright():
+    upright = gradient((1600, 1200))
+    decoded = load_image(sideways_jpeg(upright), min_side=384)
+    assert decoded.size == (800, 600)
+    assert np.abs(np.asarray(decoded, int) - np.asarray(upright.resize((800, 600)), int)).mean() < 4
+
+
+def test_min_side_leaves_small_jpegs_and_other_formats_whole():
+    assert load_image(encode(gradient((500, 400)), "JPEG"), min_side=384).size == (500, 400)
+    assert load_image(encode(gradient((1600, 1200)), "PNG"), min_side=384).size == (1600, 1200)
+
+
 def test_broken_exif_does_not_reject_the_photo():
     exif = Image.Exif()
     exif[0x0112] = 99  # not a valid orientation
