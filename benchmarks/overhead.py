@@ -40,6 +40,7 @@ from maskclassifier.model import load_classifier
 from hostile_corpus import Part, multipart  # noqa: E402  (tests/ is on sys.path via benchmarks.load)
 
 GOAL_RATIO = 1.3
+PREPROCESSING = {True: "the learner's transforms, rebuilt in Pillow and torch", False: "fastai's test_dl"}
 
 
 def seconds(action: Callable[[], object]) -> float:
@@ -68,12 +69,12 @@ def forward(backend: FastaiBackend, batch: torch.Tensor) -> None:
 def stage_times(backend: FastaiBackend, jpeg: bytes, min_side: int, repeat: int) -> dict[str, float]:
     """Median seconds of each stage of the request, run in this process the way POST /api/predict runs them."""
     image = load_image(jpeg, min_side)
-    batch = backend._preprocess([image])
+    batch = backend.batch([image])
     return {
         f"decode (load_image, min_side={min_side})": statistics.median(
             seconds(lambda: load_image(jpeg, min_side)) for _ in range(repeat)),
-        "preprocessing (learner's transforms)": statistics.median(
-            seconds(lambda: backend._preprocess([image])) for _ in range(repeat)),
+        f"preprocessing ({PREPROCESSING[backend.direct is not None]})": statistics.median(
+            seconds(lambda: backend.batch([image])) for _ in range(repeat)),
         "forward + sigmoid": statistics.median(seconds(lambda: forward(backend, batch)) for _ in range(repeat)),
     }
 
@@ -107,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     body, content_type = multipart([Part("file", jpeg)])
     threads = settings_from_env().torch_threads or default_torch_threads()  # what each gunicorn worker uses
     backend = load_classifier(args.model, torch_threads=threads).backend
-    min_side = 2 * backend.input_size  # what web.api_predict asks load_image for, for a whole-photo answer
-    batch = backend._preprocess([load_image(jpeg, min_side)])
+    min_side = backend.decode_side  # what web.api_predict asks load_image for, for a whole-photo answer
+    batch = backend.batch([load_image(jpeg, min_side)])
     port = free_port()
     env = {**os.environ, "MODEL_PATH": str(args.model.resolve()), "PORT": str(port)}
     started = time.perf_counter()
@@ -129,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
     stages = stage_times(backend, jpeg, min_side, args.per_round)
+    image = load_image(jpeg, min_side)
+    test_dl = statistics.median(seconds(lambda: backend.learner_batch([image])) for _ in range(args.per_round))
     request_p50, forward_p50 = statistics.median(requests), statistics.median(forwards)
     ratio = request_p50 / forward_p50
     lines = [
@@ -146,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| ratio | {ratio:.2f} (goal: at most {GOAL_RATIO}) |",
         *[f"| in process: {stage} | {value * 1000:.1f} ms |" for stage, value in stages.items()],
         f"| the rest: HTTP, gunicorn, multipart, JSON | {(request_p50 - sum(stages.values())) * 1000:.1f} ms |",
+        f"| for comparison, fastai's test_dl for the same photo | {test_dl * 1000:.1f} ms |",
         f"| cold start to /healthz | {cold_start:.1f} s |",
     ]
     if training_running():

@@ -14,6 +14,9 @@ from fastai.vision.core import PILImage
 from PIL import Image
 
 from maskclassifier.model import ModelLoadError
+from maskclassifier.pipeline import PipelineError, ValidationPipeline, probe_images, rebuild
+
+DIRECT_TOLERANCE = 1e-5  # the rebuilt pipeline runs the same Pillow and torch operations as fastai's
 
 
 def _read_learner(path: Path) -> Learner:
@@ -67,7 +70,13 @@ def _check_multilabel(learner: Learner, path: Path) -> list[str]:
 
 
 class FastaiBackend:
-    """Runs the learner's validation transforms and model; never the get_x/get_y it was trained with."""
+    """Runs the learner's validation transforms and model; never the get_x/get_y it was trained with.
+
+    fastai builds a DataLoader (`test_dl`) for every batch it predicts, which costs more than the forward pass of
+    a small model. So the validation pipeline is rebuilt once, at load time, in Pillow and torch
+    (`maskclassifier.pipeline`), and used only if it gives the learner's own answers on probe images; a learner
+    whose pipeline cannot be rebuilt is served through `test_dl`, as fastai would.
+    """
 
     def __init__(self, learner: Learner, path: Path):
         self.learner = learner
@@ -76,9 +85,11 @@ class FastaiBackend:
         self.learner.model.to(memory_format=torch.contiguous_format)
         arch = getattr(learner, "arch", None)
         self.architecture = getattr(arch, "__name__", None) or str(arch or type(learner.model).__name__)
-        self.input_size = self._preprocess([Image.new("RGB", (64, 48))]).shape[-1]
+        self.direct = self._checked_direct_pipeline()
+        self.input_size = self.batch([Image.new("RGB", (64, 48))]).shape[-1]
+        self.decode_side = None if self.direct is None else max(self.direct.resize.width, self.direct.resize.height)
 
-    def _preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+    def learner_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """A batch the way the learner's validation DataLoader builds it, from images that are already RGB."""
         x_pipeline = self.learner.dls.valid_ds.tls[0].tfms.fs
         items = [PILImage.create(image) for image in images]
@@ -86,11 +97,29 @@ class FastaiBackend:
         loader = self.learner.dls.test_dl(items, rm_type_tfms=len(x_pipeline), bs=max(1, len(items)), num_workers=0)
         return torch.cat([batch[0] for batch in loader]).as_subclass(torch.Tensor)
 
+    def batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """The same batch as `learner_batch`, through the rebuilt pipeline when there is one."""
+        return self.learner_batch(images) if self.direct is None else self.direct.batch(images)
+
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
-        batch = self._preprocess(images)
+        return self._sigmoid_outputs(self.batch(images))
+
+    def learner_probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Probabilities through fastai's own DataLoader: the reference the faster path is checked against."""
+        return self._sigmoid_outputs(self.learner_batch(images))
+
+    def _sigmoid_outputs(self, batch: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            logits = self.learner.model(batch)
-        return torch.sigmoid(logits).numpy()
+            return torch.sigmoid(self.learner.model(batch)).numpy()
+
+    def _checked_direct_pipeline(self) -> ValidationPipeline | None:
+        try:
+            pipeline = rebuild(self.learner.dls.valid)
+        except PipelineError:
+            return None
+        probes = probe_images()
+        difference = np.abs(self._sigmoid_outputs(pipeline.batch(probes)) - self.learner_probabilities(probes)).max()
+        return pipeline if difference <= DIRECT_TOLERANCE else None
 
 
 def load_fastai_backend(path: Path, torch_threads: int | None = None) -> FastaiBackend:

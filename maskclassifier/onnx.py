@@ -9,7 +9,6 @@ size, normalisation, the sigmoid) is inside the ONNX graph.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,32 +17,10 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from PIL import Image
 
 from maskclassifier.model import ModelLoadError, sha256_file, sidecar_path
+from maskclassifier.resize import ItemResize, item_resize_from, size_hw
 
 _ORT_LOAD_ERRORS = (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NoSuchFile,
                     ort_errors.InvalidArgument, ort_errors.NotImplemented, ort_errors.RuntimeException)
-
-
-def fastai_crop_box(width: int, height: int, target_width: int, target_height: int) -> tuple[int, int, int, int]:
-    """The box fastai's Resize(method='crop') cuts on the validation split: the largest centred crop with the
-    target's aspect ratio, computed with fastai's own roundings (fastai/vision/augment.py, Resize.encodes)."""
-    scale = width / target_width if width / target_width < height / target_height else height / target_height
-    crop_width, crop_height = int(scale * target_width), int(scale * target_height)
-    left, top = int(0.5 * (width - crop_width)), int(0.5 * (height - crop_height))
-    return left, top, left + crop_width, top + crop_height
-
-
-@dataclass(frozen=True)
-class ItemResize:
-    width: int
-    height: int
-    resample: Image.Resampling
-
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        """(height, width, 3) uint8 pixels, as fastai's item transforms (Resize, then ToTensor) produce them."""
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        box = fastai_crop_box(image.width, image.height, self.width, self.height)
-        return np.asarray(image.crop(box).resize((self.width, self.height), self.resample), dtype=np.uint8)
 
 
 class OnnxBackend:
@@ -54,6 +31,7 @@ class OnnxBackend:
         self.architecture = architecture
         self.resize = resize
         self.input_size = input_size
+        self.decode_side = max(resize.width, resize.height)
         self._input_name = session.get_inputs()[0].name
 
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -63,27 +41,6 @@ class OnnxBackend:
 
 def _reexport_hint(path: Path) -> str:
     return f"re-export with: python -m maskclassifier.export_onnx {path.with_suffix('.pkl')}"
-
-
-def _size_hw(value) -> tuple[int, int]:
-    """A sidecar size: an int for a square, else [height, width]."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value, value
-    if (isinstance(value, list) and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
-        return value[0], value[1]
-    raise ValueError(f"bad size {value!r}")
-
-
-def _item_resize(preprocessing: dict) -> ItemResize:
-    if preprocessing.get("resize_method") != "crop":
-        raise ValueError(f"resize_method {preprocessing.get('resize_method')!r} (only 'crop' is supported)")
-    height, width = _size_hw(preprocessing.get("presize"))
-    try:
-        resample = Image.Resampling[str(preprocessing.get("resample", "")).upper()]
-    except KeyError:
-        raise ValueError(f"unknown resample {preprocessing.get('resample')!r}") from None
-    return ItemResize(width, height, resample)
 
 
 def _check_onnx_section(path: Path, sidecar: dict) -> None:
@@ -130,8 +87,8 @@ def load_onnx_backend(path: Path, sidecar: dict, threads: int | None = None) -> 
             raise ValueError("'vocab' must be a list and 'preprocessing' an object")
         vocab = [str(name) for name in sidecar["vocab"]]
         preprocessing = sidecar["preprocessing"]
-        resize = _item_resize(preprocessing)
-        input_size = _size_hw(preprocessing["size"])[1]
+        resize = item_resize_from(preprocessing)
+        input_size = size_hw(preprocessing["size"])[1]
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError(f"{sidecar_path(path)} has no usable vocab/preprocessing for {path.name} ({exc}); "
                              f"{_reexport_hint(path)}") from None

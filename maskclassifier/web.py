@@ -241,9 +241,9 @@ def classify_form():
 def api_predict():
     """The whole-photo answer; with ?faces=auto|on (or the form field `faces`) also one answer per face."""
     mode = _requested_mode()
-    # The whole-photo answer needs no more pixels than twice the model's input: a big JPEG decodes much faster
-    # at a fraction of its size. Face detection and crops need them all.
-    min_side = 2 * classifier().backend.input_size if mode in (None, "off") else None
+    # The whole-photo answer needs no more pixels than the learner's first resize keeps: a big JPEG decodes much
+    # faster at a fraction of its size. Face detection and crops need them all.
+    min_side = classifier().backend.decode_side if mode in (None, "off") else None
     image = load_image(_uploaded_bytes(), min_side)
     body = prediction_json(classifier().predict(image))
     if mode is not None:  # without the parameter the answer is the whole-photo one, as before per-face mode

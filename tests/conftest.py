@@ -38,6 +38,16 @@ def tiny_model(tmp_path_factory, labelled_set) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cli_model(tmp_path_factory, labelled_set) -> Path:
+    """A learner from the training CLI (pretrained MobileNetV2, so ImageNet Normalize, presize 85 for size 64)."""
+    out = tmp_path_factory.mktemp("cli-model")
+    subprocess.run([sys.executable, "-m", "maskclassifier.train", "--csv", str(labelled_set), "--out", str(out),
+                    "--size", "64", "--epochs", "1", "--frozen-epochs", "0", "--lr", "1e-3", "--bs", "16",
+                    "--workers", "0"], cwd=TESTS.parent, check=True, capture_output=True, timeout=900)
+    return out / "export.pkl"
+
+
+@pytest.fixture(scope="session")
 def settings(tiny_model) -> Settings:
     return Settings(model_path=tiny_model, threshold=0.5, max_upload_mb=2, torch_threads=1)
 

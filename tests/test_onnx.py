@@ -21,12 +21,13 @@ from fastai.vision.core import imagenet_stats
 from fasttransform import Pipeline, Transform
 from PIL import Image
 
-from conftest import encode, upload
-from datasets import CATEGORIES, face_like_image
-from maskclassifier.export_onnx import ExportError, batch_steps, item_resize, main
+from conftest import upload
+from datasets import CATEGORIES
+from maskclassifier.export_onnx import main
 from maskclassifier.fastai_backend import load_fastai_backend
-from maskclassifier.images import load_image
 from maskclassifier.model import ModelLoadError, decide, load_classifier, sha256_file
+from maskclassifier.pipeline import PipelineError, batch_steps, item_resize
+from varied import varied_uploads
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-3
@@ -47,13 +48,12 @@ def notebook_onnx(tiny_model, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_onnx(labelled_set, tmp_path_factory) -> Path:
-    """A learner from the training CLI (with its own sidecar), exported."""
-    out = tmp_path_factory.mktemp("onnx-trained")
-    subprocess.run([sys.executable, "-m", "maskclassifier.train", "--csv", str(labelled_set), "--out", str(out),
-                    "--size", "64", "--epochs", "1", "--frozen-epochs", "0", "--lr", "1e-3", "--bs", "16",
-                    "--workers", "0"], cwd=ROOT, check=True, capture_output=True, timeout=900)
-    return export_with_cli(out / "export.pkl")
+def trained_onnx(cli_model, tmp_path_factory) -> Path:
+    """The training CLI's learner (with its own sidecar), exported in its own folder."""
+    folder = tmp_path_factory.mktemp("onnx-trained")
+    for file in (cli_model, cli_model.with_suffix(".json")):
+        shutil.copyfile(file, folder / file.name)
+    return export_with_cli(folder / cli_model.name)
 
 
 @pytest.fixture(params=["notebook_onnx", "trained_onnx"])
@@ -61,70 +61,15 @@ def exported(request) -> Path:
     return request.getfixturevalue(request.param)
 
 
-# Sizes include 1x1, strips 60:1 wide and tall, odd sizes, a 6-megapixel photo, and a height of 49 that
-# fastai's crop rounds down to 48 rows at presize 85.
-SIZES = [(1, 1), (3, 2), (17, 5), (64, 64), (85, 85), (96, 96), (100, 75), (75, 100), (640, 480), (480, 640),
-         (1000, 999), (2000, 33), (30, 1800), (400, 49), (301, 97), (97, 301), (1280, 720), (720, 1280),
-         (257, 255), (3000, 2000)]
-
-
-def _content(kind: int, size: tuple[int, int], seed: int) -> Image.Image:
-    width, height = size
-    rng = np.random.default_rng(seed)
-    if kind == 0:
-        return face_like_image([CATEGORIES[seed % len(CATEGORIES)]], seed=seed, size=size)
-    if kind == 1:
-        return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-    x = np.linspace(0, 1, width)[None, :, None]
-    y = np.linspace(0, 1, height)[:, None, None]
-    stripes = (np.sin(x * width * 1.3 + y * 7) > 0) * 180 + x * 60 + y * np.array([10, 40, 70])
-    return Image.fromarray(stripes.clip(0, 255).astype(np.uint8))
-
-
-def _with_alpha(image: Image.Image, mode: str) -> Image.Image:
-    alpha = Image.linear_gradient("L").resize(image.size)
-    converted = image.convert(mode[0] if mode == "LA" else "RGB")
-    converted.putalpha(alpha)
-    return converted
-
-
-def _exif_rotated_jpeg(image: Image.Image) -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = 6  # stored sideways, shown rotated: load_image turns it upright
-    return encode(image, "JPEG", exif=exif)
-
-
-ENCODINGS = [
-    lambda im: encode(im, "JPEG", quality=90),
-    lambda im: encode(im, "PNG"),
-    lambda im: encode(im.convert("L"), "PNG"),
-    lambda im: encode(_with_alpha(im, "LA"), "PNG"),
-    lambda im: encode(_with_alpha(im, "RGBA"), "PNG"),
-    lambda im: encode(im.convert("P"), "GIF"),
-    lambda im: encode(im.convert("P"), "PNG", transparency=0),
-    lambda im: encode(im.convert("CMYK"), "JPEG"),
-    lambda im: encode(Image.fromarray(np.asarray(im.convert("L")).astype(np.uint16) * 257), "PNG"),  # I;16
-    lambda im: encode(im.convert("1"), "BMP"),
-    lambda im: encode(im, "WEBP", quality=80),
-    lambda im: encode(im, "TIFF"),
-    _exif_rotated_jpeg,
-]
-
-
 @pytest.fixture(scope="module")
 def varied_images() -> list[Image.Image]:
-    """60 uploads: every size with three kinds of content, in 13 formats and modes, decoded as the app does."""
-    images = []
-    for i in range(60):
-        content = _content(i % 3, SIZES[i % len(SIZES)], seed=i)
-        images.append(load_image(ENCODINGS[i % len(ENCODINGS)](content)))
-    return images
+    return varied_uploads()
 
 
 def test_probabilities_and_labels_match_fastai(exported, varied_images):
     fastai = load_classifier(exported.with_suffix(".pkl"), torch_threads=1)
     slim = load_classifier(exported, torch_threads=1)
-    expected = fastai.backend.probabilities(varied_images)
+    expected = fastai.backend.learner_probabilities(varied_images)  # fastai's own DataLoader
     actual = slim.backend.probabilities(varied_images)
     assert actual.shape == expected.shape == (60, len(CATEGORIES))
     assert np.abs(expected - actual).max() <= TOLERANCE
@@ -246,12 +191,12 @@ def test_onnx_with_a_wrong_sidecar_is_refused(onnx_beside, change, message):
 def test_export_refuses_what_it_cannot_reproduce(tiny_model):
     valid = load_fastai_backend(tiny_model).learner.dls.valid
     next(tfm for tfm in valid.after_item.fs if isinstance(tfm, Resize)).method = "squish"
-    with pytest.raises(ExportError, match="only 'crop'"):
+    with pytest.raises(PipelineError, match="only 'crop'"):
         item_resize(valid.after_item)
-    with pytest.raises(ExportError, match="has no ONNX equivalent"):
+    with pytest.raises(PipelineError, match="has no equivalent outside fastai"):
         batch_steps(Pipeline([IntToFloatTensor(), Transform(lambda x: x * 2)]), (96, 96))
     shrink_too_much = Pipeline([IntToFloatTensor(), RandomResizedCropGPU(64, min_scale=0.75, ratio=(1, 1))])
-    with pytest.raises(ExportError, match="more than 2x"):
+    with pytest.raises(PipelineError, match="more than 2x"):
         batch_steps(shrink_too_much, (160, 160))
 
 

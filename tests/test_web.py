@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import encode, upload
 from datasets import face_like_image
+from maskclassifier.images import load_image
 from maskclassifier.model import Prediction
 from maskclassifier.web import prediction_message
 from test_images import png_claiming, sideways_jpeg
@@ -109,6 +110,16 @@ def test_model_endpoint(client, app):
     assert body["architecture"] == "resnet18"
     assert body["input_size"] == 64
     assert re.fullmatch(r"[0-9a-f]{64}", body["sha256"])
+
+
+def test_a_big_jpeg_is_decoded_smaller_for_the_whole_photo_answer_without_changing_it(app, client):
+    backend = app.extensions["maskclassifier"].backend
+    jpeg = encode(face_like_image(["KN95"], seed=3, size=(1600, 1200)), "JPEG", quality=95)
+    assert backend.decode_side == 96  # the notebook's Resize(1.5 * 64)
+    assert load_image(jpeg, backend.decode_side).size == (200, 150)  # what the API decodes: 1/8 of the photo
+    answer = client.post("/api/predict", data=upload(jpeg)).get_json()["probabilities"]
+    whole = backend.probabilities([load_image(jpeg)])[0]
+    assert list(answer.values()) == pytest.approx(whole, abs=0.02)
 
 
 def test_healthz(client):
