@@ -1,7 +1,10 @@
 """Score a model on any labelled set, the way the app would classify each image.
 
     python -m maskclassifier.evaluate --csv labels.csv --images-root DIR [--model models/export.pkl]
-        [--threshold T] [--valid-only] [--predictions out.csv]
+        [--threshold T] [--valid-only] [--by COLUMN] [--predictions out.csv]
+
+`--by source` adds exact-match for each value of a CSV column, to see which part of the data the model gets
+wrong (any column works, e.g. labels).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, help="default: the model's (from its JSON sidecar)")
     parser.add_argument("--valid-only", action="store_true", help="only the rows with is_valid=True")
     parser.add_argument("--merge", action="append", default=[], metavar="OLD=NEW", help="rename a label first")
+    parser.add_argument("--by", metavar="COLUMN", help="also report exact-match per value of this CSV column")
     parser.add_argument("--predictions", type=Path, help="write one row per image: fname, labels, predicted, probabilities")
     args = parser.parse_args(argv)
     if args.threshold is not None and not 0 < args.threshold < 1:
@@ -79,12 +83,19 @@ def evaluate(args: argparse.Namespace) -> dict:
         data.frame = data.frame[data.frame["is_valid"]].reset_index(drop=True)
     if data.frame.empty:
         raise DatasetError("no readable images to evaluate")
+    if args.by is not None and args.by not in data.frame.columns:
+        raise DatasetError(f"{args.csv} has no column {args.by} for --by (its columns: "
+                           f"{', '.join(map(str, data.frame.columns))})")
     if data.skipped:
         print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}", file=sys.stderr)
     targets = targets_matrix(data, classifier.vocab)
     probs = predict_all(classifier, data)
     report = metrics.summary(probs, targets, classifier.vocab, classifier.threshold)
     print(metrics.format_table(report))
+    if args.by is not None:
+        report["by"] = {args.by: metrics.exact_match_by_group(probs, targets, classifier.threshold,
+                                                             data.frame[args.by].tolist())}
+        print(metrics.format_group_table(args.by, report["by"][args.by]))
     if args.predictions:
         write_predictions(args.predictions, data, probs, classifier.vocab, classifier.threshold)
         print(f"wrote {len(probs)} predictions to {args.predictions}")

@@ -22,6 +22,27 @@ def exact_match(probs: np.ndarray, targets: np.ndarray, threshold: float) -> flo
     return float(((probs > threshold) == targets.astype(bool)).all(axis=1).mean())
 
 
+def exact_match_by_group(probs: np.ndarray, targets: np.ndarray, threshold: float,
+                         groups: Sequence[str]) -> dict[str, dict]:
+    """Exact-match for each value of a column (e.g. the data source): where the errors are, not just how many."""
+    right = ((probs > threshold) == targets.astype(bool)).all(axis=1)
+    groups = np.asarray([str(group) for group in groups])
+    report = {}
+    for group in sorted(set(groups)):
+        members = right[groups == group]
+        report[group] = {"images": int(members.size), "wrong": int((~members).sum()),
+                         "exact_match": float(members.mean())}
+    return report
+
+
+def format_group_table(column: str, report: dict[str, dict]) -> str:
+    width = max(len(column), *(len(group) for group in report))
+    lines = [f"{column:<{width}} {'images':>7} {'wrong':>6} {'exact-match':>12}"]
+    for group, row in report.items():
+        lines.append(f"{group:<{width}} {row['images']:>7d} {row['wrong']:>6d} {row['exact_match']:>12.4f}")
+    return "\n".join(lines)
+
+
 def _f1_parts(predicted: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     tp = (predicted & actual).sum(axis=0)
     fp = (predicted & ~actual).sum(axis=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,23 @@ def test_evaluate_prints_the_table_and_writes_predictions(trained, tmp_path):
     rows = list(csv.DictReader(open(predictions)))
     assert len(rows) == sidecar["training"]["dataset"]["valid_images"]
     assert set(rows[0]) == {"fname", "labels", "predicted", "exact", *VOCAB}
+
+
+def test_evaluate_reports_exact_match_per_value_of_a_column(trained, tmp_path):
+    predictions = tmp_path / "predictions.csv"
+    result = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]), "--model", str(trained["out"] / "export.pkl"),
+                        "--merge", "Surgical=Medical", "--by", "labels", "--predictions", str(predictions))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = list(csv.DictReader(open(predictions)))
+    for labels in {row["labels"] for row in rows}:
+        group = [row for row in rows if row["labels"] == labels]
+        wrong = sum(row["exact"] == "False" for row in group)
+        assert re.search(rf"^{re.escape(labels)} +{len(group)} +{wrong} +{1 - wrong / len(group):.4f}$",
+                         result.stdout, re.MULTILINE), result.stdout
+
+    missing = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]), "--model", str(trained["out"] / "export.pkl"),
+                         "--merge", "Surgical=Medical", "--by", "source")
+    assert missing.returncode == 2 and "has no column source for --by" in missing.stderr
 
 
 def test_evaluate_refuses_labels_the_model_does_not_know(trained):
