@@ -29,7 +29,8 @@ from torch import nn
 from maskclassifier.fastai_backend import FastaiBackend, load_fastai_backend
 from maskclassifier.model import DEFAULT_THRESHOLD, ModelLoadError, read_sidecar, sha256_file, sidecar_path
 from maskclassifier.onnx import load_onnx_backend
-from maskclassifier.pipeline import BatchSteps, PipelineError, Standardise, ValidationPipeline, probe_images, rebuild, size_json
+from maskclassifier.pipeline import (BatchSteps, PipelineError, Standardise, ValidationPipeline, probe_images, rebuild,
+                                     size_json)
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-3

@@ -44,12 +44,12 @@ def item_resize(after_item) -> dict:
         if isinstance(tfm, ToTensor) or _train_only(tfm):
             continue
         if not isinstance(tfm, Resize):
-            raise PipelineError(f"item transform {tfm!r} runs at inference and has no equivalent outside fastai here; "
-                              "train with item_tfms=Resize(presize) (method='crop')")
+            raise PipelineError(f"item transform {tfm!r} runs at inference and has no equivalent outside fastai "
+                                "here; train with item_tfms=Resize(presize) (method='crop')")
         resizes.append(tfm)
     if len(resizes) != 1:
         raise PipelineError(f"the learner has {len(resizes)} item Resize transforms; expected exactly one "
-                          "(item_tfms=Resize(presize)): without it images reach the model at their own size")
+                            "(item_tfms=Resize(presize)): without it images reach the model at their own size")
     resize = resizes[0]
     if resize.method != ResizeMethod.Crop:
         raise PipelineError(f"item Resize uses method={resize.method!r}; only 'crop' (fastai's default) is supported")
@@ -98,12 +98,12 @@ class Resample(nn.Module):
 
 
 def _refuse_area_prefilter(in_hw: tuple[int, int], out_hw: tuple[int, int], grid: torch.Tensor, mode: str) -> None:
-    """fastai's _grid_sample first area-downsamples when shrinking by more than 2x; that step is not exported."""
+    """fastai's _grid_sample first area-downsamples when shrinking by more than 2x; that step is not rebuilt."""
     zoom = 2 / (grid.max() - grid.min()).item()
     shrink = min(in_hw[0] / out_hw[0], in_hw[1] / out_hw[1]) / 2
     if mode == "bilinear" and shrink > 1 and shrink > zoom:
-        raise PipelineError(f"the batch resample shrinks {in_hw} to {out_hw}, more than 2x, where fastai area-filters "
-                          "first; retrain with a presize at most twice the size (--presize)")
+        raise PipelineError(f"the batch resample shrinks {in_hw} to {out_hw}, more than 2x, where fastai "
+                            "area-filters first; retrain with a presize at most twice the size (--presize)")
 
 
 class Crop(nn.Module):
@@ -152,8 +152,8 @@ def batch_steps(after_batch, in_hw: tuple[int, int]) -> tuple[list[nn.Module], t
         elif isinstance(tfm, Normalize):
             steps.append(Standardise(tfm.mean, tfm.std))
         elif not _train_only(tfm):
-            raise PipelineError(f"batch transform {tfm!r} runs at inference and has no equivalent outside fastai here; "
-                              "remove it from batch_tfms or extend maskclassifier.pipeline")
+            raise PipelineError(f"batch transform {tfm!r} runs at inference and has no equivalent outside fastai "
+                                "here; remove it from batch_tfms or extend maskclassifier.pipeline")
     return steps, hw
 
 
