@@ -36,6 +36,34 @@ def parse_merges(pairs: list[str]) -> dict[str, str]:
     return merges
 
 
+def parse_oversample(pairs: list[str]) -> dict[str, int]:
+    """['Shield=3'] -> {'Shield': 3}."""
+    factors = {}
+    for pair in pairs:
+        label, sep, times = pair.partition("=")
+        if not sep or not label.strip() or not times.strip().isdigit() or int(times) < 1:
+            raise DatasetError(f"--oversample expects LABEL=TIMES with a whole number of at least 1, got {pair!r}")
+        factors[label.strip()] = int(times)
+    return factors
+
+
+def oversample(data: LabelledData, factors: dict[str, int]) -> LabelledData:
+    """Training rows with a label in `factors` repeated that many times in all (the largest factor wins);
+    validation rows are left alone, so the scores stay comparable."""
+    unknown = sorted(set(factors) - set(data.vocab))
+    if unknown:
+        raise DatasetError(f"--oversample: no image has the label(s) {', '.join(unknown)}")
+    frame = data.frame
+
+    def times(row) -> int:
+        return 1 if row["is_valid"] else max(factors.get(label, 1) for label in row["labels"].split())
+
+    if not factors:
+        return data
+    repeats = frame.apply(times, axis=1)
+    return LabelledData(frame.loc[frame.index.repeat(repeats)].reset_index(drop=True), data.images_root, data.skipped)
+
+
 def _merge_labels(labels: str, merges: dict[str, str]) -> str:
     merged = [merges.get(label, label) for label in labels.split()]
     return " ".join(dict.fromkeys(merged))  # drop duplicates, keep order

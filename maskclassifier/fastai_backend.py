@@ -19,7 +19,7 @@ from maskclassifier.pipeline import PipelineError, ValidationPipeline, probe_ima
 DIRECT_TOLERANCE = 1e-5  # the rebuilt pipeline runs the same Pillow and torch operations as fastai's
 
 
-def _read_learner(path: Path) -> Learner:
+def read_learner(path: Path) -> Learner:
     """torch.load the export, turning each way it can fail into one line that says how to fix it.
 
     fastai's own load_learner swallows some ImportErrors and then fails on an unbound name, so the
@@ -125,4 +125,4 @@ class FastaiBackend:
 def load_fastai_backend(path: Path, torch_threads: int | None = None) -> FastaiBackend:
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    return FastaiBackend(_read_learner(path), path)
+    return FastaiBackend(read_learner(path), path)

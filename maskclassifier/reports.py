@@ -90,6 +90,16 @@ def dataset_sources(dataset_md: Path | None) -> str:
     return match.group(1).strip() if match else ""
 
 
+def _continued_from(training: dict) -> str:
+    source = training.get("init_from")
+    return f" Started from the weights of `{source['file']}` (sha256 `{source['sha256'][:12]}…`)." if source else ""
+
+
+def _oversampled(training: dict) -> str:
+    factors = training.get("oversample")
+    return f" Training images oversampled: {', '.join(factors)} (times in all)." if factors else ""
+
+
 def model_card(sidecar: dict, dataset_md: Path | None) -> str:
     """MODEL_CARD.md from the sidecar's facts: nothing in it is typed by hand."""
     metrics = sidecar["metrics"]
@@ -122,7 +132,7 @@ used to enforce mask rules or to make decisions about people.
 ## Model
 - Architecture: `{sidecar['architecture']}` ({'ImageNet-pretrained' if training['pretrained'] else 'from scratch'}), fastai `vision_learner`, multi-label (sigmoid + threshold).
 - Input: {sidecar['preprocessing']['presize']} px item resize (center crop), then {sidecar['input_size']} px, ImageNet normalisation.
-- Training: {training['frozen_epochs']} frozen + {training['epochs']} unfrozen epochs, learning rate {training['lr']:.2e}, batch size {training['batch_size']}, seed {training['seed']}, on {training['device']}; wall time {training['seconds'] / 60:.1f} min.
+- Training: {training['frozen_epochs']} frozen + {training['epochs']} unfrozen epochs, learning rate {training['lr']:.2e}, batch size {training['batch_size']}, seed {training['seed']}, on {training['device']}; wall time {training['seconds'] / 60:.1f} min.{_continued_from(training)}{_oversampled(training)}
 - Threshold: **{sidecar['threshold']:.2f}**, chosen on the validation set as the one with the best macro-F1 (see `threshold_sweep.png`).
 - Versions: Python {sidecar['versions']['python']}, fastai {sidecar['versions']['fastai']}, torch {sidecar['versions']['torch']}. The `.pkl` loads only under the same Python minor version.
 

@@ -18,13 +18,14 @@ import numpy as np
 import torch
 
 from maskclassifier import metrics, reports
-from maskclassifier.dataset import DatasetError, parse_merges
+from maskclassifier.dataset import DatasetError, oversample, parse_merges, parse_oversample
 from maskclassifier.model import sha256_file
 from maskclassifier.training import (
     ARCHITECTURES,
     TrainingError,
     build_dataloaders,
     build_learner,
+    load_initial_weights,
     load_labelled_csv,
     per_item_losses,
     validation_predictions,
@@ -53,6 +54,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="random validation share when the CSV has no is_valid column (default: 0.2)")
     parser.add_argument("--merge", action="append", default=[], metavar="OLD=NEW",
                         help="rename a label before training, e.g. --merge Surgical=Medical (repeatable)")
+    parser.add_argument("--oversample", action="append", default=[], metavar="LABEL=TIMES",
+                        help="repeat training images with this label, e.g. --oversample Shield=3 (repeatable)")
+    parser.add_argument("--init-from", type=Path, metavar="PKL",
+                        help="start from this exported learner's weights (same architecture and categories), "
+                             "e.g. to continue training at a larger --size")
     parser.add_argument("--workers", type=int, help="data-loading processes (default: fastai's)")
     parser.add_argument("--dataset-notes", type=Path,
                         help="DATASET.md for the model card's sources section (default: DATASET.md beside the CSV)")
@@ -113,8 +119,11 @@ def train(args: argparse.Namespace) -> dict:
     data = load_labelled_csv(args.csv, args.images_root, parse_merges(args.merge), args.valid_pct, args.seed)
     if data.skipped:
         print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}", flush=True)
-    dls = build_dataloaders(data, args.size, args.presize, args.bs, args.seed, args.workers)
+    dls = build_dataloaders(oversample(data, parse_oversample(args.oversample)), args.size, args.presize, args.bs,
+                            args.seed, args.workers)
     learn = build_learner(dls, args.arch, args.pretrained)
+    if args.init_from:
+        load_initial_weights(learn, args.init_from)
     lr = choose_lr(learn, args.lr, args.out)
     learn.fine_tune(args.epochs, base_lr=lr, freeze_epochs=args.frozen_epochs)
 
@@ -154,6 +163,9 @@ def train(args: argparse.Namespace) -> dict:
             "batch_size": args.bs,
             "seed": args.seed,
             "merges": args.merge,
+            "oversample": args.oversample,
+            "init_from": None if args.init_from is None else {"file": args.init_from.name,
+                                                              "sha256": sha256_file(args.init_from)},
             "device": _device_name(),
             "seconds": round(time.time() - started, 1),
             "target": {"exact_match": 0.92, "macro_f1": 0.92, "accuracy_multi": 0.98},

@@ -28,6 +28,8 @@ from fastai.metrics import F1ScoreMulti, accuracy_multi
 from torchvision import models
 
 from maskclassifier.dataset import LabelledData, check_split, read_labelled_csv
+from maskclassifier.fastai_backend import read_learner
+from maskclassifier.model import ModelLoadError
 
 MOBILENET_WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 
@@ -111,6 +113,23 @@ def build_learner(dls, arch: str, pretrained: bool, metric_threshold: float = 0.
         raise
     learn.model.to(memory_format=torch.channels_last)  # about 1.5x faster convolutions on the CPU
     return learn
+
+
+def load_initial_weights(learn, path: Path) -> None:
+    """Start from the weights of an exported learner, e.g. to continue training it at a larger size.
+
+    It must have the same architecture and the same categories; the new learner keeps its own transforms."""
+    try:
+        source = read_learner(path)
+    except ModelLoadError as exc:
+        raise TrainingError(f"--init-from: {exc}") from None
+    if list(source.dls.vocab) != list(learn.dls.vocab):
+        raise TrainingError(f"--init-from: {path} has the categories {list(source.dls.vocab)}, "
+                            f"this data has {list(learn.dls.vocab)}")
+    try:
+        learn.model.load_state_dict(source.model.state_dict())
+    except RuntimeError:
+        raise TrainingError(f"--init-from: {path} is not a learner of this architecture") from None
 
 
 def validation_predictions(learn) -> tuple[np.ndarray, np.ndarray]:

@@ -12,10 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from datasets import write_labelled_set
 from maskclassifier import metrics
+from maskclassifier.dataset import DatasetError, LabelledData, oversample
+from maskclassifier.fastai_backend import read_learner
 from maskclassifier.model import load_classifier, sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +80,48 @@ def test_training_writes_plots_metrics_and_model_card(trained):
     assert "Synthetic categories: `Gas`, `Shield`" in card
     assert "Drawn by tests/datasets.py, public domain." in card
     assert f"{report['exact_match']:.4f}" in card
+
+
+def test_training_continues_from_an_exported_learner_with_oversampling(trained, tmp_path):
+    start = trained["out"] / "export.pkl"
+    out = tmp_path / "continued"
+    result = run_module("maskclassifier.train", "--csv", str(trained["csv"]), "--out", str(out), "--merge", "Surgical=Medical",
+                        *TINY_OPTIONS, "--lr", "1e-12", "--init-from", str(start), "--oversample", "Shield=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    sidecar = json.loads((out / "export.json").read_text())
+    assert sidecar["training"]["init_from"] == {"file": "export.pkl", "sha256": sha256_file(start)}
+    assert sidecar["training"]["oversample"] == ["Shield=3"]
+    assert sidecar["training"]["dataset"]["images"] == json.loads((trained["out"] / "export.json").read_text())[
+        "training"]["dataset"]["images"]  # counts are of distinct images, not of repeats
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "Started from the weights of `export.pkl`" in card and "oversampled: Shield=3" in card
+    # With a learning rate of 1e-12 the convolutions keep the weights they started from.
+    before, after = (read_learner(path).model.state_dict() for path in (start, out / "export.pkl"))
+    convolutions = [name for name, tensor in before.items() if name.endswith("weight") and tensor.dim() == 4]
+    assert convolutions and all(torch.allclose(before[name], after[name], atol=1e-6) for name in convolutions)
+
+
+def test_training_refuses_a_start_that_does_not_fit(trained, tiny_model):
+    wrong_categories = run_module("maskclassifier.train", "--csv", str(trained["csv"]), "--out", str(trained["out"] / "x"),
+                                  *TINY_OPTIONS, "--init-from", str(trained["out"] / "export.pkl"))
+    assert wrong_categories.returncode == 2 and "--init-from" in wrong_categories.stderr
+    assert "Surgical" in wrong_categories.stderr and "Traceback" not in wrong_categories.stderr
+    wrong_architecture = run_module("maskclassifier.train", "--csv", str(trained["csv"]), "--out", str(trained["out"] / "x"),
+                                    "--merge", "Surgical=Medical", *TINY_OPTIONS, "--init-from", str(tiny_model))
+    assert wrong_architecture.returncode == 2
+    assert "is not a learner of this architecture" in wrong_architecture.stderr
+    bad_factor = run_module("maskclassifier.train", "--csv", str(trained["csv"]), "--out", str(trained["out"] / "x"),
+                            "--merge", "Surgical=Medical", *TINY_OPTIONS, "--oversample", "Shield=lots")
+    assert bad_factor.returncode == 2 and "--oversample expects LABEL=TIMES" in bad_factor.stderr
+
+
+def test_oversampling_repeats_training_rows_only():
+    frame = pd.DataFrame({"fname": ["a", "b", "c", "d"], "labels": ["Shield", "Cloth Shield", "Cloth", "Shield"],
+                          "is_valid": [False, False, False, True]})
+    data = oversample(LabelledData(frame, Path(".")), {"Shield": 3, "Cloth": 2})
+    assert data.frame["fname"].tolist() == ["a", "a", "a", "b", "b", "b", "c", "c", "d"]
+    with pytest.raises(DatasetError, match="no image has the label"):
+        oversample(LabelledData(frame, Path(".")), {"Gas": 2})
 
 
 def test_evaluate_prints_the_table_and_writes_predictions(trained, tmp_path):
