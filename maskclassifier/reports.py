@@ -148,7 +148,7 @@ used to enforce mask rules or to make decisions about people.
 {rows}
 
 Plots: `threshold_sweep.png`, `confusion.png` (a 2x2 matrix per category and the true-vs-predicted co-occurrence
-table), `top_losses.png`, `lr_find.png`. Figures in `metrics.json`.
+table), `top_losses.png`{', `lr_find.png`' if training.get('lr_from', 'lr_find') == 'lr_find' else ''}. Figures in `metrics.json`.
 
 ## Data
 Training CSV sha256 `{training['dataset']['csv_sha256']}`, {training['dataset']['images']} images

@@ -160,6 +160,7 @@ def train(args: argparse.Namespace) -> dict:
             "epochs": args.epochs,
             "frozen_epochs": args.frozen_epochs,
             "lr": lr,
+            "lr_from": "lr_find" if args.lr == "auto" else "--lr",
             "batch_size": args.bs,
             "seed": args.seed,
             "merges": args.merge,

@@ -62,6 +62,7 @@ def test_training_writes_the_model_and_its_sidecar(trained):
     assert sidecar["training"]["dataset"]["skipped"] == 1
     assert sidecar["training"]["dataset"]["synthetic_categories"] == ["Gas", "Shield"]
     assert sidecar["training"]["lr"] > 0 and "lr_find suggests" in trained["stdout"]
+    assert sidecar["training"]["lr_from"] == "lr_find" and sidecar["training"]["init_from"] is None
     assert sidecar["versions"]["python"].startswith(f"{sys.version_info.major}.{sys.version_info.minor}")
     classifier = load_classifier(out / "export.pkl")
     assert classifier.vocab == VOCAB and classifier.threshold == sidecar["threshold"]
@@ -95,6 +96,7 @@ def test_training_continues_from_an_exported_learner_with_oversampling(trained, 
         "training"]["dataset"]["images"]  # counts are of distinct images, not of repeats
     card = (out / "MODEL_CARD.md").read_text()
     assert "Started from the weights of `export.pkl`" in card and "oversampled: Shield=3" in card
+    assert sidecar["training"]["lr_from"] == "--lr" and "lr_find.png" not in card and not (out / "lr_find.png").exists()
     # With a learning rate of 1e-12 the convolutions keep the weights they started from.
     before, after = (read_learner(path).model.state_dict() for path in (start, out / "export.pkl"))
     convolutions = [name for name, tensor in before.items() if name.endswith("weight") and tensor.dim() == 4]
