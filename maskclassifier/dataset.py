@@ -53,13 +53,13 @@ def oversample(data: LabelledData, factors: dict[str, int]) -> LabelledData:
     unknown = sorted(set(factors) - set(data.vocab))
     if unknown:
         raise DatasetError(f"--oversample: no image has the label(s) {', '.join(unknown)}")
-    frame = data.frame
+    if not factors:
+        return data
 
     def times(row) -> int:
         return 1 if row["is_valid"] else max(factors.get(label, 1) for label in row["labels"].split())
 
-    if not factors:
-        return data
+    frame = data.frame
     repeats = frame.apply(times, axis=1)
     return LabelledData(frame.loc[frame.index.repeat(repeats)].reset_index(drop=True), data.images_root, data.skipped)
 
