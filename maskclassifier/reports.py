@@ -92,7 +92,16 @@ def dataset_sources(dataset_md: Path | None) -> str:
 
 def _continued_from(training: dict) -> str:
     source = training.get("init_from")
-    return f" Started from the weights of `{source['file']}` (sha256 `{source['sha256'][:12]}…`)." if source else ""
+    if not source:
+        return ""
+    taken = "the body's weights" if source.get("took") == "body" else "the weights"
+    return f" Started from {taken} of `{source['file']}` (sha256 `{source['sha256'][:12]}…`)."
+
+
+def _head_and_precision(training: dict) -> str:
+    """Older sidecars lack both keys: they were trained with fastai's 512-feature head in float32."""
+    precision = "bfloat16 mixed" if training.get("precision") == "bf16" else "float32"
+    return f"a head with {training.get('head_features', 512)} hidden features, {precision} precision"
 
 
 def _oversampled(training: dict) -> str:
@@ -132,7 +141,7 @@ used to enforce mask rules or to make decisions about people.
 ## Model
 - Architecture: `{sidecar['architecture']}` ({'ImageNet-pretrained' if training['pretrained'] else 'from scratch'}), fastai `vision_learner`, multi-label (sigmoid + threshold).
 - Input: {sidecar['preprocessing']['presize']} px item resize (center crop), then {sidecar['input_size']} px, ImageNet normalisation.
-- Training: {training['frozen_epochs']} frozen + {training['epochs']} unfrozen epochs, learning rate {training['lr']:.2e}, batch size {training['batch_size']}, seed {training['seed']}, on {training['device']}; wall time {training['seconds'] / 60:.1f} min.{_continued_from(training)}{_oversampled(training)}
+- Training: {training['frozen_epochs']} frozen + {training['epochs']} unfrozen epochs, learning rate {training['lr']:.2e}, batch size {training['batch_size']}, {_head_and_precision(training)}, seed {training['seed']}, on {training['device']}; wall time {training['seconds'] / 60:.1f} min.{_continued_from(training)}{_oversampled(training)}
 - Threshold: **{sidecar['threshold']:.2f}**, chosen on the validation set as the one with the best macro-F1 (see `threshold_sweep.png`).
 - Versions: Python {sidecar['versions']['python']}, fastai {sidecar['versions']['fastai']}, torch {sidecar['versions']['torch']}. The `.pkl` loads only under the same Python minor version.
 

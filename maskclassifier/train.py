@@ -22,6 +22,7 @@ from maskclassifier.dataset import DatasetError, oversample, parse_merges, parse
 from maskclassifier.model import sha256_file
 from maskclassifier.training import (
     ARCHITECTURES,
+    CpuBfloat16,
     TrainingError,
     build_dataloaders,
     build_learner,
@@ -48,6 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=4, help="unfrozen epochs (default: 4)")
     parser.add_argument("--frozen-epochs", type=int, default=1, help="epochs with the body frozen (default: 1)")
     parser.add_argument("--lr", default="auto", help="learning rate, or 'auto' for lr_find's suggestion (default)")
+    parser.add_argument("--head", type=int, default=128, metavar="FEATURES",
+                        help="width of the head's hidden layer (default: 128; fastai's own default, 512, "
+                             "adds 1 M parameters, about 4 MB per model file)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: bfloat16 mixed precision, about 1.5x faster on CPUs with AMX (default: fp32)")
     parser.add_argument("--bs", type=int, default=64, help="batch size (default: 64)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--valid-pct", type=float, default=0.2,
@@ -58,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="repeat training images with this label, e.g. --oversample Shield=3 (repeatable)")
     parser.add_argument("--init-from", type=Path, metavar="PKL",
                         help="start from this exported learner's weights (same architecture and categories), "
-                             "e.g. to continue training at a larger --size")
+                             "e.g. to continue training at a larger --size; with another --head, only its body")
     parser.add_argument("--workers", type=int, help="data-loading processes (default: fastai's)")
     parser.add_argument("--dataset-notes", type=Path,
                         help="DATASET.md for the model card's sources section (default: DATASET.md beside the CSV)")
@@ -121,11 +127,16 @@ def train(args: argparse.Namespace) -> dict:
         print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}", flush=True)
     dls = build_dataloaders(oversample(data, parse_oversample(args.oversample)), args.size, args.presize, args.bs,
                             args.seed, args.workers)
-    learn = build_learner(dls, args.arch, args.pretrained)
-    if args.init_from:
-        load_initial_weights(learn, args.init_from)
+    learn = build_learner(dls, args.arch, args.pretrained, head_features=args.head)
+    initialised = load_initial_weights(learn, args.init_from) if args.init_from else None
+    if initialised == "body":
+        print(f"--init-from: took the body of {args.init_from}; the head (--head {args.head}) starts fresh",
+              flush=True)
+    if args.precision == "bf16":
+        learn.add_cb(CpuBfloat16())
     lr = choose_lr(learn, args.lr, args.out)
     learn.fine_tune(args.epochs, base_lr=lr, freeze_epochs=args.frozen_epochs)
+    learn.remove_cb(CpuBfloat16)  # validation figures and the export are float32, as the app runs them
 
     vocab = list(dls.vocab)
     probs, targets = validation_predictions(learn)
@@ -161,12 +172,15 @@ def train(args: argparse.Namespace) -> dict:
             "frozen_epochs": args.frozen_epochs,
             "lr": lr,
             "lr_from": "lr_find" if args.lr == "auto" else "--lr",
+            "head_features": args.head,
+            "precision": args.precision,
             "batch_size": args.bs,
             "seed": args.seed,
             "merges": args.merge,
             "oversample": args.oversample,
             "init_from": None if args.init_from is None else {"file": args.init_from.name,
-                                                              "sha256": sha256_file(args.init_from)},
+                                                              "sha256": sha256_file(args.init_from),
+                                                              "took": initialised},
             "device": _device_name(),
             "seconds": round(time.time() - started, 1),
             "target": {"exact_match": 0.92, "macro_f1": 0.92, "accuracy_multi": 0.98},

@@ -90,7 +90,7 @@ def test_training_continues_from_an_exported_learner_with_oversampling(trained, 
                         *TINY_OPTIONS, "--lr", "1e-12", "--init-from", str(start), "--oversample", "Shield=3")
     assert result.returncode == 0, result.stderr[-3000:]
     sidecar = json.loads((out / "export.json").read_text())
-    assert sidecar["training"]["init_from"] == {"file": "export.pkl", "sha256": sha256_file(start)}
+    assert sidecar["training"]["init_from"] == {"file": "export.pkl", "sha256": sha256_file(start), "took": "model"}
     assert sidecar["training"]["oversample"] == ["Shield=3"]
     assert sidecar["training"]["dataset"]["images"] == json.loads((trained["out"] / "export.json").read_text())[
         "training"]["dataset"]["images"]  # counts are of distinct images, not of repeats
@@ -101,6 +101,25 @@ def test_training_continues_from_an_exported_learner_with_oversampling(trained, 
     before, after = (read_learner(path).model.state_dict() for path in (start, out / "export.pkl"))
     convolutions = [name for name, tensor in before.items() if name.endswith("weight") and tensor.dim() == 4]
     assert convolutions and all(torch.allclose(before[name], after[name], atol=1e-6) for name in convolutions)
+
+
+def test_training_takes_only_the_body_for_another_head_in_bfloat16(trained, tmp_path):
+    start = trained["out"] / "export.pkl"
+    out = tmp_path / "new-head"
+    result = run_module("maskclassifier.train", "--csv", str(trained["csv"]), "--out", str(out), "--merge", "Surgical=Medical",
+                        *TINY_OPTIONS, "--lr", "1e-12", "--init-from", str(start), "--head", "16", "--precision", "bf16")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "took the body" in result.stdout
+    training = json.loads((out / "export.json").read_text())["training"]
+    assert training["init_from"]["took"] == "body" and training["head_features"] == 16 and training["precision"] == "bf16"
+    assert "Started from the body's weights of `export.pkl`" in (out / "MODEL_CARD.md").read_text()
+    before, after = (read_learner(path) for path in (start, out / "export.pkl"))
+    assert [type(cb).__name__ for cb in after.cbs] == [type(cb).__name__ for cb in before.cbs]  # no bf16 callback left
+    head_widths = [layer.out_features for layer in after.model[1] if isinstance(layer, torch.nn.Linear)]
+    assert head_widths == [16, len(after.dls.vocab)]
+    body_before, body_after = before.model[0].state_dict(), after.model[0].state_dict()
+    assert all(torch.allclose(body_before[name], body_after[name], atol=1e-6)
+               for name, tensor in body_before.items() if tensor.dim() == 4)
 
 
 def test_training_refuses_a_start_that_does_not_fit(trained, tiny_model):
