@@ -5,12 +5,14 @@
 "Full request" is real HTTP over loopback to gunicorn started with the Procfile's command (as benchmarks/load.py
 does): connect, send the multipart upload, parse it, decode the JPEG, the learner's preprocessing, the forward
 pass, thresholds, JSON, response. "Forward" is the same learner loaded in this process with the same torch thread
-count, timing only `model(batch)` and the sigmoid on the batch the app's preprocessing makes from the same photo.
-The two are measured in alternating rounds (the server idles while the forward pass runs here) so that a change
-in background load hits both. It prints both p50s and their ratio (goal: at most 1.3), the in-process time of
-each stage of the request (decode as the API does it, the learner's preprocessing, forward) and what is left for
-HTTP, gunicorn, multipart parsing and JSON, and the cold start from starting gunicorn to the first 200 from
-GET /healthz. It times the fastai learner itself, so it takes a fastai export (.pkl) only.
+count, timing only `model(batch)` and the sigmoid on the batch the app's preprocessing makes from the same photo:
+the learner's own model, and the model the app serves (BatchNorm folded into the convolutions). The three are
+measured in alternating rounds (the server idles while the forward passes run here) so that a change in
+background load hits all of them. It prints the p50s and the ratio of the full request to the learner's forward
+pass (goal: at most 1.3) and to the app's, the in-process time of each stage of the request (decode as the API
+does it, the learner's preprocessing, the app's forward pass) and what is left for HTTP, gunicorn, multipart
+parsing and JSON, and the cold start from starting gunicorn to the first 200 from GET /healthz. It times the
+fastai learner itself, so it takes a fastai export (.pkl) only.
 """
 
 from __future__ import annotations
@@ -62,9 +64,9 @@ def post_photo(port: int, body: bytes, content_type: str) -> None:
         connection.close()
 
 
-def forward(backend: FastaiBackend, batch: torch.Tensor) -> None:
+def forward(model: torch.nn.Module, batch: torch.Tensor) -> None:
     with torch.inference_mode():
-        torch.sigmoid(backend.learner.model(batch))
+        torch.sigmoid(model(batch))
 
 
 def stage_times(backend: FastaiBackend, jpeg: bytes, image: Image.Image, min_side: int,
@@ -77,7 +79,8 @@ def stage_times(backend: FastaiBackend, jpeg: bytes, image: Image.Image, min_sid
             seconds(lambda: load_image(jpeg, min_side)) for _ in range(repeat)),
         f"preprocessing ({PREPROCESSING[backend.direct is not None]})": statistics.median(
             seconds(lambda: backend.batch([image])) for _ in range(repeat)),
-        "forward + sigmoid": statistics.median(seconds(lambda: forward(backend, batch)) for _ in range(repeat)),
+        "the app's forward + sigmoid": statistics.median(
+            seconds(lambda: forward(backend.model, batch)) for _ in range(repeat)),
     }
 
 
@@ -124,17 +127,20 @@ def main(argv: list[str] | None = None) -> int:
         cold_start = time.perf_counter() - started
         for _ in range(3):  # the first requests and forward passes set up caches and thread pools
             post_photo(port, body, content_type)
-            forward(backend, batch)
-        requests, forwards = [], []
+            forward(backend.learner.model, batch)
+            forward(backend.model, batch)
+        requests, forwards, app_forwards = [], [], []
         for _ in range(args.rounds):
             requests += [seconds(lambda: post_photo(port, body, content_type)) for _ in range(args.per_round)]
-            forwards += [seconds(lambda: forward(backend, batch)) for _ in range(args.per_round)]
+            forwards += [seconds(lambda: forward(backend.learner.model, batch)) for _ in range(args.per_round)]
+            app_forwards += [seconds(lambda: forward(backend.model, batch)) for _ in range(args.per_round)]
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
     stages = stage_times(backend, jpeg, image, min_side, args.per_round)
     test_dl = statistics.median(seconds(lambda: backend.learner_batch([image])) for _ in range(args.per_round))
     request_p50, forward_p50 = statistics.median(requests), statistics.median(forwards)
+    app_forward_p50 = statistics.median(app_forwards)
     ratio = request_p50 / forward_p50
     lines = [
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores "
@@ -142,13 +148,15 @@ def main(argv: list[str] | None = None) -> int:
         f"torch threads {torch.get_num_threads()}",
         f"model {args.model} ({backend.architecture}, input {backend.input_size} px), "
         f"upload a {args.size[0]}x{args.size[1]} JPEG of {len(jpeg) // 1024} KB, "
-        f"{len(requests)} requests and {len(forwards)} forward passes",
+        f"{len(requests)} requests and {len(forwards)} forward passes of each model",
         "",
         "| | p50 |",
         "|---|---|",
         f"| full POST /api/predict (gunicorn, loopback) | {request_p50 * 1000:.1f} ms |",
-        f"| forward pass alone (same batch) | {forward_p50 * 1000:.1f} ms |",
+        f"| forward pass alone, the learner's model (same batch) | {forward_p50 * 1000:.1f} ms |",
         f"| ratio | {ratio:.2f} (goal: at most {GOAL_RATIO}) |",
+        f"| forward pass alone, the model the app serves (BatchNorm folded) | {app_forward_p50 * 1000:.1f} ms |",
+        f"| ratio to the app's own forward pass | {request_p50 / app_forward_p50:.2f} |",
         *[f"| in process: {stage} | {value * 1000:.1f} ms |" for stage, value in stages.items()],
         f"| the rest: HTTP, gunicorn, multipart, JSON | {(request_p50 - sum(stages.values())) * 1000:.1f} ms |",
         f"| for comparison, fastai's test_dl for the same photo | {test_dl * 1000:.1f} ms |",

@@ -12,11 +12,14 @@ import torch
 from fastai.learner import Learner
 from fastai.vision.core import PILImage
 from PIL import Image
+from torch import nn
+from torch.fx.experimental.optimization import fuse
+from torch.fx.proxy import TraceError
 
 from maskclassifier.model import ModelLoadError
 from maskclassifier.pipeline import PipelineError, ValidationPipeline, probe_images, rebuild
 
-DIRECT_TOLERANCE = 1e-5  # the rebuilt pipeline runs the same Pillow and torch operations as fastai's
+DIRECT_TOLERANCE = 1e-5  # the rebuilt pipeline and the fused model run the same operations as fastai's
 
 
 def read_learner(path: Path) -> Learner:
@@ -75,7 +78,9 @@ class FastaiBackend:
     fastai builds a DataLoader (`test_dl`) for every batch it predicts, which costs more than the forward pass of
     a small model. So the validation pipeline is rebuilt once, at load time, in Pillow and torch
     (`maskclassifier.pipeline`), and used only if it gives the learner's own answers on probe images; a learner
-    whose pipeline cannot be rebuilt is served through `test_dl`, as fastai would.
+    whose pipeline cannot be rebuilt is served through `test_dl`, as fastai would. Likewise the model is served
+    with each BatchNorm folded into the convolution before it (torch.fx's `fuse`, about 10 % faster on the CPU)
+    when that gives the same answers.
     """
 
     def __init__(self, learner: Learner, path: Path):
@@ -85,9 +90,10 @@ class FastaiBackend:
         self.learner.model.to(memory_format=torch.contiguous_format)
         arch = getattr(learner, "arch", None)
         self.architecture = getattr(arch, "__name__", None) or str(arch or type(learner.model).__name__)
+        self.model = self._checked_fused_model()
         self.direct = self._checked_direct_pipeline()
         self.input_size = self.batch([Image.new("RGB", (64, 48))]).shape[-1]
-        self.decode_side = None if self.direct is None else max(self.direct.resize.width, self.direct.resize.height)
+        self.decode_side = None if self.direct is None else max(self.direct.out_hw)
 
     def learner_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """A batch the way the learner's validation DataLoader builds it, from images that are already RGB."""
@@ -102,24 +108,39 @@ class FastaiBackend:
         return self.learner_batch(images) if self.direct is None else self.direct.batch(images)
 
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self._sigmoid_outputs(self.batch(images))
+        return _sigmoid_outputs(self.model, self.batch(images))
 
     def learner_probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Probabilities through fastai's own DataLoader: the reference the faster path is checked against."""
-        return self._sigmoid_outputs(self.learner_batch(images))
+        """Probabilities of the learner's own model through fastai's own DataLoader: the reference the faster
+        path is checked against."""
+        return _sigmoid_outputs(self.learner.model, self.learner_batch(images))
 
-    def _sigmoid_outputs(self, batch: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
-            return torch.sigmoid(self.learner.model(batch)).numpy()
+    def _checked_fused_model(self) -> nn.Module:
+        try:
+            fused = fuse(self.learner.model)
+        except (TraceError, TypeError, RuntimeError, NotImplementedError, AttributeError):  # fx cannot trace it
+            return self.learner.model
+        batch = self.learner_batch(probe_images())
+        difference = np.abs(_sigmoid_outputs(fused, batch) - _sigmoid_outputs(self.learner.model, batch)).max()
+        return fused if difference <= DIRECT_TOLERANCE else self.learner.model
 
     def _checked_direct_pipeline(self) -> ValidationPipeline | None:
-        try:
-            pipeline = rebuild(self.learner.dls.valid)
-        except PipelineError:
-            return None
+        """The rebuilt pipeline without its identity resamples, else with them, if it answers as fastai does."""
         probes = probe_images()
-        difference = np.abs(self._sigmoid_outputs(pipeline.batch(probes)) - self.learner_probabilities(probes)).max()
-        return pipeline if difference <= DIRECT_TOLERANCE else None
+        reference = self.learner_probabilities(probes)
+        for skip_identity_resamples in (True, False):
+            try:
+                pipeline = rebuild(self.learner.dls.valid, skip_identity_resamples)
+            except PipelineError:
+                return None
+            if np.abs(_sigmoid_outputs(self.model, pipeline.batch(probes)) - reference).max() <= DIRECT_TOLERANCE:
+                return pipeline
+        return None
+
+
+def _sigmoid_outputs(model: nn.Module, batch: torch.Tensor) -> np.ndarray:
+    with torch.inference_mode():
+        return torch.sigmoid(model(batch)).numpy()
 
 
 def load_fastai_backend(path: Path, torch_threads: int | None = None) -> FastaiBackend:

@@ -30,8 +30,8 @@ class Backend(Protocol):
     vocab: list[str]
     architecture: str
     input_size: int
-    # The side of the image the preprocessing's first resize makes (fastai's presize), or None when unknown:
-    # a photo decoded at least this large on both sides gives the model the same input.
+    # The longer side of the model's input, or None when unknown. The preprocessing keeps no more detail than
+    # that, so a photo decoded at least this large on both sides gives the model practically the same input.
     decode_side: int | None
 
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:

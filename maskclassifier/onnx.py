@@ -25,13 +25,13 @@ _ORT_LOAD_ERRORS = (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.Invalid
 
 class OnnxBackend:
     def __init__(self, session: onnxruntime.InferenceSession, vocab: list[str], architecture: str,
-                 resize: ItemResize, input_size: int):
+                 resize: ItemResize, input_hw: tuple[int, int]):
         self.session = session
         self.vocab = vocab
         self.architecture = architecture
         self.resize = resize
-        self.input_size = input_size
-        self.decode_side = max(resize.width, resize.height)
+        self.input_size = input_hw[1]
+        self.decode_side = max(input_hw)
         self._input_name = session.get_inputs()[0].name
 
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -88,11 +88,11 @@ def load_onnx_backend(path: Path, sidecar: dict, threads: int | None = None) -> 
         vocab = [str(name) for name in sidecar["vocab"]]
         preprocessing = sidecar["preprocessing"]
         resize = item_resize_from(preprocessing)
-        input_size = size_hw(preprocessing["size"])[1]
+        input_hw = size_hw(preprocessing["size"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError(f"{sidecar_path(path)} has no usable vocab/preprocessing for {path.name} ({exc}); "
                              f"{_reexport_hint(path)}") from None
     session = _session(path, threads)
     _check_signature(path, session, resize, len(vocab))
     architecture = str(sidecar.get("architecture") or "unknown")
-    return OnnxBackend(session, vocab, architecture, resize, input_size)
+    return OnnxBackend(session, vocab, architecture, resize, input_hw)

@@ -131,8 +131,13 @@ class Standardise(nn.Module):
         return {"op": "normalize", "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
 
 
-def batch_steps(after_batch, in_hw: tuple[int, int]) -> tuple[list[nn.Module], tuple[int, int]]:
-    """The validation-split batch transforms, in pipeline order, as torch modules; and the final (height, width)."""
+def batch_steps(after_batch, in_hw: tuple[int, int],
+                skip_identity_resamples: bool = True) -> tuple[list[nn.Module], tuple[int, int]]:
+    """The validation-split batch transforms, in pipeline order, as torch modules; and the final (height, width).
+
+    On the validation split fastai's flip/rotate/zoom transform resamples the batch onto an identity grid of the
+    same size, which returns it unchanged up to float rounding; `skip_identity_resamples` leaves those out (the
+    caller checks the answers still match). A crop of the whole image is always left out."""
     steps: list[nn.Module] = []
     hw = in_hw
     for tfm in after_batch.fs:
@@ -140,12 +145,14 @@ def batch_steps(after_batch, in_hw: tuple[int, int]) -> tuple[list[nn.Module], t
             steps.append(ToFloat(tfm.div))
         elif isinstance(tfm, AffineCoordTfm):  # validation: identity matrix, no coordinate warp, resample to size
             out_hw = hw if tfm.size is None else _size_hw(tfm.size)
-            steps.append(Resample(hw, out_hw, tfm.mode, tfm.pad_mode, tfm.align_corners))
+            if not (skip_identity_resamples and out_hw == hw):
+                steps.append(Resample(hw, out_hw, tfm.mode, tfm.pad_mode, tfm.align_corners))
             hw = out_hw
         elif isinstance(tfm, RandomResizedCropGPU):  # validation: a center crop (valid_scale), then resample to size
             tfm.before_call(torch.zeros(1, 3, *hw), split_idx=1)
             (top, left), (height, width) = tfm.tl, tfm.cp_size
-            steps.append(Crop(top, left, height, width))
+            if (height, width) != hw:
+                steps.append(Crop(top, left, height, width))
             # affine_coord's defaults, which RandomResizedCropGPU does not override
             steps.append(Resample((height, width), _size_hw(tfm.size), tfm.mode, "reflection", True))
             hw = _size_hw(tfm.size)
@@ -155,8 +162,6 @@ def batch_steps(after_batch, in_hw: tuple[int, int]) -> tuple[list[nn.Module], t
             raise PipelineError(f"batch transform {tfm!r} runs at inference and has no equivalent outside fastai "
                                 "here; remove it from batch_tfms or extend maskclassifier.pipeline")
     return steps, hw
-
-
 
 
 def probe_images() -> list[Image.Image]:
@@ -198,11 +203,11 @@ class ValidationPipeline:
             return self.batch_steps(torch.from_numpy(pixels))
 
 
-def rebuild(valid_loader) -> ValidationPipeline:
+def rebuild(valid_loader, skip_identity_resamples: bool = True) -> ValidationPipeline:
     """The validation DataLoader's item and batch transforms without fastai; PipelineError when it cannot be."""
     if len(valid_loader.before_batch.fs):
         raise PipelineError(f"before_batch transforms {list(valid_loader.before_batch.fs)} are not supported")
     item = item_resize(valid_loader.after_item)
     resize = item_resize_from(item)
-    steps, out_hw = batch_steps(valid_loader.after_batch, (resize.height, resize.width))
+    steps, out_hw = batch_steps(valid_loader.after_batch, (resize.height, resize.width), skip_identity_resamples)
     return ValidationPipeline(item, resize, BatchSteps(steps).eval(), out_hw)

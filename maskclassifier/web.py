@@ -241,8 +241,8 @@ def classify_form():
 def api_predict():
     """The whole-photo answer; with ?faces=auto|on (or the form field `faces`) also one answer per face."""
     mode = _requested_mode()
-    # The whole-photo answer needs no more pixels than the learner's first resize keeps: a big JPEG decodes much
-    # faster at a fraction of its size. Face detection and crops need them all.
+    # The whole-photo answer needs no more pixels than the model's input has: a big JPEG decodes much faster at a
+    # fraction of its size. Face detection and crops need them all.
     min_side = classifier().backend.decode_side if mode in (None, "off") else None
     image = load_image(_uploaded_bytes(), min_side)
     body = prediction_json(classifier().predict(image))

@@ -10,12 +10,16 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from fastai.vision.augment import Resize
 from PIL import Image
+from torch import nn
+from torch.fx.experimental.optimization import fuse
+from torch.fx.proxy import TraceError
 
 import maskclassifier.fastai_backend as fastai_backend
 from maskclassifier.fastai_backend import FastaiBackend, load_fastai_backend
-from maskclassifier.pipeline import rebuild
+from maskclassifier.pipeline import Resample, rebuild
 from maskclassifier.resize import ItemResize
 from varied import varied_uploads
 
@@ -39,18 +43,62 @@ def test_rebuilt_pipeline_gives_the_learners_own_answers(learner_path, varied_im
     assert backend.batch(varied_images[:2]).shape == backend.learner_batch(varied_images[:2]).shape
 
 
+def test_identity_resamples_are_left_out_only_while_the_answers_match(tiny_model, monkeypatch):
+    backend = load_fastai_backend(tiny_model)
+    exact = rebuild(backend.learner.dls.valid, skip_identity_resamples=False)
+    def identities(pipeline):
+        return [step for step in pipeline.steps if isinstance(step, Resample) and step.in_hw == step.out_hw]
+
+    assert identities(exact) and not identities(backend.direct)
+    assert len(backend.direct.steps) == len(exact.steps) - len(identities(exact))
+
+    monkeypatch.setattr(fastai_backend, "DIRECT_TOLERANCE", 0.0)  # now only the exact rebuild is good enough
+    strict = load_fastai_backend(tiny_model)
+    assert [step.describe() for step in strict.direct.steps] == [step.describe() for step in exact.steps]
+
+
+def test_the_model_is_served_with_batchnorm_folded_into_its_convolutions(learner_path, varied_images):
+    backend = load_fastai_backend(learner_path, torch_threads=1)
+    assert backend.model is not backend.learner.model
+    assert not [module for module in backend.model.modules() if isinstance(module, nn.BatchNorm2d)]
+    assert [module for module in backend.learner.model.modules() if isinstance(module, nn.BatchNorm2d)]
+    batch = backend.batch(varied_images)
+    with torch.inference_mode():
+        fused, learner = (torch.sigmoid(model(batch)) for model in (backend.model, backend.learner.model))
+    assert (fused - learner).abs().max() <= fastai_backend.DIRECT_TOLERANCE
+
+
+def test_a_fused_model_that_cannot_be_built_or_answers_differently_is_not_used(tiny_model, monkeypatch):
+    def untraceable(model):
+        raise TraceError("symbolically traced variables cannot be used as inputs to control flow")
+
+    monkeypatch.setattr(fastai_backend, "fuse", untraceable)
+    assert load_fastai_backend(tiny_model).model.__class__.__name__ != "GraphModule"
+
+    def off_by_a_little(model):
+        fused = fuse(model)
+        fused.get_submodule("1").get_submodule(str(len(fused.get_submodule("1")) - 1)).bias.data += 0.01
+        return fused
+
+    monkeypatch.setattr(fastai_backend, "fuse", off_by_a_little)
+    backend = load_fastai_backend(tiny_model)
+    assert backend.model is backend.learner.model and backend.direct is not None
+
+
 def test_a_pipeline_that_cannot_be_rebuilt_runs_through_fastai(tiny_model, varied_images):
     learner = load_fastai_backend(tiny_model).learner
     next(tfm for tfm in learner.dls.valid.after_item.fs if isinstance(tfm, Resize)).method = "squish"
     backend = FastaiBackend(learner, tiny_model)
     assert backend.direct is None
     images = varied_images[:8]
-    assert np.array_equal(backend.probabilities(images), backend.learner_probabilities(images))
+    assert torch.equal(backend.batch(images), backend.learner_batch(images))
+    assert np.abs(backend.probabilities(images) - backend.learner_probabilities(images)).max() <= (
+        fastai_backend.DIRECT_TOLERANCE)  # the same batch, through the fused model
 
 
 def test_a_rebuilt_pipeline_that_answers_differently_is_not_used(tiny_model, monkeypatch):
-    def wrong_resampling(valid_loader):
-        pipeline = rebuild(valid_loader)
+    def wrong_resampling(valid_loader, skip_identity_resamples):
+        pipeline = rebuild(valid_loader, skip_identity_resamples)
         resize = pipeline.resize
         return replace(pipeline, resize=ItemResize(resize.width, resize.height, Image.Resampling.NEAREST))
 

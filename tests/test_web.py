@@ -115,7 +115,7 @@ def test_model_endpoint(client, app):
 def test_a_big_jpeg_is_decoded_smaller_for_the_whole_photo_answer_without_changing_it(app, client):
     backend = app.extensions["maskclassifier"].backend
     jpeg = encode(face_like_image(["KN95"], seed=3, size=(1600, 1200)), "JPEG", quality=95)
-    assert backend.decode_side == 96  # the notebook's Resize(1.5 * 64)
+    assert backend.decode_side == 64  # the model's input, not the notebook's item Resize(1.5 * 64)
     assert load_image(jpeg, backend.decode_side).size == (200, 150)  # what the API decodes: 1/8 of the photo
     answer = client.post("/api/predict", data=upload(jpeg)).get_json()["probabilities"]
     whole = backend.probabilities([load_image(jpeg)])[0]
