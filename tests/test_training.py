@@ -120,6 +120,10 @@ def test_training_takes_only_the_body_for_another_head_in_bfloat16(trained, tmp_
     body_before, body_after = before.model[0].state_dict(), after.model[0].state_dict()
     assert all(torch.allclose(body_before[name], body_after[name], atol=1e-6)
                for name, tensor in body_before.items() if tensor.dim() == 4)
+    # The head's first BatchNorm has the same shape in both heads, but it is not carried over either.
+    first_norm_before, first_norm_after = (next(layer for layer in learner.model[1] if isinstance(layer, torch.nn.BatchNorm1d))
+                                           for learner in (before, after))
+    assert not torch.allclose(first_norm_before.weight, first_norm_after.weight, atol=1e-6)
 
 
 def test_training_refuses_a_start_that_does_not_fit(trained, tiny_model):
