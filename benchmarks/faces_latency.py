@@ -31,7 +31,7 @@ from skimage import data
 
 from maskclassifier import create_app
 from maskclassifier.config import ConfigError, Settings
-from maskclassifier.faces import classify_faces
+from maskclassifier.faces import face_crops
 from maskclassifier.images import load_image
 from maskclassifier.model import ModelLoadError
 
@@ -81,7 +81,8 @@ def stage_times(app, jpeg: bytes) -> dict:
     times["decode"], image = timed(lambda: load_image(jpeg))
     times["whole"], _ = timed(lambda: classifier.predict(image))
     times["detect"], scan = timed(lambda: detector.detect(image))
-    times["crops"], _ = timed(lambda: classify_faces(classifier, image, scan.faces, app.config["SETTINGS"].face_margin))
+    margin = app.config["SETTINGS"].face_margin
+    times["crops"], _ = timed(lambda: classifier.predict_many(face_crops(image, scan.faces, margin)))
     times["found"] = len(scan.faces)
     return times
 

@@ -22,7 +22,9 @@ class Settings:
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     port: int = 5000
     torch_threads: int | None = None  # None: the machine's cores shared among the workers
-    face_margin: float = 0.3
+    # On the dataset's validation photos with one face, crops with 60 % margins were right more often (0.906
+    # exact-match) than with 30 % (0.883) or 100 % (0.904): the mask's edges and straps stay in view.
+    face_margin: float = 0.6
 
     @property
     def max_upload_bytes(self) -> int:
@@ -64,7 +66,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     torch_threads = _integer(environ, "TORCH_NUM_THREADS", None)
     if torch_threads is not None and torch_threads < 1:
         raise ConfigError(f"TORCH_NUM_THREADS must be at least 1, got {torch_threads}")
-    face_margin = _number(environ, "FACE_MARGIN", 0.3)
+    face_margin = _number(environ, "FACE_MARGIN", Settings.face_margin)
     if not 0 <= face_margin <= 2:
         raise ConfigError(f"FACE_MARGIN must be between 0 and 2 (a fraction of the face box), got {face_margin}")
     model_path = Path(environ.get("MODEL_PATH", "").strip() or DEFAULT_MODEL_PATH)

@@ -1,10 +1,11 @@
 """Score a model on any labelled set, the way the app would classify each image.
 
     python -m maskclassifier.evaluate --csv labels.csv --images-root DIR [--model models/export.pkl]
-        [--threshold T] [--valid-only] [--by COLUMN] [--predictions out.csv]
+        [--threshold T] [--valid-only] [--by COLUMN] [--predictions out.csv] [--faces auto]
 
 `--by source` adds exact-match for each value of a CSV column, to see which part of the data the model gets
-wrong (any column works, e.g. labels).
+wrong (any column works, e.g. labels). `--faces auto` scores the answer the web page gives by default: a photo
+with exactly one face is answered from the whole photo and a close-up of the face together.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from maskclassifier import metrics
+from maskclassifier.config import Settings
 from maskclassifier.dataset import DatasetError, LabelledData, parse_merges, read_labelled_csv
+from maskclassifier.faces import FaceDetector, analyse, load_detector
 from maskclassifier.images import ImageError, load_image
 from maskclassifier.model import Classifier, ModelLoadError, load_classifier
 
@@ -35,6 +38,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--merge", action="append", default=[], metavar="OLD=NEW", help="rename a label first")
     parser.add_argument("--by", metavar="COLUMN", help="also report exact-match per value of this CSV column")
     parser.add_argument("--predictions", type=Path, help="write one row per image: fname, labels, predicted, probabilities")
+    parser.add_argument("--faces", choices=["off", "auto"], default="off",
+                        help="off: the whole photo, as the API answers by default; auto: as the web page answers "
+                             "by default (needs the full install, with facenet-pytorch)")
+    parser.add_argument("--face-margin", type=float, default=Settings.face_margin,
+                        help=f"with --faces auto: the crop's margin, as FACE_MARGIN (default: {Settings.face_margin})")
     args = parser.parse_args(argv)
     if args.threshold is not None and not 0 < args.threshold < 1:
         parser.error("--threshold must be between 0 and 1")
@@ -54,16 +62,24 @@ def targets_matrix(data: LabelledData, vocab: list[str]) -> np.ndarray:
     return targets
 
 
-def predict_all(classifier: Classifier, data: LabelledData) -> np.ndarray:
-    """Probabilities for every row, decoding each file exactly as an upload is decoded."""
-    rows = []
+def predict_all(classifier: Classifier, data: LabelledData, detector: FaceDetector | None = None,
+                margin: float = Settings.face_margin) -> tuple[np.ndarray, list[str]]:
+    """Probabilities for every row, decoding each file exactly as an upload is decoded, and the mode that answered
+    each ("whole"; with a detector, automatic mode's "close_up" or "faces" too)."""
+    rows, modes = [], []
     names = list(data.frame["fname"])
     for start in range(0, len(names), BATCH_SIZE):
         batch = [load_image((data.images_root / name).read_bytes()) for name in names[start:start + BATCH_SIZE]]
-        rows.append(classifier.backend.probabilities(batch))
+        if detector is None:
+            rows.append(classifier.backend.probabilities(batch))
+            modes += ["whole"] * len(batch)
+        else:
+            analyses = [analyse(detector, classifier, image, "auto", margin) for image in batch]
+            rows.append(np.array([list(analysis.photo.probabilities.values()) for analysis in analyses]))
+            modes += [analysis.mode for analysis in analyses]
         print(f"\r{min(start + BATCH_SIZE, len(names))}/{len(names)} images", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    return np.concatenate(rows)
+    return np.concatenate(rows), modes
 
 
 def write_predictions(path: Path, data: LabelledData, probs: np.ndarray, vocab: list[str], threshold: float) -> None:
@@ -89,8 +105,12 @@ def evaluate(args: argparse.Namespace) -> dict:
     if data.skipped:
         print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}", file=sys.stderr)
     targets = targets_matrix(data, classifier.vocab)
-    probs = predict_all(classifier, data)
+    detector = _detector() if args.faces == "auto" else None
+    probs, modes = predict_all(classifier, data, detector, args.face_margin)
     report = metrics.summary(probs, targets, classifier.vocab, classifier.threshold)
+    if detector is not None:
+        report["modes"] = {mode: modes.count(mode) for mode in sorted(set(modes))}
+        print("automatic mode answered " + ", ".join(f"{count} with {mode}" for mode, count in report["modes"].items()))
     print(metrics.format_table(report))
     if args.by is not None:
         report["by"] = {args.by: metrics.exact_match_by_group(probs, targets, classifier.threshold,
@@ -100,6 +120,14 @@ def evaluate(args: argparse.Namespace) -> dict:
         write_predictions(args.predictions, data, probs, classifier.vocab, classifier.threshold)
         print(f"wrote {len(probs)} predictions to {args.predictions}")
     return report
+
+
+def _detector() -> FaceDetector:
+    detector = load_detector()
+    if detector is None:
+        raise ModelLoadError("--faces auto needs the face detector: install the full requirements "
+                             "(torch and facenet-pytorch, see the README)")
+    return detector
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from maskclassifier.model import Classifier, Prediction
+from maskclassifier.model import Classifier, Prediction, combine
 
 logger = logging.getLogger(__name__)
 
@@ -135,40 +135,51 @@ def crop_box(box: tuple[int, int, int, int], size: tuple[int, int], margin: floa
             min(width, round(x1 + pad_x)), min(height, round(y1 + pad_y)))
 
 
-def classify_faces(classifier: Classifier, image: Image.Image, faces: Sequence[Face], margin: float) -> list[Prediction]:
-    """One prediction per face, in one batch, with the classifier's own threshold."""
-    return classifier.predict_many([image.crop(crop_box(face.box, image.size, margin)) for face in faces])
+def face_crops(image: Image.Image, faces: Sequence[Face], margin: float) -> list[Image.Image]:
+    """What the classifier sees of each face: its box grown by `margin`."""
+    return [image.crop(crop_box(face.box, image.size, margin)) for face in faces]
 
 
 @dataclass(frozen=True)
 class FaceAnalysis:
-    mode: str  # which mode ran: "whole" or "faces"
+    mode: str  # which mode ran: "whole", "close_up" (one face, in automatic mode) or "faces"
+    photo: Prediction  # the answer for the photo (in "close_up" mode the whole photo's and the face's, averaged)
     faces: list[Face] = field(default_factory=list)  # the classified faces (empty when mode is "whole")
-    predictions: list[Prediction] = field(default_factory=list)  # one per face
+    predictions: list[Prediction] = field(default_factory=list)  # one per face, from its crop alone
     found: int | None = None  # faces detected (before the cap); None when detection did not run
     note: str | None = None  # a sentence for the person when something is worth knowing
 
 
 def analyse(detector: FaceDetector | None, classifier: Classifier, image: Image.Image, requested: str,
             margin: float) -> FaceAnalysis:
-    """Run the requested mode ("auto", "on", "off"); raise FacesUnavailable for "on" without a detector."""
+    """Run the requested mode ("auto", "on", "off"); raise FacesUnavailable for "on" without a detector.
+
+    In automatic mode a photo of one person is answered from the whole photo and a close-up of the face together:
+    a face that fills a small part of the photo is a few pixels wide in the model's input, and the close-up
+    shows its mask in detail (on the dataset's validation photos with one face, the averaged answer was right
+    more often than either view alone).
+    """
     if requested == "off":
-        return FaceAnalysis("whole")
+        return FaceAnalysis("whole", classifier.predict(image))
     if detector is None:
         if requested == "on":
             raise FacesUnavailable()
-        return FaceAnalysis("whole", note="Per-face mode is not available on this server; the whole photo was classified.")
+        return FaceAnalysis("whole", classifier.predict(image),
+                            note="Per-face mode is not available on this server; the whole photo was classified.")
     scan = detector.detect(image)
     if not scan.faces:
-        return FaceAnalysis("whole", found=0, note="No face was found, so the whole photo was classified.")
-    if requested == "auto" and len(scan.faces) < 2:
-        return FaceAnalysis("whole", found=scan.found, note="One face was found, so the whole photo was classified. "
-                                                            "Choose 'every face' to classify it on its own.")
-    predictions = classify_faces(classifier, image, scan.faces, margin)
+        return FaceAnalysis("whole", classifier.predict(image), found=0,
+                            note="No face was found, so the whole photo was classified.")
+    # one batch: the whole photo, then each face
+    photo, *predictions = classifier.predict_many([image, *face_crops(image, scan.faces, margin)])
+    if requested == "auto" and len(scan.faces) == 1:
+        return FaceAnalysis("close_up", combine([photo, predictions[0]]), scan.faces, predictions, scan.found,
+                            note="One face was found: the answer combines the whole photo and a close-up of the "
+                                 "face. Choose 'every face' to see the face's own answer.")
     note = None
     if scan.found > len(scan.faces):
         note = f"{scan.found} faces were found; only the {len(scan.faces)} clearest were classified."
-    return FaceAnalysis("faces", scan.faces, predictions, scan.found, note)
+    return FaceAnalysis("faces", photo, scan.faces, predictions, scan.found, note)
 
 
 def colour_for(prediction: Prediction) -> str:

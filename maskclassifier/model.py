@@ -56,6 +56,13 @@ def decide(probabilities: Sequence[float], vocab: Sequence[str], threshold: floa
     return Prediction(scores, labels, threshold)
 
 
+def combine(predictions: Sequence[Prediction]) -> Prediction:
+    """One answer from several views of the same photo: the mean of their probabilities, thresholded as usual."""
+    vocab = list(predictions[0].probabilities)
+    mean = np.mean([[prediction.probabilities[name] for name in vocab] for prediction in predictions], axis=0)
+    return decide(mean, vocab, predictions[0].threshold)
+
+
 @dataclass
 class Classifier:
     """A loaded backend plus what the app reports about it."""

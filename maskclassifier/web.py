@@ -237,23 +237,25 @@ def classify_form():
     except ImageError as error:
         return _render_page(error.status, mode=mode, error=error.message)
     analysis = _analyse_faces(image, mode)
-    prediction = classifier().predict(image)
-    return _render_page(mode=mode, result=_result_view(prediction), preview=_preview_data_uri(image),
+    return _render_page(mode=mode, result=_result_view(analysis.photo), preview=_preview_data_uri(image),
                         faces=_faces_view(image, analysis))
 
 
 @bp.post("/api/predict")
 def api_predict():
-    """The whole-photo answer; with ?faces=auto|on (or the form field `faces`) also one answer per face."""
+    """The whole-photo answer; with ?faces=auto|on (or the form field `faces`) also one answer per face.
+
+    With faces=auto and one face found, the photo's answer combines the whole photo and the face's close-up.
+    """
     mode = _requested_mode()
     # The whole-photo answer needs no more pixels than the model's input has: a big JPEG decodes much faster at a
     # fraction of its size. Face detection and crops need them all.
     min_side = classifier().backend.decode_side if mode in (None, "off") else None
     image = load_image(_uploaded_bytes(), min_side)
-    body = prediction_json(classifier().predict(image))
-    if mode is not None:  # without the parameter the answer is the whole-photo one, as before per-face mode
-        body.update(_faces_json(_analyse_faces(image, mode)))
-    return jsonify(body)
+    if mode is None:  # without the parameter the answer is the whole-photo one, as before per-face mode
+        return jsonify(prediction_json(classifier().predict(image)))
+    analysis = _analyse_faces(image, mode)
+    return jsonify({**prediction_json(analysis.photo), **_faces_json(analysis)})
 
 
 @bp.post("/api/annotate")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 import sys
@@ -14,7 +15,9 @@ from skimage import data
 from conftest import encode, upload
 from maskclassifier import faces
 from maskclassifier.faces import Face, crop_box, load_detector, reading_order
+from maskclassifier.images import load_image
 from maskclassifier.model import Prediction
+from maskclassifier.web import friendly_name
 from test_images import sideways_jpeg
 
 HEAD = (140, 20, 310, 230)  # a crop of the astronaut photo around her head, with room for a mask
@@ -136,13 +139,42 @@ def test_boxes_are_in_upright_pixels_after_an_exif_rotation(client):
         assert face["box"][2] <= upright.width and face["box"][3] <= upright.height
 
 
-def test_auto_classifies_faces_only_when_there_are_two_or_more(client):
+def test_auto_classifies_faces_on_their_own_only_when_there_are_two_or_more(client):
     one, _ = group_photo(1, 1)
     body = client.post("/api/predict?faces=auto", data=upload(encode(one))).get_json()
-    assert body["mode"] == "whole" and body["faces"] == [] and body["faces_found"] == 1
+    assert body["mode"] == "close_up" and len(body["faces"]) == 1 and body["faces_found"] == 1
     two, _ = group_photo(1, 2)
     body = client.post("/api/predict?faces=auto", data=upload(encode(two))).get_json()
     assert body["mode"] == "faces" and len(body["faces"]) == 2
+
+
+def test_auto_answers_one_face_from_the_photo_and_its_close_up_together(app, client):
+    photo, (centre,) = group_photo(1, 1, scale=0.5)
+    photo = photo.resize((photo.width * 3, photo.height * 2))  # the face a small part of a wider photo
+    classifier = app.extensions["maskclassifier"]
+    body = client.post("/api/predict?faces=auto", data=upload(encode(photo))).get_json()
+    [face] = body["faces"]
+    decoded = Image.open(io.BytesIO(encode(photo))).convert("RGB")
+    whole = classifier.predict(decoded)
+    close_up = classifier.predict(decoded.crop(crop_box(tuple(face["box"]), decoded.size, 0.6)))
+    assert face["probabilities"] == pytest.approx(close_up.probabilities, abs=1e-5)
+    mean = {name: (whole.probabilities[name] + close_up.probabilities[name]) / 2 for name in classifier.vocab}
+    assert body["probabilities"] == pytest.approx(mean, abs=1e-5)
+    assert body["labels"] == sorted((name for name, p in mean.items() if p > classifier.threshold),
+                                    key=lambda name: -mean[name])
+    assert max(abs(whole.probabilities[name] - close_up.probabilities[name]) for name in mean) > 1e-3, \
+        "the two views differ, so the average is not just one of them"
+    assert "combines the whole photo and a close-up" in body["note"]
+
+    page = client.post("/", data=upload(encode(photo))).get_data(as_text=True)
+    assert "combines the whole photo and a close-up" in page and "face-row" not in page
+    bars = dict(re.findall(r'aria-label="([^"]+): ([\d.]+) percent"', page))
+    assert {title: float(percent) for title, percent in bars.items()} == pytest.approx(
+        {friendly_name(name): 100 * p for name, p in mean.items()}, abs=0.06)
+
+    alone = client.post("/api/predict?faces=off", data=upload(encode(photo))).get_json()
+    reduced = classifier.predict(load_image(encode(photo), classifier.backend.decode_side))  # as the API decodes it
+    assert alone["mode"] == "whole" and alone["probabilities"] == pytest.approx(reduced.probabilities, abs=1e-5)
 
 
 def test_zero_faces_gives_the_whole_photo_answer_with_a_note(client):
@@ -246,3 +278,25 @@ def test_without_torch_the_app_starts_and_per_face_mode_says_why(make_app, monke
     page = client.post("/", data=upload(encode(photo)))
     assert page.status_code == 200 and "not available" not in page.get_data(as_text=True)
     assert client.post("/", data={**upload(encode(photo)), "faces": "on"}).status_code == 501
+
+
+def test_evaluate_scores_the_answers_of_automatic_mode(app, settings, tmp_path, capsys, monkeypatch):
+    from maskclassifier import evaluate
+
+    one, _ = group_photo(1, 1)
+    one.save(tmp_path / "one.jpg")
+    no_face_photo().save(tmp_path / "none.jpg")
+    (tmp_path / "labels.csv").write_text("fname,labels\none.jpg,No_mask!\nnone.jpg,-\n")
+    predictions = tmp_path / "predictions.csv"
+    argv = ["--csv", str(tmp_path / "labels.csv"), "--model", str(settings.model_path), "--threshold", "0.5",
+            "--predictions", str(predictions)]
+    assert evaluate.main(argv + ["--faces", "auto"]) == 0
+    assert "automatic mode answered 1 with close_up, 1 with whole" in capsys.readouterr().out
+    client = app.test_client()
+    for row in csv.DictReader(open(predictions)):
+        body = client.post("/api/predict?faces=auto", data=upload((tmp_path / row["fname"]).read_bytes())).get_json()
+        assert {name: float(row[name]) for name in body["probabilities"]} == pytest.approx(body["probabilities"], abs=1e-4)
+
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # the slim install
+    assert evaluate.main(argv + ["--faces", "auto"]) == 2
+    assert "--faces auto needs the face detector" in capsys.readouterr().err
