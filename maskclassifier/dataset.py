@@ -14,6 +14,22 @@ class DatasetError(ValueError):
     """The labelled CSV or its images cannot be used; the message says why."""
 
 
+@dataclass(frozen=True)
+class ImageReader:
+    """fastai's get_x: the row's image file, or for a row with a `crop` box ("x0 y0 x1 y1", the face close-ups
+    that `train --face-crops` adds) that part of the image, in RGB."""
+
+    images_root: Path
+
+    def __call__(self, row) -> Path | Image.Image:
+        path = self.images_root / row["fname"]
+        crop = row.get("crop", "")
+        if not crop:
+            return path
+        with Image.open(path) as image:
+            return image.convert("RGB").crop(tuple(int(value) for value in crop.split()))
+
+
 @dataclass
 class LabelledData:
     frame: pd.DataFrame  # columns fname, labels, is_valid (+ whatever else the CSV had)

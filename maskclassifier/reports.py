@@ -109,6 +109,14 @@ def _oversampled(training: dict) -> str:
     return f" Training images oversampled: {', '.join(factors)} (times in all)." if factors else ""
 
 
+def _face_crops(training: dict) -> str:
+    crops = training.get("face_crops")
+    if not crops:
+        return ""
+    return (f" Also trained on {crops['added']} close-ups of the face (margin {crops['margin']:g}) of the training "
+            "images with exactly one face, the view the web page's automatic mode adds to the whole photo.")
+
+
 def model_card(sidecar: dict, dataset_md: Path | None) -> str:
     """MODEL_CARD.md from the sidecar's facts: nothing in it is typed by hand."""
     metrics = sidecar["metrics"]
@@ -141,7 +149,7 @@ used to enforce mask rules or to make decisions about people.
 ## Model
 - Architecture: `{sidecar['architecture']}` ({'ImageNet-pretrained' if training['pretrained'] else 'from scratch'}), fastai `vision_learner`, multi-label (sigmoid + threshold).
 - Input: {sidecar['preprocessing']['presize']} px item resize (center crop), then {sidecar['input_size']} px, ImageNet normalisation.
-- Training: {training['frozen_epochs']} frozen + {training['epochs']} unfrozen epochs, learning rate {training['lr']:.2e}, batch size {training['batch_size']}, {_head_and_precision(training)}, seed {training['seed']}, on {training['device']}; wall time {training['seconds'] / 60:.1f} min.{_continued_from(training)}{_oversampled(training)}
+- Training: {training['frozen_epochs']} frozen + {training['epochs']} unfrozen epochs, learning rate {training['lr']:.2e}, batch size {training['batch_size']}, {_head_and_precision(training)}, seed {training['seed']}, on {training['device']}; wall time {training['seconds'] / 60:.1f} min.{_continued_from(training)}{_oversampled(training)}{_face_crops(training)}
 - Threshold: **{sidecar['threshold']:.2f}**, chosen on the validation set as the one with the best macro-F1 (see `threshold_sweep.png`).
 - Versions: Python {sidecar['versions']['python']}, fastai {sidecar['versions']['fastai']}, torch {sidecar['versions']['torch']}. The `.pkl` loads only under the same Python minor version.
 

@@ -18,12 +18,14 @@ import numpy as np
 import torch
 
 from maskclassifier import metrics, reports
+from maskclassifier.config import Settings
 from maskclassifier.dataset import DatasetError, oversample, parse_merges, parse_oversample
 from maskclassifier.model import sha256_file
 from maskclassifier.training import (
     ARCHITECTURES,
     CpuBfloat16,
     TrainingError,
+    add_face_crops,
     build_dataloaders,
     build_learner,
     load_initial_weights,
@@ -62,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="rename a label before training, e.g. --merge Surgical=Medical (repeatable)")
     parser.add_argument("--oversample", action="append", default=[], metavar="LABEL=TIMES",
                         help="repeat training images with this label, e.g. --oversample Shield=3 (repeatable)")
+    parser.add_argument("--face-crops", action="store_true",
+                        help="also train on a close-up of the face of each training image with exactly one face "
+                             "(found with MTCNN; needs facenet-pytorch): the view the web page's automatic mode "
+                             f"classifies next to the whole photo, with FACE_MARGIN's default {Settings.face_margin}")
     parser.add_argument("--init-from", type=Path, metavar="PKL",
                         help="start from this exported learner's weights (same architecture and categories), "
                              "e.g. to continue training at a larger --size; with another --head, only its body")
@@ -125,8 +131,13 @@ def train(args: argparse.Namespace) -> dict:
     data = load_labelled_csv(args.csv, args.images_root, parse_merges(args.merge), args.valid_pct, args.seed)
     if data.skipped:
         print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}", flush=True)
-    dls = build_dataloaders(oversample(data, parse_oversample(args.oversample)), args.size, args.presize, args.bs,
-                            args.seed, args.workers)
+    training_data, face_crops = data, None
+    if args.face_crops:
+        training_data, added = add_face_crops(data, Settings.face_margin)
+        face_crops = {"margin": Settings.face_margin, "added": added}
+        print(f"--face-crops: {added} face close-ups added to the training images", flush=True)
+    dls = build_dataloaders(oversample(training_data, parse_oversample(args.oversample)), args.size, args.presize,
+                            args.bs, args.seed, args.workers)
     learn = build_learner(dls, args.arch, args.pretrained, head_features=args.head)
     initialised = load_initial_weights(learn, args.init_from) if args.init_from else None
     if initialised == "body":
@@ -178,6 +189,7 @@ def train(args: argparse.Namespace) -> dict:
             "seed": args.seed,
             "merges": args.merge,
             "oversample": args.oversample,
+            "face_crops": face_crops,
             "init_from": None if args.init_from is None else {"file": args.init_from.name,
                                                               "sha256": sha256_file(args.init_from),
                                                               "took": initialised},

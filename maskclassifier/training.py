@@ -10,7 +10,9 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+from PIL import Image
 from fastai.vision.all import (
     ColReader,
     ColSplitter,
@@ -29,7 +31,8 @@ from fastai.metrics import F1ScoreMulti, accuracy_multi
 from fastai.torch_core import to_float
 from torchvision import models
 
-from maskclassifier.dataset import LabelledData, check_split, read_labelled_csv
+from maskclassifier.dataset import ImageReader, LabelledData, check_split, read_labelled_csv
+from maskclassifier.faces import crop_box, load_detector
 from maskclassifier.fastai_backend import read_learner
 from maskclassifier.model import ModelLoadError
 
@@ -83,13 +86,42 @@ def load_labelled_csv(csv_path: Path, images_root: Path | None = None, merges: d
     return data
 
 
+def add_face_crops(data: LabelledData, margin: float) -> tuple[LabelledData, int]:
+    """Each training image with exactly one face found once more, as a close-up of that face with `margin`: the
+    view the web page's automatic mode classifies next to the whole photo. Returns the data with the close-ups
+    added (as rows with a `crop` box, after their image's row) and how many were added. Validation is left alone.
+    """
+    detector = load_detector()
+    if detector is None:
+        raise TrainingError("--face-crops needs the face detector: pip install --no-deps -r requirements-nodeps.txt")
+    frame = data.frame.assign(crop="")
+    rows = []
+    training = frame.index[~frame["is_valid"]]
+    for done, index in enumerate(training, start=1):
+        row = frame.loc[index]
+        rows.append(row)
+        with Image.open(data.images_root / row["fname"]) as image:  # as fastai opens it: no EXIF rotation
+            image = image.convert("RGB")
+            faces = detector.detect(image).faces
+        if len(faces) == 1:
+            rows.append(row.copy())
+            rows[-1]["crop"] = " ".join(str(value) for value in crop_box(faces[0].box, image.size, margin))
+        if done % 200 == 0 or done == len(training):
+            print(f"\rface crops: {done}/{len(training)} training images", end="", flush=True)
+    print(flush=True)
+    crops = pd.DataFrame(rows)
+    added = len(crops) - len(training)
+    combined = pd.concat([crops, frame[frame["is_valid"]]], ignore_index=True)
+    return LabelledData(combined, data.images_root, data.skipped), added
+
+
 def build_dataloaders(data: LabelledData, size: int, presize: int, batch_size: int, seed: int,
                       num_workers: int | None = None):
     """The notebook's DataBlock: presize with an item Resize, then augment and resize to `size` on the batch."""
     block = DataBlock(
         blocks=(ImageBlock, MultiCategoryBlock(vocab=data.vocab)),
         splitter=ColSplitter("is_valid"),
-        get_x=ColReader("fname", pref=data.images_root),
+        get_x=ImageReader(data.images_root),
         get_y=ColReader("labels", label_delim=" "),
         item_tfms=Resize(presize),
         batch_tfms=aug_transforms(size=size, min_scale=0.75, max_rotate=10.0),

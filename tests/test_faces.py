@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
+import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image, ImageColor, ImageDraw
 from skimage import data
 
 from conftest import encode, upload
 from maskclassifier import faces
+from maskclassifier.config import Settings
+from maskclassifier.dataset import ImageReader, LabelledData
 from maskclassifier.faces import Face, crop_box, load_detector, reading_order
 from maskclassifier.images import load_image
 from maskclassifier.model import Prediction
+from maskclassifier.training import add_face_crops
 from maskclassifier.web import friendly_name
 from test_images import sideways_jpeg
 
@@ -300,3 +306,44 @@ def test_evaluate_scores_the_answers_of_automatic_mode(app, settings, tmp_path, 
     monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # the slim install
     assert evaluate.main(argv + ["--faces", "auto"]) == 2
     assert "--faces auto needs the face detector" in capsys.readouterr().err
+
+
+def test_face_crops_add_a_close_up_of_each_one_face_training_image(tmp_path):
+    one, (centre,) = group_photo(1, 1)
+    one.save(tmp_path / "one.jpg")
+    group_photo(1, 2)[0].save(tmp_path / "two.jpg")
+    no_face_photo().save(tmp_path / "none.jpg")
+    frame = pd.DataFrame({"fname": ["one.jpg", "two.jpg", "none.jpg", "one.jpg"],
+                          "labels": ["No_mask!", "No_mask!", "-", "No_mask!"], "is_valid": [False, False, False, True]})
+    data, added = add_face_crops(LabelledData(frame, tmp_path), margin=0.6)
+    assert added == 1
+    rows = data.frame.to_dict("records")
+    assert [(row["fname"], row["is_valid"], bool(row["crop"])) for row in rows] == [
+        ("one.jpg", False, False), ("one.jpg", False, True), ("two.jpg", False, False), ("none.jpg", False, False),
+        ("one.jpg", True, False)]  # only one-face training images get a close-up; validation is left alone
+    box = tuple(int(value) for value in rows[1]["crop"].split())
+    assert contains(box, centre) and (box[2] - box[0]) < one.width
+    reader = ImageReader(tmp_path)
+    assert reader(rows[0]) == tmp_path / "one.jpg"
+    close_up = reader(rows[1])
+    assert close_up.mode == "RGB" and close_up.size == (box[2] - box[0], box[3] - box[1])
+
+
+def test_training_cli_with_face_crops_records_them(tmp_path):
+    from datasets import write_labelled_set
+
+    csv_path = write_labelled_set(tmp_path / "data", per_category=3)
+    for index in range(2):
+        group_photo(1, 1, scale=0.8 + 0.2 * index)[0].save(tmp_path / "data" / "images" / f"astronaut{index}.jpg")
+    with open(csv_path, "a") as handle:
+        handle.write("images/astronaut0.jpg,No_mask!,False\nimages/astronaut1.jpg,No_mask!,False\n")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "maskclassifier.train", "--csv", str(csv_path), "--out", str(out),
+                             "--face-crops", "--no-pretrained", "--size", "64", "--epochs", "1", "--frozen-epochs", "0",
+                             "--lr", "1e-3", "--bs", "8", "--workers", "0"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sidecar = json.loads((out / "export.json").read_text())
+    assert sidecar["training"]["face_crops"] == {"margin": Settings.face_margin, "added": 2}
+    assert "--face-crops: 2 face close-ups added" in result.stdout
+    assert "Also trained on 2 close-ups of the face" in (out / "MODEL_CARD.md").read_text()
