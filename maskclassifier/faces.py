@@ -156,8 +156,8 @@ def analyse(detector: FaceDetector | None, classifier: Classifier, image: Image.
 
     In automatic mode a photo of one person is answered from the whole photo and a close-up of the face together:
     a face that fills a small part of the photo is a few pixels wide in the model's input, and the close-up
-    shows its mask in detail (on the dataset's validation photos with one face, the averaged answer was right
-    more often than either view alone).
+    shows its mask in detail. Averaging keeps the whole photo's view as well, which matters when the face is so
+    small that its close-up is a blur. The model card has the figures on the validation photos.
     """
     if requested == "off":
         return FaceAnalysis("whole", classifier.predict(image))

@@ -75,8 +75,11 @@ def test_probabilities_and_labels_match_fastai(exported, varied_images):
     assert np.abs(expected - actual).max() <= TOLERANCE
     threshold = slim.threshold
     assert threshold == fastai.threshold
-    assert ([decide(row, slim.vocab, threshold).labels for row in actual]
-            == [decide(row, fastai.vocab, threshold).labels for row in expected])
+    # A probability closer to the threshold than the backends differ may fall on either side of it in the other.
+    clear = ~(np.abs(expected - threshold) <= np.abs(expected - actual).max()).any(axis=1)
+    assert clear.sum() >= 55
+    assert ([decide(row, slim.vocab, threshold).labels for row in actual[clear]]
+            == [decide(row, fastai.vocab, threshold).labels for row in expected[clear]])
 
 
 def test_sidecar_records_what_the_learner_does(notebook_onnx, trained_onnx):
