@@ -32,7 +32,7 @@ PREVIEW_SIZE = 800
 UPLOAD_MAX_SIDE = 2048
 FACE_THUMBNAIL_SIZE = 96
 MODE_CHOICES = [  # the form's mode control: value, label, hint
-    ("auto", "Automatic", "each face on its own when there are two or more"),
+    ("auto", "Automatic", "each face on its own when there are two or more; one face is also seen close up"),
     ("off", "Whole photo", "one answer for the whole picture"),
     ("on", "Every face", "find each face and classify it on its own"),
 ]
