@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.threshold is not None and not 0 < args.threshold < 1:
         parser.error("--threshold must be between 0 and 1")
+    if not 0 <= args.face_margin <= 2:
+        parser.error("--face-margin must be between 0 and 2 (a fraction of the face box)")
     return args
 
 
