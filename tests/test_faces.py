@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import re
-import subprocess
 import sys
 
 import numpy as np
@@ -16,6 +15,7 @@ from PIL import Image, ImageColor, ImageDraw
 from skimage import data
 
 from conftest import encode, upload
+from datasets import write_labelled_set
 from maskclassifier import faces
 from maskclassifier.config import Settings
 from maskclassifier.dataset import ImageReader, LabelledData
@@ -25,6 +25,7 @@ from maskclassifier.model import Prediction
 from maskclassifier.training import add_face_crops
 from maskclassifier.web import friendly_name
 from test_images import sideways_jpeg
+from test_training import TINY_OPTIONS, run_module
 
 HEAD = (140, 20, 310, 230)  # a crop of the astronaut photo around her head, with room for a mask
 HEAD_CENTRE = (84, 97)  # the face's centre inside that crop
@@ -330,18 +331,14 @@ def test_face_crops_add_a_close_up_of_each_one_face_training_image(tmp_path):
 
 
 def test_training_cli_with_face_crops_records_them(tmp_path):
-    from datasets import write_labelled_set
-
     csv_path = write_labelled_set(tmp_path / "data", per_category=3)
     for index in range(2):
         group_photo(1, 1, scale=0.8 + 0.2 * index)[0].save(tmp_path / "data" / "images" / f"astronaut{index}.jpg")
     with open(csv_path, "a") as handle:
         handle.write("images/astronaut0.jpg,No_mask!,False\nimages/astronaut1.jpg,No_mask!,False\n")
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "maskclassifier.train", "--csv", str(csv_path), "--out", str(out),
-                             "--face-crops", "--no-pretrained", "--size", "64", "--epochs", "1", "--frozen-epochs", "0",
-                             "--lr", "1e-3", "--bs", "8", "--workers", "0"],
-                            capture_output=True, text=True, timeout=600)
+    result = run_module("maskclassifier.train", "--csv", str(csv_path), "--out", str(out), "--face-crops",
+                        "--lr", "1e-3", *TINY_OPTIONS)
     assert result.returncode == 0, result.stderr[-3000:]
     sidecar = json.loads((out / "export.json").read_text())
     assert sidecar["training"]["face_crops"] == {"margin": Settings.face_margin, "added": 2}
