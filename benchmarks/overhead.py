@@ -5,8 +5,9 @@
 "Full request" is real HTTP over loopback to gunicorn started with the Procfile's command (as benchmarks/load.py
 does): connect, send the multipart upload, parse it, decode the JPEG, the learner's preprocessing, the forward
 pass, thresholds, JSON, response. "Forward" is the same learner loaded in this process with the same torch thread
-count, timing only `model(batch)` and the sigmoid on the batch the app's preprocessing makes from the same photo:
-the learner's own model, and the model the app serves (BatchNorm folded into the convolutions). The three are
+count, timing only `model(batch)` and the sigmoid on the batch the app's preprocessing makes from the same photo
+(with the model's flip test-time augmentation, the photo and its mirror image, as the app runs them): the
+learner's own model, and the model the app serves (BatchNorm folded into the convolutions). The three are
 measured in alternating rounds (the server idles while the forward passes run here) so that a change in
 background load hits all of them. It prints the p50s and the ratio of the full request to the learner's forward
 pass (goal: at most 1.3) and to the app's, the in-process time of each stage of the request (decode as the API
@@ -69,16 +70,16 @@ def forward(model: torch.nn.Module, batch: torch.Tensor) -> None:
         torch.sigmoid(model(batch))
 
 
-def stage_times(backend: FastaiBackend, jpeg: bytes, image: Image.Image, min_side: int,
+def stage_times(backend: FastaiBackend, jpeg: bytes, image: Image.Image, min_side: int, flip: bool,
                 repeat: int) -> dict[str, float]:
     """Median seconds of each stage of the request, run in this process the way POST /api/predict runs them;
     `image` is `jpeg` as load_image(jpeg, min_side) decodes it."""
-    batch = backend.batch([image])
+    batch = backend.model_batch([image], flip)
     return {
         f"decode (load_image, min_side={min_side})": statistics.median(
             seconds(lambda: load_image(jpeg, min_side)) for _ in range(repeat)),
         f"preprocessing ({PREPROCESSING[backend.direct is not None]})": statistics.median(
-            seconds(lambda: backend.batch([image])) for _ in range(repeat)),
+            seconds(lambda: backend.model_batch([image], flip)) for _ in range(repeat)),
         "the app's forward + sigmoid": statistics.median(
             seconds(lambda: forward(backend.model, batch)) for _ in range(repeat)),
     }
@@ -112,10 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     jpeg = photo_jpeg(args.size)
     body, content_type = multipart([Part("file", jpeg)])
     threads = settings_from_env().torch_threads or default_torch_threads()  # what each gunicorn worker uses
-    backend = load_classifier(args.model, torch_threads=threads).backend
+    classifier = load_classifier(args.model, torch_threads=threads)
+    backend, flip = classifier.backend, classifier.tta == "flip"
     min_side = backend.decode_side  # what web.api_predict asks load_image for, for a whole-photo answer
     image = load_image(jpeg, min_side)
-    batch = backend.batch([image])
+    batch = backend.model_batch([image], flip)  # with flip TTA, the photo and its mirror image
     port = free_port()
     env = {**os.environ, "MODEL_PATH": str(args.model.resolve()), "PORT": str(port)}
     started = time.perf_counter()
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
-    stages = stage_times(backend, jpeg, image, min_side, args.per_round)
+    stages = stage_times(backend, jpeg, image, min_side, flip, args.per_round)
     test_dl = statistics.median(seconds(lambda: backend.learner_batch([image])) for _ in range(args.per_round))
     request_p50, forward_p50 = statistics.median(requests), statistics.median(forwards)
     app_forward_p50 = statistics.median(app_forwards)
@@ -146,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores "
         f"({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
         f"torch threads {torch.get_num_threads()}",
-        f"model {args.model} ({backend.architecture}, input {backend.input_size} px), "
+        f"model {args.model} ({backend.architecture}, input {backend.input_size} px, test-time augmentation "
+        f"{classifier.tta}: a batch of {len(batch)}), "
         f"upload a {args.size[0]}x{args.size[1]} JPEG of {len(jpeg) // 1024} KB, "
         f"{len(requests)} requests and {len(forwards)} forward passes of each model",
         "",

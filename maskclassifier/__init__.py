@@ -33,7 +33,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD
     app.config["SETTINGS"] = settings
     torch_threads = settings.torch_threads or default_torch_threads()
-    app.extensions["maskclassifier"] = load_classifier(settings.model_path, settings.threshold, torch_threads)
+    app.extensions["maskclassifier"] = load_classifier(settings.model_path, settings.threshold, torch_threads,
+                                                       settings.tta)
     app.extensions["face_detector"] = load_detector(torch_threads)  # None without torch: per-face mode is off
 
     from maskclassifier import web

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from maskclassifier.model import TTA_CHOICES
+
 DEFAULT_MODEL_PATH = Path("models/export.pkl")
 DEFAULT_MAX_UPLOAD_MB = 10.0
 
@@ -19,6 +21,7 @@ class ConfigError(ValueError):
 class Settings:
     model_path: Path = DEFAULT_MODEL_PATH
     threshold: float | None = None  # None: the model sidecar's threshold, else 0.5
+    tta: str | None = None  # "flip" or "none"; None: the model sidecar's, else none
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     port: int = 5000
     torch_threads: int | None = None  # None: the machine's cores shared among the workers
@@ -52,11 +55,14 @@ def _integer(environ: Mapping[str, str], name: str, default: int | None) -> int 
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from MODEL_PATH, MASK_THRESHOLD, MAX_UPLOAD_MB, PORT, TORCH_NUM_THREADS, FACE_MARGIN."""
+    """Build Settings from MODEL_PATH, MASK_THRESHOLD, MASK_TTA, MAX_UPLOAD_MB, PORT, TORCH_NUM_THREADS, FACE_MARGIN."""
     environ = os.environ if environ is None else environ
     threshold = _number(environ, "MASK_THRESHOLD", None)
     if threshold is not None and not 0 < threshold < 1:
         raise ConfigError(f"MASK_THRESHOLD must be between 0 and 1 (exclusive), got {threshold}")
+    tta = environ.get("MASK_TTA", "").strip().lower() or None
+    if tta is not None and tta not in TTA_CHOICES:
+        raise ConfigError(f"MASK_TTA must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
     max_upload_mb = _number(environ, "MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB)
     if not 0 < max_upload_mb <= 1024:
         raise ConfigError(f"MAX_UPLOAD_MB must be more than 0 and at most 1024, got {max_upload_mb}")
@@ -73,6 +79,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         model_path=model_path,
         threshold=threshold,
+        tta=tta,
         max_upload_mb=max_upload_mb,
         port=port,
         torch_threads=torch_threads,

@@ -1,7 +1,7 @@
 """Score a model on any labelled set, the way the app would classify each image.
 
     python -m maskclassifier.evaluate --csv labels.csv --images-root DIR [--model models/export.pkl]
-        [--threshold T] [--valid-only] [--by COLUMN] [--predictions out.csv] [--faces auto]
+        [--threshold T] [--tta flip|none] [--valid-only] [--by COLUMN] [--predictions out.csv] [--faces auto]
 
 `--by source` adds exact-match for each value of a CSV column, to see which part of the data the model gets
 wrong (any column works, e.g. labels). `--faces auto` scores the answer the web page gives by default: a photo
@@ -22,7 +22,7 @@ from maskclassifier.config import Settings
 from maskclassifier.dataset import DatasetError, LabelledData, parse_merges, read_labelled_csv
 from maskclassifier.faces import FaceDetector, analyse, load_detector
 from maskclassifier.images import ImageError, load_image
-from maskclassifier.model import Classifier, ModelLoadError, load_classifier
+from maskclassifier.model import TTA_CHOICES, Classifier, ModelLoadError, load_classifier
 
 BATCH_SIZE = 32
 
@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images-root", type=Path, help="folder the fname column is relative to (default: the CSV's)")
     parser.add_argument("--model", type=Path, default=Path("models/export.pkl"), help=".pkl or .onnx model")
     parser.add_argument("--threshold", type=float, help="default: the model's (from its JSON sidecar)")
+    parser.add_argument("--tta", choices=TTA_CHOICES,
+                        help="flip: average each image with its mirror image; none: the image alone "
+                             "(default: the model's, from its JSON sidecar)")
     parser.add_argument("--valid-only", action="store_true", help="only the rows with is_valid=True")
     parser.add_argument("--merge", action="append", default=[], metavar="OLD=NEW", help="rename a label first")
     parser.add_argument("--by", metavar="COLUMN", help="also report exact-match per value of this CSV column")
@@ -73,7 +76,7 @@ def predict_all(classifier: Classifier, data: LabelledData, detector: FaceDetect
     for start in range(0, len(names), BATCH_SIZE):
         batch = [load_image((data.images_root / name).read_bytes()) for name in names[start:start + BATCH_SIZE]]
         if detector is None:
-            rows.append(classifier.backend.probabilities(batch))
+            rows.append(classifier.probabilities(batch))
             modes += ["whole"] * len(batch)
         else:
             analyses = [analyse(detector, classifier, image, "auto", margin) for image in batch]
@@ -95,7 +98,7 @@ def write_predictions(path: Path, data: LabelledData, probs: np.ndarray, vocab: 
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    classifier = load_classifier(args.model, args.threshold)
+    classifier = load_classifier(args.model, args.threshold, tta=args.tta)
     data = read_labelled_csv(args.csv, args.images_root, parse_merges(args.merge))
     if args.valid_only:
         data.frame = data.frame[data.frame["is_valid"]].reset_index(drop=True)
@@ -110,6 +113,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     detector = _detector() if args.faces == "auto" else None
     probs, modes = predict_all(classifier, data, detector, args.face_margin)
     report = metrics.summary(probs, targets, classifier.vocab, classifier.threshold)
+    report["tta"] = classifier.tta
+    print("test-time augmentation: " + ("each image averaged with its mirror image" if classifier.tta == "flip"
+                                        else "none (each image once)"))
     if detector is not None:
         report["modes"] = {mode: modes.count(mode) for mode in sorted(set(modes))}
         print("automatic mode answered " + ", ".join(f"{count} with {mode}" for mode, count in report["modes"].items()))

@@ -16,7 +16,7 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 from torch.fx.proxy import TraceError
 
-from maskclassifier.model import ModelLoadError
+from maskclassifier.model import ModelLoadError, average_mirrored
 from maskclassifier.pipeline import PipelineError, ValidationPipeline, probe_images, rebuild
 
 DIRECT_TOLERANCE = 1e-5  # the rebuilt pipeline runs the same Pillow and torch operations as fastai's
@@ -113,8 +113,14 @@ class FastaiBackend:
         """The same batch as `learner_batch`, through the rebuilt pipeline when there is one."""
         return self.learner_batch(images) if self.direct is None else self.direct.batch(images)
 
-    def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return _sigmoid_outputs(self.model, self.batch(images))
+    def model_batch(self, images: Sequence[Image.Image], flip: bool = False) -> torch.Tensor:
+        """The batch the model runs on: the images' `batch`, then, with `flip`, its mirror image."""
+        batch = self.batch(images)
+        return torch.cat([batch, batch.flip(-1)]) if flip else batch
+
+    def probabilities(self, images: Sequence[Image.Image], flip: bool = False) -> np.ndarray:
+        outputs = _sigmoid_outputs(self.model, self.model_batch(images, flip))
+        return average_mirrored(outputs) if flip else outputs
 
     def learner_probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Probabilities of the learner's own model through fastai's own DataLoader: the reference the faster

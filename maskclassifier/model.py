@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 DEFAULT_THRESHOLD = 0.5
+TTA_CHOICES = ("flip", "none")  # test-time augmentation: the mean over each image and its mirror image, or none
 
 
 class ModelLoadError(RuntimeError):
@@ -34,8 +35,9 @@ class Backend(Protocol):
     # that, so a photo decoded at least this large on both sides gives the model practically the same input.
     decode_side: int | None
 
-    def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """(len(images), len(vocab)) sigmoid probabilities for RGB images."""
+    def probabilities(self, images: Sequence[Image.Image], flip: bool = False) -> np.ndarray:
+        """(len(images), len(vocab)) sigmoid probabilities for RGB images; with `flip`, for each image the mean
+        of its own and its mirror image's (mirrored after the item resize, as training's validation mirrors it)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,12 @@ class Prediction:
     @property
     def is_confident(self) -> bool:
         return bool(self.labels)
+
+
+def average_mirrored(probabilities: np.ndarray) -> np.ndarray:
+    """For a batch of n images followed by their n mirror images, each image's mean of the two."""
+    half = len(probabilities) // 2
+    return (probabilities[:half] + probabilities[half:]) / 2
 
 
 def decide(probabilities: Sequence[float], vocab: Sequence[str], threshold: float) -> Prediction:
@@ -72,6 +80,7 @@ class Classifier:
     threshold: float
     sha256: str
     sidecar: dict = field(default_factory=dict)
+    tta: str = "none"  # one of TTA_CHOICES; the threshold was chosen on predictions made this way
 
     @property
     def vocab(self) -> list[str]:
@@ -83,13 +92,17 @@ class Classifier:
     def predict_many(self, images: Sequence[Image.Image]) -> list[Prediction]:
         if not images:
             return []
-        return [decide(row, self.vocab, self.threshold) for row in self.backend.probabilities(images)]
+        return [decide(row, self.vocab, self.threshold) for row in self.probabilities(images)]
+
+    def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.backend.probabilities(images, flip=self.tta == "flip")
 
     def describe(self) -> dict:
         """The facts GET /api/model returns."""
         info = {
             "categories": self.vocab,
             "threshold": self.threshold,
+            "tta": self.tta,
             "architecture": self.backend.architecture,
             "input_size": self.backend.input_size,
             "backend": self.path.suffix.lstrip("."),
@@ -150,8 +163,17 @@ def _load_backend(path: Path, sidecar: dict, torch_threads: int | None) -> Backe
     return load_fastai_backend(path, torch_threads)
 
 
-def load_classifier(model_path: Path, threshold: float | None = None, torch_threads: int | None = None) -> Classifier:
-    """Load the model at `model_path` once; the threshold is `threshold`, else the sidecar's, else 0.5."""
+def _sidecar_tta(path: Path, sidecar: dict) -> str:
+    tta = sidecar.get("tta", "none")
+    if tta not in TTA_CHOICES:
+        raise ModelLoadError(f"{sidecar_path(path)} has tta {tta!r}; it must be one of {', '.join(TTA_CHOICES)}")
+    return tta
+
+
+def load_classifier(model_path: Path, threshold: float | None = None, torch_threads: int | None = None,
+                    tta: str | None = None) -> Classifier:
+    """Load the model at `model_path` once; the threshold is `threshold`, else the sidecar's, else 0.5, and the
+    test-time augmentation `tta`, else the sidecar's, else none."""
     path = Path(model_path)
     if not path.is_file():
         raise ModelLoadError(
@@ -170,4 +192,5 @@ def load_classifier(model_path: Path, threshold: float | None = None, torch_thre
         )
     if threshold is None:
         threshold = float(sidecar.get("threshold", DEFAULT_THRESHOLD))
-    return Classifier(backend=backend, path=path, threshold=threshold, sha256=digest, sidecar=sidecar)
+    return Classifier(backend=backend, path=path, threshold=threshold, sha256=digest, sidecar=sidecar,
+                      tta=_sidecar_tta(path, sidecar) if tta is None else tta)

@@ -16,7 +16,7 @@ import onnxruntime
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from PIL import Image
 
-from maskclassifier.model import ModelLoadError, sha256_file, sidecar_path
+from maskclassifier.model import ModelLoadError, average_mirrored, sha256_file, sidecar_path
 from maskclassifier.resize import ItemResize, item_resize_from, size_hw
 
 _ORT_LOAD_ERRORS = (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NoSuchFile,
@@ -34,9 +34,12 @@ class OnnxBackend:
         self.decode_side = max(input_hw)
         self._input_name = session.get_inputs()[0].name
 
-    def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
-        pixels = np.stack([self.resize(image) for image in images])
-        return self.session.run(None, {self._input_name: pixels})[0]
+    def probabilities(self, images: Sequence[Image.Image], flip: bool = False) -> np.ndarray:
+        pixels = np.stack([self.resize(image) for image in images])  # (n, height, width, 3)
+        if not flip:
+            return self.session.run(None, {self._input_name: pixels})[0]
+        both = np.concatenate([pixels, pixels[:, :, ::-1]])
+        return average_mirrored(self.session.run(None, {self._input_name: both})[0])
 
 
 def _reexport_hint(path: Path) -> str:

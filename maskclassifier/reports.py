@@ -117,6 +117,13 @@ def _face_crops(training: dict) -> str:
             "images with exactly one face, the view the web page's automatic mode adds to the whole photo.")
 
 
+def _tta_line(tta: str) -> str:
+    if tta == "flip":
+        return ("Test-time augmentation: each image's probabilities are the mean of the image and its mirror image, "
+                "in the app and in every figure below (twice the inference work of one view).")
+    return "Test-time augmentation: none; each image is classified once."
+
+
 def model_card(sidecar: dict, dataset_md: Path | None) -> str:
     """MODEL_CARD.md from the sidecar's facts: nothing in it is typed by hand."""
     metrics = sidecar["metrics"]
@@ -151,6 +158,7 @@ used to enforce mask rules or to make decisions about people.
 - Input: {sidecar['preprocessing']['presize']} px item resize (center crop), then {sidecar['input_size']} px, ImageNet normalisation.
 - Training: {training['frozen_epochs']} frozen + {training['epochs']} unfrozen epochs, learning rate {training['lr']:.2e}, batch size {training['batch_size']}, {_head_and_precision(training)}, seed {training['seed']}, on {training['device']}; wall time {training['seconds'] / 60:.1f} min.{_continued_from(training)}{_oversampled(training)}{_face_crops(training)}
 - Threshold: **{sidecar['threshold']:.2f}**, chosen on the validation set as the one with the best macro-F1 (see `threshold_sweep.png`).
+- {_tta_line(sidecar.get('tta', 'none'))}
 - Versions: Python {sidecar['versions']['python']}, fastai {sidecar['versions']['fastai']}, torch {sidecar['versions']['torch']}. The `.pkl` loads only under the same Python minor version.
 
 ## Metrics (validation split, {metrics['images']} images, threshold {metrics['threshold']:.2f})

@@ -20,7 +20,7 @@ import torch
 from maskclassifier import metrics, reports
 from maskclassifier.config import Settings
 from maskclassifier.dataset import DatasetError, oversample, parse_merges, parse_oversample
-from maskclassifier.model import sha256_file
+from maskclassifier.model import TTA_CHOICES, sha256_file
 from maskclassifier.training import (
     ARCHITECTURES,
     CpuBfloat16,
@@ -71,6 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init-from", type=Path, metavar="PKL",
                         help="start from this exported learner's weights (same architecture and categories), "
                              "e.g. to continue training at a larger --size; with another --head, only its body")
+    parser.add_argument("--tta", choices=TTA_CHOICES, default="none",
+                        help="test-time augmentation the app will use, and the threshold is chosen with: none "
+                             "(each image once; default) or flip (the mean of each image and its mirror image; "
+                             "twice the inference work)")
     parser.add_argument("--workers", type=int, help="data-loading processes (default: fastai's)")
     parser.add_argument("--dataset-notes", type=Path,
                         help="DATASET.md for the model card's sources section (default: DATASET.md beside the CSV)")
@@ -150,7 +154,7 @@ def train(args: argparse.Namespace) -> dict:
     learn.remove_cb(CpuBfloat16)  # validation figures and the export are float32, as the app runs them
 
     vocab = list(dls.vocab)
-    probs, targets = validation_predictions(learn)
+    probs, targets = validation_predictions(learn, args.tta)
     sweep = metrics.threshold_sweep(probs, targets)
     threshold = metrics.best_threshold(sweep)
     report = metrics.summary(probs, targets, vocab, threshold)
@@ -171,6 +175,7 @@ def train(args: argparse.Namespace) -> dict:
         "sha256": sha256_file(model_path),
         "vocab": vocab,
         "threshold": threshold,
+        "tta": args.tta,
         "architecture": args.arch,
         "input_size": args.size,
         "preprocessing": {"presize": args.presize, "resize_method": "crop", "size": args.size,

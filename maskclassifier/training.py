@@ -199,9 +199,20 @@ def _same_shapes(source: torch.nn.Module, target: torch.nn.Module) -> bool:
         source_state[name].shape == target_state[name].shape for name in source_state)
 
 
-def validation_predictions(learn) -> tuple[np.ndarray, np.ndarray]:
-    """Sigmoid probabilities and 0/1 targets on the validation set."""
+class MirrorInputs(Callback):
+    """Hands the model the mirror image of each batch: the second view of flip test-time augmentation."""
+
+    def before_batch(self):
+        self.learn.xb = tuple(x.flip(-1) for x in self.xb)
+
+
+def validation_predictions(learn, tta: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sigmoid probabilities and 0/1 targets on the validation set, made as the app makes them with `tta`
+    ("flip": each image's mean with its mirror image, mirrored after the item resize as the app does)."""
     probs, targets = learn.get_preds(dl=learn.dls.valid)
+    if tta == "flip":
+        mirrored, _ = learn.get_preds(dl=learn.dls.valid, cbs=[MirrorInputs()])
+        probs = (probs + mirrored) / 2
     return probs.numpy(), targets.numpy()
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from fastai.vision.augment import Resize
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 from torch.fx.proxy import TraceError
@@ -20,7 +20,7 @@ from torch.fx.proxy import TraceError
 import maskclassifier.fastai_backend as fastai_backend
 from maskclassifier.fastai_backend import FastaiBackend, load_fastai_backend
 from maskclassifier.pipeline import Resample, rebuild
-from maskclassifier.resize import ItemResize
+from maskclassifier.resize import ItemResize, fastai_crop_box
 from varied import varied_uploads
 
 
@@ -44,6 +44,22 @@ def test_rebuilt_pipeline_gives_the_learners_own_answers(learner_path, varied_im
     assert np.abs(direct - through_fastai).max() <= fastai_backend.DIRECT_TOLERANCE
     assert np.abs(direct - backend.learner_probabilities(varied_images)).max() <= fastai_backend.FUSED_TOLERANCE
     assert backend.batch(varied_images[:2]).shape == backend.learner_batch(varied_images[:2]).shape
+
+
+def cropped_evenly(image: Image.Image, resize: ItemResize) -> bool:
+    """Whether the centred crop leaves even margins, so that it cuts the same pixels from the mirror image."""
+    left, top, right, bottom = fastai_crop_box(image.width, image.height, resize.width, resize.height)
+    return (image.width - (right - left)) % 2 == 0 and (image.height - (bottom - top)) % 2 == 0
+
+
+def test_flip_averages_each_image_with_its_mirror_image(learner_path, varied_images):
+    backend = load_fastai_backend(learner_path, torch_threads=1)
+    images = [image for image in varied_images if cropped_evenly(image, backend.direct.resize)]
+    assert len(images) >= 30
+    plain, flipped = backend.probabilities(images), backend.probabilities(images, flip=True)
+    mirrored = backend.probabilities([ImageOps.mirror(image) for image in images])
+    assert np.abs(flipped - (plain + mirrored) / 2).max() <= 1e-5
+    assert np.abs(flipped - plain).max() > 1e-3  # the mirror image does change the answer
 
 
 def test_identity_resamples_are_left_out_only_while_the_answers_match(tiny_model, monkeypatch):

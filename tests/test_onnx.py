@@ -80,6 +80,9 @@ def test_probabilities_and_labels_match_fastai(exported, varied_images):
     assert clear.sum() >= 55
     assert ([decide(row, slim.vocab, threshold).labels for row in actual[clear]]
             == [decide(row, fastai.vocab, threshold).labels for row in expected[clear]])
+    flipped = slim.backend.probabilities(varied_images, flip=True)  # mirrored in NHWC, before the graph
+    assert np.abs(flipped - fastai.backend.probabilities(varied_images, flip=True)).max() <= TOLERANCE
+    assert np.abs(flipped - actual).max() > 10 * TOLERANCE
 
 
 def test_sidecar_records_what_the_learner_does(notebook_onnx, trained_onnx):

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ({"MASK_THRESHOLD": "1.5"}, "MASK_THRESHOLD must be between 0 and 1"),
     ({"MASK_THRESHOLD": "0"}, "MASK_THRESHOLD must be between 0 and 1"),
     ({"MASK_THRESHOLD": "high"}, "MASK_THRESHOLD='high' is not a number"),
+    ({"MASK_TTA": "rotate"}, "MASK_TTA must be one of flip, none"),
     ({"MAX_UPLOAD_MB": "-1"}, "MAX_UPLOAD_MB must be more than 0"),
     ({"PORT": "http"}, "PORT='http' is not a whole number"),
     ({"PORT": "70000"}, "PORT must be between 1 and 65535"),
@@ -32,8 +33,9 @@ def test_bad_settings_are_refused(environ, message):
 
 
 def test_settings_from_environment():
-    settings = settings_from_env({"MODEL_PATH": "m/x.pkl", "MASK_THRESHOLD": "0.7", "MAX_UPLOAD_MB": "3", "PORT": "8080"})
-    assert settings == Settings(model_path=Path("m/x.pkl"), threshold=0.7, max_upload_mb=3, port=8080)
+    settings = settings_from_env({"MODEL_PATH": "m/x.pkl", "MASK_THRESHOLD": "0.7", "MASK_TTA": "None",
+                                  "MAX_UPLOAD_MB": "3", "PORT": "8080"})
+    assert settings == Settings(model_path=Path("m/x.pkl"), threshold=0.7, tta="none", max_upload_mb=3, port=8080)
     assert settings_from_env({}).model_path == Path("models/export.pkl")
 
 
@@ -58,6 +60,17 @@ def test_threshold_comes_from_the_sidecar_unless_overridden(model_copy):
 
 def test_threshold_defaults_to_half_without_sidecar(model_copy):
     assert load_classifier(model_copy).threshold == 0.5
+
+
+def test_test_time_augmentation_comes_from_the_sidecar_unless_overridden(model_copy):
+    assert load_classifier(model_copy).tta == "none"  # no sidecar: each image once
+    write_sidecar(model_copy, tta="flip")
+    classifier = load_classifier(model_copy)
+    assert classifier.tta == "flip" and classifier.describe()["tta"] == "flip"
+    assert load_classifier(model_copy, tta="none").tta == "none"
+    write_sidecar(model_copy, tta="rotate")
+    with pytest.raises(ModelLoadError, match="has tta 'rotate'; it must be one of flip, none"):
+        load_classifier(model_copy)
 
 
 def test_sidecar_of_another_model_is_refused(model_copy):

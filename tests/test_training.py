@@ -55,7 +55,7 @@ def test_training_writes_the_model_and_its_sidecar(trained):
     sidecar = json.loads((out / "export.json").read_text())
     assert sidecar["vocab"] == VOCAB  # Surgical merged into Medical
     assert sidecar["sha256"] == sha256_file(out / "export.pkl")
-    assert 0.05 <= sidecar["threshold"] <= 0.95
+    assert 0.05 <= sidecar["threshold"] <= 0.95 and sidecar["tta"] == "none"
     assert sidecar["architecture"] == "mobilenet_v2" and sidecar["input_size"] == 64
     assert sidecar["preprocessing"] == {"presize": 85, "resize_method": "crop", "size": 64, "normalize": None}
     assert set(sidecar["metrics"]["per_class"]) == set(VOCAB)
@@ -87,9 +87,17 @@ def test_training_continues_from_an_exported_learner_with_oversampling(trained, 
     start = trained["out"] / "export.pkl"
     out = tmp_path / "continued"
     result = run_module("maskclassifier.train", "--csv", str(trained["csv"]), "--out", str(out), "--merge", "Surgical=Medical",
-                        *TINY_OPTIONS, "--lr", "1e-12", "--init-from", str(start), "--oversample", "Shield=3")
+                        *TINY_OPTIONS, "--lr", "1e-12", "--init-from", str(start), "--oversample", "Shield=3",
+                        "--tta", "flip")
     assert result.returncode == 0, result.stderr[-3000:]
     sidecar = json.loads((out / "export.json").read_text())
+    assert sidecar["tta"] == "flip" and "and its mirror image" in (out / "MODEL_CARD.md").read_text()
+    # The app mirrors each image as training's validation did, so evaluate gives training's figures.
+    evaluated = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]), "--model", str(out / "export.pkl"),
+                           "--merge", "Surgical=Medical", "--valid-only")
+    assert "each image averaged with its mirror image" in evaluated.stdout
+    assert f"exact-match {sidecar['metrics']['exact_match']:.4f}, macro-F1 {sidecar['metrics']['macro_f1']:.4f}" \
+        in evaluated.stdout
     assert sidecar["training"]["init_from"] == {"file": "export.pkl", "sha256": sha256_file(start), "took": "model"}
     assert sidecar["training"]["oversample"] == ["Shield=3"]
     assert sidecar["training"]["dataset"]["images"] == json.loads((trained["out"] / "export.json").read_text())[
@@ -155,10 +163,15 @@ def test_evaluate_prints_the_table_and_writes_predictions(trained, tmp_path):
                         "--merge", "Surgical=Medical", "--valid-only", "--predictions", str(predictions))
     assert result.returncode == 0, result.stderr[-2000:]
     sidecar = json.loads((trained["out"] / "export.json").read_text())
+    assert "test-time augmentation: none" in result.stdout  # the sidecar's, as in training
     assert f"exact-match {sidecar['metrics']['exact_match']:.4f}" in result.stdout  # same numbers as training's
     rows = list(csv.DictReader(open(predictions)))
     assert len(rows) == sidecar["training"]["dataset"]["valid_images"]
     assert set(rows[0]) == {"fname", "labels", "predicted", "exact", *VOCAB}
+
+    result = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]), "--model", str(trained["out"] / "export.pkl"),
+                        "--merge", "Surgical=Medical", "--valid-only", "--tta", "flip")
+    assert result.returncode == 0 and "each image averaged with its mirror image" in result.stdout
 
 
 def test_evaluate_reports_exact_match_per_value_of_a_column(trained, tmp_path):

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from conftest import encode, upload
 from datasets import face_like_image
@@ -106,7 +106,7 @@ def test_prediction_messages(labels, expected):
 def test_model_endpoint(client, app):
     body = client.get("/api/model").get_json()
     assert body["categories"] == ["-", "Cloth", "Gas", "KN95", "Medical", "No_mask!", "Shield"]
-    assert body["threshold"] == 0.5
+    assert body["threshold"] == 0.5 and body["tta"] == "none"
     assert body["architecture"] == "resnet18"
     assert body["input_size"] == 64
     assert re.fullmatch(r"[0-9a-f]{64}", body["sha256"])
@@ -120,6 +120,17 @@ def test_a_big_jpeg_is_decoded_smaller_for_the_whole_photo_answer_without_changi
     answer = client.post("/api/predict", data=upload(jpeg)).get_json()["probabilities"]
     whole = backend.probabilities([load_image(jpeg)])[0]
     assert list(answer.values()) == pytest.approx(whole, abs=0.02)
+
+
+def test_mask_tta_flip_answers_with_the_mean_of_the_photo_and_its_mirror_image(make_app):
+    app = make_app(tta="flip")
+    backend = app.extensions["maskclassifier"].backend
+    photo = face_like_image(["Cloth"], seed=5, size=(96, 96))
+    body = app.test_client().post("/api/predict", data=upload(encode(photo, "PNG"))).get_json()
+    assert app.test_client().get("/api/model").get_json()["tta"] == "flip"
+    mean = (backend.probabilities([photo]) + backend.probabilities([ImageOps.mirror(photo)])) / 2
+    assert list(body["probabilities"].values()) == pytest.approx(mean[0], abs=1e-5)
+    assert list(body["probabilities"].values()) != pytest.approx(backend.probabilities([photo])[0], abs=1e-5)
 
 
 def test_healthz(client):
