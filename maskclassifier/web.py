@@ -28,7 +28,7 @@ CATEGORY_INFO = {
 PREVIEW_SIZE = 800
 # The page's script shrinks larger photos to this long side before sending them (a 12-megapixel phone photo goes
 # from several MB to a few hundred KB). It keeps more than the server uses: faces are found at 1280 px, the
-# annotated photo is 1600 px, and a face a tenth of the photo wide still fills the model's 224 px input.
+# annotated photo is 1600 px, and a face a tenth of the photo wide is still about 200 px, near the model's input.
 UPLOAD_MAX_SIDE = 2048
 FACE_THUMBNAIL_SIZE = 96
 MODE_CHOICES = [  # the form's mode control: value, label, hint
