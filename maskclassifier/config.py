@@ -11,6 +11,7 @@ from maskclassifier.model import TTA_CHOICES
 
 DEFAULT_MODEL_PATH = Path("models/export.pkl")
 DEFAULT_MAX_UPLOAD_MB = 10.0
+MAX_FACE_MARGIN = 2.0  # FACE_MARGIN and evaluate --face-margin: at most twice the face box on every side
 
 
 class ConfigError(ValueError):
@@ -73,8 +74,9 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     if torch_threads is not None and torch_threads < 1:
         raise ConfigError(f"TORCH_NUM_THREADS must be at least 1, got {torch_threads}")
     face_margin = _number(environ, "FACE_MARGIN", Settings.face_margin)
-    if not 0 <= face_margin <= 2:
-        raise ConfigError(f"FACE_MARGIN must be between 0 and 2 (a fraction of the face box), got {face_margin}")
+    if not 0 <= face_margin <= MAX_FACE_MARGIN:
+        raise ConfigError(f"FACE_MARGIN must be between 0 and {MAX_FACE_MARGIN:g} (a fraction of the face box), "
+                          f"got {face_margin}")
     model_path = Path(environ.get("MODEL_PATH", "").strip() or DEFAULT_MODEL_PATH)
     return Settings(
         model_path=model_path,

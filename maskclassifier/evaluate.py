@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from maskclassifier import metrics
-from maskclassifier.config import Settings
+from maskclassifier.config import MAX_FACE_MARGIN, Settings
 from maskclassifier.dataset import DatasetError, LabelledData, parse_merges, read_labelled_csv
 from maskclassifier.faces import FaceDetector, analyse, load_detector
 from maskclassifier.images import ImageError, load_image
@@ -49,8 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.threshold is not None and not 0 < args.threshold < 1:
         parser.error("--threshold must be between 0 and 1")
-    if not 0 <= args.face_margin <= 2:
-        parser.error("--face-margin must be between 0 and 2 (a fraction of the face box)")
+    if not 0 <= args.face_margin <= MAX_FACE_MARGIN:
+        parser.error(f"--face-margin must be between 0 and {MAX_FACE_MARGIN:g} (a fraction of the face box)")
     return args
 
 
@@ -113,7 +113,6 @@ def evaluate(args: argparse.Namespace) -> dict:
     detector = _detector() if args.faces == "auto" else None
     probs, modes = predict_all(classifier, data, detector, args.face_margin)
     report = metrics.summary(probs, targets, classifier.vocab, classifier.threshold)
-    report["tta"] = classifier.tta
     print("test-time augmentation: " + ("each image averaged with its mirror image" if classifier.tta == "flip"
                                         else "none (each image once)"))
     if detector is not None:
