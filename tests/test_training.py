@@ -20,6 +20,7 @@ from maskclassifier import metrics
 from maskclassifier.dataset import DatasetError, LabelledData, oversample
 from maskclassifier.fastai_backend import read_learner
 from maskclassifier.model import load_classifier, sha256_file
+from maskclassifier.train import parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = ["-", "Cloth", "Gas", "KN95", "Medical", "No_mask!", "Shield"]
@@ -111,6 +112,23 @@ def test_training_continues_from_an_exported_learner_with_oversampling(trained, 
     assert convolutions and all(torch.allclose(before[name], after[name], atol=1e-6) for name in convolutions)
 
 
+def test_lr_mult_sets_how_much_slower_the_body_learns(trained, tmp_path):
+    start = trained["out"] / "export.pkl"
+    out = tmp_path / "head-only"
+    result = run_module("maskclassifier.train", "--csv", str(trained["csv"]), "--out", str(out), "--merge", "Surgical=Medical",
+                        *TINY_OPTIONS, "--lr", "1e-2", "--lr-mult", "1e9", "--init-from", str(start))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "export.json").read_text())["training"]["lr_mult"] == 1e9
+    assert "the body at 1/1e+09 of the head's rate" in (out / "MODEL_CARD.md").read_text()
+    # The head learns at 5e-3; the body at a billionth of that, so its convolutions keep their weights.
+    before, after = (read_learner(path).model for path in (start, out / "export.pkl"))
+    body_before, body_after = before[0].state_dict(), after[0].state_dict()
+    convolutions = [name for name, tensor in body_before.items() if tensor.dim() == 4]
+    assert convolutions and all(torch.allclose(body_before[name], body_after[name], atol=1e-6) for name in convolutions)
+    head_weights = [(a, b) for a, b in zip(before[1].parameters(), after[1].parameters()) if a.dim() == 2]
+    assert head_weights and all(not torch.allclose(a, b, atol=1e-4) for a, b in head_weights)
+
+
 def test_training_takes_only_the_body_for_another_head_in_bfloat16(trained, tmp_path):
     start = trained["out"] / "export.pkl"
     out = tmp_path / "new-head"
@@ -146,6 +164,17 @@ def test_training_refuses_a_start_that_does_not_fit(trained, tiny_model):
     bad_factor = run_module("maskclassifier.train", "--csv", str(trained["csv"]), "--out", str(trained["out"] / "x"),
                             "--merge", "Surgical=Medical", *TINY_OPTIONS, "--oversample", "Shield=lots")
     assert bad_factor.returncode == 2 and "--oversample expects LABEL=TIMES" in bad_factor.stderr
+
+
+@pytest.mark.parametrize("option,message", [
+    (["--lr", "fast"], "--lr must be a number or 'auto', got 'fast'"),
+    (["--lr-mult", "0.5"], "--lr-mult must be 1 or more"),
+    (["--valid-pct", "1"], "--valid-pct must be between 0 and 1"),
+])
+def test_train_refuses_bad_options_with_one_line(option, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(["--csv", "labels.csv", *option])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_oversampling_repeats_training_rows_only():
