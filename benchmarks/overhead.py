@@ -36,7 +36,7 @@ from PIL import Image
 
 from benchmarks.backends import free_port, photo_jpeg, training_running
 from benchmarks.load import ROOT, GunicornLog, procfile_command, wait_healthy
-from maskclassifier.config import default_torch_threads, settings_from_env
+from maskclassifier.config import settings_from_env
 from maskclassifier.fastai_backend import FastaiBackend
 from maskclassifier.images import load_image
 from maskclassifier.model import load_classifier
@@ -70,14 +70,14 @@ def forward(model: torch.nn.Module, batch: torch.Tensor) -> None:
         torch.sigmoid(model(batch))
 
 
-def stage_times(backend: FastaiBackend, jpeg: bytes, image: Image.Image, min_side: int, flip: bool,
+def stage_times(backend: FastaiBackend, jpeg: bytes, image: Image.Image, flip: bool,
                 repeat: int) -> dict[str, float]:
     """Median seconds of each stage of the request, run in this process the way POST /api/predict runs them;
-    `image` is `jpeg` as load_image(jpeg, min_side) decodes it."""
+    `image` is `jpeg` as load_image(jpeg) decodes it."""
     batch = backend.model_batch([image], flip)
     return {
-        f"decode (load_image, min_side={min_side})": statistics.median(
-            seconds(lambda: load_image(jpeg, min_side)) for _ in range(repeat)),
+        "decode (load_image, the whole photo)": statistics.median(
+            seconds(lambda: load_image(jpeg)) for _ in range(repeat)),
         f"preprocessing ({PREPROCESSING[backend.direct is not None]})": statistics.median(
             seconds(lambda: backend.model_batch([image], flip)) for _ in range(repeat)),
         "the app's forward + sigmoid": statistics.median(
@@ -112,11 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     jpeg = photo_jpeg(args.size)
     body, content_type = multipart([Part("file", jpeg)])
-    threads = settings_from_env().torch_threads or default_torch_threads()  # what each gunicorn worker uses
+    threads = settings_from_env().torch_threads  # what each gunicorn worker uses
     classifier = load_classifier(args.model, torch_threads=threads)
     backend, flip = classifier.backend, classifier.tta == "flip"
-    min_side = backend.decode_side  # what web.api_predict asks load_image for, for a whole-photo answer
-    image = load_image(jpeg, min_side)
+    image = load_image(jpeg)
     batch = backend.model_batch([image], flip)  # with flip TTA, the photo and its mirror image
     port = free_port()
     env = {**os.environ, "MODEL_PATH": str(args.model.resolve()), "PORT": str(port)}
@@ -139,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
-    stages = stage_times(backend, jpeg, image, min_side, flip, args.per_round)
+    stages = stage_times(backend, jpeg, image, flip, args.per_round)
     test_dl = statistics.median(seconds(lambda: backend.learner_batch([image])) for _ in range(args.per_round))
     request_p50, forward_p50 = statistics.median(requests), statistics.median(forwards)
     app_forward_p50 = statistics.median(app_forwards)

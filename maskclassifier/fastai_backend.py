@@ -99,7 +99,6 @@ class FastaiBackend:
         self.model = self._checked_fused_model(probe_batch)
         self.direct = self._checked_direct_pipeline(probes, _sigmoid_outputs(self.model, probe_batch))
         self.input_size = self.batch([Image.new("RGB", (64, 48))]).shape[-1]
-        self.decode_side = None if self.direct is None else max(self.direct.out_hw)
 
     def learner_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """A batch the way the learner's validation DataLoader builds it, from images that are already RGB."""

@@ -6,10 +6,12 @@ Everything happens in memory; the bytes are never written to disk.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 try:  # HEIC/HEIF (iPhone photos) when pillow-heif is installed
     import pillow_heif
@@ -113,26 +115,145 @@ def _corrupt() -> ImageError:
                       "Please upload it again or try another photo.")
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB with transparency flattened onto white and high bit depths scaled, not clipped."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
+def _check_png_complete(data: bytes, image: Image.Image) -> None:
+    """Refuse a PNG whose compressed pixel data ends before its last row.
+
+    Pillow decodes a PNG whose zlib stream ends early (after one row, say) as a whole image, the missing rows
+    black: a 93-byte file could then claim 50 megapixels and cost their memory. The IDAT chunks are inflated here
+    in bounded pieces, without keeping the output, and must give every row the header promises.
+    """
+    if image.format != "PNG":
+        return
+    try:
+        header = next(_png_chunks(data, b"IHDR"))
+        width, height, bit_depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", header[:13])
+    except (StopIteration, struct.error):
+        raise _corrupt() from None
+    bits_per_pixel = bit_depth * _PNG_CHANNELS.get(colour_type, 1)
+    passes = _ADAM7 if interlace else [(0, 0, 1, 1)]
+    expected = 0
+    for x0, y0, dx, dy in passes:
+        columns, rows = -(-max(0, width - x0) // dx), -(-max(0, height - y0) // dy)
+        if columns and rows:
+            expected += rows * (1 + -(-columns * bits_per_pixel // 8))
+    inflater = zlib.decompressobj()
+    inflated = 0
+    try:
+        for payload in _png_chunks(data, b"IDAT"):
+            pending = payload
+            while pending and inflated < expected:
+                inflated += len(inflater.decompress(pending, _INFLATE_PIECE))
+                pending = inflater.unconsumed_tail
+            if inflated >= expected:
+                return
+    except zlib.error:
+        raise _corrupt() from None
+    raise _corrupt()
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by IHDR colour type: grey, RGB, palette, grey+alpha, RGBA
+_ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+_INFLATE_PIECE = 1 << 20  # bytes of inflated data held at a time while counting
+
+
+def _png_chunks(data: bytes, kind: bytes):
+    """The payloads of every chunk of one kind, in file order (a chunk cut short yields what is there)."""
+    offset = 8
+    while offset + 8 <= len(data):
+        length, chunk_kind = struct.unpack(">I4s", data[offset:offset + 8])
+        if chunk_kind == kind:
+            yield data[offset + 8:offset + 8 + length]
+        offset += 12 + length
+
+
+# Rows of the original image converted at a time: a few megapixels, so a mode conversion never holds a second
+# full-size copy of a 50-megapixel image.
+STRIP_PIXELS = 4_000_000
+# Photos that are not JPEGs, and JPEGs that must be turned or are CMYK, are reduced to at most this long side right
+# after decoding: face detection works at 1280 px and the annotated photo is 1600 px, so 4096 px keeps faces a
+# quarter of the size of the photo's detail. Upright RGB and grey JPEGs are kept whole, so that the model sees what
+# fastai's own pipeline (a full decode, then the item Resize) would make of the same file.
+WORKING_MAX_SIDE = 4096
+_ORIENTATION_TAG = 0x0112
+_TRANSPOSE_FOR_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1 = upright); a broken EXIF block counts as upright, the pixels are still good."""
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - Pillow raises many types on malformed EXIF
+        return 1
+    return value if value in _TRANSPOSE_FOR_ORIENTATION else 1
+
+
+def _reduction(size: tuple[int, int]) -> int:
+    """The integer factor that brings the long side to at most WORKING_MAX_SIDE."""
+    return -(-max(size) // WORKING_MAX_SIDE)
+
+
+def _keeps_full_size(image: Image.Image, orientation: int) -> bool:
+    """An upright RGB or grey JPEG is decoded whole: fastai's pipeline decodes it whole too."""
+    return image.format in ("JPEG", "MPO") and image.mode in ("RGB", "L") and orientation == 1
+
+
+def _high_bit_divisor(image: Image.Image) -> float | None:
+    """For 16-bit, 32-bit integer and float images, the value that becomes 255: 65535 for 16-bit data, else 255
+    when every value fits in 8 bits. None for 8-bit modes."""
+    if image.mode.startswith("I;16"):
+        return 65535.0
+    if image.mode in ("I", "F"):
+        low, high = image.getextrema()
+        return 65535.0 if high > 255 else 255.0
+    return None
+
+
+def _strip_to_rgb(strip: Image.Image, divisor: float | None) -> Image.Image:
+    """RGB with transparency flattened onto white and high bit depths scaled, not clipped, in float32."""
+    if divisor is not None:
+        values = np.asarray(strip, dtype=np.float32)
+        strip = Image.fromarray(np.clip(values * np.float32(255.0 / divisor) + np.float32(0.5), 0, 255)
+                                .astype(np.uint8))
+    if strip.mode == "P" and "transparency" in strip.info:
+        strip = strip.convert("RGBA")
+    if strip.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = strip.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return strip if strip.mode == "RGB" else strip.convert("RGB")
 
 
-def load_image(data: bytes, min_side: int | None = None) -> Image.Image:
+def _to_rgb(image: Image.Image, factor: int) -> Image.Image:
+    """The decoded image as RGB, 1/`factor` of its size, converted a strip of rows at a time.
+
+    Peak memory is the decoded image plus the result plus one strip, whatever the mode: converting a 16-bit or
+    float image whole would cost several full-size copies (8 bytes a pixel through float64).
+    """
+    if factor == 1 and image.mode == "RGB":
+        return image
+    width, height = image.size
+    divisor = _high_bit_divisor(image)
+    rows = factor * max(1, STRIP_PIXELS // (width * factor * factor))  # a multiple of the factor
+    result = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    for top in range(0, height, rows):
+        strip = _strip_to_rgb(image.crop((0, top, width, min(height, top + rows))), divisor)
+        result.paste(strip.reduce(factor) if factor > 1 else strip, (0, top // factor))
+    return result
+
+
+def load_image(data: bytes) -> Image.Image:
     """Decode upload bytes into an EXIF-upright RGB image (first frame of animations), or raise ImageError.
 
-    With `min_side`, a JPEG is decoded at 1/2, 1/4 or 1/8 of its size when both sides keep at least `min_side`
-    pixels: libjpeg scales while decoding, several times faster than decoding every pixel and shrinking afterwards.
+    Every path (page, API, evaluate) decodes with this one function, so a photo gets one answer. Upright RGB and
+    grey JPEGs come back at full size, as fastai's PILImage.create decodes them; other images whose long side is
+    over WORKING_MAX_SIDE come back reduced by an integer factor (a box filter, applied as they are converted).
+    A JPEG that is reduced anyway is decoded by libjpeg at 1/2 to 1/8 scale, which needs no full-size copy.
+    Errors: 400 empty_file, not_an_image, corrupt_image (also for compressed data that ends early),
+    image_too_large, image_too_complex; 415 unsupported_format.
     """
     if not data:
         raise ImageError(400, "empty_file", "The file is empty. Please choose a photo to upload.")
@@ -143,22 +264,20 @@ def load_image(data: bytes, min_side: int | None = None) -> Image.Image:
         raise _too_many_pixels()
     if width < 1 or height < 1:
         raise _corrupt()
-    if min_side:
-        image.draft(None, (min_side, min_side))  # JPEG only; other formats ignore it
+    orientation = _orientation(image)
+    factor = 1 if _keeps_full_size(image, orientation) else _reduction(image.size)
+    if factor > 1:  # JPEG only; other formats ignore it. Decode at no less than the working size.
+        image.draft(None, (-(-width // factor), -(-height // factor)))
     try:
+        _check_png_complete(data, image)
         image.seek(0)
         image.load()
+        rgb = _to_rgb(image, _reduction(image.size) if factor > 1 else 1)
+    except ImageError:
+        raise
     except Image.DecompressionBombError:
         raise _too_many_pixels() from None
     except (OSError, ValueError, SyntaxError, EOFError, TypeError, KeyError, IndexError,
             ZeroDivisionError, MemoryError):
         raise _corrupt() from None
-    return _to_rgb(_upright(image))
-
-
-def _upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation (phones store photos sideways); a broken EXIF block is ignored, not fatal."""
-    try:
-        return ImageOps.exif_transpose(image) or image
-    except Exception:  # noqa: BLE001 - Pillow raises many types on malformed EXIF; the pixels are still good
-        return image
+    return rgb if orientation == 1 else rgb.transpose(_TRANSPOSE_FOR_ORIENTATION[orientation])

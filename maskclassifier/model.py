@@ -31,9 +31,6 @@ class Backend(Protocol):
     vocab: list[str]
     architecture: str
     input_size: int
-    # The longer side of the model's input, or None when unknown. The preprocessing keeps no more detail than
-    # that, so a photo decoded at least this large on both sides gives the model practically the same input.
-    decode_side: int | None
 
     def probabilities(self, images: Sequence[Image.Image], flip: bool = False) -> np.ndarray:
         """(len(images), len(vocab)) sigmoid probabilities for RGB images; with `flip`, for each image the mean

@@ -31,7 +31,6 @@ class OnnxBackend:
         self.architecture = architecture
         self.resize = resize
         self.input_size = input_hw[1]
-        self.decode_side = max(input_hw)
         self._input_name = session.get_inputs()[0].name
 
     def probabilities(self, images: Sequence[Image.Image], flip: bool = False) -> np.ndarray:

@@ -109,16 +109,20 @@ def test_exif_orientation_is_applied():
     assert np.abs(np.asarray(decoded, int) - np.asarray(upright, int)).mean() < 4
 
 
-def test_min_side_decodes_a_big_jpeg_smaller_and_still_upright():
-    upright = gradient((1600, 1200))
-    decoded = load_image(sideways_jpeg(upright), min_side=384)
-    assert decoded.size == (800, 600)
-    assert np.abs(np.asarray(decoded, int) - np.asarray(upright.resize((800, 600)), int)).mean() < 4
+def test_upright_jpegs_are_decoded_whole_as_fastai_decodes_them():
+    jpeg = encode(gradient((5000, 3000)), "JPEG")
+    decoded = load_image(jpeg)
+    assert decoded.size == (5000, 3000)
+    assert np.array_equal(np.asarray(decoded), np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")))
 
 
-def test_min_side_leaves_small_jpegs_and_other_formats_whole():
-    assert load_image(encode(gradient((500, 400)), "JPEG"), min_side=384).size == (500, 400)
-    assert load_image(encode(gradient((1600, 1200)), "PNG"), min_side=384).size == (1600, 1200)
+def test_sideways_and_non_jpeg_photos_over_the_working_size_are_reduced():
+    upright = gradient((9000, 2000))
+    decoded = load_image(sideways_jpeg(upright))  # libjpeg decodes at 1/2, then the box filter halves again
+    assert decoded.size == (2250, 500)
+    assert np.abs(np.asarray(decoded, int) - np.asarray(upright.resize((2250, 500)), int)).mean() < 4
+    assert load_image(encode(gradient((9000, 2000)), "PNG")).size == (3000, 667)  # 1/3: long side <= 4096
+    assert load_image(encode(gradient((4096, 100)), "PNG")).size == (4096, 100)
 
 
 def test_broken_exif_does_not_reject_the_photo():
