@@ -31,7 +31,7 @@ from skimage import data
 
 from maskclassifier import create_app
 from maskclassifier.config import ConfigError, Settings
-from maskclassifier.faces import face_crops
+from maskclassifier.facebox import face_crops
 from maskclassifier.images import load_image
 from maskclassifier.model import ModelLoadError
 

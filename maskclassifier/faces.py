@@ -10,18 +10,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 from PIL import Image, ImageDraw, ImageFont
 
+from maskclassifier.capacity import Deadline, OutOfTime
+from maskclassifier.facebox import Face, FaceScan, face_crops
 from maskclassifier.model import Classifier, Prediction, combine
 
 logger = logging.getLogger(__name__)
 
-MAX_FACES = 50  # the most certain faces are kept; a crowd photo is still answered in seconds
-DETECTION_MAX_SIDE = 1280  # the photo is shrunk to this long side for detection (MTCNN time grows with pixels)
-MIN_FACE_SIZE = 20  # pixels at detection scale: ~60 px in a 4000 px wide photo
-MIN_SCORE = 0.9  # MTCNN's own last stage keeps boxes above 0.7; below 0.9 they are mostly patterns, not faces
 ANNOTATED_MAX_SIDE = 1600  # long side of the annotated photo (page and /api/annotate)
 
 MODES = ("auto", "on", "off")  # automatic (per face when 2+ faces), every face, whole photo
@@ -42,6 +40,17 @@ SHORT_NAMES = {"-": "not a face", "No_mask!": "no mask"}
 CAPTION_LABELS = 2  # labels written on the photo per face; the page's table lists them all
 
 
+class TooManyFaces(RuntimeError):
+    """Finding and classifying the faces ran past the time budget; `photo` is the whole photo's answer."""
+
+    def __init__(self, photo: Prediction, budget_s: float):
+        self.photo = photo
+        self.message = (f"This photo has too many faces (or face-like patterns) to check each one within "
+                        f"{budget_s:g} seconds. The answer for the whole photo is given instead; for one per face, "
+                        "crop the photo to fewer people.")
+        super().__init__(self.message)
+
+
 class FacesUnavailable(RuntimeError):
     """Per-face mode was asked for, but this install has no face detector (no torch / facenet-pytorch)."""
 
@@ -50,94 +59,21 @@ class FacesUnavailable(RuntimeError):
                          "without them. Use faces=off (whole photo) or faces=auto.")
 
 
-@dataclass(frozen=True)
-class Face:
-    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels of the (EXIF-upright) photo
-    score: float  # the detector's confidence that this is a face
+class FaceDetector(Protocol):
+    """What per-face mode needs of a detector (`maskclassifier.mtcnn.MtcnnDetector`)."""
 
-
-@dataclass(frozen=True)
-class FaceScan:
-    faces: list[Face]  # at most MAX_FACES, in reading order (rows top to bottom, each left to right)
-    found: int  # faces detected before the cap
-
-
-class FaceDetector:
-    """MTCNN on a shrunk copy of the photo; boxes are scaled back to the photo's own pixels."""
-
-    def __init__(self, mtcnn: Any):
-        self._mtcnn = mtcnn
-
-    def detect(self, image: Image.Image) -> FaceScan:
-        scale = min(1.0, DETECTION_MAX_SIDE / max(image.size))
-        small = image if scale == 1.0 else image.resize(
-            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR, reducing_gap=2.0)
-        if min(small.size) < MIN_FACE_SIZE:  # MTCNN fails on images smaller than its smallest window
-            return FaceScan([], 0)
-        boxes, scores = self._mtcnn.detect(small)
-        if boxes is None:
-            return FaceScan([], 0)
-        faces = [Face(_scaled_box(box, 1 / scale, image.size), float(score))
-                 for box, score in zip(boxes, scores) if float(score) >= MIN_SCORE]
-        faces = [face for face in faces if face.box[2] > face.box[0] and face.box[3] > face.box[1]]
-        kept = sorted(faces, key=lambda face: -face.score)[:MAX_FACES]
-        return FaceScan(reading_order(kept), len(faces))
-
-
-def _scaled_box(box: Sequence[float], factor: float, size: tuple[int, int]) -> tuple[int, int, int, int]:
-    x0, y0, x1, y1 = (float(value) * factor for value in box)
-    width, height = size
-    return (max(0, round(x0)), max(0, round(y0)), min(width, round(x1)), min(height, round(y1)))
-
-
-def reading_order(faces: Sequence[Face]) -> list[Face]:
-    """Rows from top to bottom, each from left to right: the order people name the faces in a group photo.
-
-    A face starts a new row when its centre is lower than the current row's first face by more than half
-    a typical face height.
-    """
-    if not faces:
-        return []
-    heights = sorted(face.box[3] - face.box[1] for face in faces)
-    tolerance = heights[len(heights) // 2] / 2
-    rows: list[list[Face]] = []
-    for face in sorted(faces, key=_centre_y):
-        if rows and _centre_y(face) - _centre_y(rows[-1][0]) <= tolerance:
-            rows[-1].append(face)
-        else:
-            rows.append([face])
-    return [face for row in rows for face in sorted(row, key=lambda face: face.box[0])]
-
-
-def _centre_y(face: Face) -> float:
-    return (face.box[1] + face.box[3]) / 2
+    def detect(self, image: Image.Image, deadline: Deadline | None = None) -> FaceScan:
+        """Faces in reading order, at most MAX_FACES; raises OutOfTime when `deadline` passes first."""
 
 
 def load_detector(torch_threads: int | None = None) -> FaceDetector | None:
     """The MTCNN detector, or None when torch or facenet-pytorch is not installed (the slim install)."""
     try:
-        import torch
-        from facenet_pytorch import MTCNN
+        from maskclassifier.mtcnn import mtcnn_detector
     except ImportError as exc:
         logger.warning("per-face mode is off: %s is not installed (the full install has it)", exc.name)
         return None
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
-    return FaceDetector(MTCNN(keep_all=True, min_face_size=MIN_FACE_SIZE, select_largest=False, device="cpu"))
-
-
-def crop_box(box: tuple[int, int, int, int], size: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
-    """The face box grown by `margin` of its width and height on every side (so masks and shields stay in)."""
-    x0, y0, x1, y1 = box
-    pad_x, pad_y = (x1 - x0) * margin, (y1 - y0) * margin
-    width, height = size
-    return (max(0, round(x0 - pad_x)), max(0, round(y0 - pad_y)),
-            min(width, round(x1 + pad_x)), min(height, round(y1 + pad_y)))
-
-
-def face_crops(image: Image.Image, faces: Sequence[Face], margin: float) -> list[Image.Image]:
-    """What the classifier sees of each face: its box grown by `margin`."""
-    return [image.crop(crop_box(face.box, image.size, margin)) for face in faces]
+    return mtcnn_detector(torch_threads)
 
 
 @dataclass(frozen=True)
@@ -151,8 +87,9 @@ class FaceAnalysis:
 
 
 def analyse(detector: FaceDetector | None, classifier: Classifier, image: Image.Image, requested: str,
-            margin: float) -> FaceAnalysis:
-    """Run the requested mode ("auto", "on", "off"); raise FacesUnavailable for "on" without a detector.
+            margin: float, deadline: Deadline | None = None) -> FaceAnalysis:
+    """Run the requested mode ("auto", "on", "off"); raise FacesUnavailable for "on" without a detector, and
+    TooManyFaces (with the whole photo's answer) when finding and classifying the faces would outlast `deadline`.
 
     In automatic mode a photo of one person is answered from the whole photo and a close-up of the face together:
     a face that fills a small part of the photo is a few pixels wide in the model's input, and the close-up
@@ -166,7 +103,12 @@ def analyse(detector: FaceDetector | None, classifier: Classifier, image: Image.
             raise FacesUnavailable()
         return FaceAnalysis("whole", classifier.predict(image),
                             note="Per-face mode is not available on this server; the whole photo was classified.")
-    scan = detector.detect(image)
+    try:
+        scan = detector.detect(image, deadline)
+        if scan.faces and deadline is not None:
+            deadline.check("classifying the faces")
+    except OutOfTime as exc:
+        raise TooManyFaces(classifier.predict(image), exc.budget_s) from None
     if not scan.faces:
         return FaceAnalysis("whole", classifier.predict(image), found=0,
                             note="No face was found, so the whole photo was classified.")

@@ -32,7 +32,8 @@ from fastai.torch_core import to_float
 from torchvision import models
 
 from maskclassifier.dataset import ImageReader, LabelledData, check_split, read_labelled_csv
-from maskclassifier.faces import crop_box, load_detector
+from maskclassifier.facebox import crop_box
+from maskclassifier.faces import load_detector
 from maskclassifier.fastai_backend import read_learner
 from maskclassifier.model import ModelLoadError
 

@@ -1,0 +1,91 @@
+"""The MTCNN face detector (facenet-pytorch, whose weights ship inside its wheel), bounded in time and work.
+
+Imports torch: only `maskclassifier.faces.load_detector` imports this module, and only when torch is installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from facenet_pytorch import MTCNN
+from facenet_pytorch.models.utils.detect_face import detect_face
+from PIL import Image
+from torch import nn
+
+from maskclassifier.capacity import Deadline
+from maskclassifier.facebox import MAX_FACES, Face, FaceScan, reading_order
+
+DETECTION_MAX_SIDE = 1280  # the photo is shrunk to this long side for detection (MTCNN time grows with pixels)
+MIN_FACE_SIZE = 20  # pixels at detection scale: ~60 px in a 4000 px wide photo
+MIN_SCORE = 0.9  # MTCNN's own last stage keeps boxes above 0.7; below 0.9 they are mostly patterns, not faces
+# Candidate windows that MTCNN's first network (P-Net) passes on from each scale of its image pyramid, the surest
+# first. Its two later networks cost time for every candidate (R-Net crops each one in a Python loop): a photo of a
+# few hundred tiny faces, or of a face-like texture, made thousands of them and took 10-25 s. 300 a scale (about
+# 3600 for a 1280 px photo) keeps every face of a 50-person photo and bounds that work to about a second.
+MAX_CANDIDATES_PER_SCALE = 300
+
+
+class BoundedStage(nn.Module):
+    """One MTCNN network that checks a deadline before it runs and, given `keep`, passes on only the `keep`
+    surest windows of each pyramid scale (P-Net's map of face probabilities, shape (n, 2, h, w))."""
+
+    def __init__(self, net: nn.Module, name: str, deadline: Deadline, keep: int | None):
+        super().__init__()
+        self.net, self.name, self.deadline, self.keep = net, name, deadline, keep
+
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self.deadline.check(self.name)
+        *outputs, probabilities = self.net(batch)
+        if self.keep is not None and probabilities.dim() == 4:
+            faces = probabilities[:, 1].reshape(-1)
+            if faces.numel() > self.keep:
+                floor = faces.topk(self.keep).values[-1]
+                probabilities = probabilities.clone()
+                probabilities[:, 1][probabilities[:, 1] < floor] = 0  # below every threshold MTCNN uses
+        return (*outputs, probabilities)
+
+
+class MtcnnDetector:
+    """MTCNN on a shrunk copy of the photo; boxes are scaled back to the photo's own pixels.
+
+    It runs facenet-pytorch's own three-stage `detect_face` with each network wrapped (`BoundedStage`): every
+    stage first checks the deadline, and the first passes on at most MAX_CANDIDATES_PER_SCALE windows per scale.
+    """
+
+    def __init__(self, mtcnn: Any):
+        self._mtcnn = mtcnn
+
+    def detect(self, image: Image.Image, deadline: Deadline | None = None) -> FaceScan:
+        """Faces in reading order; raises OutOfTime when `deadline` passes before the last stage starts."""
+        scale = min(1.0, DETECTION_MAX_SIDE / max(image.size))
+        small = image if scale == 1.0 else image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR, reducing_gap=2.0)
+        if min(small.size) < MIN_FACE_SIZE:  # MTCNN fails on images smaller than its smallest window
+            return FaceScan([], 0)
+        deadline = deadline or Deadline.after(float("inf"))
+        mtcnn = self._mtcnn
+        stages = [BoundedStage(net, name, deadline, keep)
+                  for net, name, keep in ((mtcnn.pnet, "face proposals", MAX_CANDIDATES_PER_SCALE),
+                                          (mtcnn.rnet, "face refinement", None), (mtcnn.onet, "face check", None))]
+        with torch.inference_mode():
+            batch_boxes, _ = detect_face(small, mtcnn.min_face_size, *stages, mtcnn.thresholds, mtcnn.factor, "cpu")
+        found = batch_boxes[0]  # (n, 5): x0, y0, x1, y1, score at detection scale
+        faces = [Face(_scaled_box(row[:4], 1 / scale, image.size), float(row[4]))
+                 for row in found if float(row[4]) >= MIN_SCORE]
+        faces = [face for face in faces if face.box[2] > face.box[0] and face.box[3] > face.box[1]]
+        kept = sorted(faces, key=lambda face: -face.score)[:MAX_FACES]
+        return FaceScan(reading_order(kept), len(faces))
+
+
+def _scaled_box(box: Sequence[float], factor: float, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = (float(value) * factor for value in box)
+    width, height = size
+    return (max(0, round(x0)), max(0, round(y0)), min(width, round(x1)), min(height, round(y1)))
+
+
+def mtcnn_detector(torch_threads: int | None = None) -> MtcnnDetector:
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    return MtcnnDetector(MTCNN(keep_all=True, min_face_size=MIN_FACE_SIZE, select_largest=False, device="cpu"))
