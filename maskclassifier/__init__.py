@@ -7,7 +7,8 @@ from pathlib import Path
 
 from flask import Flask, Request
 
-from maskclassifier.config import Settings, default_torch_threads, settings_from_env
+from maskclassifier.capacity import InferenceSlots
+from maskclassifier.config import Settings, settings_from_env
 from maskclassifier.faces import load_detector
 from maskclassifier.model import load_classifier
 
@@ -32,14 +33,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD
     app.config["SETTINGS"] = settings
-    torch_threads = settings.torch_threads or default_torch_threads()
-    app.extensions["maskclassifier"] = load_classifier(settings.model_path, settings.threshold, torch_threads,
-                                                       settings.tta)
-    app.extensions["face_detector"] = load_detector(torch_threads)  # None without torch: per-face mode is off
+    app.extensions["maskclassifier"] = load_classifier(settings.model_path, settings.threshold,
+                                                       settings.torch_threads, settings.tta)
+    app.extensions["face_detector"] = load_detector(settings.torch_threads)  # None without torch: no per-face mode
+    app.extensions["inference_slots"] = InferenceSlots(settings.inference_slots, settings.queue_timeout_s)
 
     from maskclassifier import web
 
     app.register_blueprint(web.bp)
+    app.before_request(web.buffer_body)
     web.register_error_handlers(app)
     app.after_request(web.add_security_headers)
     return app

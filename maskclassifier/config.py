@@ -25,7 +25,13 @@ class Settings:
     tta: str | None = None  # "flip" or "none"; None: the model sidecar's, else none
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     port: int = 5000
-    torch_threads: int | None = None  # None: the machine's cores shared among the workers
+    # Threads for each inference (torch, ONNX Runtime, the face detector). One: on 2 shared cores under a crowd
+    # (benchmarks/crowd.py, BENCHMARKS.md) more threads than the share of a core made each answer slower, not faster.
+    torch_threads: int = 1
+    inference_slots: int = 1  # requests of one worker that decode and classify at the same time
+    queue_timeout_s: float = 10.0  # longest wait for an inference slot before answering 503 busy
+    upload_timeout_s: float = 60.0  # the whole body must arrive within this, else 408 (about 1.8 MB at 30 KB/s)
+    face_time_budget_s: float = 8.0  # finding and classifying faces; past it the answer is 422 too_many_faces
     # On the dataset's validation photos with one face (model 929e6a57), 60 % margins were right more often (0.906
     # exact-match) than with 30 % (0.883) or 100 % (0.904): the mask's edges and straps stay in view.
     face_margin: float = 0.6
@@ -55,8 +61,17 @@ def _integer(environ: Mapping[str, str], name: str, default: int | None) -> int 
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
 
 
+def _seconds(environ: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    """A duration in seconds within [low, high]. Heroku's router gives up after 30 s, so no wait may come near it."""
+    value = _number(environ, name, default)
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low:g} and {high:g} seconds, got {value:g}")
+    return value
+
+
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from MODEL_PATH, MASK_THRESHOLD, MASK_TTA, MAX_UPLOAD_MB, PORT, TORCH_NUM_THREADS, FACE_MARGIN."""
+    """Build Settings from MODEL_PATH, MASK_THRESHOLD, MASK_TTA, MAX_UPLOAD_MB, PORT, TORCH_NUM_THREADS,
+    INFERENCE_SLOTS, QUEUE_TIMEOUT, UPLOAD_TIMEOUT, FACE_TIME_BUDGET and FACE_MARGIN."""
     environ = os.environ if environ is None else environ
     threshold = _number(environ, "MASK_THRESHOLD", None)
     if threshold is not None and not 0 < threshold < 1:
@@ -70,9 +85,15 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     port = _integer(environ, "PORT", 5000)
     if not 0 < port < 65536:
         raise ConfigError(f"PORT must be between 1 and 65535, got {port}")
-    torch_threads = _integer(environ, "TORCH_NUM_THREADS", None)
-    if torch_threads is not None and torch_threads < 1:
+    torch_threads = _integer(environ, "TORCH_NUM_THREADS", Settings.torch_threads)
+    if torch_threads < 1:
         raise ConfigError(f"TORCH_NUM_THREADS must be at least 1, got {torch_threads}")
+    inference_slots = _integer(environ, "INFERENCE_SLOTS", Settings.inference_slots)
+    if not 1 <= inference_slots <= 16:
+        raise ConfigError(f"INFERENCE_SLOTS must be between 1 and 16, got {inference_slots}")
+    queue_timeout_s = _seconds(environ, "QUEUE_TIMEOUT", Settings.queue_timeout_s, 0, 25)
+    upload_timeout_s = _seconds(environ, "UPLOAD_TIMEOUT", Settings.upload_timeout_s, 1, 600)
+    face_time_budget_s = _seconds(environ, "FACE_TIME_BUDGET", Settings.face_time_budget_s, 0.1, 25)
     face_margin = _number(environ, "FACE_MARGIN", Settings.face_margin)
     if not 0 <= face_margin <= MAX_FACE_MARGIN:
         raise ConfigError(f"FACE_MARGIN must be between 0 and {MAX_FACE_MARGIN:g} (a fraction of the face box), "
@@ -85,15 +106,9 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         max_upload_mb=max_upload_mb,
         port=port,
         torch_threads=torch_threads,
+        inference_slots=inference_slots,
+        queue_timeout_s=queue_timeout_s,
+        upload_timeout_s=upload_timeout_s,
+        face_time_budget_s=face_time_budget_s,
         face_margin=face_margin,
     )
-
-
-def default_torch_threads(environ: Mapping[str, str] | None = None) -> int:
-    """Cores per worker: each gunicorn worker runs its own torch, so they must not all claim every core."""
-    environ = os.environ if environ is None else environ
-    try:
-        workers = max(1, int(environ.get("WEB_CONCURRENCY", "1")))
-    except ValueError:
-        workers = 1
-    return max(1, (os.cpu_count() or 1) // workers)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, make_response, render_template, request
 from PIL import Image
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from maskclassifier.faces import (MODES, Face, FaceAnalysis, FaceDetector, FacesUnavailable, analyse, annotate,
-                                  colour_for, crop_box)
+from maskclassifier.capacity import Busy, Deadline, InferenceSlots
+from maskclassifier.facebox import Face, crop_box
+from maskclassifier.faces import (MODES, FaceAnalysis, FaceDetector, FacesUnavailable, TooManyFaces, analyse, annotate,
+                                  colour_for)
 from maskclassifier.images import ACCEPT_ATTRIBUTE, ImageError, load_image
 from maskclassifier.model import Classifier, Prediction
 
@@ -49,6 +52,66 @@ def classifier() -> Classifier:
 
 def face_detector() -> FaceDetector | None:
     return current_app.extensions.get("face_detector")
+
+
+def inference_slots() -> InferenceSlots:
+    return current_app.extensions["inference_slots"]
+
+
+BODY_CHUNK = 64 * 1024
+
+
+def buffer_body() -> None:
+    """Read the whole request body into memory before anything parses it, within the upload deadline.
+
+    Under gunicorn the connection's socket (`maskclassifier.gunicorn_worker.DeadlineSocket`) makes every read give
+    up once the deadline passes, so a client that trickles or stalls holds one thread for at most UPLOAD_TIMEOUT
+    seconds and then gets a 408, and the inference slot is only ever taken by a request whose photo has arrived.
+    Raises ImageError (408 upload_timeout, 400 upload_incomplete) or RequestEntityTooLarge.
+    """
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    environ = request.environ
+    length, limit = request.content_length, current_app.config["MAX_CONTENT_LENGTH"]
+    if length is not None and length > limit:
+        return  # Werkzeug answers 413 without reading it
+    sock = environ.get("gunicorn.socket")
+    set_deadline = getattr(sock, "set_read_deadline", None)
+    if set_deadline is not None:
+        set_deadline(time.monotonic() + current_app.config["SETTINGS"].upload_timeout_s)
+    wanted = limit + 1 if length is None else length  # chunked: one byte over the limit tells it is too large
+    chunks, received = [], 0
+    try:
+        while received < wanted:
+            chunk = environ["wsgi.input"].read(min(BODY_CHUNK, wanted - received))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            received += len(chunk)
+        complete = received >= wanted or length is None
+    except OSError:  # gunicorn's NoMoreData: a chunked body cut short
+        complete = False
+    if complete and set_deadline is not None:
+        set_deadline(None)  # else it stays passed, so gunicorn drains nothing more and closes the connection
+    if not complete:
+        if getattr(sock, "read_timed_out", False):
+            raise _upload_timeout()
+        raise ImageError(400, "upload_incomplete",
+                         "The upload stopped before the whole photo arrived. Please try again.")
+    if received > limit:
+        raise RequestEntityTooLarge()
+    body = b"".join(chunks)
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+    environ["wsgi.input_terminated"] = False
+
+
+def _upload_timeout() -> ImageError:
+    seconds = current_app.config["SETTINGS"].upload_timeout_s
+    return ImageError(408, "upload_timeout",
+                      f"The photo did not arrive within {seconds:g} seconds: the connection is too slow or stalled. "
+                      "Please try again on a better connection, or with a smaller photo.")
 
 
 def friendly_name(category: str) -> str:
@@ -154,7 +217,9 @@ def _preview_data_uri(image: Image.Image) -> str:
 
 
 def _analyse_faces(image: Image.Image, mode: str) -> FaceAnalysis:
-    return analyse(face_detector(), classifier(), image, mode, current_app.config["SETTINGS"].face_margin)
+    settings = current_app.config["SETTINGS"]
+    return analyse(face_detector(), classifier(), image, mode, settings.face_margin,
+                   Deadline.after(settings.face_time_budget_s))
 
 
 def _result_view(prediction: Prediction) -> dict:
@@ -233,12 +298,18 @@ def classify_form():
     mode = "auto"
     try:
         mode = _requested_mode() or mode
-        image = load_image(_uploaded_bytes())
+        data = _uploaded_bytes()
+        with inference_slots().hold():  # decoding holds the photo's pixels: one heavy request at a time
+            image = load_image(data)
+            try:
+                analysis = _analyse_faces(image, mode)
+            except TooManyFaces as error:
+                return _render_page(422, mode=mode, error=error.message, result=_result_view(error.photo),
+                                    preview=_preview_data_uri(image))
+            return _render_page(mode=mode, result=_result_view(analysis.photo), preview=_preview_data_uri(image),
+                                faces=_faces_view(image, analysis))
     except ImageError as error:
         return _render_page(error.status, mode=mode, error=error.message)
-    analysis = _analyse_faces(image, mode)
-    return _render_page(mode=mode, result=_result_view(analysis.photo), preview=_preview_data_uri(image),
-                        faces=_faces_view(image, analysis))
 
 
 @bp.post("/api/predict")
@@ -248,22 +319,23 @@ def api_predict():
     With faces=auto and one face found, the photo's answer combines the whole photo and the face's close-up.
     """
     mode = _requested_mode()
-    # The whole-photo answer needs no more pixels than the model's input has: a big JPEG decodes much faster at a
-    # fraction of its size. Face detection and crops need them all.
-    min_side = classifier().backend.decode_side if mode in (None, "off") else None
-    image = load_image(_uploaded_bytes(), min_side)
-    if mode is None:  # without the parameter the answer is the whole-photo one, as before per-face mode
-        return jsonify(prediction_json(classifier().predict(image)))
-    analysis = _analyse_faces(image, mode)
-    return jsonify({**prediction_json(analysis.photo), **_faces_json(analysis)})
+    data = _uploaded_bytes()
+    with inference_slots().hold():
+        image = load_image(data)
+        if mode is None:  # without the parameter the answer is the whole-photo one, as before per-face mode
+            return jsonify(prediction_json(classifier().predict(image)))
+        analysis = _analyse_faces(image, mode)
+        return jsonify({**prediction_json(analysis.photo), **_faces_json(analysis)})
 
 
 @bp.post("/api/annotate")
 def api_annotate():
     """The photo as a JPEG with every face boxed and labelled (no boxes when no face is found)."""
-    image = load_image(_uploaded_bytes())
-    analysis = _analyse_faces(image, "on")
-    response = Response(_jpeg(annotate(image, analysis.faces, analysis.predictions)), mimetype="image/jpeg")
+    data = _uploaded_bytes()
+    with inference_slots().hold():
+        image = load_image(data)
+        analysis = _analyse_faces(image, "on")
+        response = Response(_jpeg(annotate(image, analysis.faces, analysis.predictions)), mimetype="image/jpeg")
     response.headers["X-Faces-Found"] = str(analysis.found or 0)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -283,10 +355,23 @@ def _wants_json() -> bool:
     return request.path.startswith("/api/") or request.path == "/healthz"
 
 
-def _error_response(status: int, code: str, message: str):
+def _error_response(status: int, code: str, message: str, **extra):
     if _wants_json():
-        return jsonify({"error": code, "message": message}), status
+        return jsonify({"error": code, "message": message, **extra}), status
     return _render_page(status, error=message)
+
+
+def _busy(error: Busy):
+    response = make_response(_error_response(
+        503, "busy", "The server is busy with other people's photos right now. "
+                     f"Please try again in {error.retry_after_s} seconds."))
+    response.headers["Retry-After"] = str(error.retry_after_s)
+    return response
+
+
+def _too_many_faces(error: TooManyFaces):
+    """Only the API gets here: the page catches TooManyFaces itself, to show the photo with the answer."""
+    return _error_response(422, "too_many_faces", error.message, photo=prediction_json(error.photo))
 
 
 def _http_error(error: HTTPException):
@@ -314,6 +399,8 @@ def _unexpected_error(error: Exception):
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ImageError, lambda error: _error_response(error.status, error.code, error.message))
     app.register_error_handler(FacesUnavailable, lambda error: _error_response(501, "faces_unavailable", str(error)))
+    app.register_error_handler(Busy, _busy)
+    app.register_error_handler(TooManyFaces, _too_many_faces)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
 

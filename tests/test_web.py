@@ -112,14 +112,15 @@ def test_model_endpoint(client, app):
     assert re.fullmatch(r"[0-9a-f]{64}", body["sha256"])
 
 
-def test_a_big_jpeg_is_decoded_smaller_for_the_whole_photo_answer_without_changing_it(app, client):
+def test_a_big_jpeg_gets_the_same_answer_on_every_path(app, client):
+    """The API, faces=off, faces=auto without a face and the page all decode the photo whole, as fastai does."""
     backend = app.extensions["maskclassifier"].backend
     jpeg = encode(face_like_image(["KN95"], seed=3, size=(1600, 1200)), "JPEG", quality=95)
-    assert backend.decode_side == 64  # the model's input, not the notebook's item Resize(1.5 * 64)
-    assert load_image(jpeg, backend.decode_side).size == (200, 150)  # what the API decodes: 1/8 of the photo
-    answer = client.post("/api/predict", data=upload(jpeg)).get_json()["probabilities"]
     whole = backend.probabilities([load_image(jpeg)])[0]
-    assert list(answer.values()) == pytest.approx(whole, abs=0.02)
+    assert load_image(jpeg).size == (1600, 1200)
+    for query in ("", "?faces=off"):
+        answer = client.post("/api/predict" + query, data=upload(jpeg)).get_json()["probabilities"]
+        assert list(answer.values()) == pytest.approx(whole, abs=1e-6)
 
 
 def test_mask_tta_flip_answers_with_the_mean_of_the_photo_and_its_mirror_image(make_app):

@@ -1,0 +1,100 @@
+"""gunicorn's threaded worker with read deadlines, so that slow or stalled clients cost a thread, never the worker.
+
+gunicorn's `gthread` worker serves each connection on a thread of a pool while its main loop keeps answering the
+arbiter's heartbeat, so a slow upload no longer blocks every other request (as the sync worker did) and cannot get
+the worker killed. It still reads with no time limit: a client that sends its headers a line every few seconds, or
+its body a byte at a time, would hold a thread for ever. Here each connection's socket is wrapped in a
+DeadlineSocket: the request line and headers must arrive within HEADER_TIMEOUT_S of the thread starting to read
+them, and the web app (`maskclassifier.web.buffer_body`) gives the body its own deadline (UPLOAD_TIMEOUT) through
+`set_read_deadline`. A read past a deadline returns end-of-file, which gunicorn treats as a client that went away.
+
+Used by gunicorn.conf.py as `worker_class = "maskclassifier.gunicorn_worker.DeadlineThreadWorker"`.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker
+
+# Request line and headers: a phone on a weak network sends them in one or two packets, well within this.
+HEADER_TIMEOUT_S = 10.0
+
+
+def _timeout_response() -> bytes:
+    body = json.dumps({"error": "request_timeout",
+                       "message": "The request's headers did not arrive in time. Please try again."}).encode()
+    return (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+class DeadlineSocket:
+    """A client socket whose reads give up (return b"") once `deadline` (time.monotonic()) has passed.
+
+    Everything but `recv` is the wrapped socket's own, so gunicorn's poller, writes and close work unchanged.
+    Only the thread that serves the connection touches it, so the deadline needs no lock.
+    """
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self.deadline: float | None = None
+        self.read_timed_out = False
+        self.received = 0  # bytes read since the deadline was last set
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def set_read_deadline(self, deadline: float | None) -> None:
+        self.deadline, self.read_timed_out, self.received = deadline, False, 0
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        if self.deadline is None:
+            return self._sock.recv(size, *flags)
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            self.read_timed_out = True
+            return b""
+        previous = self._sock.gettimeout()
+        self._sock.settimeout(remaining)
+        try:
+            data = self._sock.recv(size, *flags)
+        except TimeoutError:
+            self.read_timed_out = True
+            return b""
+        finally:
+            self._sock.settimeout(previous)
+        self.received += len(data)
+        return data
+
+
+class DeadlineThreadWorker(ThreadWorker):
+    """gthread with a deadline on every read: HEADER_TIMEOUT_S for the request line and headers, then whatever
+    the app sets for the body; a client that sent part of a request before its deadline gets a JSON 408."""
+
+    def enqueue_req(self, conn) -> None:
+        if not isinstance(conn.sock, DeadlineSocket):
+            conn.sock = DeadlineSocket(conn.sock)
+        super().enqueue_req(conn)
+
+    def handle(self, conn):
+        sock: DeadlineSocket = conn.sock
+        sock.set_read_deadline(time.monotonic() + HEADER_TIMEOUT_S)
+        try:
+            result = super().handle(conn)
+            if result is False and sock.read_timed_out and sock.received:
+                self._send_timeout(sock)
+            return result
+        finally:
+            sock.set_read_deadline(None)
+
+    def _send_timeout(self, sock: DeadlineSocket) -> None:
+        """Best effort: the client may already be gone."""
+        try:
+            sock.settimeout(2)
+            sock.sendall(_timeout_response())
+        except OSError:
+            pass
+        self.log.info("closed a connection whose request did not arrive within %g s", HEADER_TIMEOUT_S)
