@@ -43,12 +43,18 @@ class DeadlineSocket:
         self.deadline: float | None = None
         self.read_timed_out = False
         self.received = 0  # bytes read since the deadline was last set
+        self.in_headers = False  # the worker is reading a request's line and headers, not the app its body
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
+    def start_headers(self, deadline: float) -> None:
+        """Called by the worker before it reads a request: `deadline` is for the request line and headers."""
+        self.deadline, self.read_timed_out, self.received, self.in_headers = deadline, False, 0, True
+
     def set_read_deadline(self, deadline: float | None) -> None:
-        self.deadline, self.read_timed_out, self.received = deadline, False, 0
+        """Called by the app for the body (None: no limit); from then on the headers have arrived."""
+        self.deadline, self.read_timed_out, self.received, self.in_headers = deadline, False, 0, False
 
     def recv(self, size: int, *flags: int) -> bytes:
         if self.deadline is None:
@@ -81,11 +87,11 @@ class DeadlineThreadWorker(ThreadWorker):
 
     def handle(self, conn):
         sock: DeadlineSocket = conn.sock
-        sock.set_read_deadline(time.monotonic() + HEADER_TIMEOUT_S)
+        sock.start_headers(time.monotonic() + HEADER_TIMEOUT_S)
         try:
             result = super().handle(conn)
-            if result is False and sock.read_timed_out and sock.received:
-                self._send_timeout(sock)
+            if result is False and sock.in_headers and sock.read_timed_out and sock.received:
+                self._send_timeout(sock)  # part of a request came, too slowly; no answer was sent yet
             return result
         finally:
             sock.set_read_deadline(None)

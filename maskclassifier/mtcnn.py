@@ -39,11 +39,12 @@ class BoundedStage(nn.Module):
         self.deadline.check(self.name)
         *outputs, probabilities = self.net(batch)
         if self.keep is not None and probabilities.dim() == 4:
-            faces = probabilities[:, 1].reshape(-1)
+            faces = probabilities[:, 1]
             if faces.numel() > self.keep:
-                floor = faces.topk(self.keep).values[-1]
-                probabilities = probabilities.clone()
-                probabilities[:, 1][probabilities[:, 1] < floor] = 0  # below every threshold MTCNN uses
+                kept = torch.zeros(faces.numel(), dtype=torch.bool)
+                kept[faces.reshape(-1).topk(self.keep).indices] = True
+                probabilities = probabilities.clone()  # 0 is below every threshold MTCNN uses
+                probabilities[:, 1] = torch.where(kept.view_as(faces), faces, torch.zeros_like(faces))
         return (*outputs, probabilities)
 
 

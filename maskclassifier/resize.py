@@ -20,6 +20,12 @@ def fastai_crop_box(width: int, height: int, target_width: int, target_height: i
     return left, top, left + crop_width, top + crop_height
 
 
+# Crops larger than this are resized a strip of rows at a time (see ItemResize): a crop of a 50-megapixel photo
+# would otherwise be a second full-size copy, 150 MB, next to the decoded photo.
+CROP_IN_STRIPS_PIXELS = 4_000_000
+STRIP_ROWS = 256
+
+
 @dataclass(frozen=True)
 class ItemResize:
     width: int
@@ -27,11 +33,24 @@ class ItemResize:
     resample: Image.Resampling
 
     def __call__(self, image: Image.Image) -> np.ndarray:
-        """(height, width, 3) uint8 pixels, as fastai's item transforms (Resize, then ToTensor) produce them."""
+        """(height, width, 3) uint8 pixels, as fastai's item transforms (Resize, then ToTensor) produce them.
+
+        fastai crops, then resizes. Pillow resizes in two passes, each row on its own and then each column, with
+        8-bit results in between; a big crop is therefore resized row strip by row strip to the output width,
+        and the strips, stacked, are resized to the output height: the same pixels, without copying the crop.
+        """
         if image.mode != "RGB":
             image = image.convert("RGB")
-        box = fastai_crop_box(image.width, image.height, self.width, self.height)
-        return np.asarray(image.crop(box).resize((self.width, self.height), self.resample), dtype=np.uint8)
+        left, top, right, bottom = fastai_crop_box(image.width, image.height, self.width, self.height)
+        size = (self.width, self.height)
+        if (right - left) * (bottom - top) <= CROP_IN_STRIPS_PIXELS or right - left == self.width:
+            return np.asarray(image.crop((left, top, right, bottom)).resize(size, self.resample), dtype=np.uint8)
+        rows = Image.new("RGB", (self.width, bottom - top))
+        for strip_top in range(top, bottom, STRIP_ROWS):
+            strip_bottom = min(bottom, strip_top + STRIP_ROWS)
+            strip = image.crop((left, strip_top, right, strip_bottom))
+            rows.paste(strip.resize((self.width, strip_bottom - strip_top), self.resample), (0, strip_top - top))
+        return np.asarray(rows.resize(size, self.resample), dtype=np.uint8)
 
 
 def size_hw(value) -> tuple[int, int]:

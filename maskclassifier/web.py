@@ -211,9 +211,11 @@ def _data_uri(image: Image.Image) -> str:
 
 def _preview_data_uri(image: Image.Image) -> str:
     """The (EXIF-upright) photo as an inline JPEG for the result page."""
-    preview = image.copy()
-    preview.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))
-    return _data_uri(preview)
+    scale = min(1.0, PREVIEW_SIZE / max(image.size))
+    if scale == 1.0:
+        return _data_uri(image)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return _data_uri(image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0))  # no full-size copy
 
 
 def _analyse_faces(image: Image.Image, mode: str) -> FaceAnalysis:

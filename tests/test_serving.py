@@ -1,0 +1,393 @@
+"""Serving under a crowd: slow and stalled clients, overload, the per-face budget, memory bombs, one answer per photo.
+
+The connection tests run the Procfile's real stack (gunicorn with its worker class) on a loopback port.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import encode, upload
+from datasets import face_like_image
+from maskclassifier import mtcnn
+from maskclassifier.capacity import Busy, Deadline, InferenceSlots, OutOfTime
+from maskclassifier.gunicorn_worker import HEADER_TIMEOUT_S
+from servers import free_port, multipart, start_gunicorn, wait_until_healthy
+
+UPLOAD_TIMEOUT_S = 2
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model):
+    """The Procfile's stack with a short upload deadline; yields its port."""
+    port = free_port()
+    process = start_gunicorn(tiny_model, port, UPLOAD_TIMEOUT=str(UPLOAD_TIMEOUT_S))
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", process)
+        yield port
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=60)
+        assert "WORKER TIMEOUT" not in output and "Traceback" not in output, output
+
+
+def request_bytes(data: bytes, path: str = "/api/predict") -> tuple[bytes, bytes]:
+    body, content_type = multipart("file", "photo.jpg", data, "image/jpeg")
+    head = (f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    return head, body
+
+
+def read_response(sock: socket.socket, timeout: float = 30) -> tuple[int | None, dict, bytes]:
+    """Status, headers and body of the answer; status None when the server closed without one."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    if not data:
+        return None, {}, b""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), {name.lower(): value for name, value in headers.items()}, body
+
+
+def fast_predictions(port: int, jpeg: bytes, seconds: float) -> list[int | None]:
+    """POST the photo again and again for `seconds`: the statuses, while other clients misbehave."""
+    head, body = request_bytes(jpeg)
+    statuses = []
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(head + body)
+            statuses.append(read_response(sock)[0])
+    return statuses
+
+
+def test_a_stalled_upload_gets_a_json_408_and_delays_no_one_else(server, face_jpeg):
+    head, body = request_bytes(face_jpeg)
+    with socket.create_connection(("127.0.0.1", server)) as slow:
+        slow.sendall(head + body[: len(body) // 3])  # then nothing: a phone that lost its signal
+        started = time.monotonic()
+        statuses = fast_predictions(server, face_jpeg, UPLOAD_TIMEOUT_S + 1)
+        status, headers, answer = read_response(slow)
+        waited = time.monotonic() - started
+    assert status == 408 and headers["content-type"] == "application/json"
+    assert json.loads(answer)["error"] == "upload_timeout"
+    assert UPLOAD_TIMEOUT_S - 0.5 < waited < UPLOAD_TIMEOUT_S + 5
+    assert len(statuses) >= 5 and set(statuses) == {200}
+
+
+def test_a_trickling_upload_is_cut_at_the_deadline(server, face_jpeg):
+    """A byte at a time keeps every single read short: the deadline is for the whole body."""
+    head, body = request_bytes(face_jpeg)
+    with socket.create_connection(("127.0.0.1", server)) as slow:
+        slow.sendall(head)
+        started = time.monotonic()
+        try:
+            for byte in body:
+                slow.sendall(bytes([byte]))
+                time.sleep(0.2)
+                if time.monotonic() - started > UPLOAD_TIMEOUT_S + 5:
+                    break
+        except OSError:  # the server answered and closed while we were still sending
+            pass
+        status, _, answer = read_response(slow)
+    assert status == 408 and json.loads(answer)["error"] == "upload_timeout"
+    assert time.monotonic() - started < UPLOAD_TIMEOUT_S + 6
+
+
+def test_connections_that_send_nothing_or_trickle_headers_are_closed_without_blocking(server, face_jpeg):
+    idle = socket.create_connection(("127.0.0.1", server))
+    trickle = socket.create_connection(("127.0.0.1", server))
+    trickle.sendall(b"POST /api/predict HTTP/1.1\r\n")
+    outcome: dict[str, object] = {}
+
+    def keep_trickling() -> None:
+        started = time.monotonic()
+        try:
+            for number in range(40):
+                time.sleep(1)
+                trickle.sendall(f"X-Slow-{number}: y\r\n".encode())
+        except OSError:
+            pass
+        outcome["trickle"] = read_response(trickle, timeout=10)
+        outcome["trickle_s"] = time.monotonic() - started
+
+    thread = threading.Thread(target=keep_trickling)
+    thread.start()
+    started = time.monotonic()
+    statuses = fast_predictions(server, face_jpeg, 3)
+    idle.settimeout(30)
+    assert idle.recv(100) == b""  # closed by the server, no answer
+    idle_s = time.monotonic() - started
+    thread.join(timeout=60)
+    idle.close()
+    trickle.close()
+    assert set(statuses) == {200} and len(statuses) >= 5
+    assert idle_s < 20
+    status, _, answer = outcome["trickle"]
+    assert outcome["trickle_s"] < HEADER_TIMEOUT_S + 5
+    assert status == 408 and json.loads(answer)["error"] == "request_timeout"
+
+
+def test_overload_is_answered_503_with_retry_after_on_api_and_page(make_app, face_jpeg):
+    app = make_app(queue_timeout_s=0.2)
+    slots = app.extensions["inference_slots"]
+    client = app.test_client()
+    with slots.hold():  # another request is being classified
+        started = time.monotonic()
+        response = client.post("/api/predict", data=upload(face_jpeg))
+        assert time.monotonic() - started < 2
+        page = client.post("/", data=upload(face_jpeg))
+    assert response.status_code == 503 and response.get_json()["error"] == "busy"
+    assert 2 <= int(response.headers["Retry-After"]) <= 30
+    assert "try again in" in response.get_json()["message"]
+    assert page.status_code == 503 and "busy" in page.get_data(as_text=True)
+    assert client.post("/api/predict", data=upload(face_jpeg)).status_code == 200  # the slot is free again
+
+
+def test_inference_slots_bound_the_work_and_the_wait():
+    slots = InferenceSlots(2, max_wait_s=0.1)
+    inside, peak = [], []
+    lock = threading.Lock()
+
+    def work() -> None:
+        try:
+            with slots.hold():
+                with lock:
+                    inside.append(1)
+                    peak.append(len(inside))
+                time.sleep(0.3)
+                with lock:
+                    inside.pop()
+        except Busy:
+            with lock:
+                peak.append(-1)
+
+    threads = [threading.Thread(target=work) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert max(peak) == 2 and peak.count(-1) == 3 and slots.waiting == 0
+
+
+def test_deadline_stops_work_between_stages():
+    deadline = Deadline.after(0.05)
+    deadline.check("first")
+    time.sleep(0.06)
+    with pytest.raises(OutOfTime, match="second would start after the 0.05 s budget"):
+        deadline.check("second")
+
+
+def tiled_faces(count: int, tile: int = 90) -> Image.Image:
+    """`count` copies of a small face-like drawing, tiled: a photo with far more faces than MAX_FACES."""
+    from skimage import data
+
+    head = Image.fromarray(data.astronaut()).crop((140, 20, 310, 230)).resize((tile, round(tile * 1.24)))
+    columns = int(np.ceil(np.sqrt(count)))
+    rows = int(np.ceil(count / columns))
+    photo = Image.new("RGB", (columns * tile, rows * head.height), "grey")
+    for index in range(count):
+        photo.paste(head, ((index % columns) * tile, (index // columns) * head.height))
+    return photo
+
+
+def test_per_face_work_past_the_budget_is_a_422_with_the_whole_photo_answer(make_app):
+    app = make_app(face_time_budget_s=0.1)
+    client = app.test_client()
+    jpeg = encode(tiled_faces(60), quality=90)
+    calls = []
+    real_check = Deadline.check
+
+    def slow_check(self, stage):  # the detector's first stage takes longer than the budget
+        calls.append(stage)
+        time.sleep(0.11)
+        real_check(self, stage)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Deadline, "check", slow_check)
+        response = client.post("/api/predict?faces=on", data=upload(jpeg))
+        page = client.post("/", data={**upload(jpeg), "faces": "auto"})
+    body = response.get_json()
+    assert response.status_code == 422 and body["error"] == "too_many_faces"
+    assert "too many faces" in body["message"] and "0.1 seconds" in body["message"]
+    assert set(body["photo"]) == {"labels", "probabilities", "threshold", "message"}
+    assert calls[0] == "face proposals" and len(calls) <= 3
+    text = page.get_data(as_text=True)
+    assert page.status_code == 422 and "too many faces" in text and "Every category" in text
+
+
+def test_a_photo_of_hundreds_of_faces_is_answered_with_bounded_candidates(make_app, monkeypatch):
+    """P-Net passes on at most MAX_CANDIDATES_PER_SCALE windows per scale; the answer keeps the surest faces."""
+    proposals = []
+    real_forward = mtcnn.BoundedStage.forward
+
+    def counting_forward(self, batch):
+        outputs = real_forward(self, batch)
+        if self.keep is not None:
+            proposals.append(int((outputs[-1][:, 1] >= 0.6).sum()))
+        return outputs
+
+    monkeypatch.setattr(mtcnn.BoundedStage, "forward", counting_forward)
+    client = make_app().test_client()
+    body = client.post("/api/predict?faces=on", data=upload(encode(tiled_faces(300, tile=60), quality=90))).get_json()
+    assert proposals and max(proposals) <= mtcnn.MAX_CANDIDATES_PER_SCALE
+    assert body["mode"] == "faces" and 20 <= len(body["faces"]) <= 50 and body["faces_found"] >= len(body["faces"])
+
+
+# Each case: how to make the file, what the app must answer. Every accepted upload (and every refused one) may raise
+# the worker's peak memory by at most MEMORY_BOUND_MB, whatever its mode and format within 50 megapixels.
+MEMORY_BOUND_MB = 300
+BIG = (7071, 7071)
+
+
+def _png_one_row_of_16_bit_grey() -> bytes:
+    """93 bytes: a 7071x7071 16-bit grey PNG whose compressed data ends after its first row."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", *BIG, 16, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (1 + 2 * BIG[0]), 9))
+            + chunk(b"IEND", b""))
+
+
+def _saved(mode: str, size: tuple[int, int], fmt: str, colour, **params) -> bytes:
+    return encode(Image.new(mode, size, colour), fmt, **params)
+
+
+MEMORY_CASES = {
+    "png-one-row-of-16-bit-grey": (_png_one_row_of_16_bit_grey, 400),
+    "png-16-bit-grey": (lambda: _saved("I;16", BIG, "PNG", 40000), 200),
+    "png-rgba": (lambda: _saved("RGBA", BIG, "PNG", (200, 10, 10, 128)), 200),
+    "png-rgb-flat": (lambda: _saved("RGB", BIG, "PNG", (20, 120, 20)), 200),
+    "png-palette": (lambda: _saved("P", BIG, "PNG", 3), 200),
+    "tiff-float32": (lambda: _saved("F", (8660, 5773), "TIFF", 0.5, compression="tiff_adobe_deflate"), 200),
+    "jpeg-cmyk": (lambda: _saved("CMYK", BIG, "JPEG", (0, 200, 200, 0), quality=80), 200),
+    "jpeg-rgb": (lambda: _saved("RGB", BIG, "JPEG", (90, 90, 200), quality=80), 200),
+}
+
+MEASURE_MEMORY = r"""
+import json, sys
+from pathlib import Path
+from maskclassifier import create_app
+from maskclassifier.config import Settings
+
+def vm(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+
+app = create_app(Settings(model_path=Path(sys.argv[1]), threshold=0.5, max_upload_mb=12, torch_threads=1))
+client = app.test_client()
+small = Path(sys.argv[2]).read_bytes()
+for mode in ("off", "auto"):  # warm up every code path once: caches, thread pools, allocator arenas
+    client.post(f"/api/predict?faces={mode}", data={"file": (__import__("io").BytesIO(small), "a.jpg")})
+results = {}
+for path in sys.argv[3:]:
+    data = Path(path).read_bytes()
+    for url in ("/api/predict?faces=auto", "/"):  # the API, and the page with its preview and annotated photo
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # reset the peak (VmHWM) to the current RSS
+        before = vm("VmRSS")
+        response = client.post(url, data={"file": (__import__("io").BytesIO(data), "a.png")})
+        growth = vm("VmHWM") - before
+        result = results.setdefault(Path(path).stem, {"status": response.status_code, "growth_mb": 0})
+        assert result["status"] == response.status_code, (url, response.status_code)
+        result["growth_mb"] = max(result["growth_mb"], growth)
+        del response
+    del data
+print(json.dumps(results))
+"""
+
+
+def test_no_upload_raises_peak_memory_by_more_than_300_mb(tiny_model, tmp_path, face_jpeg):
+    paths = []
+    for name, (make, _) in MEMORY_CASES.items():
+        path = tmp_path / f"{name}.bin"
+        path.write_bytes(make())
+        assert path.stat().st_size < 10 * 1024 * 1024, name  # within MAX_UPLOAD_MB: the app must accept it
+        paths.append(str(path))
+    (tmp_path / "small.jpg").write_bytes(face_jpeg)
+    result = subprocess.run([sys.executable, "-c", MEASURE_MEMORY, str(tiny_model), str(tmp_path / "small.jpg"),
+                             *paths], capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    print({name: round(value["growth_mb"]) for name, value in measured.items()})  # shown with pytest -s
+    for name, (_, status) in MEMORY_CASES.items():
+        assert measured[name]["status"] == status, (name, measured[name])
+        assert measured[name]["growth_mb"] <= MEMORY_BOUND_MB, (name, measured[name])
+    assert measured["png-one-row-of-16-bit-grey"]["growth_mb"] < 20  # refused before it is decoded
+
+
+# One answer per photo: what fastai's own learn.predict gives for the file, every path gives, to 1e-4.
+PARITY_SIZES = [(256, 256), (1000, 1000), (3000, 2000), (5000, 3000), (97, 301)]
+
+
+@pytest.mark.parametrize("learner", ["tiny_model", "cli_model"])
+def test_every_path_gives_learn_predicts_answer_for_jpegs_of_any_size(request, learner, tmp_path, make_app):
+    from fastai.learner import load_learner
+
+    model_path = request.getfixturevalue(learner)
+    learn = load_learner(model_path, cpu=True) if learner == "cli_model" else None
+    app = make_app(model_path=model_path)
+    learn = learn or app.extensions["maskclassifier"].backend.learner
+    client = app.test_client()
+    rows = []
+    for number, size in enumerate(PARITY_SIZES):
+        photo = face_like_image(["Medical"], seed=number, size=size)
+        path = tmp_path / f"photo{number}.jpg"
+        photo.save(path, quality=90)
+        rows.append(path.name)
+        with learn.no_bar():
+            expected = learn.predict(path)[2].numpy()  # fastai decodes the file itself
+        data = path.read_bytes()
+        for query in ("", "?faces=off", "?faces=auto"):
+            body = client.post("/api/predict" + query, data=upload(data)).get_json()
+            if body.get("mode", "whole") != "whole":
+                continue  # a face was found: the answer is another view on purpose
+            np.testing.assert_allclose(list(body["probabilities"].values()), expected, atol=1e-4,
+                                       err_msg=f"{size} {query}")
+        page = client.post("/", data=upload(data)).get_data(as_text=True)
+        assert "Every category" in page
+    (tmp_path / "labels.csv").write_text("fname,labels\n" + "".join(f"{name},Medical\n" for name in rows))
+    from maskclassifier import evaluate
+
+    predictions = tmp_path / "predictions.csv"
+    assert evaluate.main(["--csv", str(tmp_path / "labels.csv"), "--model", str(model_path),
+                          "--predictions", str(predictions)]) == 0
+    for row in csv.DictReader(open(predictions)):
+        with learn.no_bar():
+            expected = learn.predict(tmp_path / row["fname"])[2].numpy()
+        np.testing.assert_allclose([float(row[name]) for name in learn.dls.vocab], expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("size,out,resample", [
+    ((3000, 2000), (460, 460), Image.Resampling.BILINEAR), ((2000, 3100), (85, 85), Image.Resampling.BICUBIC),
+    ((4001, 1999), (128, 96), Image.Resampling.LANCZOS), ((2600, 2500), (3000, 3000), Image.Resampling.BILINEAR),
+])
+def test_a_big_crop_resized_in_strips_is_pixel_for_pixel_fastais_crop_then_resize(size, out, resample):
+    from maskclassifier.resize import ItemResize, fastai_crop_box
+
+    photo = Image.fromarray(np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    expected = photo.crop(fastai_crop_box(*size, *out)).resize(out, resample)
+    assert np.array_equal(ItemResize(out[0], out[1], resample)(photo), np.asarray(expected))
