@@ -88,15 +88,21 @@ class GunicornLog:
         }
 
 
-def procfile_command(port: int) -> list[str]:
-    """The Procfile's web command, run with this Python's gunicorn and bound to 127.0.0.1 only."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
+def procfile_web_command(root: Path = ROOT) -> list[str]:
+    """The words of the web command in `root`'s Procfile, which must start gunicorn (benchmarks/crowd.py runs
+    another checkout's)."""
+    for line in (root / "Procfile").read_text().splitlines():
         if line.startswith("web:"):
             command = shlex.split(line.removeprefix("web:"))
             if command[0] != "gunicorn":
                 raise SystemExit(f"the Procfile's web process is not gunicorn: {line}")
-            return [sys.executable, "-m", "gunicorn", *command[1:], "--bind", f"127.0.0.1:{port}"]
+            return command
     raise SystemExit("the Procfile has no web process")
+
+
+def procfile_command(port: int) -> list[str]:
+    """The Procfile's web command, run with this Python's gunicorn and bound to 127.0.0.1 only."""
+    return [sys.executable, "-m", "gunicorn", *procfile_web_command()[1:], "--bind", f"127.0.0.1:{port}"]
 
 
 def post(port: int, path: str, upload: Upload, hostile: bool) -> Outcome:

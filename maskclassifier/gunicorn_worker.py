@@ -13,6 +13,8 @@ Used by gunicorn.conf.py as `worker_class = "maskclassifier.gunicorn_worker.Dead
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import socket
 import time
@@ -22,6 +24,26 @@ from gunicorn.workers.gthread import ThreadWorker
 
 # Request line and headers: a phone on a weak network sends them in one or two packets, well within this.
 HEADER_TIMEOUT_S = 10.0
+# glibc's allocator gives each thread that allocates its own arena (up to 8 per core) and keeps what is freed in
+# it; buffers over a threshold that grows to 32 MB with use come straight from the kernel and go straight back.
+# With 32 threads taking turns to decode photos, each arena kept the high-water mark of the photos it had seen:
+# the crowd benchmark's worker grew by about 700 MB. Two arenas, and a fixed 1 MB threshold (so a decoded photo's
+# blocks are always returned on free), keep the growth to what the largest photos need (BENCHMARKS.md).
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # mallopt parameters, from glibc's malloc.h
+MALLOC_ARENAS = 2
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def limit_allocator_retention() -> bool:
+    """Apply MALLOC_ARENAS and MMAP_THRESHOLD_BYTES to this process (glibc only); False where it cannot."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):  # musl and other C libraries have no mallopt
+        return False
+    return bool(mallopt(_M_ARENA_MAX, MALLOC_ARENAS)) and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
 def _timeout_response() -> bytes:
@@ -79,6 +101,11 @@ class DeadlineSocket:
 class DeadlineThreadWorker(ThreadWorker):
     """gthread with a deadline on every read: HEADER_TIMEOUT_S for the request line and headers, then whatever
     the app sets for the body; a client that sent part of a request before its deadline gets a JSON 408."""
+
+    def init_process(self) -> None:
+        if not limit_allocator_retention():
+            self.log.warning("could not limit the C allocator's arenas: memory may grow with the threads")
+        super().init_process()
 
     def enqueue_req(self, conn) -> None:
         if not isinstance(conn.sock, DeadlineSocket):

@@ -40,3 +40,17 @@ def test_gunicorn_stops_instead_of_respawning_when_the_model_is_missing(tmp_path
         pytest.fail("gunicorn kept running without a model")
     assert process.returncode != 0
     assert f"Cannot start the mask classifier: model file not found: {tmp_path / 'missing.pkl'}" in output
+
+
+@pytest.mark.parametrize("name,value", [("WEB_CONCURRENCY", "abc"), ("WEB_CONCURRENCY", "0"), ("PORT", "70000"),
+                                        ("GUNICORN_THREADS", "-1")])
+def test_bad_gunicorn_settings_stop_it_with_one_line(tiny_model, name, value):
+    process = start_gunicorn(tiny_model, free_port(), **{name: value})
+    try:
+        output, _ = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"gunicorn kept running with {name}={value}")
+    assert process.returncode != 0
+    assert f"Cannot start the mask classifier: {name} must be a whole number" in output
+    assert "Traceback" not in output
