@@ -360,7 +360,13 @@ def _wants_json() -> bool:
 def _error_response(status: int, code: str, message: str, **extra):
     if _wants_json():
         return jsonify({"error": code, "message": message, **extra}), status
-    return _render_page(status, error=message)
+    return _render_page(status, error=message, error_title=ERROR_TITLES.get(status))
+
+
+ERROR_TITLES = {  # the page's heading over the message, where "We could not classify that file" would mislead
+    408: "The upload was too slow",
+    503: "The server is busy, try again in a few seconds",
+}
 
 
 def _busy(error: Busy):

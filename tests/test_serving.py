@@ -158,7 +158,7 @@ def test_overload_is_answered_503_with_retry_after_on_api_and_page(make_app, fac
     assert response.status_code == 503 and response.get_json()["error"] == "busy"
     assert 2 <= int(response.headers["Retry-After"]) <= 30
     assert "try again in" in response.get_json()["message"]
-    assert page.status_code == 503 and "busy" in page.get_data(as_text=True)
+    assert page.status_code == 503 and "The server is busy, try again in a few seconds" in page.get_data(as_text=True)
     assert client.post("/api/predict", data=upload(face_jpeg)).status_code == 200  # the slot is free again
 
 
