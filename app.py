@@ -2,9 +2,8 @@
 
 import sys
 
-from maskclassifier import create_app
-from maskclassifier.config import ConfigError
-from maskclassifier.model import ModelLoadError
+from maskclassifier.errors import ConfigError, ModelLoadError
+from maskclassifier.web import create_app
 
 # gunicorn treats a worker that exits with status 3 as "failed to boot" and stops, instead of respawning it forever.
 WORKER_BOOT_ERROR = 3

@@ -26,10 +26,10 @@ workers = _whole_number("WEB_CONCURRENCY", 1, 1, 16)
 # 20 s to send a photo) and while it waits for the model. Decoding and classifying are limited separately
 # (INFERENCE_SLOTS), so threads cost little CPU; each holds at most one upload (MAX_UPLOAD_MB) in memory.
 threads = _whole_number("GUNICORN_THREADS", 32, 1, 256)
-# gthread, with a deadline on every read (maskclassifier/gunicorn_worker.py): a slow or stalled client holds one
+# gthread, with a deadline on every read (maskclassifier/web/worker.py): a slow or stalled client holds one
 # thread for at most UPLOAD_TIMEOUT seconds instead of the whole worker, and the arbiter's heartbeat comes from the
 # worker's main loop, so a long request never gets the worker killed.
-worker_class = "maskclassifier.gunicorn_worker.DeadlineThreadWorker"
+worker_class = "maskclassifier.web.worker.DeadlineThreadWorker"
 # No preload: the model must be loaded (and torch initialised) in each worker after the fork,
 # otherwise torch's thread pools are forked half-initialised and the workers hang.
 preload_app = False

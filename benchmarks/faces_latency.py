@@ -29,11 +29,11 @@ import torch
 from PIL import Image
 from skimage import data
 
-from maskclassifier import create_app
-from maskclassifier.config import ConfigError, Settings
+from maskclassifier.web import create_app
+from maskclassifier.config import Settings
+from maskclassifier.errors import ConfigError, ModelLoadError
 from maskclassifier.facebox import face_crops
 from maskclassifier.images import load_image
-from maskclassifier.model import ModelLoadError
 
 PHOTO_SIZE = (4000, 3000)  # 12 megapixels, a phone's default
 HEAD = (140, 20, 310, 230)  # the astronaut's head (and room for a mask) in her 512x512 photo

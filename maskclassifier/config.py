@@ -7,15 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from maskclassifier.model import TTA_CHOICES
+from maskclassifier.errors import ConfigError
+from maskclassifier.tta import TTA_CHOICES
 
 DEFAULT_MODEL_PATH = Path("models/export.pkl")
 DEFAULT_MAX_UPLOAD_MB = 10.0
 MAX_FACE_MARGIN = 2.0  # FACE_MARGIN and evaluate --face-margin: at most twice the face box on every side
-
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message says which and how to fix it."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
-"""Per-face mode: find every face in a photo, classify each crop, and draw the answers on the photo.
+"""Per-face mode: find every face in a photo and classify each crop (drawing the answers is `drawing`'s job).
 
-The detector is MTCNN from facenet-pytorch (its weights ship inside the wheel). facenet-pytorch and torch
-are imported only by `load_detector`, so this module also imports in the slim install, which has no torch:
+The detector is MTCNN from facenet-pytorch (`maskclassifier.mtcnn`, its weights ship inside the wheel); it and
+torch are imported only by `load_detector`, so this module also imports in the slim install, which has no torch:
 there `load_detector` returns None and `analyse` answers per-face requests with `FacesUnavailable`.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from maskclassifier.capacity import Deadline, OutOfTime
 from maskclassifier.facebox import Face, FaceScan, face_crops
@@ -20,24 +20,9 @@ from maskclassifier.model import Classifier, Prediction, combine
 
 logger = logging.getLogger(__name__)
 
-ANNOTATED_MAX_SIDE = 1600  # long side of the annotated photo (page and /api/annotate)
 
 MODES = ("auto", "on", "off")  # automatic (per face when 2+ faces), every face, whole photo
 
-# Box colours by top category (white text on them must stay readable); the page's table uses the same ones.
-CATEGORY_COLOURS = {
-    "-": "#24292f",
-    "Cloth": "#8250df",
-    "Gas": "#7d4e00",
-    "KN95": "#0550ae",
-    "Medical": "#1b7c83",
-    "No_mask!": "#cf222e",
-    "Shield": "#bc4c00",
-}
-UNSURE_COLOUR = "#6e7781"
-OTHER_COLOURS = ["#116329", "#a40e26", "#4c2889", "#953800", "#0a3069"]  # models with other categories
-SHORT_NAMES = {"-": "not a face", "No_mask!": "no mask"}
-CAPTION_LABELS = 2  # labels written on the photo per face; the page's table lists them all
 
 
 class TooManyFaces(RuntimeError):
@@ -122,78 +107,3 @@ def analyse(detector: FaceDetector | None, classifier: Classifier, image: Image.
     if scan.found > len(scan.faces):
         note = f"{scan.found} faces were found; only the {len(scan.faces)} clearest were classified."
     return FaceAnalysis("faces", photo, scan.faces, predictions, scan.found, note)
-
-
-def colour_for(prediction: Prediction) -> str:
-    """The colour of the most probable category that passed the threshold; grey when none did."""
-    if not prediction.labels:
-        return UNSURE_COLOUR
-    top = prediction.labels[0]
-    if top in CATEGORY_COLOURS:
-        return CATEGORY_COLOURS[top]
-    return OTHER_COLOURS[list(prediction.probabilities).index(top) % len(OTHER_COLOURS)]
-
-
-def short_name(category: str) -> str:
-    return SHORT_NAMES.get(category, category)
-
-
-def caption_lines(number: int, prediction: Prediction) -> list[str]:
-    """What is written by a face box: its number, then its labels with their probabilities, one per line.
-
-    At most CAPTION_LABELS labels, so captions stay short in a crowd; the page's table lists them all.
-    """
-    scores = prediction.probabilities
-    if not prediction.labels:
-        top = max(scores, key=scores.get)
-        return [f"{number} unsure:", f"{short_name(top)} {scores[top]:.0%}"]
-    lines = [f"{short_name(label)} {scores[label]:.0%}" for label in prediction.labels[:CAPTION_LABELS]]
-    more = len(prediction.labels) - CAPTION_LABELS
-    if more > 0:
-        lines[-1] += f" +{more}"
-    return [f"{number} {lines[0]}"] + lines[1:]
-
-
-def annotate(image: Image.Image, faces: Sequence[Face], predictions: Sequence[Prediction]) -> Image.Image:
-    """A copy of the photo (long side at most ANNOTATED_MAX_SIDE) with each face boxed, numbered and labelled."""
-    scale = min(1.0, ANNOTATED_MAX_SIDE / max(image.size))
-    canvas = image.copy() if scale == 1.0 else image.resize(
-        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS, reducing_gap=3.0)
-    draw = ImageDraw.Draw(canvas)
-    line_width = max(2, round(max(canvas.size) / 400))
-    for number, (face, prediction) in enumerate(zip(faces, predictions), start=1):
-        box = tuple(round(value * scale) for value in face.box)
-        colour = colour_for(prediction)
-        draw.rectangle(box, outline=colour, width=line_width)
-        _draw_caption(draw, box, caption_lines(number, prediction), colour, canvas.size)
-    return canvas
-
-
-def _fitting_font(draw: ImageDraw.ImageDraw, lines: list[str], width: int, size: tuple[int, int]) -> ImageFont.FreeTypeFont:
-    """The largest font (up to one that suits the photo's size) whose lines fit the box width, never below 10 px,
-    so that the captions of neighbouring faces do not run into each other."""
-    largest = max(14, round(max(size) / 50))
-    font = ImageFont.load_default(size=largest)
-    widest = max(draw.textlength(line, font=font) for line in lines)
-    if widest <= width:
-        return font
-    return ImageFont.load_default(size=max(10, int(largest * width / widest)))
-
-
-def _draw_caption(draw: ImageDraw.ImageDraw, box: tuple[int, ...], lines: list[str], colour: str,
-                  size: tuple[int, int]) -> None:
-    """The caption on a filled band above the box, else below it, else inside its top edge."""
-    font = _fitting_font(draw, lines, box[2] - box[0], size)
-    text = "\n".join(lines)
-    left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font, spacing=1)
-    pad = max(2, round(font.size / 6))
-    band_width, band_height = right - left + 2 * pad, bottom - top + 2 * pad
-    x = min(max(0, box[0]), max(0, size[0] - band_width))
-    if box[1] >= band_height:
-        y = box[1] - band_height
-    elif box[3] + band_height <= size[1]:
-        y = box[3]
-    else:
-        y = box[1]
-    draw.rectangle((x, y, x + band_width, y + band_height), fill=colour)
-    draw.multiline_text((x + pad - left, y + pad - top), text, font=font, fill="white", spacing=1)

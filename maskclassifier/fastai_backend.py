@@ -16,7 +16,8 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 from torch.fx.proxy import TraceError
 
-from maskclassifier.model import ModelLoadError, average_mirrored
+from maskclassifier.errors import ModelLoadError
+from maskclassifier.tta import average_mirrored
 from maskclassifier.pipeline import PipelineError, ValidationPipeline, probe_images, rebuild
 
 DIRECT_TOLERANCE = 1e-5  # the rebuilt pipeline runs the same Pillow and torch operations as fastai's

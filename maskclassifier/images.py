@@ -13,6 +13,8 @@ import zlib
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from maskclassifier.errors import ImageError
+
 try:  # HEIC/HEIF (iPhone photos) when pillow-heif is installed
     import pillow_heif
 
@@ -36,16 +38,6 @@ _UNSUPPORTED_SIGNATURES = [
     (b"8BPS", "Photoshop"),
     (b"%!PS", "PostScript"),
 ]
-
-
-class ImageError(ValueError):
-    """An upload that cannot be classified: `status` is the HTTP status, `code` a stable machine-readable name."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 def _heif_brand(head: bytes) -> bool:

@@ -6,8 +6,6 @@ This module imports neither torch nor fastai: the backend is chosen from the mod
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,15 +15,16 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-DEFAULT_THRESHOLD = 0.5
+from maskclassifier.errors import ModelLoadError
+from maskclassifier.sidecar import DEFAULT_THRESHOLD, read_sidecar, sha256_file, sidecar_path
+from maskclassifier.tta import TTA_CHOICES
+
+__all__ = ["DEFAULT_THRESHOLD", "TTA_CHOICES", "Classifier", "ModelLoadError", "Prediction", "load_classifier",
+           "read_sidecar", "sha256_file", "sidecar_path"]  # the training commands import these from here
+
 # Images classified in one forward pass. A photo's 50 faces in one batch raised the worker's peak memory by
 # 780 MB (MobileNetV2's activations at 256 px are about 15 MB an image); batches of 8 are as fast on the CPU.
 MAX_BATCH = 8
-TTA_CHOICES = ("flip", "none")  # test-time augmentation: the mean over each image and its mirror image, or none
-
-
-class ModelLoadError(RuntimeError):
-    """The model cannot be served; the message is one line saying what is wrong and how to fix it."""
 
 
 class Backend(Protocol):
@@ -49,12 +48,6 @@ class Prediction:
     @property
     def is_confident(self) -> bool:
         return bool(self.labels)
-
-
-def average_mirrored(probabilities: np.ndarray) -> np.ndarray:
-    """For a batch of n images followed by their n mirror images, each image's mean of the two."""
-    half = len(probabilities) // 2
-    return (probabilities[:half] + probabilities[half:]) / 2
 
 
 def decide(probabilities: Sequence[float], vocab: Sequence[str], threshold: float) -> Prediction:
@@ -116,32 +109,6 @@ class Classifier:
             if key in self.sidecar:
                 info[key] = self.sidecar[key]
         return info
-
-
-def sidecar_path(model_path: Path) -> Path:
-    return model_path.with_suffix(".json")
-
-
-def read_sidecar(model_path: Path) -> dict:
-    """The JSON written next to the model at training time, or {} when there is none."""
-    path = sidecar_path(model_path)
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{path} is not valid JSON ({exc}); fix or delete it") from None
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path} must hold a JSON object; fix or delete it")
-    return data
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_python_version(model_path: Path, sidecar: dict) -> None:

@@ -16,7 +16,9 @@ import onnxruntime
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from PIL import Image
 
-from maskclassifier.model import ModelLoadError, average_mirrored, sha256_file, sidecar_path
+from maskclassifier.errors import ModelLoadError
+from maskclassifier.sidecar import sha256_file, sidecar_path
+from maskclassifier.tta import average_mirrored
 from maskclassifier.resize import ItemResize, item_resize_from, size_hw
 
 _ORT_LOAD_ERRORS = (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NoSuchFile,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from maskclassifier import create_app
+from maskclassifier.web import create_app
 from maskclassifier.config import Settings
 
 TESTS = Path(__file__).resolve().parent

@@ -103,7 +103,7 @@ def test_a_large_phone_photo_is_sent_shrunk_and_upright(browser, live_url, uploa
     """A 3000x2000 photo stored sideways (EXIF orientation 6) arrives as a 1365x2048 upright JPEG without EXIF."""
     from selenium.webdriver.common.by import By
 
-    from maskclassifier.web import UPLOAD_MAX_SIDE
+    from maskclassifier.web.pages import UPLOAD_MAX_SIDE
 
     upright = face_like_image(["Cloth"], seed=3, size=(2000, 3000))
     exif = Image.Exif()

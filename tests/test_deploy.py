@@ -42,8 +42,9 @@ def test_gunicorn_stops_instead_of_respawning_when_the_model_is_missing(tmp_path
     assert f"Cannot start the mask classifier: model file not found: {tmp_path / 'missing.pkl'}" in output
 
 
-@pytest.mark.parametrize("name,value", [("WEB_CONCURRENCY", "abc"), ("WEB_CONCURRENCY", "0"), ("PORT", "70000"),
-                                        ("GUNICORN_THREADS", "-1")])
+# Not WEB_CONCURRENCY=abc: gunicorn itself parses that variable when it is imported, before any config is read.
+@pytest.mark.parametrize("name,value", [("WEB_CONCURRENCY", "0"), ("WEB_CONCURRENCY", "17"), ("PORT", "70000"),
+                                        ("PORT", "http"), ("GUNICORN_THREADS", "-1")])
 def test_bad_gunicorn_settings_stop_it_with_one_line(tiny_model, name, value):
     process = start_gunicorn(tiny_model, free_port(), **{name: value})
     try:

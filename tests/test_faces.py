@@ -16,16 +16,17 @@ from skimage import data
 
 from conftest import encode, upload
 from datasets import write_labelled_set
-from maskclassifier import faces
 from maskclassifier.config import Settings
 from maskclassifier.dataset import ImageReader, LabelledData
 from maskclassifier import mtcnn
 from maskclassifier.facebox import Face, crop_box, reading_order
+from maskclassifier import drawing
+from maskclassifier.drawing import colour_for
 from maskclassifier.faces import load_detector
 from maskclassifier.images import load_image
 from maskclassifier.model import Prediction
 from maskclassifier.training import add_face_crops
-from maskclassifier.web import friendly_name
+from maskclassifier.web.presenters import friendly_name
 from test_images import sideways_jpeg
 from test_training import TINY_OPTIONS, run_module
 
@@ -230,14 +231,14 @@ def test_annotate_returns_a_jpeg_with_boxes_coloured_by_top_category(client):
     body = client.post("/api/predict?faces=on", data=upload(encode(photo))).get_json()
     for face in body["faces"]:
         x0, y0, x1, y1 = face["box"]
-        colour = faces.colour_for(Prediction(face["probabilities"], face["labels"], body["threshold"]))
+        colour = colour_for(Prediction(face["probabilities"], face["labels"], body["threshold"]))
         left_edge = (x0, (y0 + y1) // 2 - 5, x0 + 2, (y0 + y1) // 2 + 5)
         drawn = np.asarray(annotated.crop(left_edge), int).mean(axis=(0, 1))
         assert np.abs(drawn - np.asarray(ImageColor.getrgb(colour))).max() < 40, (drawn, colour)
 
 
 def test_annotate_bounds_the_size_and_keeps_a_photo_without_faces(client, monkeypatch):
-    monkeypatch.setattr(faces, "ANNOTATED_MAX_SIDE", 150)
+    monkeypatch.setattr(drawing, "ANNOTATED_MAX_SIDE", 150)
     response = client.post("/api/annotate", data=upload(encode(no_face_photo())))
     assert response.status_code == 200 and response.headers["X-Faces-Found"] == "0"
     assert Image.open(io.BytesIO(response.data)).size == (150, 100)

@@ -138,7 +138,7 @@ class SlimInstall(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, SlimInstall())
-from maskclassifier import create_app
+from maskclassifier.web import create_app
 from maskclassifier.config import Settings
 
 client = create_app(Settings(model_path=model_path, torch_threads=1)).test_client()

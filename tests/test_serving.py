@@ -23,7 +23,7 @@ from conftest import encode, upload
 from datasets import face_like_image
 from maskclassifier import mtcnn
 from maskclassifier.capacity import Busy, Deadline, InferenceSlots, OutOfTime
-from maskclassifier.gunicorn_worker import HEADER_TIMEOUT_S
+from maskclassifier.web.worker import HEADER_TIMEOUT_S
 from servers import free_port, multipart, start_gunicorn, wait_until_healthy
 
 UPLOAD_TIMEOUT_S = 2
@@ -289,7 +289,7 @@ MEMORY_CASES = {
 MEASURE_MEMORY = r"""
 import json, sys
 from pathlib import Path
-from maskclassifier import create_app
+from maskclassifier.web import create_app
 from maskclassifier.config import Settings
 
 def vm(field):

@@ -13,7 +13,7 @@ from conftest import encode, upload
 from datasets import face_like_image
 from maskclassifier.images import load_image
 from maskclassifier.model import Prediction
-from maskclassifier.web import prediction_message
+from maskclassifier.web.presenters import prediction_message
 from test_images import png_claiming, sideways_jpeg
 
 

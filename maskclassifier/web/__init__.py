@@ -1,0 +1,33 @@
+"""The web app: `create_app()` composes the Flask application around one loaded model.
+
+Each module registers its own part with `init_app(app)`: uploads (in-memory request bodies read within a
+deadline), inference (the model, the face detector and the inference slots), the pages, the JSON API with its own
+error handler, and the app-wide error pages and security headers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask
+
+from maskclassifier.config import Settings, settings_from_env
+from maskclassifier.web import api, errors, inference, pages, uploads
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Load the model named by `settings` (default: from the environment) and serve it.
+
+    Raises ConfigError or ModelLoadError with a one-line message when the app cannot start.
+    """
+    settings = settings or settings_from_env()
+    app = Flask(__name__, template_folder=str(PROJECT_ROOT / "templates"), static_folder=str(PROJECT_ROOT / "static"))
+    app.config["SETTINGS"] = settings
+    uploads.init_app(app)
+    inference.init_app(app)
+    errors.init_app(app, pages.error_page)
+    pages.init_app(app)
+    api.init_app(app)
+    return app

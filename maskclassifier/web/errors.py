@@ -1,0 +1,93 @@
+"""Every error as a stable reply (status, code, message), app-wide error handling, and the security headers.
+
+The API's blueprint answers its own errors as JSON (`maskclassifier.web.api`); the pages render them in the page.
+What reaches the app-wide handler is what no blueprint saw: routing errors (404, 405) and errors of requests to
+static files. Those are answered as JSON for the API's addresses, else as a page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from flask import Flask, Response, current_app, jsonify, make_response, request
+from werkzeug.exceptions import HTTPException
+
+from maskclassifier.capacity import Busy
+from maskclassifier.errors import ImageError
+from maskclassifier.faces import FacesUnavailable, TooManyFaces
+from maskclassifier.web.presenters import prediction_json
+from maskclassifier.web.uploads import request_too_large
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+HTTP_MESSAGES = {
+    400: "The request could not be understood. Please upload the photo again using the form.",
+    404: "There is no page here. Go back to the start page to upload a photo.",
+    405: "This address does not accept that kind of request.",
+}
+API_PATHS = ("/api/", "/healthz")  # answered in JSON even when no route matched
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    status: int
+    code: str  # stable, machine-readable
+    message: str  # for a person: what happened and what to do
+    extra: dict = field(default_factory=dict)  # more JSON fields, e.g. the whole photo's answer
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def reply_for(error: Exception) -> ErrorReply:
+    """The reply for any exception a request can raise; an unexpected one is logged and becomes a 500."""
+    if isinstance(error, ImageError):
+        return ErrorReply(error.status, error.code, error.message)
+    if isinstance(error, Busy):
+        return ErrorReply(503, "busy", "The server is busy with other people's photos right now. "
+                                       f"Please try again in {error.retry_after_s} seconds.",
+                          headers=[("Retry-After", str(error.retry_after_s))])
+    if isinstance(error, TooManyFaces):
+        return ErrorReply(422, "too_many_faces", error.message, {"photo": prediction_json(error.photo)})
+    if isinstance(error, FacesUnavailable):
+        return ErrorReply(501, "faces_unavailable", str(error))
+    if isinstance(error, HTTPException):
+        if error.code == 413:
+            too_large = request_too_large()
+            return ErrorReply(413, too_large.code, too_large.message)
+        # Keep the headers Werkzeug's own error page would carry, such as the Allow list a 405 must have.
+        headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
+        return ErrorReply(error.code or 500, (error.name or "error").lower().replace(" ", "_"),
+                          HTTP_MESSAGES.get(error.code, error.description or error.name), headers=headers)
+    current_app.logger.exception("unexpected error while handling %s %s", request.method, request.path)
+    return ErrorReply(500, "internal_error", "Something went wrong on our side. Please try again.")
+
+
+def with_headers(response: Response, reply: ErrorReply) -> Response:
+    response.headers.extend(reply.headers)
+    return response
+
+
+def json_reply(reply: ErrorReply) -> Response:
+    body = jsonify({"error": reply.code, "message": reply.message, **reply.extra})
+    return with_headers(make_response(body, reply.status), reply)
+
+
+def add_security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
+def init_app(app: Flask, page_reply: Callable[[ErrorReply], Response]) -> None:
+    """Security headers on every response; `page_reply` renders an error that no blueprint handled as a page."""
+
+    def app_error(error: Exception) -> Response:
+        reply = reply_for(error)
+        return json_reply(reply) if request.path.startswith(API_PATHS) else page_reply(reply)
+
+    app.register_error_handler(Exception, app_error)
+    app.after_request(add_security_headers)

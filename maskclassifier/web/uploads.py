@@ -1,0 +1,147 @@
+"""Reading an upload: the request body in memory within a deadline, the one file in it, and the faces mode.
+
+Uploads are never written to disk: Werkzeug would spool files over 500 KB to a temporary file, so the request
+class keeps them in memory, and the whole body is read before anything parses it (`buffer_body`).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+from flask import Flask, Request, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from maskclassifier.errors import ImageError
+from maskclassifier.faces import MODES
+
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and headers around the file in a multipart body
+
+
+class InMemoryRequest(Request):
+    """Keeps uploaded files in memory: Werkzeug would spool files over 500 KB to a temporary file on disk."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+
+def init_app(app: Flask) -> None:
+    app.request_class = InMemoryRequest
+    app.config["MAX_CONTENT_LENGTH"] = app.config["SETTINGS"].max_upload_bytes + MULTIPART_OVERHEAD
+    app.before_request(buffer_body)
+
+
+BODY_CHUNK = 64 * 1024
+
+
+def buffer_body() -> None:
+    """Read the whole request body into memory before anything parses it, within the upload deadline.
+
+    Under gunicorn the connection's socket (`maskclassifier.web.worker.DeadlineSocket`) makes every read give
+    up once the deadline passes, so a client that trickles or stalls holds one thread for at most UPLOAD_TIMEOUT
+    seconds and then gets a 408, and the inference slot is only ever taken by a request whose photo has arrived.
+    Raises ImageError (408 upload_timeout, 400 upload_incomplete) or RequestEntityTooLarge.
+    """
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    environ = request.environ
+    length, limit = request.content_length, current_app.config["MAX_CONTENT_LENGTH"]
+    if length is not None and length > limit:
+        return  # Werkzeug answers 413 without reading it
+    sock = environ.get("gunicorn.socket")
+    set_deadline = getattr(sock, "set_read_deadline", None)
+    if set_deadline is not None:
+        set_deadline(time.monotonic() + current_app.config["SETTINGS"].upload_timeout_s)
+    wanted = limit + 1 if length is None else length  # chunked: one byte over the limit tells it is too large
+    chunks, received = [], 0
+    try:
+        while received < wanted:
+            chunk = environ["wsgi.input"].read(min(BODY_CHUNK, wanted - received))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            received += len(chunk)
+        complete = received >= wanted or length is None
+    except OSError:  # gunicorn's NoMoreData: a chunked body cut short
+        complete = False
+    if complete and set_deadline is not None:
+        set_deadline(None)  # else it stays passed, so gunicorn drains nothing more and closes the connection
+    if not complete:
+        if getattr(sock, "read_timed_out", False):
+            raise _upload_timeout()
+        raise ImageError(400, "upload_incomplete",
+                         "The upload stopped before the whole photo arrived. Please try again.")
+    if received > limit:
+        raise RequestEntityTooLarge()
+    body = b"".join(chunks)
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+    environ["wsgi.input_terminated"] = False
+
+
+def _upload_timeout() -> ImageError:
+    seconds = current_app.config["SETTINGS"].upload_timeout_s
+    return ImageError(408, "upload_timeout",
+                      f"The photo did not arrive within {seconds:g} seconds: the connection is too slow or stalled. "
+                      "Please try again on a better connection, or with a smaller photo.")
+
+
+def uploaded_bytes() -> bytes:
+    """The one file in the form field `file`; empty parts (an unused second file input) are ignored."""
+    parts = request.files.getlist("file")
+    contents = [part.read() for part in parts]
+    non_empty = [data for data in contents if data]
+    if len(non_empty) > 1:
+        raise ImageError(400, "too_many_files", "Please upload one image at a time.")
+    if non_empty:
+        data = non_empty[0]
+    elif any(part.filename for part in parts):
+        raise ImageError(400, "empty_file", "The file is empty. Please choose a photo to upload.")
+    else:
+        raise _no_file_error()
+    limit = current_app.config["SETTINGS"].max_upload_bytes
+    if len(data) > limit:
+        raise _too_large_error()
+    return data
+
+
+def _no_file_error() -> ImageError:
+    if request.mimetype == "multipart/form-data" and request.content_length and not request.form and not request.files:
+        # Werkzeug drops a whole multipart body it cannot parse (bad boundary, cut short, non-UTF-8 headers).
+        return ImageError(400, "malformed_upload",
+                          "The upload could not be read: the request is not a well-formed multipart form. Send the "
+                          "photo as a file in the field 'file' (as a browser form or curl -F file=@photo.jpg does).")
+    others = [name for name in request.files if name and name != "file"]
+    hint = (" (the field 'file' held text, not a file)" if "file" in request.form
+            else f" (the request had a file in the field {others[0]!r} instead)" if others else "")
+    return ImageError(400, "no_file", f"No image was sent{hint}. Choose a photo and upload it in the field 'file'.")
+
+
+def request_too_large() -> ImageError:
+    """Werkzeug's 413: a body over the limit, or a smaller one with too many form parts or too long a text field."""
+    length = request.content_length
+    if length is not None and length <= current_app.config["MAX_CONTENT_LENGTH"]:
+        return ImageError(413, "form_too_large",
+                          "The form has too many fields or too long a field. Send one photo in the field 'file'.")
+    return _too_large_error()
+
+
+def _too_large_error() -> ImageError:
+    limit_mb = current_app.config["SETTINGS"].max_upload_mb
+    return ImageError(413, "file_too_large", f"The file is too large. The limit is {limit_mb:g} MB per photo.")
+
+
+def requested_mode() -> str | None:
+    """The `faces` query parameter, else the form field: auto, on or off; None when neither was sent."""
+    raw = request.args.get("faces")
+    if raw is None:
+        raw = request.form.get("faces")
+    if raw is None:
+        return None
+    mode = raw.strip().lower()
+    if mode not in MODES:
+        raise ImageError(400, "invalid_faces_mode",
+                         f"faces must be auto, on or off (got {raw[:20]!r}): auto classifies each face when there "
+                         "are two or more, on always does, off classifies the whole photo.")
+    return mode
