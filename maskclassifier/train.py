@@ -23,14 +23,22 @@ from maskclassifier.dataset import DatasetError, oversample, parse_merges, parse
 from maskclassifier.model import TTA_CHOICES, sha256_file
 from maskclassifier.training import (
     ARCHITECTURES,
+    LR_FALLBACK,
+    LR_FIND_EPOCHS,
+    LR_FIND_MAX_STEPS,
+    LR_FIND_MIN_STEPS,
     CpuBfloat16,
     TrainingError,
     add_face_crops,
     build_dataloaders,
     build_learner,
+    find_lr,
+    fit_batch_size,
     load_initial_weights,
     load_labelled_csv,
+    lr_find_steps,
     per_item_losses,
+    scratch_directory,
     validation_predictions,
 )
 
@@ -59,7 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "adds 1 M parameters, about 4 MB per model file)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="bf16: bfloat16 mixed precision, about 1.3x faster epochs on CPUs with AMX (default: fp32)")
-    parser.add_argument("--bs", type=int, default=64, help="batch size (default: 64)")
+    parser.add_argument("--bs", type=int, default=64,
+                        help="batch size (default: 64; at most the number of training images)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--valid-pct", type=float, default=0.2,
                         help="random validation share when the CSV has no is_valid column (default: 0.2)")
@@ -95,18 +104,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--lr-mult must be 1 or more")
     if not 0 < args.valid_pct < 1:
         parser.error("--valid-pct must be between 0 and 1")
+    if args.bs < 2:
+        parser.error("--bs must be at least 2 (BatchNorm cannot train on one image at a time)")
     return args
 
 
-def choose_lr(learn, requested, out: Path) -> float:
+def choose_lr(learn, requested, out: Path) -> tuple[float, str]:
+    """The learning rate and where it came from ("--lr", "lr_find" with its plot in `out`, or "default" when the
+    data is too small for lr_find to say anything). lr_find's cost is bounded by the data, and printed."""
     if requested != "auto":
-        return requested
-    suggestion = learn.lr_find(show_plot=False).valley
-    recorder = learn.recorder
-    reports.plot_lr_find([float(v) for v in recorder.lrs], [float(v) for v in recorder.losses], suggestion,
-                         out / "lr_find.png")
+        return requested, "--lr"
+    batches = len(learn.dls.train)
+    steps = lr_find_steps(batches)
+    if steps < LR_FIND_MIN_STEPS:
+        print(f"too little data for lr_find ({batches} training batch(es) per epoch, {steps} of the "
+              f"{LR_FIND_MIN_STEPS} steps it needs in {LR_FIND_EPOCHS} epochs' worth): using fastai's default "
+              f"learning rate {LR_FALLBACK:g}; pass --lr to choose another", flush=True)
+        return LR_FALLBACK, "default"
+    print(f"lr_find: {steps} steps at rising learning rates to suggest one ({batches} training batches per epoch; "
+          f"at most {LR_FIND_EPOCHS} epochs' worth and {LR_FIND_MAX_STEPS} steps); pass --lr to skip it", flush=True)
+    suggestion, lrs, losses = find_lr(learn, steps)
+    reports.plot_lr_find(lrs, losses, suggestion, out / "lr_find.png")
     print(f"lr_find suggests {suggestion:.2e}", flush=True)
-    return float(suggestion)
+    return suggestion, "lr_find"
 
 
 def synthetic_categories(data) -> list[str]:
@@ -133,10 +153,14 @@ def write_top_losses(data, probs: np.ndarray, targets: np.ndarray, vocab: list[s
 
 
 def train(args: argparse.Namespace) -> dict:
+    with scratch_directory() as workdir:
+        return _train(args, workdir)
+
+
+def _train(args: argparse.Namespace, workdir: Path) -> dict:
     started = time.time()
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
     data = load_labelled_csv(args.csv, args.images_root, parse_merges(args.merge), args.valid_pct, args.seed)
     if data.skipped:
         print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}", flush=True)
@@ -145,18 +169,25 @@ def train(args: argparse.Namespace) -> dict:
         training_data, added = add_face_crops(data, Settings.face_margin)
         face_crops = {"margin": Settings.face_margin, "added": added}
         print(f"--face-crops: {added} face close-ups added to the training images", flush=True)
-    dls = build_dataloaders(oversample(training_data, parse_oversample(args.oversample)), args.size, args.presize,
-                            args.bs, args.seed, args.workers)
-    learn = build_learner(dls, args.arch, args.pretrained, head_features=args.head)
+    training_data = oversample(training_data, parse_oversample(args.oversample))
+    train_images = int((~training_data.frame["is_valid"]).sum())
+    batch_size = fit_batch_size(args.bs, train_images)
+    if batch_size != args.bs:
+        print(f"--bs {args.bs} is more than the {train_images} training images: training with batches of "
+              f"{batch_size}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    dls = build_dataloaders(training_data, args.size, args.presize, batch_size, args.seed, args.workers)
+    learn = build_learner(dls, args.arch, args.pretrained, head_features=args.head, workdir=workdir)
     initialised = load_initial_weights(learn, args.init_from) if args.init_from else None
     if initialised == "body":
         print(f"--init-from: took the body of {args.init_from}; the head (--head {args.head}) starts fresh",
               flush=True)
     if args.precision == "bf16":
         learn.add_cb(CpuBfloat16())
-    lr = choose_lr(learn, args.lr, args.out)
+    lr, lr_from = choose_lr(learn, args.lr, args.out)
     learn.fine_tune(args.epochs, base_lr=lr, freeze_epochs=args.frozen_epochs, lr_mult=args.lr_mult)
     learn.remove_cb(CpuBfloat16)  # validation figures and the export are float32, as the app runs them
+    learn.path = Path(".")  # fastai's default: the export must not point at the scratch folder, deleted next
 
     vocab = list(dls.vocab)
     probs, targets = validation_predictions(learn, args.tta)
@@ -192,11 +223,11 @@ def train(args: argparse.Namespace) -> dict:
             "epochs": args.epochs,
             "frozen_epochs": args.frozen_epochs,
             "lr": lr,
-            "lr_from": "lr_find" if args.lr == "auto" else "--lr",
+            "lr_from": lr_from,
             "lr_mult": args.lr_mult,
             "head_features": args.head,
             "precision": args.precision,
-            "batch_size": args.bs,
+            "batch_size": batch_size,
             "seed": args.seed,
             "merges": args.merge,
             "oversample": args.oversample,
@@ -246,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, TrainingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; {args.out} may hold a partial run", file=sys.stderr)
+        return 130
     return 0
 
 

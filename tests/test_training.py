@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from maskclassifier.dataset import DatasetError, LabelledData, oversample
 from maskclassifier.fastai_backend import read_learner
 from maskclassifier.model import load_classifier, sha256_file
 from maskclassifier.train import parse_args
+from maskclassifier.training import TrainingError, fit_batch_size, lr_find_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = ["-", "Cloth", "Gas", "KN95", "Medical", "No_mask!", "Shield"]
@@ -29,6 +33,12 @@ TINY_OPTIONS = ["--no-pretrained", "--size", "64", "--epochs", "1", "--frozen-ep
 
 def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+def elsewhere(folder: Path) -> dict:
+    """Keyword arguments to run a CLI with `folder` as the current directory and folder/tmp as TMPDIR."""
+    (folder / "tmp").mkdir(exist_ok=True)
+    return {"cwd": folder, "env": {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(folder / "tmp")}}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +56,7 @@ def trained(tmp_path_factory):
     (root / "data" / "DATASET.md").write_text("# Test set\n\n## Sources\n\nDrawn by tests/datasets.py, public domain.\n\n## Counts\n")
     out = root / "models"
     result = run_module("maskclassifier.train", "--csv", str(csv_path), "--out", str(out), "--merge", "Surgical=Medical",
-                        *TINY_OPTIONS)
+                        *TINY_OPTIONS, "--bs", "4")  # 6 batches per epoch: enough for lr_find
     assert result.returncode == 0, result.stderr[-3000:]
     return {"csv": csv_path, "out": out, "stdout": result.stdout}
 
@@ -63,6 +73,8 @@ def test_training_writes_the_model_and_its_sidecar(trained):
     assert sidecar["training"]["dataset"]["skipped"] == 1
     assert sidecar["training"]["dataset"]["synthetic_categories"] == ["Gas", "Shield"]
     assert sidecar["training"]["lr"] > 0 and "lr_find suggests" in trained["stdout"]
+    # 24 training images in batches of 4: lr_find runs 5 epochs' worth, not fastai's 100 steps
+    assert "lr_find: 30 steps at rising learning rates to suggest one (6 training batches per epoch" in trained["stdout"]
     assert sidecar["training"]["lr_from"] == "lr_find" and sidecar["training"]["init_from"] is None
     assert sidecar["versions"]["python"].startswith(f"{sys.version_info.major}.{sys.version_info.minor}")
     classifier = load_classifier(out / "export.pkl")
@@ -170,11 +182,46 @@ def test_training_refuses_a_start_that_does_not_fit(trained, tiny_model):
     (["--lr", "fast"], "--lr must be a number or 'auto', got 'fast'"),
     (["--lr-mult", "0.5"], "--lr-mult must be 1 or more"),
     (["--valid-pct", "1"], "--valid-pct must be between 0 and 1"),
+    (["--bs", "1"], "--bs must be at least 2"),
 ])
 def test_train_refuses_bad_options_with_one_line(option, message, capsys):
     with pytest.raises(SystemExit) as stopped:
         parse_args(["--csv", "labels.csv", *option])
     assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_lr_find_cost_is_bounded_by_the_data():
+    # 5 epochs' worth of batches, at most fastai's 100 steps (under 20, train uses fastai's default instead)
+    assert [lr_find_steps(batches) for batches in (1, 3, 4, 19, 20, 5000)] == [5, 15, 20, 95, 100, 100]
+
+
+def test_batch_size_is_capped_by_the_training_images():
+    assert fit_batch_size(64, 16) == 16 and fit_batch_size(8, 16) == 8 and fit_batch_size(2, 2) == 2
+    with pytest.raises(TrainingError, match="only 1 training image.*BatchNorm needs at least 2"):
+        fit_batch_size(64, 1)
+
+
+@pytest.mark.parametrize("signum,exit_code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_run_leaves_no_lr_find_files(tmp_path, labelled_set, signum, exit_code):
+    """lr_find saves the weights while it runs; stopped then, the run removes them (Python's default SIGTERM
+    would not) and never writes them under the current directory."""
+    command = [sys.executable, "-m", "maskclassifier.train", "--csv", str(labelled_set), "--out", "out",
+               *TINY_OPTIONS, "--bs", "2"]  # 16 batches per epoch: 80 lr_find steps
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               **elsewhere(tmp_path))
+    try:
+        saved, deadline = [], time.monotonic() + 600
+        while not saved and process.poll() is None and time.monotonic() < deadline:
+            saved = list((tmp_path / "tmp").glob("maskclassifier-train-*/models/tmp*/_tmp.pth"))
+            time.sleep(0.005)
+        assert saved, "lr_find's weights never appeared in the run's temporary folder"
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == exit_code and "Traceback" not in stderr, stderr[-3000:]
+    assert not list((tmp_path / "tmp").glob("maskclassifier-train-*"))
+    assert not (tmp_path / "models").exists()
 
 
 def test_oversampling_repeats_training_rows_only():
