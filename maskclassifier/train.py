@@ -1,6 +1,9 @@
 """Train the mask classifier on a labelled CSV and write the model, its sidecar, plots and model card.
 
-    python -m maskclassifier.train --csv labels.csv --images-root DIR --out models/
+    python -m maskclassifier.train --csv labels.csv --images-root DIR [--out runs/NAME/]
+
+Each run writes into a new folder, runs/YYYYMMDD-HHMMSS/ unless --out says otherwise; a folder that already holds
+a trained model (e.g. models/, the shipped one) is written into only with --overwrite.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ from maskclassifier.training import (
     validation_predictions,
 )
 
+RUNS_FOLDER = Path("runs")
+# What a run writes besides NAME.pkl and NAME.json: a folder holding any of them holds an earlier run's results.
+RUN_FILES = ("MODEL_CARD.md", "metrics.json", "threshold_sweep.png", "confusion.png", "top_losses.png", "lr_find.png")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m maskclassifier.train", description=__doc__,
@@ -49,7 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--csv", type=Path, required=True, help="CSV with columns fname, labels (space-separated)"
                         " and optionally is_valid, synthetic")
     parser.add_argument("--images-root", type=Path, help="folder the fname column is relative to (default: the CSV's)")
-    parser.add_argument("--out", type=Path, default=Path("models"), help="output folder (default: models/)")
+    parser.add_argument("--out", type=Path, help="output folder (default: a new runs/YYYYMMDD-HHMMSS/)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow --out to be a folder that already holds a trained model (e.g. models/), "
+                             "replacing its model, sidecar, card and plots")
     parser.add_argument("--name", default="export", help="model file stem: NAME.pkl and NAME.json (default: export)")
     parser.add_argument("--arch", default="mobilenet_v2", choices=sorted(ARCHITECTURES))
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
@@ -91,6 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset-notes", type=Path,
                         help="DATASET.md for the model card's sources section (default: DATASET.md beside the CSV)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = RUNS_FOLDER / datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.presize is None:
         args.presize = round(args.size * 4 / 3)
     if args.presize < args.size:
@@ -107,6 +119,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.bs < 2:
         parser.error("--bs must be at least 2 (BatchNorm cannot train on one image at a time)")
     return args
+
+
+def earlier_results(out: Path, name: str) -> list[str]:
+    """The files in `out` this run would replace: an earlier run's model, sidecar, card, metrics or plots."""
+    return [file for file in (f"{name}.pkl", f"{name}.json", *RUN_FILES) if (out / file).exists()]
+
+
+def check_out_folder(out: Path, name: str, overwrite: bool) -> None:
+    """TrainingError when `out` holds an earlier run's results and --overwrite was not given."""
+    found = earlier_results(out, name)
+    if found and not overwrite:
+        raise TrainingError(f"{out} already holds a trained model ({', '.join(found)}); pass --overwrite to replace "
+                            f"it, or leave out --out to train into a new folder under {RUNS_FOLDER}/")
 
 
 def choose_lr(learn, requested, out: Path) -> tuple[float, str]:
@@ -153,6 +178,7 @@ def write_top_losses(data, probs: np.ndarray, targets: np.ndarray, vocab: list[s
 
 
 def train(args: argparse.Namespace) -> dict:
+    check_out_folder(args.out, args.name, args.overwrite)
     with scratch_directory() as workdir:
         return _train(args, workdir)
 
@@ -256,6 +282,9 @@ def _train(args: argparse.Namespace, workdir: Path) -> dict:
     (args.out / "MODEL_CARD.md").write_text(reports.model_card(sidecar, notes))
     print(f"wrote {model_path} and {args.name}.json, metrics, plots and MODEL_CARD.md to {args.out} "
           f"in {sidecar['training']['seconds'] / 60:.1f} min", flush=True)
+    if model_path.with_suffix(".onnx").exists():
+        print(f"{model_path.with_suffix('.onnx')} is now stale; re-export it with: "
+              f"python -m maskclassifier.export_onnx {model_path}", flush=True)
     return sidecar
 
 

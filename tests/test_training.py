@@ -201,6 +201,45 @@ def test_batch_size_is_capped_by_the_training_images():
         fit_batch_size(64, 1)
 
 
+def test_tiny_data_with_the_defaults_trains_into_a_new_run_folder(tmp_path):
+    """A newcomer's first run: 16 training images, --bs 64 and --lr auto by default, no --out."""
+    write_labelled_set(tmp_path / "data", per_category=3)
+    command = [sys.executable, "-m", "maskclassifier.train", "--csv", "data/labels.csv", "--no-pretrained",
+               "--size", "64", "--epochs", "1", "--frozen-epochs", "0", "--workers", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, **elsewhere(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--bs 64 is more than the 16 training images: training with batches of 16" in result.stdout
+    assert ("too little data for lr_find (1 training batch(es) per epoch, 5 of the 20 steps it needs in 5 epochs' "
+            "worth): using fastai's default learning rate 0.001") in result.stdout
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and re.fullmatch(r"\d{8}-\d{6}", runs[0].name)
+    run = Path("runs") / runs[0].name
+    training = json.loads((tmp_path / run / "export.json").read_text())["training"]
+    assert training["batch_size"] == 16
+    assert training["lr"] == 1e-3 and training["lr_from"] == "default" and not (tmp_path / run / "lr_find.png").exists()
+    assert "learning rate 1.00e-03 (fastai's default: too little data for lr_find)" in (tmp_path / run / "MODEL_CARD.md").read_text()
+    # lr_find kept its weights in a temporary folder, now removed: nothing (no models/) in the current directory.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "runs", "tmp"]
+    assert not list((tmp_path / "tmp").glob("maskclassifier-train-*"))
+
+    shipped = sha256_file(tmp_path / run / "export.pkl")
+    again = subprocess.run([*command, "--out", str(run), "--lr", "1e-3"], capture_output=True, text=True, timeout=900,
+                           **elsewhere(tmp_path))
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert again.stderr.strip().splitlines()[-1] == (f"error: {run} already holds a trained model (export.pkl, export.json, MODEL_CARD.md, "
+                                    "metrics.json, threshold_sweep.png, confusion.png, top_losses.png); "
+                                    "pass --overwrite to replace it, or leave out --out to train into a new folder "
+                                    "under runs/")
+    assert sha256_file(tmp_path / run / "export.pkl") == shipped
+
+    replaced = subprocess.run([*command, "--out", str(run), "--lr", "1e-3", "--overwrite"], capture_output=True,
+                              text=True, timeout=900, **elsewhere(tmp_path))
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    training = json.loads((tmp_path / run / "export.json").read_text())["training"]
+    assert training["lr_from"] == "--lr"
+    assert sha256_file(tmp_path / run / "export.pkl") == json.loads((tmp_path / run / "export.json").read_text())["sha256"]
+
+
 @pytest.mark.parametrize("signum,exit_code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_stopped_run_leaves_no_lr_find_files(tmp_path, labelled_set, signum, exit_code):
     """lr_find saves the weights while it runs; stopped then, the run removes them (Python's default SIGTERM
@@ -222,6 +261,14 @@ def test_a_stopped_run_leaves_no_lr_find_files(tmp_path, labelled_set, signum, e
     assert process.returncode == exit_code and "Traceback" not in stderr, stderr[-3000:]
     assert not list((tmp_path / "tmp").glob("maskclassifier-train-*"))
     assert not (tmp_path / "models").exists()
+
+
+def test_readmes_training_command_writes_a_new_run_folder():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Train your own model"):]
+    command = re.search(r"```sh\n\.venv/bin/python -m maskclassifier\.train (.*)\n```", section).group(1)
+    args = parse_args(command.split())
+    assert args.out.parent == Path("runs") and re.fullmatch(r"\d{8}-\d{6}", args.out.name) and not args.overwrite
 
 
 def test_oversampling_repeats_training_rows_only():
