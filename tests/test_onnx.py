@@ -206,6 +206,51 @@ def test_export_refuses_what_it_cannot_reproduce(tiny_model):
         batch_steps(shrink_too_much, (160, 160))
 
 
+SLIM_EVALUATE = """
+import sys
+
+HEAVY = ("torch", "torchvision", "fastai", "facenet_pytorch", "pandas", "matplotlib", "onnx")
+for name in HEAVY:
+    sys.modules[name] = None  # as in the slim install: importing it fails, and find_spec says it is absent
+from maskclassifier.evaluate import main
+
+code = main(sys.argv[1:])
+assert not [name for name, module in sys.modules.items() if module is not None and name.split(".")[0] in HEAVY]
+sys.exit(code)
+"""
+
+
+def evaluate_slim(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", SLIM_EVALUATE, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_evaluate_runs_in_the_slim_install(notebook_onnx, labelled_set, tmp_path):
+    predictions = tmp_path / "predictions.csv"
+    result = evaluate_slim("--csv", str(labelled_set), "--model", str(notebook_onnx), "--by", "labels",
+                           "--predictions", str(predictions))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "exact-match" in result.stdout and "Medical Shield" in result.stdout
+    assert len(predictions.read_text().splitlines()) == 1 + 48
+
+    pkl = evaluate_slim("--csv", str(labelled_set), "--model", str(notebook_onnx.with_suffix(".pkl")))
+    assert pkl.returncode == 2 and pkl.stderr.strip() == (
+        f"error: {notebook_onnx.with_suffix('.pkl')} is a fastai model, which needs the full install "
+        f"(requirements.txt); in the slim install pass its ONNX twin: --model {notebook_onnx}")
+
+
+def test_evaluate_says_where_it_looked_for_the_images(notebook_onnx, labelled_set, tmp_path):
+    moved = tmp_path / "labels.csv"  # the CSV without its images beside it
+    shutil.copyfile(labelled_set, moved)
+    result = evaluate_slim("--csv", str(moved), "--model", str(notebook_onnx))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"error: none of the 48 images listed in {moved} could be read under {tmp_path} "
+                                     "(the CSV's folder; pass --images-root DIR if the fname paths start elsewhere), "
+                                     "e.g. images/0-0.jpg")
+    found = evaluate_slim("--csv", str(moved), "--model", str(notebook_onnx), "--images-root", str(labelled_set.parent))
+    assert found.returncode == 0, found.stderr[-3000:]
+
+
 def test_export_cli_explains_a_bad_path(tmp_path, capsys):
     assert main([str(tmp_path / "export.onnx")]) == 2
     assert "pass the .pkl written by learn.export()" in capsys.readouterr().err
