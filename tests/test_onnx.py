@@ -23,7 +23,7 @@ from PIL import Image
 
 from conftest import upload
 from datasets import CATEGORIES
-from maskclassifier.export_onnx import main
+from maskclassifier.export_onnx import is_up_to_date, main
 from maskclassifier.fastai_backend import load_fastai_backend
 from maskclassifier.model import ModelLoadError, decide, load_classifier, sha256_file
 from maskclassifier.pipeline import PipelineError, batch_steps, item_resize
@@ -204,6 +204,30 @@ def test_export_refuses_what_it_cannot_reproduce(tiny_model):
     shrink_too_much = Pipeline([IntToFloatTensor(), RandomResizedCropGPU(64, min_scale=0.75, ratio=(1, 1))])
     with pytest.raises(PipelineError, match="more than 2x"):
         batch_steps(shrink_too_much, (160, 160))
+
+
+def test_export_rewrites_nothing_when_nothing_changed(notebook_onnx, tmp_path, capsys):
+    """Re-running the export leaves a committed .onnx and its sidecar as they are, unless the .pkl changed."""
+    for file in (notebook_onnx, notebook_onnx.with_suffix(".pkl"), notebook_onnx.with_suffix(".json")):
+        shutil.copy2(file, tmp_path / file.name)
+    model, onnx_file, sidecar_file = (tmp_path / f"export.{suffix}" for suffix in ("pkl", "onnx", "json"))
+    before = {file: (file.read_bytes(), file.stat().st_mtime_ns) for file in (onnx_file, sidecar_file)}
+    assert main([str(model)]) == 0
+    assert "is up to date" in capsys.readouterr().out
+    assert {file: (file.read_bytes(), file.stat().st_mtime_ns) for file in before} == before
+
+    assert not is_up_to_date(model, opset=17)  # another opset is another export
+    sidecar = json.loads(sidecar_file.read_text())
+    sidecar["onnx"]["exported_from"]["sha256"] = "0" * 64  # as if the .pkl had been retrained since
+    sidecar_file.write_text(json.dumps(sidecar))
+    assert not is_up_to_date(model)
+    assert main([str(model)]) == 0 and "wrote export.onnx" in capsys.readouterr().out
+    assert json.loads(sidecar_file.read_text())["onnx"]["exported_from"]["sha256"] == sha256_file(model)
+    assert is_up_to_date(model)
+
+    exported = onnx_file.stat().st_mtime_ns
+    assert main([str(model), "--force"]) == 0 and "wrote export.onnx" in capsys.readouterr().out
+    assert onnx_file.stat().st_mtime_ns != exported and is_up_to_date(model)
 
 
 SLIM_EVALUATE = """
