@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from maskclassifier import metrics
+from maskclassifier.cli import silence_fastai_jit_warning
 from maskclassifier.config import MAX_FACE_MARGIN, Settings
 from maskclassifier.dataset import DatasetError, LabelledRows, parse_merges, read_labelled_rows
 from maskclassifier.faces import FaceDetector, analyse, load_detector
@@ -176,6 +177,7 @@ def _detector() -> FaceDetector:
 
 
 def main(argv: list[str] | None = None) -> int:
+    silence_fastai_jit_warning()  # before a .pkl model imports fastai
     args = parse_args(argv)
     try:
         evaluate(args)

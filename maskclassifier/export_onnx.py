@@ -24,17 +24,22 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-import onnx
-import onnxruntime
-import torch
-from torch import nn
+from maskclassifier.cli import silence_fastai_jit_warning
 
-from maskclassifier.fastai_backend import FastaiBackend, load_fastai_backend
-from maskclassifier.model import DEFAULT_THRESHOLD, ModelLoadError, read_sidecar, sha256_file, sidecar_path
-from maskclassifier.onnx import load_onnx_backend
-from maskclassifier.pipeline import (BatchSteps, PipelineError, Standardise, ValidationPipeline, probe_images, rebuild,
-                                     size_json)
+silence_fastai_jit_warning()  # before fastai is imported below: it warns at import time
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from maskclassifier.fastai_backend import FastaiBackend, load_fastai_backend  # noqa: E402
+from maskclassifier.model import (DEFAULT_THRESHOLD, ModelLoadError, read_sidecar, sha256_file,  # noqa: E402
+                                  sidecar_path)
+from maskclassifier.onnx import load_onnx_backend  # noqa: E402
+from maskclassifier.pipeline import (BatchSteps, PipelineError, Standardise, ValidationPipeline,  # noqa: E402
+                                     probe_images, rebuild, size_json)
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-3

@@ -16,15 +16,19 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import fastai
-import numpy as np
-import torch
+from maskclassifier.cli import silence_fastai_jit_warning
 
-from maskclassifier import metrics, reports
-from maskclassifier.config import Settings
-from maskclassifier.dataset import DatasetError, oversample, parse_merges, parse_oversample
-from maskclassifier.model import TTA_CHOICES, sha256_file
-from maskclassifier.training import (
+silence_fastai_jit_warning()  # before fastai is imported below: it warns at import time
+
+import fastai  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from maskclassifier import metrics, reports  # noqa: E402
+from maskclassifier.config import Settings  # noqa: E402
+from maskclassifier.dataset import DatasetError, oversample, parse_merges, parse_oversample  # noqa: E402
+from maskclassifier.model import TTA_CHOICES, sha256_file  # noqa: E402
+from maskclassifier.training import (  # noqa: E402
     ARCHITECTURES,
     LR_FALLBACK,
     LR_FIND_EPOCHS,
