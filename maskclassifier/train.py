@@ -1,9 +1,11 @@
 """Train the mask classifier on a labelled CSV and write the model, its sidecar, plots and model card.
 
     python -m maskclassifier.train --csv labels.csv --images-root DIR [--out runs/NAME/]
+    python -m maskclassifier.train @recipes/NAME.args [more options]
 
 Each run writes into a new folder, runs/YYYYMMDD-HHMMSS/ unless --out says otherwise; a folder that already holds
-a trained model (e.g. models/, the shipped one) is written into only with --overwrite.
+a trained model (e.g. models/, the shipped one) is written into only with --overwrite. `@FILE` reads options from
+FILE, one or more to a line, `#` starting a comment (see recipes/).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from maskclassifier.cli import silence_fastai_jit_warning
+from maskclassifier.cli import ArgsFileParser, silence_fastai_jit_warning
 
 silence_fastai_jit_warning()  # before fastai is imported below: it warns at import time
 
@@ -55,8 +57,8 @@ RUN_FILES = ("MODEL_CARD.md", "metrics.json", "threshold_sweep.png", "confusion.
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m maskclassifier.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgsFileParser(prog="python -m maskclassifier.train", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--csv", type=Path, required=True, help="CSV with columns fname, labels (space-separated)"
                         " and optionally is_valid, synthetic")
     parser.add_argument("--images-root", type=Path, help="folder the fname column is relative to (default: the CSV's)")
@@ -136,6 +138,12 @@ def check_out_folder(out: Path, name: str, overwrite: bool) -> None:
     if found and not overwrite:
         raise TrainingError(f"{out} already holds a trained model ({', '.join(found)}); pass --overwrite to replace "
                             f"it, or leave out --out to train into a new folder under {RUNS_FOLDER}/")
+
+
+def recorded_options(args: argparse.Namespace) -> dict:
+    """Every parsed option, for the sidecar: a new option is recorded without anyone listing it here."""
+    plain = (str, int, float, bool, list, type(None))
+    return {name: value if isinstance(value, plain) else str(value) for name, value in sorted(vars(args).items())}
 
 
 def choose_lr(learn, requested, out: Path) -> tuple[float, str]:
@@ -267,6 +275,7 @@ def _train(args: argparse.Namespace, workdir: Path) -> dict:
                                                               "took": initialised},
             "device": _device_name(),
             "seconds": round(time.time() - started, 1),
+            "options": recorded_options(args),  # every option as parsed, to rerun it (see recipes/)
             "target": {"exact_match": 0.92, "macro_f1": 0.92, "accuracy_multi": 0.98},
             "dataset": {
                 "csv": args.csv.name,

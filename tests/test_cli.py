@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from maskclassifier.cli import silence_fastai_jit_warning
+from maskclassifier.cli import ArgsFileParser, silence_fastai_jit_warning
 
 TORCH_MESSAGE = "`torch.jit.script` is deprecated. Please switch to `torch.compile` or `torch.export`."
 
@@ -18,4 +18,15 @@ def test_only_the_jit_script_deprecation_is_silenced():
         warnings.warn(TORCH_MESSAGE, UserWarning)  # same words, another category: not the one fastai causes
     assert [(str(warning.message), warning.category) for warning in caught] == [
         ("`torch.foo` is deprecated", FutureWarning), (TORCH_MESSAGE, UserWarning)]
+
+
+def test_argument_files_take_several_options_a_line_and_comments(tmp_path):
+    parser = ArgsFileParser(prog="test")
+    parser.add_argument("--size", type=int)
+    parser.add_argument("--name")
+    parser.add_argument("--flag", action="store_true")
+    options = tmp_path / "run.args"
+    options.write_text("--size 224 --flag  # why 224\n# a whole-line comment\n--name 'two words'\n")
+    args = parser.parse_args([f"@{options}"])
+    assert (args.size, args.name, args.flag) == (224, "two words", True)
 

@@ -80,6 +80,10 @@ def test_training_writes_the_model_and_its_sidecar(trained):
     assert "lr_find: 30 steps at rising learning rates to suggest one (6 training batches per epoch" in trained["stdout"]
     assert JIT_WARNING not in trained["stderr"]
     assert sidecar["training"]["lr_from"] == "lr_find" and sidecar["training"]["init_from"] is None
+    options = sidecar["training"]["options"]
+    assert set(options) == set(vars(parse_args(["--csv", "labels.csv"])))  # every option, a new one too
+    assert options["merge"] == ["Surgical=Medical"] and options["bs"] == 4 and options["lr"] == "auto"
+    assert options["out"] == str(out) and options["csv"] == str(trained["csv"]) and options["overwrite"] is False
     assert sidecar["versions"]["python"].startswith(f"{sys.version_info.major}.{sys.version_info.minor}")
     classifier = load_classifier(out / "export.pkl")
     assert classifier.vocab == VOCAB and classifier.threshold == sidecar["threshold"]
@@ -219,7 +223,7 @@ def test_tiny_data_with_the_defaults_trains_into_a_new_run_folder(tmp_path):
     assert len(runs) == 1 and re.fullmatch(r"\d{8}-\d{6}", runs[0].name)
     run = Path("runs") / runs[0].name
     training = json.loads((tmp_path / run / "export.json").read_text())["training"]
-    assert training["batch_size"] == 16
+    assert training["batch_size"] == 16 and training["options"]["bs"] == 64 and training["options"]["out"] == str(run)
     assert training["lr"] == 1e-3 and training["lr_from"] == "default" and not (tmp_path / run / "lr_find.png").exists()
     assert "learning rate 1.00e-03 (fastai's default: too little data for lr_find)" in (tmp_path / run / "MODEL_CARD.md").read_text()
     # lr_find kept its weights in a temporary folder, now removed: nothing (no models/) in the current directory.
@@ -240,7 +244,7 @@ def test_tiny_data_with_the_defaults_trains_into_a_new_run_folder(tmp_path):
                               text=True, timeout=900, **elsewhere(tmp_path))
     assert replaced.returncode == 0, replaced.stderr[-3000:]
     training = json.loads((tmp_path / run / "export.json").read_text())["training"]
-    assert training["lr_from"] == "--lr"
+    assert training["options"]["overwrite"] is True and training["lr_from"] == "--lr"
     assert sha256_file(tmp_path / run / "export.pkl") == json.loads((tmp_path / run / "export.json").read_text())["sha256"]
 
 
@@ -267,12 +271,57 @@ def test_a_stopped_run_leaves_no_lr_find_files(tmp_path, labelled_set, signum, e
     assert not (tmp_path / "models").exists()
 
 
+def test_options_can_come_from_a_file(tmp_path, capsys):
+    recipe = tmp_path / "tiny.args"
+    recipe.write_text("# a comment line\n--csv 'my data/labels.csv'  # a quoted path with a space\n"
+                      "--size 64 --epochs 3\n\n--oversample Shield=3\n--oversample Gas=2\n")
+    args = parse_args([f"@{recipe}", "--epochs", "1"])  # what follows the file overrides it
+    assert args.csv == Path("my data/labels.csv") and args.size == 64 and args.presize == 85 and args.epochs == 1
+    assert args.oversample == ["Shield=3", "Gas=2"]
+    with pytest.raises(SystemExit) as stopped:
+        parse_args([f"@{tmp_path / 'missing.args'}"])
+    assert stopped.value.code == 2 and "missing.args" in capsys.readouterr().err
+
+
 def test_readmes_training_command_writes_a_new_run_folder():
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Train your own model"):]
     command = re.search(r"```sh\n\.venv/bin/python -m maskclassifier\.train (.*)\n```", section).group(1)
     args = parse_args(command.split())
     assert args.out.parent == Path("runs") and re.fullmatch(r"\d{8}-\d{6}", args.out.name) and not args.overwrite
+
+
+def model_card_runs() -> dict[int, list[str]]:
+    """The options the model card quotes for each numbered run of the shipped model's chain."""
+    card = (ROOT / "models" / "MODEL_CARD.md").read_text()
+    section = card[card.index("How it was trained"):card.index("Also tried, not shipped")]
+    parts = re.split(r"^(\d)\. ", section, flags=re.MULTILINE)[1:]
+    return {int(number): [token for span in re.findall(r"`(--[^`]+)`", text) if span != "--init-from"
+                          for token in span.split()]
+            for number, text in zip(parts[::2], parts[1::2])}
+
+
+def test_recipes_rebuild_the_shipped_models_chain():
+    runs = model_card_runs()
+    assert sorted(runs) == list(range(1, 8))
+    defaults = vars(parse_args(["--csv", "labels.csv"]))
+    previous = None
+    for number, quoted in runs.items():
+        recipe = vars(parse_args([f"@{ROOT / 'recipes' / f'model{number}.args'}"]))
+        assert recipe["csv"] == Path("../shared/data/masks/labels.csv") and recipe["out"] == Path(f"runs/model{number}")
+        assert recipe["init_from"] == (None if previous is None else previous["out"] / "export.pkl")
+        card = vars(parse_args(["--csv", "labels.csv", *quoted]))
+        changed = {name for name in card if card[name] != defaults[name]}
+        assert changed and {name: recipe[name] for name in changed} == {name: card[name] for name in changed}, number
+        previous = recipe
+    shipped = json.loads((ROOT / "models" / "export.json").read_text())
+    training = shipped["training"]
+    assert (previous["epochs"], previous["frozen_epochs"], previous["lr"], previous["lr_mult"], previous["head"],
+            previous["precision"], previous["bs"], previous["seed"], previous["oversample"], previous["face_crops"]) == (
+        training["epochs"], training["frozen_epochs"], training["lr"], training["lr_mult"], training["head_features"],
+        training["precision"], training["batch_size"], training["seed"], training["oversample"], True)
+    assert (previous["size"], previous["presize"], previous["arch"], previous["tta"]) == (
+        shipped["input_size"], shipped["preprocessing"]["presize"], shipped["architecture"], shipped["tta"])
 
 
 def test_oversampling_repeats_training_rows_only():
