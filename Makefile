@@ -1,5 +1,7 @@
 # `make run` serves the shipped model on http://127.0.0.1:5000 ; `make test` runs the test suite.
-# Both create .venv (Python 3.11, see .python-version) and install the pinned requirements first.
+# Both create .venv (Python 3.11, see .python-version) and install the pinned requirements first: on Linux pip's
+# torch is the CUDA build, about 6.4 GB; without an NVIDIA GPU take the CPU-only wheels instead:
+#   PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu make install
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,8 +11,8 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
-	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(BIN)/pip install -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --no-deps -r requirements-nodeps.txt
 	touch $@
 
 run: install

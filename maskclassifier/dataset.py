@@ -1,13 +1,21 @@
-"""Labelled image sets: the `fname,labels` CSV the owner trains and evaluates on (no torch needed)."""
+"""Labelled image sets: the `fname,labels` CSV the owner trains and evaluates on.
+
+No torch here, and pandas only for training's LabelledData: `read_labelled_rows` (what evaluate uses) needs
+neither, so evaluate works in the slim install.
+"""
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from PIL import Image
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class DatasetError(ValueError):
@@ -28,6 +36,24 @@ class ImageReader:
             return path
         with Image.open(path) as image:
             return image.convert("RGB").crop(tuple(int(value) for value in crop.split()))
+
+
+@dataclass
+class LabelledRows:
+    """A labelled CSV as plain rows (no pandas): what evaluate scores, and what training's LabelledData is made of."""
+
+    columns: list[str]  # the CSV's columns, in order, and is_valid when the CSV has none
+    rows: list[dict]  # one per readable image: the CSV's values as strings, labels merged, is_valid a bool
+    images_root: Path
+    skipped: list[str] = field(default_factory=list)  # unreadable images left out
+
+    @property
+    def vocab(self) -> list[str]:
+        return sorted({label for row in self.rows for label in row["labels"].split()})
+
+    def column(self, name: str) -> list:
+        """The values of one column, in row order."""
+        return [row[name] for row in self.rows]
 
 
 @dataclass
@@ -95,32 +121,68 @@ def _is_readable(path: Path) -> bool:
         return False
 
 
-def read_labelled_csv(csv_path: Path, images_root: Path | None = None, merges: dict[str, str] | None = None,
-                      valid_pct: float = 0.2, seed: int = 42) -> LabelledData:
-    """Read `fname,labels[,is_valid]`, merge labels and leave out (and count) unreadable images.
+def _read_csv(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The CSV's columns and its rows as strings (a missing trailing value reads as "")."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:  # -sig: as Excel saves UTF-8
+            reader = csv.DictReader(handle, restval="")
+            columns = list(reader.fieldnames or [])
+            rows = []
+            for row in reader:
+                if None in row:  # DictReader files surplus values under the key None
+                    raise DatasetError(f"{csv_path} line {reader.line_num} has more values than the header has "
+                                       f"columns ({len(columns)})")
+                rows.append(row)
+    except UnicodeDecodeError:
+        raise DatasetError(f"{csv_path} is not UTF-8 text; save it as UTF-8 CSV") from None
+    except csv.Error as exc:
+        raise DatasetError(f"{csv_path} is not a readable CSV: {exc}") from None
+    return columns, rows
 
-    Without an is_valid column, a seeded random `valid_pct` of the rows is marked for validation.
+
+def _is_true(value: str) -> bool:
+    return str(value).strip().lower() in {"true", "1", "yes"}
+
+
+def read_labelled_rows(csv_path: Path, images_root: Path | None = None, merges: dict[str, str] | None = None,
+                       valid_pct: float = 0.2, seed: int = 42) -> LabelledRows:
+    """Read `fname,labels[,is_valid]`, merge labels and leave out (and count) unreadable images; no pandas.
+
+    Without an is_valid column, a seeded random `valid_pct` of the rows is marked for validation. DatasetError
+    (one line) for a missing file or column, an unlabelled row or a malformed CSV.
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DatasetError(f"CSV not found: {csv_path}")
-    frame = pd.read_csv(csv_path, dtype={"fname": str, "labels": str}, keep_default_na=False)
-    missing = [column for column in ("fname", "labels") if column not in frame.columns]
+    columns, rows = _read_csv(csv_path)
+    missing = [column for column in ("fname", "labels") if column not in columns]
     if missing:
-        raise DatasetError(f"{csv_path} has no column {', '.join(missing)} (found: {', '.join(frame.columns)})")
+        raise DatasetError(f"{csv_path} has no column {', '.join(missing)} (found: {', '.join(columns)})")
     images_root = Path(images_root) if images_root is not None else csv_path.parent
-    frame["labels"] = frame["labels"].str.strip()
-    unlabelled = frame["labels"] == ""
-    if unlabelled.any():
-        raise DatasetError(f"{int(unlabelled.sum())} rows have no label, e.g. {frame.loc[unlabelled, 'fname'].iloc[0]}")
-    frame["labels"] = frame["labels"].map(lambda labels: _merge_labels(labels, merges or {}))
-    if "is_valid" in frame.columns:
-        frame["is_valid"] = frame["is_valid"].astype(str).str.strip().str.lower().isin({"true", "1", "yes"})
+    unlabelled = [row["fname"] for row in rows if not row["labels"].strip()]
+    if unlabelled:
+        raise DatasetError(f"{len(unlabelled)} rows have no label, e.g. {unlabelled[0]}")
+    if "is_valid" in columns:
+        is_valid = [_is_true(row["is_valid"]) for row in rows]
     else:
-        rng = np.random.default_rng(seed)
-        frame["is_valid"] = rng.random(len(frame)) < valid_pct
-    readable = frame["fname"].map(lambda name: _is_readable(images_root / name))
-    return LabelledData(frame[readable].reset_index(drop=True), images_root, frame.loc[~readable, "fname"].tolist())
+        columns = [*columns, "is_valid"]
+        is_valid = list(np.random.default_rng(seed).random(len(rows)) < valid_pct)
+    readable, skipped = [], []
+    for row, valid in zip(rows, is_valid):
+        if not _is_readable(images_root / row["fname"]):
+            skipped.append(row["fname"])
+            continue
+        readable.append({**row, "labels": _merge_labels(row["labels"].strip(), merges or {}), "is_valid": bool(valid)})
+    return LabelledRows(columns, readable, images_root, skipped)
+
+
+def read_labelled_csv(csv_path: Path, images_root: Path | None = None, merges: dict[str, str] | None = None,
+                      valid_pct: float = 0.2, seed: int = 42) -> LabelledData:
+    """`read_labelled_rows` as a DataFrame, for training (which needs pandas)."""
+    import pandas as pd  # here, not at the top: evaluate reads CSVs without it, in the slim install
+
+    rows = read_labelled_rows(csv_path, images_root, merges, valid_pct, seed)
+    return LabelledData(pd.DataFrame(rows.rows, columns=rows.columns), rows.images_root, rows.skipped)
 
 
 def check_split(data: LabelledData) -> None:

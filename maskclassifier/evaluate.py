@@ -3,6 +3,8 @@
     python -m maskclassifier.evaluate --csv labels.csv --images-root DIR [--model models/export.pkl]
         [--threshold T] [--tta flip|none] [--valid-only] [--by COLUMN] [--predictions out.csv] [--faces auto]
 
+It runs in the slim install too (no torch, fastai or pandas) with an .onnx model, which is then the default.
+
 `--by source` adds exact-match for each value of a CSV column, to see which part of the data the model gets
 wrong (any column works, e.g. labels). `--faces auto` scores the answer the web page gives by default: a photo
 with exactly one face is answered from the whole photo and a close-up of the face together.
@@ -12,19 +14,34 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from maskclassifier import metrics
+from maskclassifier.cli import silence_fastai_jit_warning
 from maskclassifier.config import MAX_FACE_MARGIN, Settings
-from maskclassifier.dataset import DatasetError, LabelledData, parse_merges, read_labelled_csv
+from maskclassifier.dataset import DatasetError, LabelledRows, parse_merges, read_labelled_rows
 from maskclassifier.faces import FaceDetector, analyse, load_detector
 from maskclassifier.images import ImageError, load_image
 from maskclassifier.model import TTA_CHOICES, Classifier, ModelLoadError, load_classifier
 
 BATCH_SIZE = 32
+FULL_MODEL = Path("models/export.pkl")
+SLIM_MODEL = Path("models/export.onnx")
+
+
+def full_install() -> bool:
+    """Whether fastai (and so torch) is installed, without importing it."""
+    return importlib.util.find_spec("fastai") is not None
+
+
+def default_model() -> Path:
+    """The shipped fastai model, or in the slim install (no fastai) its ONNX twin."""
+    return FULL_MODEL if full_install() else SLIM_MODEL
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,7 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--csv", type=Path, required=True, help="CSV with columns fname and labels (space-separated)")
     parser.add_argument("--images-root", type=Path, help="folder the fname column is relative to (default: the CSV's)")
-    parser.add_argument("--model", type=Path, default=Path("models/export.pkl"), help=".pkl or .onnx model")
+    parser.add_argument("--model", type=Path, default=None,
+                        help=f".pkl or .onnx model (default: {FULL_MODEL}, or {SLIM_MODEL} in the slim install)")
     parser.add_argument("--threshold", type=float, help="default: the model's (from its JSON sidecar)")
     parser.add_argument("--tta", choices=TTA_CHOICES,
                         help="flip: average each image with its mirror image; none: the image alone "
@@ -47,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--face-margin", type=float, default=Settings.face_margin,
                         help=f"with --faces auto: the crop's margin, as FACE_MARGIN (default: {Settings.face_margin})")
     args = parser.parse_args(argv)
+    if args.model is None:
+        args.model = default_model()
     if args.threshold is not None and not 0 < args.threshold < 1:
         parser.error("--threshold must be between 0 and 1")
     if not 0 <= args.face_margin <= MAX_FACE_MARGIN:
@@ -54,25 +74,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def targets_matrix(data: LabelledData, vocab: list[str]) -> np.ndarray:
+def targets_matrix(data: LabelledRows, vocab: list[str]) -> np.ndarray:
     unknown = sorted(set(data.vocab) - set(vocab))
     if unknown:
         raise DatasetError(f"label(s) {', '.join(unknown)} are not categories of this model ({', '.join(vocab)}); "
                            "rename them with --merge OLD=NEW")
     index = {name: i for i, name in enumerate(vocab)}
-    targets = np.zeros((len(data.frame), len(vocab)), dtype=np.float32)
-    for row, labels in enumerate(data.frame["labels"]):
+    targets = np.zeros((len(data.rows), len(vocab)), dtype=np.float32)
+    for row, labels in enumerate(data.column("labels")):
         for label in labels.split():
             targets[row, index[label]] = 1
     return targets
 
 
-def predict_all(classifier: Classifier, data: LabelledData, detector: FaceDetector | None = None,
+def predict_all(classifier: Classifier, data: LabelledRows, detector: FaceDetector | None = None,
                 margin: float = Settings.face_margin) -> tuple[np.ndarray, list[str]]:
     """Probabilities for every row, decoding each file exactly as an upload is decoded, and the mode that answered
     each ("whole"; with a detector, automatic mode's "close_up" or "faces" too)."""
     rows, modes = [], []
-    names = list(data.frame["fname"])
+    names = data.column("fname")
     for start in range(0, len(names), BATCH_SIZE):
         batch = [load_image((data.images_root / name).read_bytes()) for name in names[start:start + BATCH_SIZE]]
         if detector is None:
@@ -87,26 +107,45 @@ def predict_all(classifier: Classifier, data: LabelledData, detector: FaceDetect
     return np.concatenate(rows), modes
 
 
-def write_predictions(path: Path, data: LabelledData, probs: np.ndarray, vocab: list[str], threshold: float) -> None:
+def write_predictions(path: Path, data: LabelledRows, probs: np.ndarray, vocab: list[str], threshold: float) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["fname", "labels", "predicted", "exact", *vocab])
-        for fname, labels, row in zip(data.frame["fname"], data.frame["labels"], probs):
+        for fname, labels, row in zip(data.column("fname"), data.column("labels"), probs):
             predicted = " ".join(name for name, p in zip(vocab, row) if p > threshold)
             exact = set(predicted.split()) == set(labels.split())
             writer.writerow([fname, labels, predicted, exact, *(f"{p:.4f}" for p in row)])
 
 
+def load_model(path: Path, threshold: float | None, tta: str | None) -> Classifier:
+    """The classifier; ModelLoadError (one line) for a fastai .pkl in the slim install, which has no fastai."""
+    if path.suffix == ".pkl" and not full_install():
+        raise ModelLoadError(f"{path} is a fastai model, which needs the full install (requirements.txt); "
+                             f"in the slim install pass its ONNX twin: --model {path.with_suffix('.onnx')}")
+    return load_classifier(path, threshold, tta=tta)
+
+
+def no_images_message(args: argparse.Namespace, data: LabelledRows) -> str:
+    """Why nothing is left to score, naming the folder the images were looked for in."""
+    where = f"{data.images_root}" + ("" if args.images_root is not None else
+                                     " (the CSV's folder; pass --images-root DIR if the fname paths start elsewhere)")
+    if data.rows:
+        return f"none of the {len(data.rows)} readable images in {args.csv} is marked is_valid; leave out --valid-only"
+    if data.skipped:
+        return (f"none of the {len(data.skipped)} images listed in {args.csv} could be read under {where}, "
+                f"e.g. {data.skipped[0]}")
+    return f"{args.csv} lists no images"
+
+
 def evaluate(args: argparse.Namespace) -> dict:
-    classifier = load_classifier(args.model, args.threshold, tta=args.tta)
-    data = read_labelled_csv(args.csv, args.images_root, parse_merges(args.merge))
-    if args.valid_only:
-        data.frame = data.frame[data.frame["is_valid"]].reset_index(drop=True)
-    if data.frame.empty:
-        raise DatasetError("no readable images to evaluate")
-    if args.by is not None and args.by not in data.frame.columns:
-        raise DatasetError(f"{args.csv} has no column {args.by} for --by (its columns: "
-                           f"{', '.join(map(str, data.frame.columns))})")
+    classifier = load_model(args.model, args.threshold, args.tta)
+    data = read_labelled_rows(args.csv, args.images_root, parse_merges(args.merge))
+    rows = [row for row in data.rows if row["is_valid"]] if args.valid_only else data.rows
+    if not rows:
+        raise DatasetError(no_images_message(args, data))
+    data = replace(data, rows=rows)
+    if args.by is not None and args.by not in data.columns:
+        raise DatasetError(f"{args.csv} has no column {args.by} for --by (its columns: {', '.join(data.columns)})")
     if data.skipped:
         print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}", file=sys.stderr)
     targets = targets_matrix(data, classifier.vocab)
@@ -121,7 +160,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     print(metrics.format_table(report))
     if args.by is not None:
         report["by"] = {args.by: metrics.exact_match_by_group(probs, targets, classifier.threshold,
-                                                             data.frame[args.by].tolist())}
+                                                             data.column(args.by))}
         print(metrics.format_group_table(args.by, report["by"][args.by]))
     if args.predictions:
         write_predictions(args.predictions, data, probs, classifier.vocab, classifier.threshold)
@@ -138,6 +177,7 @@ def _detector() -> FaceDetector:
 
 
 def main(argv: list[str] | None = None) -> int:
+    silence_fastai_jit_warning()  # before a .pkl model imports fastai
     args = parse_args(argv)
     try:
         evaluate(args)

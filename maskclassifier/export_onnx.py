@@ -10,6 +10,10 @@ backend repeats with Pillow, and the batch transforms as torch modules, which ar
 front of the model, together with the final sigmoid. The graph takes uint8 pixels (batch, height, width, 3) at
 the item size and returns probabilities. A transform that cannot be rebuilt stops the export, and the export is
 checked against the learner's own fastai pipeline before the sidecar is written.
+
+When the sidecar already records an export of this very .pkl at this opset, and the .onnx file is the one it
+records, nothing is written (the shipped models/export.onnx stays as committed: an export is not byte-for-byte
+reproducible); --force exports again anyway.
 """
 
 from __future__ import annotations
@@ -20,17 +24,22 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-import onnx
-import onnxruntime
-import torch
-from torch import nn
+from maskclassifier.cli import silence_fastai_jit_warning
 
-from maskclassifier.fastai_backend import FastaiBackend, load_fastai_backend
-from maskclassifier.model import DEFAULT_THRESHOLD, ModelLoadError, read_sidecar, sha256_file, sidecar_path
-from maskclassifier.onnx import load_onnx_backend
-from maskclassifier.pipeline import (BatchSteps, PipelineError, Standardise, ValidationPipeline, probe_images, rebuild,
-                                     size_json)
+silence_fastai_jit_warning()  # before fastai is imported below: it warns at import time
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from maskclassifier.fastai_backend import FastaiBackend, load_fastai_backend  # noqa: E402
+from maskclassifier.model import (DEFAULT_THRESHOLD, ModelLoadError, read_sidecar, sha256_file,  # noqa: E402
+                                  sidecar_path)
+from maskclassifier.onnx import load_onnx_backend  # noqa: E402
+from maskclassifier.pipeline import (BatchSteps, PipelineError, Standardise, ValidationPipeline,  # noqa: E402
+                                     probe_images, rebuild, size_json)
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-3
@@ -88,6 +97,19 @@ def check_parity(fastai_backend: FastaiBackend, onnx_path: Path, sidecar: dict) 
     return difference
 
 
+def is_up_to_date(model_path: Path, opset: int = OPSET) -> bool:
+    """Whether MODEL.onnx is already the export of MODEL.pkl at `opset`, as MODEL.json records it: the sidecar's
+    onnx section names this .onnx file with its current sha256, and was exported from the .pkl's current sha256."""
+    model_path = Path(model_path)
+    onnx_path = model_path.with_suffix(".onnx")
+    if not (model_path.is_file() and onnx_path.is_file()):
+        return False
+    recorded = read_sidecar(model_path).get("onnx") or {}
+    return (recorded.get("file") == onnx_path.name and recorded.get("opset") == opset
+            and recorded.get("sha256") == sha256_file(onnx_path)
+            and (recorded.get("exported_from") or {}).get("sha256") == sha256_file(model_path))
+
+
 def export(model_path: Path, opset: int = OPSET) -> dict:
     """Write MODEL.onnx beside MODEL.pkl (they share the sidecar MODEL.json) and return the updated sidecar."""
     model_path = Path(model_path)
@@ -129,8 +151,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="a fastai learner exported with learn.export() (.pkl)")
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET})")
+    parser.add_argument("--force", action="store_true",
+                        help="export even when the .onnx beside the .pkl is already its recorded export")
     args = parser.parse_args(argv)
     try:
+        if not args.force and is_up_to_date(args.model, args.opset):
+            print(f"{args.model.with_suffix('.onnx')} is up to date: the sidecar records it as exported from this "
+                  f"{args.model.name} at opset {args.opset}; nothing written (pass --force to export again)")
+            return 0
         sidecar = export(args.model, args.opset)
     except (ModelLoadError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -117,6 +117,10 @@ def _face_crops(training: dict) -> str:
             "images with exactly one face, the view the web page's automatic mode adds to the whole photo.")
 
 
+def _lr_origin(training: dict) -> str:
+    return " (fastai's default: too little data for lr_find)" if training.get("lr_from") == "default" else ""
+
+
 def _tta_line(tta: str) -> str:
     if tta == "flip":
         return ("Test-time augmentation: each image's probabilities are the mean of the image and its mirror image, "
@@ -156,7 +160,7 @@ used to enforce mask rules or to make decisions about people.
 ## Model
 - Architecture: `{sidecar['architecture']}` ({'ImageNet-pretrained' if training['pretrained'] else 'from scratch'}), fastai `vision_learner`, multi-label (sigmoid + threshold).
 - Input: {sidecar['preprocessing']['presize']} px item resize (center crop), then {sidecar['input_size']} px, ImageNet normalisation.
-- Training: {training['frozen_epochs']} frozen + {training['epochs']} unfrozen epochs, learning rate {training['lr']:.2e} (the body at 1/{training.get('lr_mult', 100):g} of the head's rate in the unfrozen epochs), batch size {training['batch_size']}, {_head_and_precision(training)}, seed {training['seed']}, on {training['device']}; wall time {training['seconds'] / 60:.1f} min.{_continued_from(training)}{_oversampled(training)}{_face_crops(training)}
+- Training: {training['frozen_epochs']} frozen + {training['epochs']} unfrozen epochs, learning rate {training['lr']:.2e}{_lr_origin(training)} (the body at 1/{training.get('lr_mult', 100):g} of the head's rate in the unfrozen epochs), batch size {training['batch_size']}, {_head_and_precision(training)}, seed {training['seed']}, on {training['device']}; wall time {training['seconds'] / 60:.1f} min.{_continued_from(training)}{_oversampled(training)}{_face_crops(training)}
 - Threshold: **{sidecar['threshold']:.2f}**, chosen on the validation set as the one with the best macro-F1 (see `threshold_sweep.png`).
 - {_tta_line(sidecar.get('tta', 'none'))}
 - Versions: Python {sidecar['versions']['python']}, fastai {sidecar['versions']['fastai']}, torch {sidecar['versions']['torch']}. The `.pkl` loads only under the same Python minor version.

@@ -5,7 +5,13 @@ Everything here imports torch and fastai; the web app never imports this module.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -27,6 +33,7 @@ from fastai.vision.all import (
     vision_learner,
 )
 from fastai.callback.core import Callback
+from fastai.callback.schedule import valley
 from fastai.metrics import F1ScoreMulti, accuracy_multi
 from fastai.torch_core import to_float
 from torchvision import models
@@ -38,6 +45,16 @@ from maskclassifier.fastai_backend import read_learner
 from maskclassifier.model import ModelLoadError
 
 MOBILENET_WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
+
+# lr_find's cost: fastai runs 100 steps (num_it) whatever the data, which on a few dozen images meant 50 epochs of
+# progress bars and ~19 minutes for a one-epoch run. It now runs at most LR_FIND_EPOCHS epochs' worth of batches
+# and at most fastai's 100 steps. Under LR_FIND_MIN_STEPS its curve says nothing (fastai's suggestion ignores the
+# first tenth and the last 5 steps of a sweep from 1e-7 to 10; with 12 steps a tiny set got 4.6e-07 and learned
+# nothing), so such a run takes LR_FALLBACK, fastai's default learning rate, instead.
+LR_FIND_EPOCHS = 5
+LR_FIND_MAX_STEPS = 100
+LR_FIND_MIN_STEPS = 20
+LR_FALLBACK = 1e-3
 
 ARCHITECTURES = {
     "mobilenet_v2": models.mobilenet_v2,
@@ -150,9 +167,71 @@ class CpuBfloat16(Callback):
         self.autocast.__exit__(None, None, None)
 
 
-def build_learner(dls, arch: str, pretrained: bool, metric_threshold: float = 0.5, head_features: int = 512):
+def fit_batch_size(requested: int, train_images: int) -> int:
+    """The batch size to train with: `requested`, or the number of training images when there are fewer.
+
+    fastai drops the last incomplete training batch, so a batch size above the training images leaves no batch
+    at all (lr_find then dies with ZeroDivisionError). TrainingError when fewer than 2 images are left to train
+    on, as BatchNorm cannot train on a batch of one."""
+    if train_images < 2:
+        raise TrainingError(f"only {train_images} training image(s): BatchNorm needs at least 2 per batch; "
+                            "add training images or move some from validation (is_valid)")
+    return min(requested, train_images)
+
+
+def lr_find_steps(batches_per_epoch: int) -> int:
+    """How many steps (batches at rising learning rates) lr_find may take for this many training batches per
+    epoch: LR_FIND_EPOCHS epochs' worth, at most LR_FIND_MAX_STEPS. Fewer than LR_FIND_MIN_STEPS: do not run it."""
+    return min(LR_FIND_MAX_STEPS, LR_FIND_EPOCHS * batches_per_epoch)
+
+
+def find_lr(learn, steps: int) -> tuple[float, list[float], list[float]]:
+    """fastai's lr_find for `steps` steps: (its valley suggestion, every learning rate tried, their losses).
+
+    The suggestion is computed as fastai's lr_find computes it, but from here, so that a run whose loss diverged
+    within a few steps gets a TrainingError saying to pass --lr instead of an IndexError from inside fastai."""
+    learn.lr_find(num_it=steps, show_plot=False, suggest_funcs=None)
+    lrs = [float(value) for value in learn.recorder.lrs]
+    losses = [float(value) for value in learn.recorder.losses]
+    usable_lrs, usable_losses = lrs[steps // 10:-5], losses[steps // 10:-5]  # fastai's window for its suggestions
+    if any(np.isnan(usable_losses)):
+        cut = int(np.argmax(np.isnan(usable_losses)))
+        usable_lrs, usable_losses = usable_lrs[:cut], usable_losses[:cut]
+    if len(usable_losses) < 2:
+        raise TrainingError(f"lr_find's loss diverged after {len(losses)} of {steps} steps, too few to suggest a "
+                            "learning rate; pass one with --lr (e.g. --lr 1e-3)")
+    suggestion, _ = valley(usable_lrs, usable_losses, steps)
+    return float(suggestion), lrs, losses
+
+
+def _exit_on_sigterm(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)  # as the shell reports a process killed by the signal
+
+
+@contextmanager
+def scratch_directory(prefix: str = "maskclassifier-train-") -> Iterator[Path]:
+    """A new temporary folder for fastai's working files (lr_find saves the weights there as tmpXXXX/_tmp.pth,
+    by default under models/ in the current directory), removed when the block ends: normally, on an exception,
+    on KeyboardInterrupt, and on SIGTERM, which is turned into SystemExit(143) inside the block so that the
+    clean-up runs (Python's default for SIGTERM is to die on the spot)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    owner = os.getpid()
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only there can a handler be set
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
+    try:
+        yield folder
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        if os.getpid() == owner:  # a forked DataLoader worker that unwinds must not delete the trainer's folder
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def build_learner(dls, arch: str, pretrained: bool, metric_threshold: float = 0.5, head_features: int = 512,
+                  workdir: Path | None = None):
     """A vision_learner with fastai's head; `head_features` is the width of its hidden layer (fastai's default
-    512 puts 1.3 M of MobileNetV2's 3.5 M parameters in the head)."""
+    512 puts 1.3 M of MobileNetV2's 3.5 M parameters in the head). `workdir` is where fastai keeps its working
+    files (learn.path; default: the current directory)."""
     if arch not in ARCHITECTURES:
         raise TrainingError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     register_mobilenet_v2()
@@ -161,7 +240,7 @@ def build_learner(dls, arch: str, pretrained: bool, metric_threshold: float = 0.
     metrics = [partial(accuracy_multi, thresh=metric_threshold), F1ScoreMulti(thresh=metric_threshold, average="macro")]
     try:
         learn = vision_learner(dls, ARCHITECTURES[arch], pretrained=pretrained, metrics=metrics,
-                               lin_ftrs=[head_features])
+                               lin_ftrs=[head_features], path=workdir)
     except (OSError, RuntimeError) as exc:  # torch.hub cannot download here
         if pretrained:
             raise TrainingError(f"no ImageNet weights for {arch} on this machine ({exc}); "

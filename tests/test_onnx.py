@@ -23,7 +23,7 @@ from PIL import Image
 
 from conftest import upload
 from datasets import CATEGORIES
-from maskclassifier.export_onnx import main
+from maskclassifier.export_onnx import is_up_to_date, main
 from maskclassifier.fastai_backend import load_fastai_backend
 from maskclassifier.model import ModelLoadError, decide, load_classifier, sha256_file
 from maskclassifier.pipeline import PipelineError, batch_steps, item_resize
@@ -34,8 +34,9 @@ TOLERANCE = 1e-3
 
 
 def export_with_cli(model_path: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "maskclassifier.export_onnx", str(model_path)],
-                   cwd=ROOT, check=True, capture_output=True, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "maskclassifier.export_onnx", str(model_path)],
+                            cwd=ROOT, check=True, capture_output=True, text=True, timeout=600)
+    assert "torch.jit.script` is deprecated" not in result.stderr  # fastai's import-time FutureWarning is silenced
     return model_path.with_suffix(".onnx")
 
 
@@ -204,6 +205,75 @@ def test_export_refuses_what_it_cannot_reproduce(tiny_model):
     shrink_too_much = Pipeline([IntToFloatTensor(), RandomResizedCropGPU(64, min_scale=0.75, ratio=(1, 1))])
     with pytest.raises(PipelineError, match="more than 2x"):
         batch_steps(shrink_too_much, (160, 160))
+
+
+def test_export_rewrites_nothing_when_nothing_changed(notebook_onnx, tmp_path, capsys):
+    """Re-running the export leaves a committed .onnx and its sidecar as they are, unless the .pkl changed."""
+    for file in (notebook_onnx, notebook_onnx.with_suffix(".pkl"), notebook_onnx.with_suffix(".json")):
+        shutil.copy2(file, tmp_path / file.name)
+    model, onnx_file, sidecar_file = (tmp_path / f"export.{suffix}" for suffix in ("pkl", "onnx", "json"))
+    before = {file: (file.read_bytes(), file.stat().st_mtime_ns) for file in (onnx_file, sidecar_file)}
+    assert main([str(model)]) == 0
+    assert "is up to date" in capsys.readouterr().out
+    assert {file: (file.read_bytes(), file.stat().st_mtime_ns) for file in before} == before
+
+    assert not is_up_to_date(model, opset=17)  # another opset is another export
+    sidecar = json.loads(sidecar_file.read_text())
+    sidecar["onnx"]["exported_from"]["sha256"] = "0" * 64  # as if the .pkl had been retrained since
+    sidecar_file.write_text(json.dumps(sidecar))
+    assert not is_up_to_date(model)
+    assert main([str(model)]) == 0 and "wrote export.onnx" in capsys.readouterr().out
+    assert json.loads(sidecar_file.read_text())["onnx"]["exported_from"]["sha256"] == sha256_file(model)
+    assert is_up_to_date(model)
+
+    exported = onnx_file.stat().st_mtime_ns
+    assert main([str(model), "--force"]) == 0 and "wrote export.onnx" in capsys.readouterr().out
+    assert onnx_file.stat().st_mtime_ns != exported and is_up_to_date(model)
+
+
+SLIM_EVALUATE = """
+import sys
+
+HEAVY = ("torch", "torchvision", "fastai", "facenet_pytorch", "pandas", "matplotlib", "onnx")
+for name in HEAVY:
+    sys.modules[name] = None  # as in the slim install: importing it fails, and find_spec says it is absent
+from maskclassifier.evaluate import main
+
+code = main(sys.argv[1:])
+assert not [name for name, module in sys.modules.items() if module is not None and name.split(".")[0] in HEAVY]
+sys.exit(code)
+"""
+
+
+def evaluate_slim(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", SLIM_EVALUATE, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_evaluate_runs_in_the_slim_install(notebook_onnx, labelled_set, tmp_path):
+    predictions = tmp_path / "predictions.csv"
+    result = evaluate_slim("--csv", str(labelled_set), "--model", str(notebook_onnx), "--by", "labels",
+                           "--predictions", str(predictions))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "exact-match" in result.stdout and "Medical Shield" in result.stdout
+    assert len(predictions.read_text().splitlines()) == 1 + 48
+
+    pkl = evaluate_slim("--csv", str(labelled_set), "--model", str(notebook_onnx.with_suffix(".pkl")))
+    assert pkl.returncode == 2 and pkl.stderr.strip() == (
+        f"error: {notebook_onnx.with_suffix('.pkl')} is a fastai model, which needs the full install "
+        f"(requirements.txt); in the slim install pass its ONNX twin: --model {notebook_onnx}")
+
+
+def test_evaluate_says_where_it_looked_for_the_images(notebook_onnx, labelled_set, tmp_path):
+    moved = tmp_path / "labels.csv"  # the CSV without its images beside it
+    shutil.copyfile(labelled_set, moved)
+    result = evaluate_slim("--csv", str(moved), "--model", str(notebook_onnx))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"error: none of the 48 images listed in {moved} could be read under {tmp_path} "
+                                     "(the CSV's folder; pass --images-root DIR if the fname paths start elsewhere), "
+                                     "e.g. images/0-0.jpg")
+    found = evaluate_slim("--csv", str(moved), "--model", str(notebook_onnx), "--images-root", str(labelled_set.parent))
+    assert found.returncode == 0, found.stderr[-3000:]
 
 
 def test_export_cli_explains_a_bad_path(tmp_path, capsys):

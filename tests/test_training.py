@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from maskclassifier.dataset import DatasetError, LabelledData, oversample
 from maskclassifier.fastai_backend import read_learner
 from maskclassifier.model import load_classifier, sha256_file
 from maskclassifier.train import parse_args
+from maskclassifier.training import TrainingError, fit_batch_size, lr_find_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = ["-", "Cloth", "Gas", "KN95", "Medical", "No_mask!", "Shield"]
@@ -29,6 +33,15 @@ TINY_OPTIONS = ["--no-pretrained", "--size", "64", "--epochs", "1", "--frozen-ep
 
 def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+def elsewhere(folder: Path) -> dict:
+    """Keyword arguments to run a CLI with `folder` as the current directory and folder/tmp as TMPDIR."""
+    (folder / "tmp").mkdir(exist_ok=True)
+    return {"cwd": folder, "env": {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(folder / "tmp")}}
+
+
+JIT_WARNING = "torch.jit.script` is deprecated"
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +59,9 @@ def trained(tmp_path_factory):
     (root / "data" / "DATASET.md").write_text("# Test set\n\n## Sources\n\nDrawn by tests/datasets.py, public domain.\n\n## Counts\n")
     out = root / "models"
     result = run_module("maskclassifier.train", "--csv", str(csv_path), "--out", str(out), "--merge", "Surgical=Medical",
-                        *TINY_OPTIONS)
+                        *TINY_OPTIONS, "--bs", "4")  # 6 batches per epoch: enough for lr_find
     assert result.returncode == 0, result.stderr[-3000:]
-    return {"csv": csv_path, "out": out, "stdout": result.stdout}
+    return {"csv": csv_path, "out": out, "stdout": result.stdout, "stderr": result.stderr}
 
 
 def test_training_writes_the_model_and_its_sidecar(trained):
@@ -63,7 +76,14 @@ def test_training_writes_the_model_and_its_sidecar(trained):
     assert sidecar["training"]["dataset"]["skipped"] == 1
     assert sidecar["training"]["dataset"]["synthetic_categories"] == ["Gas", "Shield"]
     assert sidecar["training"]["lr"] > 0 and "lr_find suggests" in trained["stdout"]
+    # 24 training images in batches of 4: lr_find runs 5 epochs' worth, not fastai's 100 steps
+    assert "lr_find: 30 steps at rising learning rates to suggest one (6 training batches per epoch" in trained["stdout"]
+    assert JIT_WARNING not in trained["stderr"]
     assert sidecar["training"]["lr_from"] == "lr_find" and sidecar["training"]["init_from"] is None
+    options = sidecar["training"]["options"]
+    assert set(options) == set(vars(parse_args(["--csv", "labels.csv"])))  # every option, a new one too
+    assert options["merge"] == ["Surgical=Medical"] and options["bs"] == 4 and options["lr"] == "auto"
+    assert options["out"] == str(out) and options["csv"] == str(trained["csv"]) and options["overwrite"] is False
     assert sidecar["versions"]["python"].startswith(f"{sys.version_info.major}.{sys.version_info.minor}")
     classifier = load_classifier(out / "export.pkl")
     assert classifier.vocab == VOCAB and classifier.threshold == sidecar["threshold"]
@@ -170,11 +190,138 @@ def test_training_refuses_a_start_that_does_not_fit(trained, tiny_model):
     (["--lr", "fast"], "--lr must be a number or 'auto', got 'fast'"),
     (["--lr-mult", "0.5"], "--lr-mult must be 1 or more"),
     (["--valid-pct", "1"], "--valid-pct must be between 0 and 1"),
+    (["--bs", "1"], "--bs must be at least 2"),
 ])
 def test_train_refuses_bad_options_with_one_line(option, message, capsys):
     with pytest.raises(SystemExit) as stopped:
         parse_args(["--csv", "labels.csv", *option])
     assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_lr_find_cost_is_bounded_by_the_data():
+    # 5 epochs' worth of batches, at most fastai's 100 steps (under 20, train uses fastai's default instead)
+    assert [lr_find_steps(batches) for batches in (1, 3, 4, 19, 20, 5000)] == [5, 15, 20, 95, 100, 100]
+
+
+def test_batch_size_is_capped_by_the_training_images():
+    assert fit_batch_size(64, 16) == 16 and fit_batch_size(8, 16) == 8 and fit_batch_size(2, 2) == 2
+    with pytest.raises(TrainingError, match="only 1 training image.*BatchNorm needs at least 2"):
+        fit_batch_size(64, 1)
+
+
+def test_tiny_data_with_the_defaults_trains_into_a_new_run_folder(tmp_path):
+    """A newcomer's first run: 16 training images, --bs 64 and --lr auto by default, no --out."""
+    write_labelled_set(tmp_path / "data", per_category=3)
+    command = [sys.executable, "-m", "maskclassifier.train", "--csv", "data/labels.csv", "--no-pretrained",
+               "--size", "64", "--epochs", "1", "--frozen-epochs", "0", "--workers", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, **elsewhere(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--bs 64 is more than the 16 training images: training with batches of 16" in result.stdout
+    assert ("too little data for lr_find (1 training batch(es) per epoch, 5 of the 20 steps it needs in 5 epochs' "
+            "worth): using fastai's default learning rate 0.001") in result.stdout
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and re.fullmatch(r"\d{8}-\d{6}", runs[0].name)
+    run = Path("runs") / runs[0].name
+    training = json.loads((tmp_path / run / "export.json").read_text())["training"]
+    assert training["batch_size"] == 16 and training["options"]["bs"] == 64 and training["options"]["out"] == str(run)
+    assert training["lr"] == 1e-3 and training["lr_from"] == "default" and not (tmp_path / run / "lr_find.png").exists()
+    assert "learning rate 1.00e-03 (fastai's default: too little data for lr_find)" in (tmp_path / run / "MODEL_CARD.md").read_text()
+    # lr_find kept its weights in a temporary folder, now removed: nothing (no models/) in the current directory.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "runs", "tmp"]
+    assert not list((tmp_path / "tmp").glob("maskclassifier-train-*"))
+
+    shipped = sha256_file(tmp_path / run / "export.pkl")
+    again = subprocess.run([*command, "--out", str(run), "--lr", "1e-3"], capture_output=True, text=True, timeout=900,
+                           **elsewhere(tmp_path))
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert again.stderr.strip() == (f"error: {run} already holds a trained model (export.pkl, export.json, MODEL_CARD.md, "
+                                    "metrics.json, threshold_sweep.png, confusion.png, top_losses.png); "
+                                    "pass --overwrite to replace it, or leave out --out to train into a new folder "
+                                    "under runs/")
+    assert sha256_file(tmp_path / run / "export.pkl") == shipped
+
+    replaced = subprocess.run([*command, "--out", str(run), "--lr", "1e-3", "--overwrite"], capture_output=True,
+                              text=True, timeout=900, **elsewhere(tmp_path))
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    training = json.loads((tmp_path / run / "export.json").read_text())["training"]
+    assert training["options"]["overwrite"] is True and training["lr_from"] == "--lr"
+    assert sha256_file(tmp_path / run / "export.pkl") == json.loads((tmp_path / run / "export.json").read_text())["sha256"]
+
+
+@pytest.mark.parametrize("signum,exit_code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_run_leaves_no_lr_find_files(tmp_path, labelled_set, signum, exit_code):
+    """lr_find saves the weights while it runs; stopped then, the run removes them (Python's default SIGTERM
+    would not) and never writes them under the current directory."""
+    command = [sys.executable, "-m", "maskclassifier.train", "--csv", str(labelled_set), "--out", "out",
+               *TINY_OPTIONS, "--bs", "2"]  # 16 batches per epoch: 80 lr_find steps
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               **elsewhere(tmp_path))
+    try:
+        saved, deadline = [], time.monotonic() + 600
+        while not saved and process.poll() is None and time.monotonic() < deadline:
+            saved = list((tmp_path / "tmp").glob("maskclassifier-train-*/models/tmp*/_tmp.pth"))
+            time.sleep(0.005)
+        assert saved, "lr_find's weights never appeared in the run's temporary folder"
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == exit_code and "Traceback" not in stderr, stderr[-3000:]
+    assert not list((tmp_path / "tmp").glob("maskclassifier-train-*"))
+    assert not (tmp_path / "models").exists()
+
+
+def test_options_can_come_from_a_file(tmp_path, capsys):
+    recipe = tmp_path / "tiny.args"
+    recipe.write_text("# a comment line\n--csv 'my data/labels.csv'  # a quoted path with a space\n"
+                      "--size 64 --epochs 3\n\n--oversample Shield=3\n--oversample Gas=2\n")
+    args = parse_args([f"@{recipe}", "--epochs", "1"])  # what follows the file overrides it
+    assert args.csv == Path("my data/labels.csv") and args.size == 64 and args.presize == 85 and args.epochs == 1
+    assert args.oversample == ["Shield=3", "Gas=2"]
+    with pytest.raises(SystemExit) as stopped:
+        parse_args([f"@{tmp_path / 'missing.args'}"])
+    assert stopped.value.code == 2 and "missing.args" in capsys.readouterr().err
+
+
+def test_readmes_training_command_writes_a_new_run_folder():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Train your own model"):]
+    command = re.search(r"```sh\n\.venv/bin/python -m maskclassifier\.train (.*)\n```", section).group(1)
+    args = parse_args(command.split())
+    assert args.out.parent == Path("runs") and re.fullmatch(r"\d{8}-\d{6}", args.out.name) and not args.overwrite
+
+
+def model_card_runs() -> dict[int, list[str]]:
+    """The options the model card quotes for each numbered run of the shipped model's chain."""
+    card = (ROOT / "models" / "MODEL_CARD.md").read_text()
+    section = card[card.index("How it was trained"):card.index("Also tried, not shipped")]
+    parts = re.split(r"^(\d)\. ", section, flags=re.MULTILINE)[1:]
+    return {int(number): [token for span in re.findall(r"`(--[^`]+)`", text) if span != "--init-from"
+                          for token in span.split()]
+            for number, text in zip(parts[::2], parts[1::2])}
+
+
+def test_recipes_rebuild_the_shipped_models_chain():
+    runs = model_card_runs()
+    assert sorted(runs) == list(range(1, 8))
+    defaults = vars(parse_args(["--csv", "labels.csv"]))
+    previous = None
+    for number, quoted in runs.items():
+        recipe = vars(parse_args([f"@{ROOT / 'recipes' / f'model{number}.args'}"]))
+        assert recipe["csv"] == Path("../shared/data/masks/labels.csv") and recipe["out"] == Path(f"runs/model{number}")
+        assert recipe["init_from"] == (None if previous is None else previous["out"] / "export.pkl")
+        card = vars(parse_args(["--csv", "labels.csv", *quoted]))
+        changed = {name for name in card if card[name] != defaults[name]}
+        assert changed and {name: recipe[name] for name in changed} == {name: card[name] for name in changed}, number
+        previous = recipe
+    shipped = json.loads((ROOT / "models" / "export.json").read_text())
+    training = shipped["training"]
+    assert (previous["epochs"], previous["frozen_epochs"], previous["lr"], previous["lr_mult"], previous["head"],
+            previous["precision"], previous["bs"], previous["seed"], previous["oversample"], previous["face_crops"]) == (
+        training["epochs"], training["frozen_epochs"], training["lr"], training["lr_mult"], training["head_features"],
+        training["precision"], training["batch_size"], training["seed"], training["oversample"], True)
+    assert (previous["size"], previous["presize"], previous["arch"], previous["tta"]) == (
+        shipped["input_size"], shipped["preprocessing"]["presize"], shipped["architecture"], shipped["tta"])
 
 
 def test_oversampling_repeats_training_rows_only():
@@ -193,6 +340,7 @@ def test_evaluate_prints_the_table_and_writes_predictions(trained, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     sidecar = json.loads((trained["out"] / "export.json").read_text())
     assert "test-time augmentation: none" in result.stdout  # the sidecar's, as in training
+    assert JIT_WARNING not in result.stderr
     assert f"exact-match {sidecar['metrics']['exact_match']:.4f}" in result.stdout  # same numbers as training's
     rows = list(csv.DictReader(open(predictions)))
     assert len(rows) == sidecar["training"]["dataset"]["valid_images"]
