@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from torch.fx.experimental.optimization import fuse
 from torch.fx.proxy import TraceError
 
 from maskclassifier.errors import ModelLoadError
+from maskclassifier.learner_file import read_learner
 from maskclassifier.tta import average_mirrored
 from maskclassifier.pipeline import PipelineError, ValidationPipeline, probe_images, rebuild
 
@@ -25,42 +24,6 @@ DIRECT_TOLERANCE = 1e-5  # the rebuilt pipeline runs the same Pillow and torch o
 # up to about 1e-5, on the shipped model by under 1e-6. A 1e-4 shift changes an answer only for a probability
 # within 1e-4 of the threshold.
 FUSED_TOLERANCE = 1e-4
-
-
-def read_learner(path: Path) -> Learner:
-    """torch.load the export, turning each way it can fail into one line that says how to fix it.
-
-    fastai's own load_learner swallows some ImportErrors and then fails on an unbound name, so the
-    file is read here directly, with the same arguments.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch/fastai warn that pickle is unsafe: the path is ours, not a user's
-            learner = torch.load(path, map_location="cpu", weights_only=False)
-    except ImportError as exc:
-        if any(old in str(exc) or old == exc.name for old in ("fastcore.transform", "fastcore.dispatch")):
-            raise ModelLoadError(
-                f"{path} was exported with fastai < 2.8 (it needs fastcore.transform/dispatch, gone in fastai 2.8); "
-                "retrain it with this project's fastai 2.8.12 (python -m maskclassifier.train)"
-            ) from None
-        raise ModelLoadError(f"{path} needs the Python module {exc.name!r}, which is not installed") from None
-    except AttributeError as exc:
-        raise ModelLoadError(
-            f"{path} refers to code that does not exist here ({exc}); it was exported with another fastai version "
-            "or with custom functions that are not importable"
-        ) from None
-    except (TypeError, ValueError, SystemError) as exc:
-        if "code" in str(exc) or "argument" in str(exc):
-            raise ModelLoadError(
-                f"{path} was exported under another Python version ({exc}); "
-                "fastai exports load only under the Python minor version that wrote them (see .python-version)"
-            ) from None
-        raise ModelLoadError(f"{path} is not a fastai learner export ({exc})") from None
-    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError) as exc:
-        raise ModelLoadError(f"{path} is not a fastai learner export (it cannot be unpickled: {exc})") from None
-    if not isinstance(learner, Learner):
-        raise ModelLoadError(f"{path} holds a {type(learner).__name__}, not a fastai Learner; export one with learn.export()")
-    return learner
 
 
 def _check_multilabel(learner: Learner, path: Path) -> list[str]:

@@ -41,7 +41,7 @@ from torchvision import models
 from maskclassifier.dataset import ImageReader, LabelledData, check_split, read_labelled_csv
 from maskclassifier.facebox import crop_box
 from maskclassifier.faces import load_detector
-from maskclassifier.fastai_backend import read_learner
+from maskclassifier.learner_file import read_learner
 from maskclassifier.model import ModelLoadError
 
 MOBILENET_WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"

@@ -14,8 +14,10 @@ PACKAGE = ROOT / "maskclassifier"
 
 # Lowest first; a module may import its own layer and the ones below. The README's "Code map" says the same.
 LAYERS = {
-    "leaves": {"errors", "categories", "tta", "capacity", "facebox", "resize", "images", "sidecar", "config"},
-    "classifier": {"pipeline", "fastai_backend", "onnx", "model", "mtcnn", "faces", "drawing", "export_onnx"},
+    "leaves": {"errors", "categories", "tta", "capacity", "facebox", "resize", "images", "sidecar", "config",
+               "cli"},
+    "classifier": {"pipeline", "learner_file", "fastai_backend", "onnx", "model", "mtcnn", "faces", "drawing",
+                   "export_onnx"},
     "web": {"web", "web.api", "web.errors", "web.inference", "web.pages", "web.presenters", "web.uploads",
             "web.worker"},
     "training": {"dataset", "metrics", "reports", "training", "train", "evaluate"},

@@ -21,7 +21,7 @@ from PIL import Image
 from datasets import write_labelled_set
 from maskclassifier import metrics
 from maskclassifier.dataset import DatasetError, LabelledData, oversample
-from maskclassifier.fastai_backend import read_learner
+from maskclassifier.learner_file import read_learner
 from maskclassifier.model import load_classifier, sha256_file
 from maskclassifier.train import parse_args
 from maskclassifier.training import TrainingError, fit_batch_size, lr_find_steps
