@@ -9,10 +9,12 @@ BIN := $(VENV)/bin
 .PHONY: install run test
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-nodeps.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -r requirements.txt -r requirements-dev.txt
 	$(BIN)/pip install --no-deps -r requirements-nodeps.txt
+	# the project itself, editable: the commands mask-train, mask-evaluate and mask-export-onnx (pyproject.toml)
+	$(BIN)/pip install --no-deps --no-build-isolation --editable .
 	touch $@
 
 run: install

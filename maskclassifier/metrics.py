@@ -1,6 +1,8 @@
-"""Multi-label metrics on probability matrices, in plain NumPy (shared by training and evaluation).
+"""Multi-label metrics on probability matrices (shared by training and evaluation), with scikit-learn's metrics.
 
-`probs` and `targets` are (n_images, n_categories) arrays; targets hold 0/1.
+`probs` and `targets` are (n_images, n_categories) arrays; targets hold 0/1. A category is predicted when its
+probability is above the threshold (fastai decodes with `>`). What scikit-learn has no name for stays here: the
+threshold sweep, exact-match by group and the label co-occurrence table.
 """
 
 from __future__ import annotations
@@ -8,18 +10,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn.metrics import (accuracy_score, f1_score, hamming_loss, multilabel_confusion_matrix,
+                             precision_recall_fscore_support)
 
 SWEEP_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
 
+def _decisions(probs: np.ndarray, targets: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(true labels, predicted labels) as 0/1 indicator matrices, as scikit-learn's multi-label metrics take them."""
+    return targets.astype(int), (probs > threshold).astype(int)
+
+
 def accuracy_multi(probs: np.ndarray, targets: np.ndarray, threshold: float) -> float:
-    """fastai's accuracy_multi: the share of (image, category) decisions that are right."""
-    return float(((probs > threshold) == targets.astype(bool)).mean())
+    """fastai's accuracy_multi: the share of (image, category) decisions that are right (1 - Hamming loss)."""
+    return float(1 - hamming_loss(*_decisions(probs, targets, threshold)))
 
 
 def exact_match(probs: np.ndarray, targets: np.ndarray, threshold: float) -> float:
     """Subset accuracy: the share of images whose whole predicted label set is right."""
-    return float(((probs > threshold) == targets.astype(bool)).all(axis=1).mean())
+    return float(accuracy_score(*_decisions(probs, targets, threshold)))
 
 
 def exact_match_by_group(probs: np.ndarray, targets: np.ndarray, threshold: float,
@@ -43,21 +52,9 @@ def format_group_table(column: str, report: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def _f1_parts(predicted: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    tp = (predicted & actual).sum(axis=0)
-    fp = (predicted & ~actual).sum(axis=0)
-    fn = (~predicted & actual).sum(axis=0)
-    return tp, fp, fn
-
-
-def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    return np.divide(numerator, denominator, out=np.zeros(len(numerator)), where=denominator > 0)
-
-
 def macro_f1(probs: np.ndarray, targets: np.ndarray, threshold: float) -> float:
     """Mean of the per-category F1 scores (a category with no true and no predicted image scores 0)."""
-    tp, fp, fn = _f1_parts(probs > threshold, targets.astype(bool))
-    return float(_safe_ratio(2 * tp, 2 * tp + fp + fn).mean())
+    return float(f1_score(*_decisions(probs, targets, threshold), average="macro", zero_division=0))
 
 
 def threshold_sweep(probs: np.ndarray, targets: np.ndarray,
@@ -81,19 +78,13 @@ def best_threshold(sweep: list[dict[str, float]]) -> float:
 def per_class_report(probs: np.ndarray, targets: np.ndarray, vocab: Sequence[str],
                      threshold: float) -> dict[str, dict[str, float | int | list[list[int]]]]:
     """Precision, recall, F1, support and a 2x2 confusion matrix [[TN, FP], [FN, TP]] per category."""
-    predicted, actual = probs > threshold, targets.astype(bool)
-    tp, fp, fn = _f1_parts(predicted, actual)
-    tn = (~predicted & ~actual).sum(axis=0)
-    precision, recall = _safe_ratio(tp, tp + fp), _safe_ratio(tp, tp + fn)
-    f1 = _safe_ratio(2 * tp, 2 * tp + fp + fn)
+    actual, predicted = _decisions(probs, targets, threshold)
+    precision, recall, f1, support = precision_recall_fscore_support(actual, predicted, average=None,
+                                                                     labels=range(len(vocab)), zero_division=0)
+    confusion = multilabel_confusion_matrix(actual, predicted, labels=range(len(vocab)))
     return {
-        name: {
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "f1": float(f1[i]),
-            "support": int(actual[:, i].sum()),
-            "confusion": [[int(tn[i]), int(fp[i])], [int(fn[i]), int(tp[i])]],
-        }
+        name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+               "support": int(support[i]), "confusion": confusion[i].tolist()}
         for i, name in enumerate(vocab)
     }
 

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import jinja2
 import matplotlib
 
 matplotlib.use("Agg")
@@ -129,15 +130,9 @@ def _tta_line(tta: str) -> str:
 
 
 def model_card(sidecar: dict, dataset_md: Path | None) -> str:
-    """MODEL_CARD.md from the sidecar's facts: nothing in it is typed by hand."""
-    metrics = sidecar["metrics"]
-    training = sidecar["training"]
+    """MODEL_CARD.md from the sidecar's facts (template: model_card.md.j2): nothing in it is typed by hand."""
+    metrics, training = sidecar["metrics"], sidecar["training"]
     synthetic = training["dataset"].get("synthetic_categories") or []
-    rows = "\n".join(
-        f"| `{name}` | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |"
-        for name, row in metrics["per_class"].items()
-    )
-    sources = dataset_sources(dataset_md) or "No DATASET.md was found beside the training CSV."
     synthetic_note = (
         f"**Synthetic categories: {', '.join(f'`{name}`' for name in synthetic)}.** Every training and validation "
         "image of these categories was generated (an overlay drawn onto real faces), not photographed. Scores on them "
@@ -145,54 +140,18 @@ def model_card(sidecar: dict, dataset_md: Path | None) -> str:
         if synthetic else "No category is marked synthetic in the training CSV."
     )
     target = training.get("target")
-    target_line = ""
-    if target:
-        met = all(metrics[key] >= value for key, value in target.items())
-        wanted = ", ".join(f"{key} >= {value}" for key, value in target.items())
-        target_line = f"\nTarget ({wanted}): **{'met' if met else 'not met'}**.\n"
-    return f"""# Model card: face-mask multi-label classifier
+    return _TEMPLATES.get_template("model_card.md.j2").render(
+        s=sidecar, t=training, m=metrics, vocab=sidecar["vocab"],
+        lr_origin=_lr_origin(training), lr_mult=f"{training.get('lr_mult', 100):g}",
+        head_and_precision=_head_and_precision(training), continued_from=_continued_from(training),
+        oversampled=_oversampled(training), face_crops=_face_crops(training), tta_line=_tta_line(sidecar.get("tta", "none")),
+        target=target and {"met": all(metrics[key] >= value for key, value in target.items()),
+                           "wanted": ", ".join(f"{key} >= {value}" for key, value in target.items())},
+        synthetic_note=synthetic_note,
+        sources=dataset_sources(dataset_md) or "No DATASET.md was found beside the training CSV.",
+    )
 
-## Intended use
-Classify the face masks in a photo for demonstrations and education: which of {', '.join(f'`{c}`' for c in sidecar['vocab'])}
-appear. `-` means "not a face or mask photo"; `No_mask!` means a bare face. It is not a safety device and must not be
-used to enforce mask rules or to make decisions about people.
 
-## Model
-- Architecture: `{sidecar['architecture']}` ({'ImageNet-pretrained' if training['pretrained'] else 'from scratch'}), fastai `vision_learner`, multi-label (sigmoid + threshold).
-- Input: {sidecar['preprocessing']['presize']} px item resize (center crop), then {sidecar['input_size']} px, ImageNet normalisation.
-- Training: {training['frozen_epochs']} frozen + {training['epochs']} unfrozen epochs, learning rate {training['lr']:.2e}{_lr_origin(training)} (the body at 1/{training.get('lr_mult', 100):g} of the head's rate in the unfrozen epochs), batch size {training['batch_size']}, {_head_and_precision(training)}, seed {training['seed']}, on {training['device']}; wall time {training['seconds'] / 60:.1f} min.{_continued_from(training)}{_oversampled(training)}{_face_crops(training)}
-- Threshold: **{sidecar['threshold']:.2f}**, chosen on the validation set as the one with the best macro-F1 (see `threshold_sweep.png`).
-- {_tta_line(sidecar.get('tta', 'none'))}
-- Versions: Python {sidecar['versions']['python']}, fastai {sidecar['versions']['fastai']}, torch {sidecar['versions']['torch']}. The `.pkl` loads only under the same Python minor version.
-
-## Metrics (validation split, {metrics['images']} images, threshold {metrics['threshold']:.2f})
-| metric | value |
-|---|---|
-| exact-match (subset) accuracy | {metrics['exact_match']:.4f} |
-| macro-F1 | {metrics['macro_f1']:.4f} |
-| accuracy_multi | {metrics['accuracy_multi']:.4f} |
-{target_line}
-| category | precision | recall | F1 | support |
-|---|---|---|---|---|
-{rows}
-
-Plots: `threshold_sweep.png`, `confusion.png` (a 2x2 matrix per category and the true-vs-predicted co-occurrence
-table), `top_losses.png`{', `lr_find.png`' if training.get('lr_from', 'lr_find') == 'lr_find' else ''}. Figures in `metrics.json`.
-
-## Data
-Training CSV sha256 `{training['dataset']['csv_sha256']}`, {training['dataset']['images']} images
-({training['dataset']['train_images']} train, {training['dataset']['valid_images']} validation, {training['dataset']['skipped']} unreadable skipped).
-
-{synthetic_note}
-
-Sources and licence notes, from the dataset's DATASET.md:
-
-{sources}
-
-## Known failure modes
-- Several people in one photo: the whole-image classifier answers for the photo, not per person (use the per-face mode).
-- Side or profile views, small or distant faces, and heavy blur.
-- A hand, scarf or microphone over the mouth can look like a mask; a mask pulled under the chin can look like no mask.
-- Cloth, Medical and KN95 look alike in poor light or at low resolution.
-- Real face shields and gas masks differ from the synthetic training images.
-"""
+_TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), trim_blocks=True,
+                                keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False)
+_TEMPLATES.filters["code"] = lambda value: f"`{value}`"

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from maskclassifier.web import create_app
 from maskclassifier.config import Settings
 
-TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))
+from datasets import face_like_image, write_labelled_set
+from helpers import encode
 
-from datasets import face_like_image, write_labelled_set  # noqa: E402
+TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="session")
@@ -76,17 +74,6 @@ def make_app(settings):
     return build
 
 
-def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **params)
-    return buffer.getvalue()
-
-
 @pytest.fixture
 def face_jpeg() -> bytes:
     return encode(face_like_image(["Medical"], seed=7, size=(120, 160)))
-
-
-def upload(data: bytes, name: str = "photo.jpg", content_type: str = "image/jpeg", field: str = "file") -> dict:
-    """Form data for the test client's post(..., data=upload(...))."""
-    return {field: (io.BytesIO(data), name, content_type)}

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
+from helpers import encode, png_chunk, png_claiming, png_one_row_of
+
 OK = 200  # the file is a usable image: the app must classify it
 BOUNDARY = "hostile-corpus-3f9c2b7e51d04a68"
 
@@ -93,28 +95,11 @@ def photo(size: tuple[int, int] = (160, 120), seed: int = 1) -> Image.Image:
     return image
 
 
-def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **params)
-    return buffer.getvalue()
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG header for a `width` x `height` RGB image with almost no pixel data: a decompression bomb."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    data = zlib.compress(b"\0" * 4096, 9)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
-
-
 def png_with_chunk_before_idat(kind: bytes, body: bytes) -> bytes:
     """A valid PNG with one extra ancillary chunk (text, ICC profile, ...) inserted after IHDR."""
     data = encode(photo(), "PNG")
     ihdr_end = 8 + 4 + 4 + 13 + 4
-    return data[:ihdr_end] + _png_chunk(kind, body) + data[ihdr_end:]
+    return data[:ihdr_end] + png_chunk(kind, body) + data[ihdr_end:]
 
 
 def jpeg_with_segments(segments: list[bytes]) -> bytes:
@@ -291,6 +276,7 @@ def _bombs() -> list[Upload]:
         file_upload("png-bomb-30000x30000", png_claiming(30000, 30000), 400, "image_too_large"),
         file_upload("png-bomb-65535x65535", png_claiming(65535, 65535), 400, "image_too_large"),
         file_upload("png-60-megapixels", png_claiming(10000, 6000), 400, "image_too_large"),
+        file_upload("png-16-bit-7071x7071-data-ends-after-one-row", png_one_row_of(7071, 7071), 400, "corrupt_image"),
         file_upload("png-ztxt-bomb", png_with_chunk_before_idat(b"zTXt", b"Comment\0\0" + zlib.compress(
             b"\0" * (64 << 20), 9)), 400, "corrupt_image"),
         file_upload("png-iccp-bomb", png_with_chunk_before_idat(b"iCCP", b"icc\0\0" + zlib.compress(

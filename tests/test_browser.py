@@ -11,7 +11,7 @@ from PIL import Image
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request
 
-from conftest import encode
+from helpers import encode
 from datasets import face_like_image
 
 CHROMIUM = shutil.which("chromium")

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageColor, ImageDraw
 from skimage import data
 
-from conftest import encode, upload
+from helpers import TINY_OPTIONS, encode, run_module, sideways_jpeg, upload
 from datasets import write_labelled_set
 from maskclassifier.config import Settings
 from maskclassifier.dataset import ImageReader, LabelledData
@@ -27,8 +27,6 @@ from maskclassifier.images import load_image
 from maskclassifier.model import Prediction
 from maskclassifier.training import add_face_crops
 from maskclassifier.web.presenters import friendly_name
-from test_images import sideways_jpeg
-from test_training import TINY_OPTIONS, run_module
 
 HEAD = (140, 20, 310, 230)  # a crop of the astronaut photo around her head, with room for a mask
 HEAD_CENTRE = (84, 97)  # the face's centre inside that crop

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import encode
+from helpers import encode, png_claiming, sideways_jpeg
 from maskclassifier import images
 from maskclassifier.images import ImageError, load_image
 
@@ -94,14 +94,6 @@ def test_16_bit_png_is_scaled_not_clipped():
     assert [decoded.getpixel((x, 0))[0] for x in range(3)] == [0, 128, 255]
 
 
-def sideways_jpeg(upright: Image.Image, orientation: int = 6) -> bytes:
-    """What a phone stores: the pixels rotated, plus the EXIF tag that says how to turn them upright."""
-    stored = upright.transpose(Image.Transpose.ROTATE_90)  # orientation 6 = rotate 270 (clockwise 90) to view
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    return encode(stored, "JPEG", quality=95, exif=exif)
-
-
 def test_exif_orientation_is_applied():
     upright = gradient((40, 30))
     decoded = load_image(sideways_jpeg(upright))
@@ -144,15 +136,6 @@ def test_heic_without_support_is_415_with_advice(monkeypatch):
     monkeypatch.setattr(images, "HEIF_SUPPORTED", False)
     error = assert_error(data, 415, "unsupported_format")
     assert "HEIC" in error.message and "JPEG" in error.message
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A valid-looking PNG header for a huge image, with almost no data: a decompression bomb's first bytes."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
 
 
 def test_decompression_bomb_is_rejected_before_allocating(monkeypatch):

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import encode, upload
+from helpers import (encode, free_port, multipart, png_one_row_of, start_gunicorn, upload,
+                     wait_until_healthy)
 from datasets import face_like_image
 from maskclassifier import mtcnn
 from maskclassifier.capacity import Busy, Deadline, InferenceSlots, OutOfTime
 from maskclassifier.web.worker import HEADER_TIMEOUT_S
-from servers import free_port, multipart, start_gunicorn, wait_until_healthy
 
 UPLOAD_TIMEOUT_S = 2
 
@@ -258,25 +258,12 @@ MEMORY_BOUND_MB = 300
 BIG = (7071, 7071)
 
 
-def _png_one_row_of_16_bit_grey() -> bytes:
-    """93 bytes: a 7071x7071 16-bit grey PNG whose compressed data ends after its first row."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    header = struct.pack(">IIBBBBB", *BIG, 16, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (1 + 2 * BIG[0]), 9))
-            + chunk(b"IEND", b""))
-
-
 def _saved(mode: str, size: tuple[int, int], fmt: str, colour, **params) -> bytes:
     return encode(Image.new(mode, size, colour), fmt, **params)
 
 
 MEMORY_CASES = {
-    "png-one-row-of-16-bit-grey": (_png_one_row_of_16_bit_grey, 400),
+    "png-one-row-of-16-bit-grey": (lambda: png_one_row_of(*BIG), 400),
     "png-16-bit-grey": (lambda: _saved("I;16", BIG, "PNG", 40000), 200),
     "png-rgba": (lambda: _saved("RGBA", BIG, "PNG", (200, 10, 10, 128)), 200),
     "png-rgb-flat": (lambda: _saved("RGB", BIG, "PNG", (20, 120, 20)), 200),

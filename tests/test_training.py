@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from datasets import write_labelled_set
+from helpers import TINY_OPTIONS, run_module
 from maskclassifier import metrics
 from maskclassifier.dataset import DatasetError, LabelledData, oversample
 from maskclassifier.learner_file import read_learner
@@ -28,13 +29,6 @@ from maskclassifier.training import TrainingError, fit_batch_size, lr_find_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = ["-", "Cloth", "Gas", "KN95", "Medical", "No_mask!", "Shield"]
-TINY_OPTIONS = ["--no-pretrained", "--size", "64", "--epochs", "1", "--frozen-epochs", "0", "--bs", "8", "--workers", "0"]
-
-
-def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
-
-
 def elsewhere(folder: Path) -> dict:
     """Keyword arguments to run a CLI with `folder` as the current directory and folder/tmp as TMPDIR."""
     (folder / "tmp").mkdir(exist_ok=True)
@@ -409,3 +403,15 @@ def test_shipped_model_matches_its_sidecar():
     classifier = load_classifier(model)
     assert sidecar["vocab"] == classifier.vocab == VOCAB
     assert classifier.threshold == sidecar["threshold"]
+
+
+def test_metrics_agree_with_their_definitions_on_a_category_nobody_has():
+    """scikit-learn's metrics, as the model card reports them: a category never true nor predicted scores F1 0."""
+    targets = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    probs = np.array([[0.9, 0.1, 0.0], [0.8, 0.7, 0.1], [0.7, 0.2, 0.2]])
+    assert metrics.accuracy_multi(probs, targets, 0.5) == pytest.approx(7 / 9)  # 2 of 9 decisions wrong
+    assert metrics.exact_match(probs, targets, 0.5) == pytest.approx(1 / 3)
+    report = metrics.per_class_report(probs, targets, ["a", "b", "c"], 0.5)
+    assert report["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0, "confusion": [[3, 0], [0, 0]]}
+    assert report["a"]["confusion"] == [[0, 1], [0, 2]] and report["a"]["precision"] == pytest.approx(2 / 3)
+    assert metrics.macro_f1(probs, targets, 0.5) == pytest.approx((0.8 + 2 / 3 + 0) / 3)

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import encode, upload
+from helpers import encode, png_claiming, sideways_jpeg, upload
 from datasets import face_like_image
 from maskclassifier.images import load_image
 from maskclassifier.model import Prediction
 from maskclassifier.web.presenters import prediction_message
-from test_images import png_claiming, sideways_jpeg
 
 
 def test_form_page(client):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from conftest import encode
+from helpers import encode
 from datasets import CATEGORIES, face_like_image
 from maskclassifier.images import load_image
 

@@ -134,9 +134,7 @@ def _too_large_error() -> ImageError:
 
 def requested_mode() -> str | None:
     """The `faces` query parameter, else the form field: auto, on or off; None when neither was sent."""
-    raw = request.args.get("faces")
-    if raw is None:
-        raw = request.form.get("faces")
+    raw = request.values.get("faces")  # the query string first, then the form
     if raw is None:
         return None
     mode = raw.strip().lower()
