@@ -27,7 +27,9 @@ from maskclassifier.config import MAX_FACE_MARGIN, Settings
 from maskclassifier.dataset import DatasetError, LabelledRows, parse_merges, read_labelled_rows
 from maskclassifier.faces import FaceDetector, analyse, load_detector
 from maskclassifier.images import ImageError, load_image
-from maskclassifier.model import TTA_CHOICES, Classifier, ModelLoadError, load_classifier
+from maskclassifier.errors import ModelLoadError
+from maskclassifier.model import Classifier, load_classifier
+from maskclassifier.tta import TTA_CHOICES
 
 BATCH_SIZE = 32
 FULL_MODEL = Path("models/export.pkl")

@@ -19,7 +19,6 @@ reproducible); --force exports again anyway.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,8 +34,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from maskclassifier.fastai_backend import FastaiBackend, load_fastai_backend  # noqa: E402
-from maskclassifier.model import (DEFAULT_THRESHOLD, ModelLoadError, read_sidecar, sha256_file,  # noqa: E402
-                                  sidecar_path)
+from maskclassifier.errors import ModelLoadError  # noqa: E402
+from maskclassifier.sidecar import (DEFAULT_THRESHOLD, Sidecar, read_sidecar, resolve, sha256_file,  # noqa: E402
+                                    sidecar_path)
 from maskclassifier.onnx import load_onnx_backend  # noqa: E402
 from maskclassifier.pipeline import (BatchSteps, PipelineError, Standardise, ValidationPipeline,  # noqa: E402
                                      probe_images, rebuild, size_json)
@@ -85,7 +85,7 @@ def write_onnx(graph: InferenceGraph, item_hw: tuple[int, int], path: Path, opse
     onnx.checker.check_model(str(path))
 
 
-def check_parity(fastai_backend: FastaiBackend, onnx_path: Path, sidecar: dict) -> float:
+def check_parity(fastai_backend: FastaiBackend, onnx_path: Path, sidecar: Sidecar) -> float:
     """Largest absolute difference from the learner's own fastai pipeline; ExportError above the tolerance."""
     images = probe_images()
     expected = fastai_backend.learner_probabilities(images)
@@ -104,13 +104,13 @@ def is_up_to_date(model_path: Path, opset: int = OPSET) -> bool:
     onnx_path = model_path.with_suffix(".onnx")
     if not (model_path.is_file() and onnx_path.is_file()):
         return False
-    recorded = read_sidecar(model_path).get("onnx") or {}
+    recorded = (read_sidecar(model_path) or Sidecar()).onnx or {}
     return (recorded.get("file") == onnx_path.name and recorded.get("opset") == opset
             and recorded.get("sha256") == sha256_file(onnx_path)
             and (recorded.get("exported_from") or {}).get("sha256") == sha256_file(model_path))
 
 
-def export(model_path: Path, opset: int = OPSET) -> dict:
+def export(model_path: Path, opset: int = OPSET) -> Sidecar:
     """Write MODEL.onnx beside MODEL.pkl (they share the sidecar MODEL.json) and return the updated sidecar."""
     model_path = Path(model_path)
     if model_path.suffix != ".pkl" or not model_path.is_file():
@@ -122,15 +122,13 @@ def export(model_path: Path, opset: int = OPSET) -> dict:
     item_hw = (pipeline.resize.height, pipeline.resize.width)
     write_onnx(InferenceGraph(backend.learner.model, pipeline.batch_steps), item_hw, onnx_path, opset)
 
-    sidecar = read_sidecar(model_path)
-    sidecar.update({
-        "vocab": backend.vocab,
-        "threshold": float(sidecar.get("threshold", DEFAULT_THRESHOLD)),
-        "architecture": sidecar.get("architecture", backend.architecture),
-        "input_size": pipeline.out_hw[1],
-        "preprocessing": {**sidecar.get("preprocessing", {}), **preprocessing(pipeline)},
-    })
-    sidecar["onnx"] = {
+    sidecar = read_sidecar(model_path) or Sidecar()
+    sidecar.vocab = backend.vocab
+    sidecar.threshold = float(resolve(None, sidecar.threshold, DEFAULT_THRESHOLD))
+    sidecar.architecture = resolve(None, sidecar.architecture, backend.architecture)
+    sidecar.input_size = pipeline.out_hw[1]
+    sidecar.preprocessing = {**sidecar.preprocessing, **preprocessing(pipeline)}
+    sidecar.onnx = {
         "file": onnx_path.name,
         "sha256": sha256_file(onnx_path),
         "opset": opset,
@@ -140,9 +138,9 @@ def export(model_path: Path, opset: int = OPSET) -> dict:
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    sidecar["onnx"]["parity"] = {"images": len(probe_images()), "max_abs_difference": check_parity(
+    sidecar.onnx["parity"] = {"images": len(probe_images()), "max_abs_difference": check_parity(
         backend, onnx_path, sidecar)}
-    sidecar_path(model_path).write_text(json.dumps(sidecar, indent=2) + "\n")
+    sidecar.write(model_path)
     return sidecar
 
 
@@ -163,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelLoadError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    onnx_info = sidecar["onnx"]
+    onnx_info = sidecar.onnx
     print(f"wrote {onnx_info['file']} (sha256 {onnx_info['sha256'][:12]}…) and updated "
           f"{sidecar_path(args.model).name}; largest difference from the fastai learner on "
           f"{onnx_info['parity']['images']} images: {onnx_info['parity']['max_abs_difference']:.1e}")

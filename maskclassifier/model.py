@@ -16,11 +16,7 @@ import numpy as np
 from PIL import Image
 
 from maskclassifier.errors import ModelLoadError
-from maskclassifier.sidecar import DEFAULT_THRESHOLD, read_sidecar, sha256_file, sidecar_path
-from maskclassifier.tta import TTA_CHOICES
-
-__all__ = ["DEFAULT_THRESHOLD", "TTA_CHOICES", "Classifier", "ModelLoadError", "Prediction", "load_classifier",
-           "read_sidecar", "sha256_file", "sidecar_path"]  # the training commands import these from here
+from maskclassifier.sidecar import DEFAULT_THRESHOLD, DEFAULT_TTA, Sidecar, read_sidecar, resolve, sha256_file, sidecar_path
 
 # Images classified in one forward pass. A photo's 50 faces in one batch raised the worker's peak memory by
 # 780 MB (MobileNetV2's activations at 256 px are about 15 MB an image); batches of 8 are as fast on the CPU.
@@ -72,8 +68,8 @@ class Classifier:
     path: Path
     threshold: float
     sha256: str
-    sidecar: dict = field(default_factory=dict)
-    tta: str = "none"  # one of TTA_CHOICES; the threshold was chosen on predictions made this way
+    sidecar: Sidecar = field(default_factory=Sidecar)
+    tta: str = DEFAULT_TTA  # one of TTA_CHOICES; the threshold was chosen on predictions made this way
 
     @property
     def vocab(self) -> list[str]:
@@ -105,15 +101,13 @@ class Classifier:
             "model_file": self.path.name,
             "sha256": self.sha256,
         }
-        for key in ("metrics", "created", "versions"):
-            if key in self.sidecar:
-                info[key] = self.sidecar[key]
-        return info
+        recorded = self.sidecar.to_json()
+        return {**info, **{key: recorded[key] for key in ("metrics", "created", "versions") if key in recorded}}
 
 
-def _check_python_version(model_path: Path, sidecar: dict) -> None:
+def _check_python_version(model_path: Path, sidecar: Sidecar) -> None:
     """A fastai export holds pickled code objects, which load only under the Python minor version that wrote them."""
-    exported = str(sidecar.get("versions", {}).get("python", ""))
+    exported = str(sidecar.versions.get("python", ""))
     running = platform.python_version()
     if exported and exported.split(".")[:2] != running.split(".")[:2]:
         raise ModelLoadError(
@@ -122,22 +116,15 @@ def _check_python_version(model_path: Path, sidecar: dict) -> None:
         )
 
 
-def _load_backend(path: Path, sidecar: dict, torch_threads: int | None) -> Backend:
+def _load_backend(path: Path, sidecar: Sidecar | None, torch_threads: int | None) -> Backend:
     if path.suffix == ".onnx":
         from maskclassifier.onnx import load_onnx_backend
 
         return load_onnx_backend(path, sidecar, torch_threads)
-    _check_python_version(path, sidecar)
+    _check_python_version(path, sidecar or Sidecar())
     from maskclassifier.fastai_backend import load_fastai_backend
 
     return load_fastai_backend(path, torch_threads)
-
-
-def _sidecar_tta(path: Path, sidecar: dict) -> str:
-    tta = sidecar.get("tta", "none")
-    if tta not in TTA_CHOICES:
-        raise ModelLoadError(f"{sidecar_path(path)} has tta {tta!r}; it must be one of {', '.join(TTA_CHOICES)}")
-    return tta
 
 
 def load_classifier(model_path: Path, threshold: float | None = None, torch_threads: int | None = None,
@@ -152,15 +139,14 @@ def load_classifier(model_path: Path, threshold: float | None = None, torch_thre
         )
     if path.suffix not in (".pkl", ".onnx"):
         raise ModelLoadError(f"{path}: MODEL_PATH must end in .pkl (fastai export) or .onnx (ONNX export)")
-    sidecar = read_sidecar(path)
-    backend = _load_backend(path, sidecar, torch_threads)
-    digest = sha256_file(path)
-    if sidecar.get("vocab") and list(sidecar["vocab"]) != list(backend.vocab):
+    found = read_sidecar(path)
+    backend = _load_backend(path, found, torch_threads)
+    sidecar = found or Sidecar()
+    if sidecar.vocab and list(sidecar.vocab) != list(backend.vocab):
         raise ModelLoadError(
-            f"{sidecar_path(path)} lists categories {sidecar['vocab']} but the model has {backend.vocab}; "
+            f"{sidecar_path(path)} lists categories {sidecar.vocab} but the model has {backend.vocab}; "
             "the sidecar belongs to another model: retrain, or delete the sidecar"
         )
-    if threshold is None:
-        threshold = float(sidecar.get("threshold", DEFAULT_THRESHOLD))
-    return Classifier(backend=backend, path=path, threshold=threshold, sha256=digest, sidecar=sidecar,
-                      tta=_sidecar_tta(path, sidecar) if tta is None else tta)
+    return Classifier(backend=backend, path=path, threshold=float(resolve(threshold, sidecar.threshold,
+                                                                          DEFAULT_THRESHOLD)),
+                      sha256=sha256_file(path), sidecar=sidecar, tta=resolve(tta, sidecar.tta, DEFAULT_TTA))

@@ -17,7 +17,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from PIL import Image
 
 from maskclassifier.errors import ModelLoadError
-from maskclassifier.sidecar import sha256_file, sidecar_path
+from maskclassifier.sidecar import Sidecar, sha256_file, sidecar_path
 from maskclassifier.tta import average_mirrored
 from maskclassifier.resize import ItemResize, item_resize_from, size_hw
 
@@ -47,18 +47,19 @@ def _reexport_hint(path: Path) -> str:
     return f"re-export with: python -m maskclassifier.export_onnx {path.with_suffix('.pkl')}"
 
 
-def _check_onnx_section(path: Path, sidecar: dict) -> None:
+def _check_onnx_section(path: Path, sidecar: Sidecar | None) -> Sidecar:
     """The sidecar must describe this very file: a retrained learner rewrites the sidecar without an onnx section."""
     json_path = sidecar_path(path)
-    if not sidecar:
+    if sidecar is None:
         raise ModelLoadError(f"{path} needs its sidecar {json_path}, which is missing; {_reexport_hint(path)}")
-    section = sidecar.get("onnx")
+    section = sidecar.onnx
     if not isinstance(section, dict) or section.get("file") != path.name:
         raise ModelLoadError(f"{json_path} does not describe {path.name} (no matching 'onnx' section: the learner "
                              f"was probably retrained since the export); {_reexport_hint(path)}")
     if section.get("sha256") != sha256_file(path):
         raise ModelLoadError(f"{path} is not the file {json_path} was written for (sha256 differs); "
                              f"{_reexport_hint(path)}")
+    return sidecar
 
 
 def _session(path: Path, threads: int | None) -> onnxruntime.InferenceSession:
@@ -82,15 +83,15 @@ def _check_signature(path: Path, session: onnxruntime.InferenceSession, resize: 
                              f"{_reexport_hint(path)}")
 
 
-def load_onnx_backend(path: Path, sidecar: dict, threads: int | None = None) -> OnnxBackend:
+def load_onnx_backend(path: Path, sidecar: Sidecar | None, threads: int | None = None) -> OnnxBackend:
     """An ONNX Runtime session for `path`, with the preprocessing its sidecar records; ModelLoadError otherwise."""
     path = Path(path)
-    _check_onnx_section(path, sidecar)
+    sidecar = _check_onnx_section(path, sidecar)
     try:
-        if not isinstance(sidecar.get("vocab"), list) or not isinstance(sidecar.get("preprocessing"), dict):
-            raise ValueError("'vocab' must be a list and 'preprocessing' an object")
-        vocab = [str(name) for name in sidecar["vocab"]]
-        preprocessing = sidecar["preprocessing"]
+        if not sidecar.vocab or not sidecar.preprocessing:
+            raise ValueError("'vocab' and 'preprocessing' must be recorded")
+        vocab = list(sidecar.vocab)
+        preprocessing = sidecar.preprocessing
         resize = item_resize_from(preprocessing)
         input_hw = size_hw(preprocessing["size"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -98,5 +99,5 @@ def load_onnx_backend(path: Path, sidecar: dict, threads: int | None = None) -> 
                              f"{_reexport_hint(path)}") from None
     session = _session(path, threads)
     _check_signature(path, session, resize, len(vocab))
-    architecture = str(sidecar.get("architecture") or "unknown")
+    architecture = str(sidecar.architecture or "unknown")
     return OnnxBackend(session, vocab, architecture, resize, input_hw)

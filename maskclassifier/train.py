@@ -29,7 +29,8 @@ import torch  # noqa: E402
 from maskclassifier import metrics, reports  # noqa: E402
 from maskclassifier.config import Settings  # noqa: E402
 from maskclassifier.dataset import DatasetError, oversample, parse_merges, parse_oversample  # noqa: E402
-from maskclassifier.model import TTA_CHOICES, sha256_file  # noqa: E402
+from maskclassifier.sidecar import Sidecar, sha256_file  # noqa: E402
+from maskclassifier.tta import TTA_CHOICES  # noqa: E402
 from maskclassifier.training import (  # noqa: E402
     ARCHITECTURES,
     LR_FALLBACK,
@@ -189,13 +190,13 @@ def write_top_losses(data, probs: np.ndarray, targets: np.ndarray, vocab: list[s
     reports.plot_top_losses([data.images_root / valid.loc[i, "fname"] for i in order], titles, path)
 
 
-def train(args: argparse.Namespace) -> dict:
+def train(args: argparse.Namespace) -> Sidecar:
     check_out_folder(args.out, args.name, args.overwrite)
     with scratch_directory() as workdir:
         return _train(args, workdir)
 
 
-def _train(args: argparse.Namespace, workdir: Path) -> dict:
+def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
     started = time.time()
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -244,19 +245,18 @@ def _train(args: argparse.Namespace, workdir: Path) -> dict:
 
     normalize = _normalize_stats(dls)
     valid_count = int(data.frame["is_valid"].sum())
-    sidecar = {
-        "model_file": model_path.name,
-        "sha256": sha256_file(model_path),
-        "vocab": vocab,
-        "threshold": threshold,
-        "tta": args.tta,
-        "architecture": args.arch,
-        "input_size": args.size,
-        "preprocessing": {"presize": args.presize, "resize_method": "crop", "size": args.size,
-                          "normalize": normalize},
-        "metrics": {key: report[key] for key in ("threshold", "images", "accuracy_multi", "exact_match",
-                                                 "macro_f1", "per_class")},
-        "training": {
+    sidecar = Sidecar(
+        model_file=model_path.name,
+        sha256=sha256_file(model_path),
+        vocab=vocab,
+        threshold=threshold,
+        tta=args.tta,
+        architecture=args.arch,
+        input_size=args.size,
+        preprocessing={"presize": args.presize, "resize_method": "crop", "size": args.size, "normalize": normalize},
+        metrics={key: report[key] for key in ("threshold", "images", "accuracy_multi", "exact_match",
+                                              "macro_f1", "per_class")},
+        training={
             "pretrained": args.pretrained,
             "epochs": args.epochs,
             "frozen_epochs": args.frozen_epochs,
@@ -287,14 +287,14 @@ def _train(args: argparse.Namespace, workdir: Path) -> dict:
                 "synthetic_categories": synthetic_categories(data),
             },
         },
-        "versions": {"python": platform.python_version(), "fastai": fastai.__version__, "torch": torch.__version__},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    (args.out / f"{args.name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+        versions={"python": platform.python_version(), "fastai": fastai.__version__, "torch": torch.__version__},
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    sidecar.write(model_path)
     notes = args.dataset_notes or args.csv.parent / "DATASET.md"
-    (args.out / "MODEL_CARD.md").write_text(reports.model_card(sidecar, notes))
+    (args.out / "MODEL_CARD.md").write_text(reports.model_card(sidecar.to_json(), notes))
     print(f"wrote {model_path} and {args.name}.json, metrics, plots and MODEL_CARD.md to {args.out} "
-          f"in {sidecar['training']['seconds'] / 60:.1f} min", flush=True)
+          f"in {sidecar.training['seconds'] / 60:.1f} min", flush=True)
     if model_path.with_suffix(".onnx").exists():
         print(f"{model_path.with_suffix('.onnx')} is now stale; re-export it with: "
               f"python -m maskclassifier.export_onnx {model_path}", flush=True)

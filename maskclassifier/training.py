@@ -42,7 +42,7 @@ from maskclassifier.dataset import ImageReader, LabelledData, check_split, read_
 from maskclassifier.facebox import crop_box
 from maskclassifier.faces import load_detector
 from maskclassifier.learner_file import read_learner
-from maskclassifier.model import ModelLoadError
+from maskclassifier.errors import ModelLoadError
 
 MOBILENET_WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 

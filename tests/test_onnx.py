@@ -25,7 +25,9 @@ from helpers import upload
 from datasets import CATEGORIES
 from maskclassifier.export_onnx import is_up_to_date, main
 from maskclassifier.fastai_backend import load_fastai_backend
-from maskclassifier.model import ModelLoadError, decide, load_classifier, sha256_file
+from maskclassifier.errors import ModelLoadError
+from maskclassifier.model import decide, load_classifier
+from maskclassifier.sidecar import sha256_file
 from maskclassifier.pipeline import PipelineError, batch_steps, item_resize
 from varied import varied_uploads
 

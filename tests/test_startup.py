@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from maskclassifier.config import ConfigError, Settings, settings_from_env
-from maskclassifier.model import ModelLoadError, load_classifier
+from maskclassifier.errors import ModelLoadError
+from maskclassifier.model import load_classifier
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,3 +145,24 @@ def test_app_py_stops_on_a_bad_setting(tiny_model):
     assert result.returncode == 3
     assert "MASK_THRESHOLD must be between 0 and 1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_sidecar_is_typed_keeps_what_it_does_not_know_and_refuses_bad_values(tmp_path):
+    from maskclassifier.sidecar import Sidecar, read_sidecar, resolve
+
+    model = tmp_path / "export.pkl"
+    assert read_sidecar(model) is None
+    write_sidecar(model, vocab=["a", "b"], threshold=0.3, tta="flip", note_from_a_newer_version={"x": 1})
+    sidecar = read_sidecar(model)
+    assert (sidecar.vocab, sidecar.threshold, sidecar.tta) == (["a", "b"], 0.3, "flip")
+    sidecar.write(model)  # a rewrite (as the ONNX export does) keeps the key this version does not know
+    assert json.loads(model.with_suffix(".json").read_text()) == {
+        "vocab": ["a", "b"], "threshold": 0.3, "tta": "flip", "note_from_a_newer_version": {"x": 1}}
+    assert Sidecar().to_json() == {}
+    for fields, message in [({"threshold": 1.5}, "threshold must be a number between 0 and 1"),
+                            ({"vocab": "a b"}, "vocab must be a list"), ({"metrics": []}, "metrics must be an object")]:
+        write_sidecar(model, **fields)
+        with pytest.raises(ModelLoadError, match=message):
+            read_sidecar(model)
+    # One precedence rule for every served setting: explicit, else the sidecar's, else the default.
+    assert resolve(0.7, 0.3, 0.5) == 0.7 and resolve(None, 0.3, 0.5) == 0.3 and resolve(None, None, 0.5) == 0.5

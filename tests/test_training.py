@@ -23,7 +23,8 @@ from helpers import TINY_OPTIONS, run_module
 from maskclassifier import metrics
 from maskclassifier.dataset import DatasetError, LabelledData, oversample
 from maskclassifier.learner_file import read_learner
-from maskclassifier.model import load_classifier, sha256_file
+from maskclassifier.model import load_classifier
+from maskclassifier.sidecar import sha256_file
 from maskclassifier.train import parse_args
 from maskclassifier.training import TrainingError, fit_batch_size, lr_find_steps
 
