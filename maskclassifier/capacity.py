@@ -54,7 +54,11 @@ class Deadline:
 
 
 class InferenceSlots:
-    """At most `slots` holders at once; a would-be holder waits at most `max_wait_s`, then gets Busy."""
+    """At most `slots` holders at once; a would-be holder waits at most `max_wait_s`, then gets Busy.
+
+    An exclusive holder takes every slot: a photo so big that two of them at once could exceed the worker's memory
+    bound runs alone. Exclusive holders queue one at a time for the slots, so two of them never hold half each.
+    """
 
     def __init__(self, slots: int, max_wait_s: float):
         if slots < 1 or max_wait_s < 0:
@@ -62,6 +66,7 @@ class InferenceSlots:
         self.slots = slots
         self.max_wait_s = max_wait_s
         self._semaphore = threading.BoundedSemaphore(slots)
+        self._exclusive = threading.Lock()  # held while an exclusive holder gathers every slot
         self._lock = threading.Lock()
         self._waiting = 0
         self._recent_hold_s = 1.0  # moving average of how long a slot is held, for Retry-After
@@ -71,13 +76,14 @@ class InferenceSlots:
         return self._waiting
 
     @contextmanager
-    def hold(self) -> Iterator[None]:
-        """Hold a slot for the duration of the `with` block; raise Busy after waiting `max_wait_s` in vain."""
+    def hold(self, exclusive: bool = False) -> Iterator[None]:
+        """Hold a slot (every slot when `exclusive`) for the duration of the `with` block; raise Busy after waiting
+        `max_wait_s` in vain."""
         with self._lock:
             self._waiting += 1
         started = time.monotonic()
         try:
-            acquired = self._semaphore.acquire(timeout=self.max_wait_s)
+            acquired = self._acquire(self.slots if exclusive else 1, started + self.max_wait_s)
         finally:
             with self._lock:
                 self._waiting -= 1
@@ -87,9 +93,28 @@ class InferenceSlots:
         try:
             yield
         finally:
-            self._semaphore.release()
+            for _ in range(acquired):
+                self._semaphore.release()
             with self._lock:
                 self._recent_hold_s = 0.8 * self._recent_hold_s + 0.2 * (time.monotonic() - held_from)
+
+    def _acquire(self, count: int, deadline: float) -> int:
+        """`count` slots by `deadline` (time.monotonic()): the number taken, or 0 (and none kept) on timeout."""
+        if count == 1:
+            return int(self._semaphore.acquire(timeout=max(0.0, deadline - time.monotonic())))
+        if not self._exclusive.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return 0
+        taken = 0
+        try:
+            while taken < count and self._semaphore.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                taken += 1
+        finally:
+            self._exclusive.release()
+        if taken < count:
+            for _ in range(taken):
+                self._semaphore.release()
+            return 0
+        return taken
 
     def _retry_after_s(self) -> int:
         """The queue ahead divided among the slots, in whole seconds: at least 2, so a page does not hammer."""

@@ -25,7 +25,9 @@ class Settings:
     # Threads for each inference (torch, ONNX Runtime, the face detector). One: on 2 shared cores under a crowd
     # (benchmarks/crowd.py, BENCHMARKS.md) more threads than the share of a core made each answer slower, not faster.
     torch_threads: int = 1
-    inference_slots: int = 1  # requests of one worker that decode and classify at the same time
+    # Requests of one worker that decode and classify at the same time (a photo over 12 megapixels takes them all).
+    # Two, each with one torch thread, answered the crowd benchmark fastest on 2 cores (BENCHMARKS.md).
+    inference_slots: int = 2
     queue_timeout_s: float = 10.0  # longest wait for an inference slot before answering 503 busy
     upload_timeout_s: float = 60.0  # the whole body must arrive within this, else 408 (about 1.8 MB at 30 KB/s)
     face_time_budget_s: float = 8.0  # finding and classifying faces; past it the answer is 422 too_many_faces

@@ -237,6 +237,18 @@ def _to_rgb(image: Image.Image, factor: int) -> Image.Image:
     return result
 
 
+def claimed_pixels(data: bytes) -> int:
+    """Width x height as the file's header states them, without decoding; 0 when the header cannot be read (then
+    load_image says why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=_accepted_formats()) as image:
+                return image.width * image.height
+    except Exception:  # noqa: BLE001 - any file Pillow cannot open; load_image gives the clear error
+        return 0
+
+
 def load_image(data: bytes) -> Image.Image:
     """Decode upload bytes into an EXIF-upright RGB image (first frame of animations), or raise ImageError.
 

@@ -150,7 +150,7 @@ def test_overload_is_answered_503_with_retry_after_on_api_and_page(make_app, fac
     app = make_app(queue_timeout_s=0.2)
     slots = app.extensions["inference_slots"]
     client = app.test_client()
-    with slots.hold():  # another request is being classified
+    with slots.hold(exclusive=True):  # other requests hold every slot
         started = time.monotonic()
         response = client.post("/api/predict", data=upload(face_jpeg))
         assert time.monotonic() - started < 2
@@ -378,3 +378,42 @@ def test_a_big_crop_resized_in_strips_is_pixel_for_pixel_fastais_crop_then_resiz
     photo = Image.fromarray(np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
     expected = photo.crop(fastai_crop_box(*size, *out)).resize(out, resample)
     assert np.array_equal(ItemResize(out[0], out[1], resample)(photo), np.asarray(expected))
+
+
+def test_an_exclusive_holder_waits_for_every_slot_and_runs_alone():
+    slots = InferenceSlots(2, max_wait_s=2)
+    events = []
+    with slots.hold():  # one ordinary request is running
+        def big() -> None:
+            with slots.hold(exclusive=True):
+                events.append("big starts")
+                time.sleep(0.2)
+                events.append("big ends")
+
+        thread = threading.Thread(target=big)
+        thread.start()
+        time.sleep(0.2)
+        assert events == []  # it waits for the running request's slot too
+        events.append("small ends")
+    thread.join()
+    assert events == ["small ends", "big starts", "big ends"]
+    with slots.hold(exclusive=True):
+        with pytest.raises(Busy):
+            with slots.hold():  # nothing else gets in while it runs
+                pass
+
+
+def test_photos_over_12_megapixels_take_every_slot(make_app, monkeypatch):
+    from maskclassifier.web import inference
+
+    taken = []
+    app = make_app()
+    real_hold = app.extensions["inference_slots"].hold
+    monkeypatch.setattr(app.extensions["inference_slots"], "hold",
+                        lambda exclusive=False: taken.append(exclusive) or real_hold(exclusive))
+    client = app.test_client()
+    client.post("/api/predict", data=upload(encode(Image.new("RGB", (400, 300)))))
+    monkeypatch.setattr(inference, "SHARED_SLOT_PIXELS", 100_000)
+    client.post("/api/predict", data=upload(encode(Image.new("RGB", (400, 300)))))
+    client.post("/api/predict", data=upload(b"not an image"))
+    assert taken == [False, True, False]

@@ -7,7 +7,7 @@ from flask import Blueprint, Flask, Response, jsonify
 from maskclassifier.drawing import annotate
 from maskclassifier.images import load_image
 from maskclassifier.web.errors import json_reply, reply_for
-from maskclassifier.web.inference import analyse_faces, classifier, inference_slots
+from maskclassifier.web.inference import analyse_faces, classifier, slot_for
 from maskclassifier.web.presenters import faces_json, jpeg, prediction_json
 from maskclassifier.web.uploads import requested_mode, uploaded_bytes
 
@@ -31,7 +31,7 @@ def predict():
     """
     mode = requested_mode()
     data = uploaded_bytes()
-    with inference_slots().hold():
+    with slot_for(data):
         image = load_image(data)
         if mode is None:  # without the parameter the answer is the whole-photo one, as before per-face mode
             return jsonify(prediction_json(classifier().predict(image)))
@@ -43,7 +43,7 @@ def predict():
 def annotated():
     """The photo as a JPEG with every face boxed and labelled (no boxes when no face is found)."""
     data = uploaded_bytes()
-    with inference_slots().hold():
+    with slot_for(data):
         image = load_image(data)
         analysis = analyse_faces(image, "on")
         response = Response(jpeg(annotate(image, analysis.faces, analysis.predictions)), mimetype="image/jpeg")

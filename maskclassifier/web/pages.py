@@ -8,7 +8,7 @@ from maskclassifier.categories import CATEGORIES
 from maskclassifier.faces import TooManyFaces
 from maskclassifier.images import ACCEPT_ATTRIBUTE, load_image
 from maskclassifier.web.errors import ErrorReply, reply_for, with_headers
-from maskclassifier.web.inference import analyse_faces, face_detector, inference_slots
+from maskclassifier.web.inference import analyse_faces, face_detector, slot_for
 from maskclassifier.web.presenters import faces_view, preview_data_uri, result_view
 from maskclassifier.web.uploads import requested_mode, uploaded_bytes
 
@@ -67,7 +67,7 @@ def classify_form():
     mode = requested_mode() or "auto"
     data = uploaded_bytes()
     settings = current_app.config["SETTINGS"]
-    with inference_slots().hold():  # decoding holds the photo's pixels: one heavy request at a time
+    with slot_for(data):  # decoding holds the photo's pixels: a bounded number at a time
         image = load_image(data)
         try:
             analysis = analyse_faces(image, mode)
