@@ -46,12 +46,10 @@ import re
 import select
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -61,6 +59,7 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
+from benchmarks import faces_latency
 from benchmarks.backends import free_port, memory_mb, training_running
 from benchmarks.load import GunicornLog, procfile_web_command, wait_healthy, worker_pids
 
@@ -68,11 +67,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
 
+from helpers import png_one_row_of  # noqa: E402
 from hostile_corpus import Part, hostile_uploads, multipart  # noqa: E402
 
 PHOTO_SIZE = (2048, 1536)  # the page shrinks photos to a 2048 px long side (web.UPLOAD_MAX_SIDE)
 PAGE_JPEG_QUALITY = 92  # the page's canvas.toBlob(..., "image/jpeg", 0.92)
-HEAD = (140, 20, 310, 230)  # the astronaut's head (and room for a mask) in her 512x512 photo
+HEAD = faces_latency.HEAD
 KINDS = {"one-face": 0.75, "group": 0.20, "hostile": 0.05}
 GROUP_FACES = (4, 6, 9, 12)
 CROWDED_FACES = 60
@@ -152,28 +152,7 @@ def close_up_photo(size: tuple[int, int], seed: int) -> Image.Image:
 
 def group_photo(faces: int, size: tuple[int, int] = PHOTO_SIZE, seed: int = 0) -> Image.Image:
     """`faces` copies of the astronaut's head in a grid filling the photo, like a posed group photo."""
-    width, height = size
-    cols = math.ceil(math.sqrt(faces * width / height))
-    rows = math.ceil(faces / cols)
-    head = Image.fromarray(data.astronaut()).crop(HEAD)
-    scale = 0.8 * min(width / cols / head.width, height / rows / head.height)
-    head = head.resize((round(head.width * scale), round(head.height * scale)), Image.LANCZOS)
-    photo = background(size, seed)
-    for index in range(faces):
-        row, col = divmod(index, cols)
-        photo.paste(head, (col * width // cols + (width // cols - head.width) // 2,
-                           row * height // rows + (height // rows - head.height) // 2))
-    return photo
-
-
-def png_one_row_of_many(width: int = 7071, height: int = 7071) -> bytes:
-    """93 bytes: a PNG header for `width` x `height` 16-bit grey (50 megapixels) whose data holds a single row."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
-    row = zlib.compress(b"\0" * (1 + 2 * width), 9)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", row) + chunk(b"IEND", b"")
+    return faces_latency.group_photo(faces, size, background(size, seed))
 
 
 def under_a_megabyte(image: Image.Image) -> bytes:
@@ -202,7 +181,7 @@ def make_payloads(max_upload_bytes: int, one_face_mode: str | None = None) -> di
         payloads["group"].append(Payload("group", f"group-{faces}-faces",
                                          *form(jpeg(group_photo(faces, seed=faces)), "auto")))
     payloads["hostile"] += [
-        Payload("hostile", "png-7071x7071-16-bit-one-row", *form(png_one_row_of_many()),
+        Payload("hostile", "png-7071x7071-16-bit-one-row", *form(png_one_row_of(7071, 7071)),
                 expected=frozenset({400}), expected_code="corrupt_image"),
         Payload("hostile", f"jpeg-{CROWDED_FACES}-faces", *form(under_a_megabyte(group_photo(CROWDED_FACES)), "auto"),
                 expected=frozenset({200, 422}), expected_code="too_many_faces"),

@@ -40,21 +40,27 @@ HEAD = (140, 20, 310, 230)  # the astronaut's head (and room for a mask) in her 
 FACE_COUNTS = (1, 5, 20)
 
 
-def group_photo_jpeg(faces: int, size: tuple[int, int] = PHOTO_SIZE) -> bytes:
-    """A JPEG of `faces` heads in a grid filling a photo of `size`, like a posed group photo."""
+def group_photo(faces: int, size: tuple[int, int] = PHOTO_SIZE, background: Image.Image | None = None) -> Image.Image:
+    """`faces` heads in a grid filling a photo of `size`, like a posed group photo, on `background` (default: the
+    coffee photo, texture rather than a flat background)."""
     width, height = size
     cols = math.ceil(math.sqrt(faces * width / height))
     rows = math.ceil(faces / cols)
     head = Image.fromarray(data.astronaut()).crop(HEAD)
     scale = 0.8 * min(width / cols / head.width, height / rows / head.height)
     head = head.resize((round(head.width * scale), round(head.height * scale)), Image.LANCZOS)
-    photo = Image.fromarray(data.coffee()).resize(size, Image.BILINEAR)  # texture, not a flat background
+    photo = background.copy() if background else Image.fromarray(data.coffee()).resize(size, Image.BILINEAR)
     for index in range(faces):
         row, col = divmod(index, cols)
         cell_x, cell_y = col * width // cols, row * height // rows
         photo.paste(head, (cell_x + (width // cols - head.width) // 2, cell_y + (height // rows - head.height) // 2))
+    return photo
+
+
+def group_photo_jpeg(faces: int, size: tuple[int, int] = PHOTO_SIZE) -> bytes:
+    """A JPEG of group_photo(faces, size)."""
     buffer = io.BytesIO()
-    photo.save(buffer, format="JPEG", quality=90)
+    group_photo(faces, size).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 

@@ -20,9 +20,7 @@ from maskclassifier.model import Classifier, Prediction, combine
 
 logger = logging.getLogger(__name__)
 
-
 MODES = ("auto", "on", "off")  # automatic (per face when 2+ faces), every face, whole photo
-
 
 
 class TooManyFaces(RuntimeError):
