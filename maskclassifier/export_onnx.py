@@ -64,7 +64,7 @@ class InferenceGraph(nn.Module):
 
 
 def preprocessing(pipeline: ValidationPipeline) -> dict:
-    """The sidecar's description: the keys train.py writes, plus each batch step the graph performs."""
+    """The sidecar's description: the keys the training command writes, plus each batch step the graph performs."""
     normalize = next((step.describe() for step in pipeline.steps if isinstance(step, Standardise)), None)
     return {
         **pipeline.item,

@@ -17,7 +17,7 @@ from skimage import data
 from helpers import TINY_OPTIONS, encode, run_module, sideways_jpeg, upload
 from datasets import write_labelled_set
 from maskclassifier.config import Settings
-from maskclassifier.dataset import ImageReader, LabelledData
+from maskclassifier.training.dataset import ImageReader, LabelledData
 from maskclassifier import mtcnn
 from maskclassifier.facebox import Face, crop_box, reading_order
 from maskclassifier import drawing
@@ -25,7 +25,7 @@ from maskclassifier.drawing import colour_for
 from maskclassifier.faces import load_detector
 from maskclassifier.images import load_image
 from maskclassifier.model import Prediction
-from maskclassifier.training import add_face_crops
+from maskclassifier.training.learner import add_face_crops
 from maskclassifier.web.presenters import friendly_name
 
 HEAD = (140, 20, 310, 230)  # a crop of the astronaut photo around her head, with room for a mask
@@ -291,7 +291,7 @@ def test_without_torch_the_app_starts_and_per_face_mode_says_why(make_app, monke
 
 
 def test_evaluate_scores_the_answers_of_automatic_mode(app, settings, tmp_path, capsys, monkeypatch):
-    from maskclassifier import evaluate
+    from maskclassifier.training import evaluate
 
     one, _ = group_photo(1, 1)
     one.save(tmp_path / "one.jpg")

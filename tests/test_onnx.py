@@ -255,7 +255,7 @@ class NotInstalled(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, NotInstalled())
-from maskclassifier.evaluate import main
+from maskclassifier.training.evaluate import main
 
 code = main(sys.argv[1:])
 assert not [name for name, module in sys.modules.items() if module is not None and name.split(".")[0] in HEAVY]

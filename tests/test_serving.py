@@ -357,7 +357,7 @@ def test_every_path_gives_learn_predicts_answer_for_jpegs_of_any_size(request, l
         page = client.post("/", data=upload(data)).get_data(as_text=True)
         assert "Every category" in page
     (tmp_path / "labels.csv").write_text("fname,labels\n" + "".join(f"{name},Medical\n" for name in rows))
-    from maskclassifier import evaluate
+    from maskclassifier.training import evaluate
 
     predictions = tmp_path / "predictions.csv"
     assert evaluate.main(["--csv", str(tmp_path / "labels.csv"), "--model", str(model_path),

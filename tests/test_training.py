@@ -20,13 +20,13 @@ from PIL import Image
 
 from datasets import write_labelled_set
 from helpers import TINY_OPTIONS, run_module
-from maskclassifier import metrics
-from maskclassifier.dataset import DatasetError, LabelledData, oversample
+from maskclassifier.training import metrics
+from maskclassifier.training.dataset import DatasetError, LabelledData, oversample
 from maskclassifier.learner_file import read_learner
 from maskclassifier.model import load_classifier
 from maskclassifier.sidecar import sha256_file
-from maskclassifier.train import parse_args
-from maskclassifier.training import TrainingError, fit_batch_size, lr_find_steps
+from maskclassifier.training.train import parse_args
+from maskclassifier.training.learner import TrainingError, fit_batch_size, lr_find_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = ["-", "Cloth", "Gas", "KN95", "Medical", "No_mask!", "Shield"]

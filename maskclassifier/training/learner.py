@@ -38,7 +38,7 @@ from fastai.metrics import F1ScoreMulti, accuracy_multi
 from fastai.torch_core import to_float
 from torchvision import models
 
-from maskclassifier.dataset import ImageReader, LabelledData, check_split, read_labelled_csv
+from maskclassifier.training.dataset import ImageReader, LabelledData, check_split, read_labelled_csv
 from maskclassifier.facebox import crop_box
 from maskclassifier.faces import load_detector
 from maskclassifier.learner_file import read_learner

@@ -1,0 +1,329 @@
+"""Train the mask classifier on a labelled CSV and write the model, its sidecar, plots and model card.
+
+    python -m maskclassifier.train --csv labels.csv --images-root DIR [--out runs/NAME/]
+    python -m maskclassifier.train @recipes/NAME.args [more options]
+
+Each run writes into a new folder, runs/YYYYMMDD-HHMMSS/ unless --out says otherwise; a folder that already holds
+a trained model (e.g. models/, the shipped one) is written into only with --overwrite. `@FILE` reads options from
+FILE, one or more to a line, `#` starting a comment (see recipes/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from maskclassifier.cli import ArgsFileParser, silence_fastai_jit_warning
+
+silence_fastai_jit_warning()  # before fastai is imported below: it warns at import time
+
+import fastai  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from maskclassifier.training import metrics, reports  # noqa: E402
+from maskclassifier.config import Settings  # noqa: E402
+from maskclassifier.training.dataset import DatasetError, oversample, parse_merges, parse_oversample  # noqa: E402
+from maskclassifier.sidecar import Sidecar, sha256_file  # noqa: E402
+from maskclassifier.tta import TTA_CHOICES  # noqa: E402
+from maskclassifier.training.learner import (  # noqa: E402
+    ARCHITECTURES,
+    LR_FALLBACK,
+    LR_FIND_EPOCHS,
+    LR_FIND_MAX_STEPS,
+    LR_FIND_MIN_STEPS,
+    CpuBfloat16,
+    TrainingError,
+    add_face_crops,
+    build_dataloaders,
+    build_learner,
+    find_lr,
+    fit_batch_size,
+    load_initial_weights,
+    load_labelled_csv,
+    lr_find_steps,
+    per_item_losses,
+    scratch_directory,
+    validation_predictions,
+)
+
+RUNS_FOLDER = Path("runs")
+# What a run writes besides NAME.pkl and NAME.json: a folder holding any of them holds an earlier run's results.
+RUN_FILES = ("MODEL_CARD.md", "metrics.json", "threshold_sweep.png", "confusion.png", "top_losses.png", "lr_find.png")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = ArgsFileParser(prog="python -m maskclassifier.train", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--csv", type=Path, required=True, help="CSV with columns fname, labels (space-separated)"
+                        " and optionally is_valid, synthetic")
+    parser.add_argument("--images-root", type=Path, help="folder the fname column is relative to (default: the CSV's)")
+    parser.add_argument("--out", type=Path, help="output folder (default: a new runs/YYYYMMDD-HHMMSS/)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow --out to be a folder that already holds a trained model (e.g. models/), "
+                             "replacing its model, sidecar, card and plots")
+    parser.add_argument("--name", default="export", help="model file stem: NAME.pkl and NAME.json (default: export)")
+    parser.add_argument("--arch", default="mobilenet_v2", choices=sorted(ARCHITECTURES))
+    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                        help="start from random weights instead of ImageNet")
+    parser.add_argument("--size", type=int, default=192, help="training/inference image size (default: 192)")
+    parser.add_argument("--presize", type=int, help="item Resize before batch augmentation (default: size * 4/3)")
+    parser.add_argument("--epochs", type=int, default=4, help="unfrozen epochs (default: 4)")
+    parser.add_argument("--frozen-epochs", type=int, default=1, help="epochs with the body frozen (default: 1)")
+    parser.add_argument("--lr", default="auto", help="learning rate, or 'auto' for lr_find's suggestion (default)")
+    parser.add_argument("--lr-mult", type=float, default=100, metavar="M",
+                        help="in the unfrozen epochs the body learns at 1/M of the head's rate (fastai's fine_tune "
+                             "default: 100; MobileNetV2 has one body group, so all of it gets the lowest rate)")
+    parser.add_argument("--head", type=int, default=128, metavar="FEATURES",
+                        help="width of the head's hidden layer (default: 128; fastai's own default, 512, "
+                             "adds 1 M parameters, about 4 MB per model file)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: bfloat16 mixed precision, about 1.3x faster epochs on CPUs with AMX (default: fp32)")
+    parser.add_argument("--bs", type=int, default=64,
+                        help="batch size (default: 64; at most the number of training images)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--valid-pct", type=float, default=0.2,
+                        help="random validation share when the CSV has no is_valid column (default: 0.2)")
+    parser.add_argument("--merge", action="append", default=[], metavar="OLD=NEW",
+                        help="rename a label before training, e.g. --merge Surgical=Medical (repeatable)")
+    parser.add_argument("--oversample", action="append", default=[], metavar="LABEL=TIMES",
+                        help="repeat training images with this label, e.g. --oversample Shield=3 (repeatable)")
+    parser.add_argument("--face-crops", action="store_true",
+                        help="also train on a close-up of the face of each training image with exactly one face "
+                             "(found with MTCNN; needs facenet-pytorch): the view the web page's automatic mode "
+                             f"classifies next to the whole photo, with FACE_MARGIN's default {Settings.face_margin}")
+    parser.add_argument("--init-from", type=Path, metavar="PKL",
+                        help="start from this exported learner's weights (same architecture and categories), "
+                             "e.g. to continue training at a larger --size; with another --head, only its body")
+    parser.add_argument("--tta", choices=TTA_CHOICES, default="none",
+                        help="test-time augmentation the app will use, and the threshold is chosen with: none "
+                             "(each image once; default) or flip (the mean of each image and its mirror image; "
+                             "twice the inference work)")
+    parser.add_argument("--workers", type=int, help="data-loading processes (default: fastai's)")
+    parser.add_argument("--dataset-notes", type=Path,
+                        help="DATASET.md for the model card's sources section (default: DATASET.md beside the CSV)")
+    args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = RUNS_FOLDER / datetime.now().strftime("%Y%m%d-%H%M%S")
+    if args.presize is None:
+        args.presize = round(args.size * 4 / 3)
+    if args.presize < args.size:
+        parser.error("--presize must be at least --size")
+    if args.lr != "auto":
+        try:
+            args.lr = float(args.lr)
+        except ValueError:
+            parser.error(f"--lr must be a number or 'auto', got {args.lr!r}")
+    if args.lr_mult < 1:
+        parser.error("--lr-mult must be 1 or more")
+    if not 0 < args.valid_pct < 1:
+        parser.error("--valid-pct must be between 0 and 1")
+    if args.bs < 2:
+        parser.error("--bs must be at least 2 (BatchNorm cannot train on one image at a time)")
+    return args
+
+
+def earlier_results(out: Path, name: str) -> list[str]:
+    """The files in `out` this run would replace: an earlier run's model, sidecar, card, metrics or plots."""
+    return [file for file in (f"{name}.pkl", f"{name}.json", *RUN_FILES) if (out / file).exists()]
+
+
+def check_out_folder(out: Path, name: str, overwrite: bool) -> None:
+    """TrainingError when `out` holds an earlier run's results and --overwrite was not given."""
+    found = earlier_results(out, name)
+    if found and not overwrite:
+        raise TrainingError(f"{out} already holds a trained model ({', '.join(found)}); pass --overwrite to replace "
+                            f"it, or leave out --out to train into a new folder under {RUNS_FOLDER}/")
+
+
+def recorded_options(args: argparse.Namespace) -> dict:
+    """Every parsed option, for the sidecar: a new option is recorded without anyone listing it here."""
+    plain = (str, int, float, bool, list, type(None))
+    return {name: value if isinstance(value, plain) else str(value) for name, value in sorted(vars(args).items())}
+
+
+def choose_lr(learn, requested, out: Path) -> tuple[float, str]:
+    """The learning rate and where it came from ("--lr", "lr_find" with its plot in `out`, or "default" when the
+    data is too small for lr_find to say anything). lr_find's cost is bounded by the data, and printed."""
+    if requested != "auto":
+        return requested, "--lr"
+    batches = len(learn.dls.train)
+    steps = lr_find_steps(batches)
+    if steps < LR_FIND_MIN_STEPS:
+        print(f"too little data for lr_find ({batches} training batch(es) per epoch, {steps} of the "
+              f"{LR_FIND_MIN_STEPS} steps it needs in {LR_FIND_EPOCHS} epochs' worth): using fastai's default "
+              f"learning rate {LR_FALLBACK:g}; pass --lr to choose another", flush=True)
+        return LR_FALLBACK, "default"
+    print(f"lr_find: {steps} steps at rising learning rates to suggest one ({batches} training batches per epoch; "
+          f"at most {LR_FIND_EPOCHS} epochs' worth and {LR_FIND_MAX_STEPS} steps); pass --lr to skip it", flush=True)
+    suggestion, lrs, losses = find_lr(learn, steps)
+    reports.plot_lr_find(lrs, losses, suggestion, out / "lr_find.png")
+    print(f"lr_find suggests {suggestion:.2e}", flush=True)
+    return suggestion, "lr_find"
+
+
+def synthetic_categories(data) -> list[str]:
+    """Categories whose every image is marked synthetic in the CSV."""
+    frame = data.frame
+    if "synthetic" not in frame.columns:
+        return []
+    is_synthetic = frame["synthetic"].astype(str).str.strip().str.lower().isin({"true", "1", "yes"})
+    return [label for label in data.vocab
+            if is_synthetic[frame["labels"].str.split().map(lambda labels, label=label: label in labels)].all()]
+
+
+def write_top_losses(data, probs: np.ndarray, targets: np.ndarray, vocab: list[str], threshold: float,
+                     path: Path, count: int = 9) -> None:
+    valid = data.frame[data.frame["is_valid"]].reset_index(drop=True)
+    losses = per_item_losses(probs, targets)
+    order = np.argsort(-losses)[:count]
+
+    def names(row: np.ndarray) -> str:
+        return " ".join(name for name, on in zip(vocab, row) if on) or "(none)"
+
+    titles = [f"{names(targets[i] > 0.5)} / {names(probs[i] > threshold)} / {losses[i]:.2f}" for i in order]
+    reports.plot_top_losses([data.images_root / valid.loc[i, "fname"] for i in order], titles, path)
+
+
+def train(args: argparse.Namespace) -> Sidecar:
+    check_out_folder(args.out, args.name, args.overwrite)
+    with scratch_directory() as workdir:
+        return _train(args, workdir)
+
+
+def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
+    started = time.time()
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    data = load_labelled_csv(args.csv, args.images_root, parse_merges(args.merge), args.valid_pct, args.seed)
+    if data.skipped:
+        print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}", flush=True)
+    training_data, face_crops = data, None
+    if args.face_crops:
+        training_data, added = add_face_crops(data, Settings.face_margin)
+        face_crops = {"margin": Settings.face_margin, "added": added}
+        print(f"--face-crops: {added} face close-ups added to the training images", flush=True)
+    training_data = oversample(training_data, parse_oversample(args.oversample))
+    train_images = int((~training_data.frame["is_valid"]).sum())
+    batch_size = fit_batch_size(args.bs, train_images)
+    if batch_size != args.bs:
+        print(f"--bs {args.bs} is more than the {train_images} training images: training with batches of "
+              f"{batch_size}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    dls = build_dataloaders(training_data, args.size, args.presize, batch_size, args.seed, args.workers)
+    learn = build_learner(dls, args.arch, args.pretrained, head_features=args.head, workdir=workdir)
+    initialised = load_initial_weights(learn, args.init_from) if args.init_from else None
+    if initialised == "body":
+        print(f"--init-from: took the body of {args.init_from}; the head (--head {args.head}) starts fresh",
+              flush=True)
+    if args.precision == "bf16":
+        learn.add_cb(CpuBfloat16())
+    lr, lr_from = choose_lr(learn, args.lr, args.out)
+    learn.fine_tune(args.epochs, base_lr=lr, freeze_epochs=args.frozen_epochs, lr_mult=args.lr_mult)
+    learn.remove_cb(CpuBfloat16)  # validation figures and the export are float32, as the app runs them
+    learn.path = Path(".")  # fastai's default: the export must not point at the scratch folder, deleted next
+
+    vocab = list(dls.vocab)
+    probs, targets = validation_predictions(learn, args.tta)
+    sweep = metrics.threshold_sweep(probs, targets)
+    threshold = metrics.best_threshold(sweep)
+    report = metrics.summary(probs, targets, vocab, threshold)
+    report["threshold_sweep"] = sweep
+    print(metrics.format_table(report), flush=True)
+
+    model_path = args.out / f"{args.name}.pkl"
+    learn.export(model_path.resolve())
+    reports.plot_threshold_sweep(sweep, threshold, args.out / "threshold_sweep.png")
+    reports.plot_confusion(report, args.out / "confusion.png")
+    write_top_losses(data, probs, targets, vocab, threshold, args.out / "top_losses.png")
+    (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    normalize = _normalize_stats(dls)
+    valid_count = int(data.frame["is_valid"].sum())
+    sidecar = Sidecar(
+        model_file=model_path.name,
+        sha256=sha256_file(model_path),
+        vocab=vocab,
+        threshold=threshold,
+        tta=args.tta,
+        architecture=args.arch,
+        input_size=args.size,
+        preprocessing={"presize": args.presize, "resize_method": "crop", "size": args.size, "normalize": normalize},
+        metrics={key: report[key] for key in ("threshold", "images", "accuracy_multi", "exact_match",
+                                              "macro_f1", "per_class")},
+        training={
+            "pretrained": args.pretrained,
+            "epochs": args.epochs,
+            "frozen_epochs": args.frozen_epochs,
+            "lr": lr,
+            "lr_from": lr_from,
+            "lr_mult": args.lr_mult,
+            "head_features": args.head,
+            "precision": args.precision,
+            "batch_size": batch_size,
+            "seed": args.seed,
+            "merges": args.merge,
+            "oversample": args.oversample,
+            "face_crops": face_crops,
+            "init_from": None if args.init_from is None else {"file": args.init_from.name,
+                                                              "sha256": sha256_file(args.init_from),
+                                                              "took": initialised},
+            "device": _device_name(),
+            "seconds": round(time.time() - started, 1),
+            "options": recorded_options(args),  # every option as parsed, to rerun it (see recipes/)
+            "target": {"exact_match": 0.92, "macro_f1": 0.92, "accuracy_multi": 0.98},
+            "dataset": {
+                "csv": args.csv.name,
+                "csv_sha256": sha256_file(args.csv),
+                "images": len(data.frame),
+                "train_images": len(data.frame) - valid_count,
+                "valid_images": valid_count,
+                "skipped": len(data.skipped),
+                "synthetic_categories": synthetic_categories(data),
+            },
+        },
+        versions={"python": platform.python_version(), "fastai": fastai.__version__, "torch": torch.__version__},
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    sidecar.write(model_path)
+    notes = args.dataset_notes or args.csv.parent / "DATASET.md"
+    (args.out / "MODEL_CARD.md").write_text(reports.model_card(sidecar.to_json(), notes))
+    print(f"wrote {model_path} and {args.name}.json, metrics, plots and MODEL_CARD.md to {args.out} "
+          f"in {sidecar.training['seconds'] / 60:.1f} min", flush=True)
+    if model_path.with_suffix(".onnx").exists():
+        print(f"{model_path.with_suffix('.onnx')} is now stale; re-export it with: "
+              f"python -m maskclassifier.export_onnx {model_path}", flush=True)
+    return sidecar
+
+
+def _normalize_stats(dls) -> dict | None:
+    for tfm in dls.after_batch.fs:
+        if type(tfm).__name__ == "Normalize":
+            return {"mean": tfm.mean.flatten().tolist(), "std": tfm.std.flatten().tolist()}
+    return None
+
+
+def _device_name() -> str:
+    return f"CPU ({torch.get_num_threads()} threads, {platform.machine()})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        train(args)
+    except (DatasetError, TrainingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; {args.out} may hold a partial run", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
