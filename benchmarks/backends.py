@@ -21,13 +21,11 @@ import io
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +34,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
+
+from helpers import free_port, multipart  # noqa: E402,F401  (free_port: the other benchmarks import it from here)
+
 START_TIMEOUT_S = 180
 REQUEST_TIMEOUT_S = 30
 
@@ -61,19 +64,6 @@ def photo_jpeg(size: tuple[int, int] = (1600, 1200)) -> bytes:
     buffer = io.BytesIO()
     photo.save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def multipart(data: bytes) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"photo.jpg\"\r\n"
-            f"Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
 
 
 def wait_healthy(url: str, server: subprocess.Popen) -> None:
@@ -126,7 +116,7 @@ def measure(python: Path, model: Path, requests: int, photo: bytes) -> Result:
     try:
         wait_healthy(url, server)
         cold_start = time.perf_counter() - started
-        body, content_type = multipart(photo)
+        body, content_type = multipart("file", "photo.jpg", photo, "image/jpeg")
         latencies = [predict_seconds(url, body, content_type) for _ in range(requests)]
         worker = worker_pid(server.pid)
         return Result(cold_start, latencies, memory_mb(worker, "VmRSS"), memory_mb(worker, "VmHWM"))
@@ -136,7 +126,8 @@ def measure(python: Path, model: Path, requests: int, photo: bytes) -> Result:
 
 
 def percentile_ms(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) * 1000
+    """The q-th percentile of durations in seconds, in milliseconds; NaN for none."""
+    return float(np.percentile(values, q)) * 1000 if values else float("nan")
 
 
 def training_running() -> bool:

@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 
-from benchmarks.backends import free_port, memory_mb, photo_jpeg, training_running
+from benchmarks.backends import free_port, memory_mb, percentile_ms, photo_jpeg, training_running
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -230,10 +229,6 @@ def valid_photos() -> list[Upload]:
     return uploads
 
 
-def milliseconds(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) * 1000 if values else float("nan")
-
-
 def report(outcomes: list[Outcome], warmed: list[Outcome], elapsed: float, events: dict[str, int],
            rss: dict[str, float], trend: RssTrend, args: argparse.Namespace, workers: int,
            cold_start: float) -> tuple[str, bool]:
@@ -241,7 +236,7 @@ def report(outcomes: list[Outcome], warmed: list[Outcome], elapsed: float, event
     hostile = [o.seconds for o in outcomes if o.hostile]
     errors = [o for o in warmed + outcomes if o.error]
     server_errors = sum(1 for o in warmed + outcomes if o.status is not None and o.status >= 500)
-    p50, p95, p99 = (milliseconds(valid, q) for q in (50, 95, 99))
+    p50, p95, p99 = (percentile_ms(valid, q) for q in (50, 95, 99))
     growth = (rss["after the load"] / rss["after warm-up"] - 1) * 100
     goals = {
         "0 errors": not errors,
@@ -262,7 +257,7 @@ def report(outcomes: list[Outcome], warmed: list[Outcome], elapsed: float, event
         f"| requests | {len(outcomes)} ({len(valid)} photos, {len(hostile)} hostile) |",
         f"| throughput | {len(outcomes) / elapsed:.1f} requests/s ({len(valid) / elapsed:.1f} photos/s) |",
         f"| photo latency p50 / p95 / p99 | {p50:.0f} / {p95:.0f} / {p99:.0f} ms (p99 = {p99 / p50:.2f} x p50) |",
-        f"| hostile latency p50 / p99 | {milliseconds(hostile, 50):.0f} / {milliseconds(hostile, 99):.0f} ms |",
+        f"| hostile latency p50 / p99 | {percentile_ms(hostile, 50):.0f} / {percentile_ms(hostile, 99):.0f} ms |",
         f"| errors (no answer or unexpected status; warm-up included) | {len(errors)} |",
         f"| 5xx | {server_errors} |",
         *[f"| {name} | {value} |" for name, value in events.items()],
