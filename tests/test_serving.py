@@ -246,7 +246,7 @@ def test_a_photo_of_hundreds_of_faces_is_answered_with_bounded_candidates(make_a
         return outputs
 
     monkeypatch.setattr(mtcnn.BoundedStage, "forward", counting_forward)
-    client = make_app().test_client()
+    client = make_app(face_time_budget_s=25).test_client()  # the cap, not the budget, is under test here
     body = client.post("/api/predict?faces=on", data=upload(encode(tiled_faces(300, tile=60), quality=90))).get_json()
     assert proposals and max(proposals) <= mtcnn.MAX_CANDIDATES_PER_SCALE
     assert body["mode"] == "faces" and 20 <= len(body["faces"]) <= 50 and body["faces_found"] >= len(body["faces"])
