@@ -112,6 +112,20 @@ def test_a_trickling_upload_is_cut_at_the_deadline(server, face_jpeg):
     assert time.monotonic() - started < UPLOAD_TIMEOUT_S + 6
 
 
+def test_a_chunked_upload_is_read_whole_or_cut_at_the_deadline(server, face_jpeg):
+    body, content_type = multipart("file", "photo.jpg", face_jpeg, "image/jpeg")
+    head = (f"POST /api/predict HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
+    chunk = f"{len(body):x}\r\n".encode() + body + b"\r\n"
+    with socket.create_connection(("127.0.0.1", server)) as whole:
+        whole.sendall(head + chunk + b"0\r\n\r\n")
+        assert read_response(whole)[0] == 200
+    with socket.create_connection(("127.0.0.1", server)) as cut:
+        cut.sendall(head + chunk[: len(chunk) // 2])  # then nothing
+        status, _, answer = read_response(cut)
+    assert status == 408 and json.loads(answer)["error"] == "upload_timeout"
+
+
 def test_connections_that_send_nothing_or_trickle_headers_are_closed_without_blocking(server, face_jpeg):
     idle = socket.create_connection(("127.0.0.1", server))
     trickle = socket.create_connection(("127.0.0.1", server))

@@ -61,13 +61,14 @@ def buffer_body() -> None:
                 break
             chunks.append(chunk)
             received += len(chunk)
-        complete = received >= wanted or length is None
+        timed_out = getattr(sock, "read_timed_out", False)
+        complete = received >= wanted or (length is None and not timed_out)  # a chunked body ends itself
     except OSError:  # gunicorn's NoMoreData: a chunked body cut short
-        complete = False
+        timed_out, complete = getattr(sock, "read_timed_out", False), False
     if complete and set_deadline is not None:
         set_deadline(None)  # else it stays passed, so gunicorn drains nothing more and closes the connection
     if not complete:
-        if getattr(sock, "read_timed_out", False):
+        if timed_out:
             raise _upload_timeout()
         raise ImageError(400, "upload_incomplete",
                          "The upload stopped before the whole photo arrived. Please try again.")
