@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from maskclassifier.errors import ConfigError
 from maskclassifier.tta import TTA_CHOICES
 
 DEFAULT_MODEL_PATH = Path("models/export.pkl")
+SLIM_MODEL_PATH = DEFAULT_MODEL_PATH.with_suffix(".onnx")  # what the slim install (no fastai) serves by default
 DEFAULT_MAX_UPLOAD_MB = 10.0
 MAX_FACE_MARGIN = 2.0  # FACE_MARGIN and evaluate --face-margin: at most twice the face box on every side
 
@@ -60,6 +62,13 @@ def _integer(environ: Mapping[str, str], name: str, default: int | None) -> int 
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
 
 
+def default_model_path() -> Path:
+    """models/export.pkl, or its ONNX twin in the slim install, where fastai (and torch) are not installed."""
+    if importlib.util.find_spec("fastai") is None and SLIM_MODEL_PATH.is_file():
+        return SLIM_MODEL_PATH
+    return DEFAULT_MODEL_PATH
+
+
 def _seconds(environ: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
     """A duration in seconds within [low, high]. Heroku's router gives up after 30 s, so no wait may come near it."""
     value = _number(environ, name, default)
@@ -97,7 +106,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     if not 0 <= face_margin <= MAX_FACE_MARGIN:
         raise ConfigError(f"FACE_MARGIN must be between 0 and {MAX_FACE_MARGIN:g} (a fraction of the face box), "
                           f"got {face_margin}")
-    model_path = Path(environ.get("MODEL_PATH", "").strip() or DEFAULT_MODEL_PATH)
+    model_path = Path(environ.get("MODEL_PATH", "").strip() or default_model_path())
     return Settings(
         model_path=model_path,
         threshold=threshold,

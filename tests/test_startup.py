@@ -166,3 +166,20 @@ def test_the_sidecar_is_typed_keeps_what_it_does_not_know_and_refuses_bad_values
             read_sidecar(model)
     # One precedence rule for every served setting: explicit, else the sidecar's, else the default.
     assert resolve(0.7, 0.3, 0.5) == 0.7 and resolve(None, 0.3, 0.5) == 0.3 and resolve(None, None, 0.5) == 0.5
+
+
+def test_the_slim_install_serves_the_onnx_twin_by_default_and_explains_a_pkl(monkeypatch, model_copy):
+    import importlib.util
+
+    from maskclassifier import config
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "fastai"
+                        else real_find_spec(name, *args))  # what the slim install looks like
+    assert settings_from_env({}).model_path == config.SLIM_MODEL_PATH  # models/export.onnx is shipped
+    assert settings_from_env({"MODEL_PATH": "m/x.pkl"}).model_path == Path("m/x.pkl")  # an explicit choice stays
+    with pytest.raises(ModelLoadError, match=r"needs the full install .* MODEL_PATH=.*export\.onnx$") as caught:
+        load_classifier(model_copy)
+    assert "\n" not in str(caught.value)
+    monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
+    assert settings_from_env({}).model_path == config.DEFAULT_MODEL_PATH
