@@ -23,7 +23,8 @@ import numpy as np
 
 from maskclassifier.training import metrics
 from maskclassifier.cli import silence_fastai_jit_warning
-from maskclassifier.config import MAX_FACE_MARGIN, Settings
+from maskclassifier.config import (DEFAULT_MODEL_PATH, MAX_FACE_MARGIN, SLIM_MODEL_PATH, Settings,
+                                   default_model_path)
 from maskclassifier.training.dataset import DatasetError, LabelledRows, parse_merges, read_labelled_rows
 from maskclassifier.faces import FaceDetector, analyse, load_detector
 from maskclassifier.images import ImageError, load_image
@@ -32,18 +33,11 @@ from maskclassifier.model import Classifier, load_classifier
 from maskclassifier.tta import TTA_CHOICES
 
 BATCH_SIZE = 32
-FULL_MODEL = Path("models/export.pkl")
-SLIM_MODEL = Path("models/export.onnx")
 
 
 def full_install() -> bool:
     """Whether fastai (and so torch) is installed, without importing it."""
     return importlib.util.find_spec("fastai") is not None
-
-
-def default_model() -> Path:
-    """The shipped fastai model, or in the slim install (no fastai) its ONNX twin."""
-    return FULL_MODEL if full_install() else SLIM_MODEL
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--csv", type=Path, required=True, help="CSV with columns fname and labels (space-separated)")
     parser.add_argument("--images-root", type=Path, help="folder the fname column is relative to (default: the CSV's)")
     parser.add_argument("--model", type=Path, default=None,
-                        help=f".pkl or .onnx model (default: {FULL_MODEL}, or {SLIM_MODEL} in the slim install)")
+                        help=f".pkl or .onnx model (default: {DEFAULT_MODEL_PATH}, or {SLIM_MODEL_PATH} in the slim install)")
     parser.add_argument("--threshold", type=float, help="default: the model's (from its JSON sidecar)")
     parser.add_argument("--tta", choices=TTA_CHOICES,
                         help="flip: average each image with its mirror image; none: the image alone "
@@ -68,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"with --faces auto: the crop's margin, as FACE_MARGIN (default: {Settings.face_margin})")
     args = parser.parse_args(argv)
     if args.model is None:
-        args.model = default_model()
+        args.model = default_model_path()
     if args.threshold is not None and not 0 < args.threshold < 1:
         parser.error("--threshold must be between 0 and 1")
     if not 0 <= args.face_margin <= MAX_FACE_MARGIN:
