@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from sklearn.preprocessing import MultiLabelBinarizer
 
 from maskclassifier.training import metrics
 from maskclassifier.cli import silence_fastai_jit_warning
@@ -71,16 +72,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def targets_matrix(data: LabelledRows, vocab: list[str]) -> np.ndarray:
+    """(rows, len(vocab)) 0/1 float32: which categories each row is labelled with."""
     unknown = sorted(set(data.vocab) - set(vocab))
     if unknown:
         raise DatasetError(f"label(s) {', '.join(unknown)} are not categories of this model ({', '.join(vocab)}); "
                            "rename them with --merge OLD=NEW")
-    index = {name: i for i, name in enumerate(vocab)}
-    targets = np.zeros((len(data.rows), len(vocab)), dtype=np.float32)
-    for row, labels in enumerate(data.column("labels")):
-        for label in labels.split():
-            targets[row, index[label]] = 1
-    return targets
+    binarizer = MultiLabelBinarizer(classes=vocab)  # columns in the model's vocab order
+    return binarizer.fit_transform([labels.split() for labels in data.column("labels")]).astype(np.float32)
 
 
 def predict_all(classifier: Classifier, data: LabelledRows, detector: FaceDetector | None = None,
