@@ -62,9 +62,14 @@ def _integer(environ: Mapping[str, str], name: str, default: int | None) -> int 
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
 
 
+def full_install() -> bool:
+    """Whether fastai (and so torch) is installed, without importing it: False in the slim install."""
+    return importlib.util.find_spec("fastai") is not None
+
+
 def default_model_path() -> Path:
     """models/export.pkl, or its ONNX twin in the slim install, where fastai (and torch) are not installed."""
-    if importlib.util.find_spec("fastai") is None and SLIM_MODEL_PATH.is_file():
+    if not full_install() and SLIM_MODEL_PATH.is_file():
         return SLIM_MODEL_PATH
     return DEFAULT_MODEL_PATH
 

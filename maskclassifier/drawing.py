@@ -8,6 +8,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from maskclassifier.categories import UNSURE_COLOUR, category
 from maskclassifier.facebox import Face
+from maskclassifier.images import shrunk
 from maskclassifier.model import Prediction
 
 ANNOTATED_MAX_SIDE = 1600  # long side of the annotated photo (page and /api/annotate)
@@ -43,9 +44,9 @@ def caption_lines(number: int, prediction: Prediction) -> list[str]:
 
 def annotate(image: Image.Image, faces: Sequence[Face], predictions: Sequence[Prediction]) -> Image.Image:
     """A copy of the photo (long side at most ANNOTATED_MAX_SIDE) with each face boxed, numbered and labelled."""
-    scale = min(1.0, ANNOTATED_MAX_SIDE / max(image.size))
-    canvas = image.copy() if scale == 1.0 else image.resize(
-        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS, reducing_gap=3.0)
+    canvas, scale = shrunk(image, ANNOTATED_MAX_SIDE, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if canvas is image:
+        canvas = image.copy()  # drawn on: never the caller's photo
     draw = ImageDraw.Draw(canvas)
     line_width = max(2, round(max(canvas.size) / 400))
     for number, (face, prediction) in enumerate(zip(faces, predictions), start=1):

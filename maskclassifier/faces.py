@@ -8,7 +8,6 @@ there `load_detector` returns None and `analyse` answers per-face requests with 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 

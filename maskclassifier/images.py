@@ -241,12 +241,21 @@ def claimed_pixels(data: bytes) -> int:
     """Width x height as the file's header states them, without decoding; 0 when the header cannot be read (then
     load_image says why)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=_accepted_formats()) as image:
-                return image.width * image.height
-    except Exception:  # noqa: BLE001 - any file Pillow cannot open; load_image gives the clear error
+        with _open(data) as image:
+            return image.width * image.height
+    except ImageError:
         return 0
+
+
+def shrunk(image: Image.Image, max_side: int, resample: Image.Resampling,
+           reducing_gap: float) -> tuple[Image.Image, float]:
+    """`image` with its long side at most `max_side` (the image itself when it already fits), and the scale applied
+    (at most 1). `reducing_gap` lets Pillow box-reduce first, which is faster and needs no full-size copy."""
+    scale = min(1.0, max_side / max(image.size))
+    if scale == 1.0:
+        return image, scale
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, resample, reducing_gap=reducing_gap), scale
 
 
 def load_image(data: bytes) -> Image.Image:

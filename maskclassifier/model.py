@@ -6,7 +6,6 @@ This module imports neither torch nor fastai: the backend is chosen from the mod
 
 from __future__ import annotations
 
-import importlib.util
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from maskclassifier.config import full_install
 from maskclassifier.errors import ModelLoadError
 from maskclassifier.sidecar import DEFAULT_THRESHOLD, DEFAULT_TTA, Sidecar, read_sidecar, resolve, sha256_file, sidecar_path
 
@@ -123,7 +123,7 @@ def _load_backend(path: Path, sidecar: Sidecar | None, torch_threads: int | None
 
         return load_onnx_backend(path, sidecar, torch_threads)
     _check_python_version(path, sidecar or Sidecar())
-    if importlib.util.find_spec("fastai") is None:
+    if not full_install():
         raise ModelLoadError(f"{path} is a fastai export, which needs the full install (requirements.txt); this is "
                              f"the slim install: serve its ONNX twin with MODEL_PATH={path.with_suffix('.onnx')}")
     from maskclassifier.fastai_backend import load_fastai_backend

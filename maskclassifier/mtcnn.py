@@ -16,6 +16,7 @@ from torch import nn
 
 from maskclassifier.capacity import Deadline
 from maskclassifier.facebox import MAX_FACES, Face, FaceScan, reading_order
+from maskclassifier.images import shrunk
 
 DETECTION_MAX_SIDE = 1280  # the photo is shrunk to this long side for detection (MTCNN time grows with pixels)
 MIN_FACE_SIZE = 20  # pixels at detection scale: ~60 px in a 4000 px wide photo
@@ -60,9 +61,7 @@ class MtcnnDetector:
 
     def detect(self, image: Image.Image, deadline: Deadline | None = None) -> FaceScan:
         """Faces in reading order; raises OutOfTime when `deadline` passes before the last stage starts."""
-        scale = min(1.0, DETECTION_MAX_SIDE / max(image.size))
-        small = image if scale == 1.0 else image.resize(
-            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR, reducing_gap=2.0)
+        small, scale = shrunk(image, DETECTION_MAX_SIDE, Image.Resampling.BILINEAR, reducing_gap=2.0)
         if min(small.size) < MIN_FACE_SIZE:  # MTCNN fails on images smaller than its smallest window
             return FaceScan([], 0)
         deadline = deadline or Deadline.after(float("inf"))

@@ -6,7 +6,6 @@ from `python -m maskclassifier.train` (pretrained MobileNetV2, so ImageNet Norma
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess

@@ -6,7 +6,6 @@ The connection tests run the Procfile's real stack (gunicorn with its worker cla
 from __future__ import annotations
 
 import csv
-import io
 import json
 import socket
 import subprocess

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +24,7 @@ from sklearn.preprocessing import MultiLabelBinarizer
 from maskclassifier.training import metrics
 from maskclassifier.cli import silence_fastai_jit_warning
 from maskclassifier.config import (DEFAULT_MODEL_PATH, MAX_FACE_MARGIN, SLIM_MODEL_PATH, Settings,
-                                   default_model_path)
+                                   default_model_path, full_install)
 from maskclassifier.training.dataset import DatasetError, LabelledRows, parse_merges, read_labelled_rows
 from maskclassifier.faces import FaceDetector, analyse, load_detector
 from maskclassifier.images import ImageError, load_image
@@ -34,11 +33,6 @@ from maskclassifier.model import Classifier, load_classifier
 from maskclassifier.tta import TTA_CHOICES
 
 BATCH_SIZE = 32
-
-
-def full_install() -> bool:
-    """Whether fastai (and so torch) is installed, without importing it."""
-    return importlib.util.find_spec("fastai") is not None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

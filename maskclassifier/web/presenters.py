@@ -13,6 +13,7 @@ from PIL import Image
 from maskclassifier.categories import category
 from maskclassifier.drawing import annotate, colour_for
 from maskclassifier.facebox import Face, crop_box
+from maskclassifier.images import shrunk
 from maskclassifier.faces import FaceAnalysis
 from maskclassifier.model import Prediction
 
@@ -70,11 +71,7 @@ def data_uri(image: Image.Image) -> str:
 
 def preview_data_uri(image: Image.Image) -> str:
     """The (EXIF-upright) photo, at most PREVIEW_SIZE on its long side, as an inline JPEG for the result page."""
-    scale = min(1.0, PREVIEW_SIZE / max(image.size))
-    if scale == 1.0:
-        return data_uri(image)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return data_uri(image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0))  # no full-size copy
+    return data_uri(shrunk(image, PREVIEW_SIZE, Image.Resampling.BICUBIC, reducing_gap=2.0)[0])
 
 
 def result_view(prediction: Prediction) -> dict:
