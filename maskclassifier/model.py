@@ -76,6 +76,13 @@ class Classifier:
     def vocab(self) -> list[str]:
         return self.backend.vocab
 
+    @property
+    def synthetic_categories(self) -> list[str]:
+        """Categories the model learned from generated images only (the training CSV's `synthetic` column, as
+        training recorded it in the sidecar): their answers on real photos are less reliable than the figures say."""
+        recorded = (self.sidecar.training.get("dataset") or {}).get("synthetic_categories") or []
+        return [name for name in self.vocab if name in recorded]
+
     def predict(self, image: Image.Image) -> Prediction:
         return self.predict_many([image])[0]
 
@@ -102,8 +109,18 @@ class Classifier:
             "model_file": self.path.name,
             "sha256": self.sha256,
         }
+        if self.synthetic_categories:
+            info["synthetic_categories"] = self.synthetic_categories
+            info["synthetic_note"] = synthetic_note(self.synthetic_categories)
         recorded = self.sidecar.to_json()
         return {**info, **{key: recorded[key] for key in ("metrics", "created", "versions") if key in recorded}}
+
+
+def synthetic_note(categories: Sequence[str]) -> str:
+    """The plain-words caveat for answers in categories learned from drawn examples only."""
+    return (f"{' and '.join(categories)} {'was' if len(categories) == 1 else 'were'} learned from drawn (synthetic) "
+            "examples, not photographs: answers in "
+            f"{'this category' if len(categories) == 1 else 'these categories'} are less reliable on real photos.")
 
 
 def _check_python_version(model_path: Path, sidecar: Sidecar) -> None:
