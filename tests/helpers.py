@@ -110,3 +110,15 @@ def multipart(field: str, filename: str, data: bytes, content_type: str) -> tupl
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
             f"Content-Type: {content_type}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
+
+
+def underexposed(image: Image.Image, exposure: float, noise: float = 4.0, seed: int = 0) -> Image.Image:
+    """The photo as a camera would take it with `exposure` times the light (0.2 = 2.3 stops under): scaled in
+    linear light, not in sRGB values, plus Gaussian sensor noise of `noise` 8-bit levels."""
+    import numpy as np
+
+    srgb = np.asarray(image.convert("RGB"), dtype=np.float64) / 255
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4) * exposure
+    dark = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * np.power(linear, 1 / 2.4) - 0.055) * 255
+    dark += np.random.default_rng(seed).normal(0, noise, dark.shape)
+    return Image.fromarray(np.clip(np.rint(dark), 0, 255).astype(np.uint8))
