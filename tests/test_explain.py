@@ -1,0 +1,161 @@
+"""The "Why?" heat-maps: they point at the pixels that decided a label, and POST /api/explain serves them."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from datasets import PATCH_SIZE, face_like_image, patch_cell_box, patch_image
+from helpers import encode, upload
+from PIL import Image
+from skimage import data
+
+from maskclassifier.explain import Explanation, explain, overlay
+from maskclassifier.model import load_classifier
+
+# A red and a blue patch in two different cells of each image: the map of "red" must sit on the red patch and
+# the map of "blue" on the blue one, so a map that highlights any object, or the centre, cannot pass.
+PAIRS = [(cell, (cell + 4) % 9) for cell in range(9)]
+
+
+def mass_inside(explanation: Explanation, box: tuple[int, int, int, int], size: tuple[int, int]) -> float:
+    """The share of the heat-map's mass (upsampled over the part of the image the model saw) inside `box`."""
+    x0, y0, x1, y1 = explanation.box
+    values = np.asarray(Image.fromarray(explanation.grid.astype(np.float32), mode="F")
+                        .resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR))
+    canvas = np.zeros((size[1], size[0]), dtype=np.float32)
+    canvas[y0:y1, x0:x1] = values
+    total = canvas.sum()
+    return float(canvas[box[1]:box[3], box[0]:box[2]].sum() / total) if total > 0 else 0.0
+
+
+def decorative(grid: np.ndarray, size: int = PATCH_SIZE) -> Explanation:
+    return Explanation("red", 1.0, "none", grid.astype(np.float32), (0, 0, size, size))
+
+
+@pytest.fixture(scope="module")
+def patch_onnx(patch_model) -> str:
+    from maskclassifier.export_onnx import export
+
+    export(patch_model)
+    return str(patch_model.with_suffix(".onnx"))
+
+
+@pytest.mark.parametrize("backend", ["fastai", "onnx"])
+def test_the_map_falls_on_the_patch_that_decided_the_label(backend, patch_model, request):
+    path = patch_model if backend == "fastai" else request.getfixturevalue("patch_onnx")
+    classifier = load_classifier(path, threshold=0.5, torch_threads=1)
+    size = (PATCH_SIZE, PATCH_SIZE)
+    shares = {}
+    for red, blue in PAIRS:
+        image = patch_image({"red": red, "blue": blue}, seed=1000 + red)
+        for label, cell in (("red", red), ("blue", blue)):
+            explanation = explain(classifier, image, label)
+            assert explanation.category == label and explanation.probability > 0.5, "the learner learnt its task"
+            assert explanation.method == ("grad-cam" if backend == "fastai" else "occlusion")
+            assert explanation.grid.min() >= 0 and explanation.grid.max() == pytest.approx(1)
+            shares[(red, blue, label)] = mass_inside(explanation, patch_cell_box(cell), size)
+    assert min(shares.values()) >= 0.5, shares
+    # The same measure fails maps that show nothing: uniform, or a blob in the centre of the image.
+    assert mass_inside(decorative(np.ones((12, 12))), patch_cell_box(0), size) < 0.5
+    centre = np.zeros((12, 12))
+    centre[4:8, 4:8] = 1
+    assert mass_inside(decorative(centre), patch_cell_box(0), size) < 0.5
+
+
+def test_the_top_category_is_explained_by_default(patch_model):
+    classifier = load_classifier(patch_model, threshold=0.5, torch_threads=1)
+    image = patch_image({"blue": 2}, seed=5)
+    explanation = explain(classifier, image)
+    probabilities = classifier.predict(image).probabilities
+    assert explanation.category == max(probabilities, key=probabilities.get) == "blue"
+    assert explanation.probability == pytest.approx(probabilities["blue"], abs=1e-4)
+    assert explanation.title == "blue" and explanation.legend == "Brighter = mattered more for 'blue'."
+
+
+def test_the_overlay_covers_only_what_the_model_saw(patch_model):
+    """A wide photo is centre-cropped by the item Resize: the parts cut off are dimmed, not coloured."""
+    classifier = load_classifier(patch_model, threshold=0.5, torch_threads=1)
+    wide = Image.new("RGB", (300, 100), (255, 255, 255))
+    wide.paste(patch_image({"red": 4}, seed=3), (102, 2))
+    explanation = explain(classifier, wide, "red")
+    assert explanation.box == (100, 0, 200, 100)
+    picture = overlay(wide, explanation)
+    assert picture.size == wide.size
+    assert picture.getpixel((10, 50)) == (89, 89, 89), "outside the crop: the white photo dimmed"
+    assert picture.getpixel((150, 50)) != picture.getpixel((10, 50))
+
+
+def test_api_explains_the_top_category_as_json(client, face_jpeg):
+    response = client.post("/api/explain", data=upload(face_jpeg))
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    predicted = client.post("/api/predict", data=upload(face_jpeg)).get_json()["probabilities"]
+    assert body["category"] == max(predicted, key=predicted.get)
+    assert body["probability"] == pytest.approx(predicted[body["category"]], abs=1e-4)
+    assert body["method"] == "grad-cam"
+    grid = np.array(body["grid"])
+    assert grid.ndim == 2 and grid.shape[0] >= 2 and grid.min() >= 0 and grid.max() <= 1
+    assert body["legend"].startswith("Brighter = mattered more for '")
+    assert body["box"] == [0, 20, 120, 140], "the item Resize's centre square of the 120x160 photo"
+    assert body["overlay"].startswith("data:image/png;base64,")
+
+
+def test_api_explains_a_named_category_and_answers_png(client, face_jpeg):
+    response = client.post("/api/explain?format=png&category=Cloth", data=upload(face_jpeg))
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    assert response.headers["X-Category"] == "Cloth"
+    assert Image.open(io.BytesIO(response.data)).size == (120, 160)
+
+
+@pytest.mark.parametrize("query,status,code", [
+    ("?category=Surgical", 400, "invalid_category"),
+    ("?format=gif", 400, "invalid_format"),
+    ("?faces=maybe", 400, "invalid_faces_mode"),
+])
+def test_api_refuses_bad_parameters_in_json(client, face_jpeg, query, status, code):
+    response = client.post("/api/explain" + query, data=upload(face_jpeg))
+    assert response.status_code == status and response.get_json()["error"] == code
+
+
+def test_api_explain_has_the_upload_rules_of_predict(client):
+    assert client.post("/api/explain").get_json()["error"] == "no_file"
+    response = client.post("/api/explain", data=upload(b"not an image", "x.jpg"))
+    assert response.status_code == 400 and response.get_json()["error"] == "not_an_image"
+
+
+def test_api_explains_each_face(client):
+    photo = Image.fromarray(data.astronaut()).crop((140, 20, 310, 230))
+    body = client.post("/api/explain?faces=on", data=upload(encode(photo))).get_json()
+    assert body["faces_found"] == 1
+    [face] = body["faces"]
+    assert face["crop"][0] <= face["box"][0] and face["box"][2] <= face["crop"][2]
+    assert face["overlay"].startswith("data:image/png;base64,") and face["method"] == "grad-cam"
+
+
+def test_api_explain_through_the_onnx_app(make_app, patch_onnx):
+    client = make_app(model_path=patch_onnx).test_client()
+    image = encode(patch_image({"red": 0}, seed=9), "PNG")
+    body = client.post("/api/explain", data=upload(image, "p.png", "image/png")).get_json()
+    assert body["method"] == "occlusion" and body["category"] == "red"
+
+
+def test_a_slow_occlusion_is_a_503_not_a_500(make_app, patch_onnx):
+    client = make_app(model_path=patch_onnx, face_time_budget_s=0.1).test_client()
+    client.application.extensions["maskclassifier"].backend.session.run = slow_run(
+        client.application.extensions["maskclassifier"].backend.session.run)
+    image = encode(face_like_image(["Medical"], seed=1), "PNG")
+    response = client.post("/api/explain", data=upload(image, "p.png", "image/png"))
+    assert response.status_code == 503 and response.get_json()["error"] == "explain_timeout"
+    assert "Retry-After" in response.headers
+
+
+def slow_run(run):
+    def slower(*args, **kwargs):
+        import time
+
+        time.sleep(0.06)
+        return run(*args, **kwargs)
+
+    return slower
