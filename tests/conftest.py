@@ -109,3 +109,52 @@ def patch_model(tmp_path_factory) -> Path:
         learner.fit_one_cycle(10, 1e-2)
     learner.export("export.pkl")
     return root / "export.pkl"
+
+
+@pytest.fixture
+def serve():
+    """serve(wsgi_app) -> its URL on a loopback port, in a thread, shut down after the test."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    servers = []
+
+    def start(wsgi_app) -> str:
+        server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    """chromium(*flags) -> a headless Chromium (selenium) with the flags added; quit after the test."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver_path):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    drivers = []
+
+    def start(*flags: str):
+        options = webdriver.ChromeOptions()
+        options.binary_location = binary
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     f"--user-data-dir={tmp_path / f'profile{len(drivers)}'}", *flags):
+            options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        drivers.append(webdriver.Chrome(service=Service(driver_path), options=options))
+        return drivers[-1]
+
+    yield start
+    for driver in drivers:
+        driver.quit()
