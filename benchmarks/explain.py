@@ -44,6 +44,24 @@ def median_s(action, repeat: int) -> float:
     return statistics.median(times)
 
 
+def measure(model: Path, jpeg: bytes, repeat: int) -> str:
+    app = create_app(Settings(model_path=model, torch_threads=1))
+    client = app.test_client()
+    classifier = app.extensions["maskclassifier"]
+    image = load_image(jpeg)
+
+    def request() -> None:
+        response = client.post("/api/explain", data={"file": (io.BytesIO(jpeg), "photo.jpg", "image/jpeg")})
+        assert response.status_code == 200, response.get_json()
+
+    request_s = median_s(request, repeat)
+    map_s = median_s(lambda: explain(classifier, image), repeat)
+    predict_s = median_s(lambda: classifier.predict(image), repeat)
+    method = explain(classifier, image).method
+    return (f"{model}: /api/explain {request_s:.3f} s (heat-map alone, {method}: {map_s:.3f} s; "
+            f"classification alone {predict_s:.3f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path, action="append", help="default: models/export.pkl and .onnx")
@@ -54,21 +72,7 @@ def main() -> None:
     print(f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
           f"photo 2048x2048 JPEG {len(jpeg) // 1024} KB; median of {args.repeat}")
     for model in args.model or [Path("models/export.pkl"), Path("models/export.onnx")]:
-        app = create_app(Settings(model_path=model, torch_threads=1))
-        client = app.test_client()
-        classifier = app.extensions["maskclassifier"]
-        image = load_image(jpeg)
-
-        def request() -> None:
-            response = client.post("/api/explain", data={"file": (io.BytesIO(jpeg), "photo.jpg", "image/jpeg")})
-            assert response.status_code == 200, response.get_json()
-
-        request_s = median_s(request, args.repeat)
-        map_s = median_s(lambda: explain(classifier, image), args.repeat)
-        predict_s = median_s(lambda: classifier.predict(image), args.repeat)
-        method = explain(classifier, image).method
-        print(f"{model}: /api/explain {request_s:.3f} s (heat-map alone, {method}: {map_s:.3f} s; "
-              f"classification alone {predict_s:.3f} s)")
+        print(measure(model, jpeg, args.repeat))
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
