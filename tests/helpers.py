@@ -110,3 +110,17 @@ def multipart(field: str, filename: str, data: bytes, content_type: str) -> tupl
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
             f"Content-Type: {content_type}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
+
+
+def write_y4m(path: Path, frames: list[Image.Image], fps: int = 10) -> Path:
+    """A YUV4MPEG2 video (4:2:0, full-range JPEG YCbCr) of same-size RGB frames: what Chromium's fake camera plays
+    (--use-file-for-fake-video-capture), looping."""
+    width, height = frames[0].size
+    with open(path, "wb") as handle:
+        handle.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            y, cb, cr = frame.convert("YCbCr").split()
+            half = ((width + 1) // 2, (height + 1) // 2)
+            handle.write(b"FRAME\n" + y.tobytes() + cb.resize(half, Image.Resampling.BOX).tobytes()
+                         + cr.resize(half, Image.Resampling.BOX).tobytes())
+    return path

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datasets import face_like_image
 from helpers import encode
 
+from maskclassifier.categories import CATEGORIES, UNSURE_COLOUR
+
 
 def severe_errors(browser) -> list[dict]:
     return [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
@@ -36,4 +38,58 @@ def test_why_shows_the_heat_map_with_a_legend_in_plain_words(chromium, serve, ma
     assert browser.execute_script("return arguments[0].naturalWidth", image) == 160
     legend = browser.find_element(By.ID, "why-legend").text
     assert legend.startswith(f"Brighter = mattered more for '{title}'.") and "%" in legend
+    assert not severe_errors(browser), "no CSP or script errors"
+
+
+def camera_frames(count: int = 10) -> list:
+    """The astronaut's head (a real face MTCNN finds) drifting across a grey 640x480 picture."""
+    from PIL import Image
+    from skimage import data
+
+    head = Image.fromarray(data.astronaut()).crop((140, 20, 310, 230))
+    frames = []
+    for index in range(count):
+        frame = Image.new("RGB", (640, 480), (110, 110, 110))
+        frame.paste(head, (150 + 10 * index, 120))
+        frames.append(frame)
+    return frames
+
+
+def test_live_camera_draws_each_face_and_stop_releases_the_camera(chromium, serve, make_app, tmp_path):
+    from helpers import write_y4m
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    video = write_y4m(tmp_path / "camera.y4m", camera_frames())
+    browser = chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                       f"--use-file-for-fake-video-capture={video}", "--autoplay-policy=no-user-gesture-required")
+    browser.get(serve(make_app()))
+    section = browser.find_element(By.ID, "live")
+    assert section.is_displayed()
+    browser.find_element(By.ID, "live-start").click()
+    WebDriverWait(browser, 60).until(lambda driver: driver.find_elements(By.CSS_SELECTOR, "#live-faces li"))
+    [caption] = [item.text for item in browser.find_elements(By.CSS_SELECTOR, "#live-faces li")]
+    assert caption.startswith("1 ")
+    WebDriverWait(browser, 30).until(lambda driver: "frames per second" in driver.find_element(By.ID, "live-stats").text)
+    # The box and its caption band are drawn over the video in a category's colour (or grey when unsure): count
+    # the canvas pixels of exactly those colours, which the camera's video itself does not have.
+    colours = [category.colour for category in CATEGORIES.values()] + [UNSURE_COLOUR]
+    drawn = browser.execute_script("""
+        var canvas = document.getElementById('live-canvas');
+        var pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        var wanted = arguments[0].map(function (hex) {
+          return [1, 3, 5].map(function (i) { return parseInt(hex.substr(i, 2), 16); }).join(','); });
+        var count = 0;
+        for (var i = 0; i < pixels.length; i += 4) {
+          if (wanted.indexOf(pixels[i] + ',' + pixels[i + 1] + ',' + pixels[i + 2]) >= 0) { count++; }
+        }
+        return [canvas.width, canvas.height, count];
+    """, colours)
+    assert drawn[:2] == [640, 480] and drawn[2] > 300, drawn
+    browser.execute_script("window.cameraTrack = document.getElementById('live-video').srcObject.getVideoTracks()[0]")
+    assert browser.execute_script("return window.cameraTrack.readyState") == "live"
+    browser.find_element(By.ID, "live-stop").click()
+    assert browser.execute_script("return window.cameraTrack.readyState") == "ended"
+    assert browser.find_element(By.ID, "live-message").text == "The camera is off."
+    assert not browser.find_element(By.ID, "live-view").is_displayed()
     assert not severe_errors(browser), "no CSP or script errors"

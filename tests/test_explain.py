@@ -159,3 +159,28 @@ def slow_run(run):
         return run(*args, **kwargs)
 
     return slower
+
+
+def live_frame(size: tuple[int, int] = (640, 480)) -> bytes:
+    """A camera frame: the astronaut's head (a real face MTCNN finds) on a grey background."""
+    frame = Image.new("RGB", size, (110, 110, 110))
+    frame.paste(Image.fromarray(data.astronaut()).crop((140, 20, 310, 230)), (200, 120))
+    return encode(frame, quality=80)
+
+
+def test_api_frame_answers_each_face_for_the_live_camera(client):
+    response = client.post("/api/frame", data=upload(live_frame()))
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert (body["width"], body["height"]) == (640, 480) and body["server_ms"] > 0
+    [face] = body["faces"]
+    x0, y0, x1, y1 = face["box"]
+    assert 200 <= x0 < x1 <= 370 and 120 <= y0 < y1 <= 330, "the box is around the pasted face"
+    assert face["caption"].startswith("1 ") and face["colour"].startswith("#")
+    assert "probabilities" not in body, "no whole-photo answer: the page draws faces only"
+
+
+def test_api_frame_refuses_a_frame_that_is_a_photo(client):
+    response = client.post("/api/frame", data=upload(live_frame((1600, 1200))))
+    assert response.status_code == 400 and response.get_json()["error"] == "frame_too_large"
+    assert client.post("/api/frame").get_json()["error"] == "no_file"

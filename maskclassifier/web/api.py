@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, Flask, Response, jsonify, request
 
-from maskclassifier.drawing import annotate
+from maskclassifier.drawing import annotate, caption_lines, colour_for
 from maskclassifier.errors import ImageError
 from maskclassifier.explain import overlay, png
-from maskclassifier.images import load_image
+from maskclassifier.images import claimed_pixels, load_image
 from maskclassifier.web.errors import json_reply, reply_for
-from maskclassifier.web.inference import analyse_faces, classifier, explain_faces, explain_image, slot_for
+from maskclassifier.web.inference import analyse_faces, classifier, explain_faces, explain_image, frame_faces, slot_for
 from maskclassifier.web.presenters import explanation_json, faces_json, jpeg, prediction_json
 from maskclassifier.web.uploads import requested_mode, uploaded_bytes
 
+# The live camera sends frames of about 640x480; a frame of more pixels than 1280x960 is refused before it is
+# decoded, so that the light frame endpoint stays light.
+FRAME_MAX_PIXELS = 1280 * 960
 FACE_OVERLAY_MAX_SIDE = 320  # each face's overlay in per-face mode: a close-up, not a second photo
 
 bp = Blueprint("api", __name__)
@@ -84,6 +89,27 @@ def explained():
                                                  png(overlay(item.crop, item.explanation, FACE_OVERLAY_MAX_SIDE)))}
                              for item in faces]
     return jsonify(body)
+
+
+@bp.post("/api/frame")
+def frame():
+    """One frame of the page's live camera: each face's box, answer, caption and colour (no whole-photo answer, no
+    stored frame). Frames have at most FRAME_MAX_PIXELS pixels (400 frame_too_large)."""
+    data = uploaded_bytes()
+    if claimed_pixels(data) > FRAME_MAX_PIXELS:
+        raise ImageError(400, "frame_too_large", "Live camera frames must be at most 1280x960 pixels; send a "
+                                                 "smaller frame (the page sends 640 px).")
+    started = time.perf_counter()
+    with slot_for(data):
+        image = load_image(data)
+        found = frame_faces(image)
+    return jsonify({
+        "width": image.width, "height": image.height,
+        "faces": [{"box": list(face.box), "score": face.score, "labels": prediction.labels,
+                   "caption": " ".join(caption_lines(number, prediction)), "colour": colour_for(prediction)}
+                  for number, (face, prediction) in enumerate(found, start=1)],
+        "server_ms": round((time.perf_counter() - started) * 1000, 1),
+    })
 
 
 def requested_category() -> str | None:

@@ -13,10 +13,10 @@ from PIL import Image
 
 from maskclassifier.capacity import Deadline, InferenceSlots, OutOfTime
 from maskclassifier.explain import ExplainTooSlow, Explanation, explain
-from maskclassifier.facebox import Face, crop_box
+from maskclassifier.facebox import Face, crop_box, face_crops
 from maskclassifier.faces import FaceAnalysis, FaceDetector, FacesUnavailable, analyse, load_detector
 from maskclassifier.images import claimed_pixels
-from maskclassifier.model import Classifier, load_classifier
+from maskclassifier.model import Classifier, Prediction, load_classifier
 
 # Photos larger than this run alone, holding every inference slot. Below it, two at once stay within the memory
 # bound of one upload (300 MB): decoding, converting and classifying the faces of a 12-megapixel photo costs about
@@ -94,3 +94,19 @@ class FaceExplanation:
     crop_box: tuple[int, int, int, int]  # the crop the classifier sees, in pixels of the photo
     crop: Image.Image
     explanation: Explanation  # its box is in pixels of the crop
+
+
+def frame_faces(image: Image.Image) -> list[tuple[Face, Prediction]]:
+    """A live camera frame: each face found and its crop's answer, in reading order; no whole-photo answer (the
+    page draws boxes on the video). FacesUnavailable without a detector; TooManyFaces never (an empty answer when
+    the face time budget runs out: the next frame comes soon)."""
+    settings = current_app.config["SETTINGS"]
+    detector = face_detector()
+    if detector is None:
+        raise FacesUnavailable()
+    try:
+        scan = detector.detect(image, Deadline.after(settings.face_time_budget_s))
+    except OutOfTime:
+        return []
+    predictions = classifier().predict_many(face_crops(image, scan.faces, settings.face_margin))
+    return list(zip(scan.faces, predictions, strict=True))
