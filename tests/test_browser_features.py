@@ -70,7 +70,8 @@ def test_live_camera_draws_each_face_and_stop_releases_the_camera(chromium, serv
     WebDriverWait(browser, 60).until(lambda driver: driver.find_elements(By.CSS_SELECTOR, "#live-faces li"))
     [caption] = [item.text for item in browser.find_elements(By.CSS_SELECTOR, "#live-faces li")]
     assert caption.startswith("1 ")
-    WebDriverWait(browser, 30).until(lambda driver: "frames per second" in driver.find_element(By.ID, "live-stats").text)
+    stats = browser.find_element(By.ID, "live-stats")
+    WebDriverWait(browser, 30).until(lambda driver: "frames per second" in stats.text)
     # The box and its caption band are drawn over the video in a category's colour (or grey when unsure): count
     # the canvas pixels of exactly those colours, which the camera's video itself does not have.
     colours = [category.colour for category in CATEGORIES.values()] + [UNSURE_COLOUR]

@@ -13,8 +13,9 @@ from PIL import Image
 
 from maskclassifier.capacity import Deadline, InferenceSlots, OutOfTime
 from maskclassifier.explain import ExplainTooSlow, Explanation, explain
-from maskclassifier.facebox import Face, crop_box, face_crops
-from maskclassifier.faces import FaceAnalysis, FaceDetector, FacesUnavailable, analyse, load_detector
+from maskclassifier.facebox import Face, crop_box
+from maskclassifier.faces import (FaceAnalysis, FaceDetector, FacesUnavailable, analyse, analyse_frame,
+                                  load_detector)
 from maskclassifier.images import claimed_pixels
 from maskclassifier.model import Classifier, Prediction, load_classifier
 
@@ -97,16 +98,14 @@ class FaceExplanation:
 
 
 def frame_faces(image: Image.Image) -> list[tuple[Face, Prediction]]:
-    """A live camera frame: each face found and its crop's answer, in reading order; no whole-photo answer (the
-    page draws boxes on the video). FacesUnavailable without a detector; TooManyFaces never (an empty answer when
-    the face time budget runs out: the next frame comes soon)."""
+    """A live camera frame: each face found and its crop's answer (`faces.analyse_frame`). FacesUnavailable
+    without a detector; an empty answer when the face time budget runs out (the next frame comes soon)."""
     settings = current_app.config["SETTINGS"]
     detector = face_detector()
     if detector is None:
         raise FacesUnavailable()
     try:
-        scan = detector.detect(image, Deadline.after(settings.face_time_budget_s))
+        return analyse_frame(detector, classifier(), image, settings.face_margin,
+                             Deadline.after(settings.face_time_budget_s))
     except OutOfTime:
         return []
-    predictions = classifier().predict_many(face_crops(image, scan.faces, settings.face_margin))
-    return list(zip(scan.faces, predictions, strict=True))
