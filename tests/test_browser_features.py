@@ -94,3 +94,52 @@ def test_live_camera_draws_each_face_and_stop_releases_the_camera(chromium, serv
     assert browser.find_element(By.ID, "live-message").text == "The camera is off."
     assert not browser.find_element(By.ID, "live-view").is_displayed()
     assert not severe_errors(browser), "no CSP or script errors"
+
+
+class BusyFrames:
+    """WSGI middleware: every live camera frame is answered 503 busy with Retry-After: 2, and counted."""
+
+    def __init__(self, app):
+        self.app, self.frames = app, 0
+
+    def __call__(self, environ, start_response):
+        if environ["PATH_INFO"] == "/api/frame":
+            self.frames += 1
+            start_response("503 Service Unavailable", [("Content-Type", "application/json"), ("Retry-After", "2")])
+            return [b'{"error": "busy", "message": "The server is busy."}']
+        return self.app(environ, start_response)
+
+
+def test_a_busy_server_skips_frames_instead_of_retrying_in_a_loop(chromium, serve, make_app, tmp_path):
+    import time
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from helpers import write_y4m
+
+    video = write_y4m(tmp_path / "camera.y4m", camera_frames(2))
+    browser = chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                       f"--use-file-for-fake-video-capture={video}")
+    busy = BusyFrames(make_app())
+    browser.get(serve(busy))
+    browser.find_element(By.ID, "live-start").click()
+    message = browser.find_element(By.ID, "live-message")
+    WebDriverWait(browser, 30).until(lambda driver: "busy" in message.text)
+    first = busy.frames
+    time.sleep(5)
+    assert 1 <= busy.frames - first <= 3, "a frame every Retry-After (2 s), not a retry loop"
+    browser.find_element(By.ID, "live-stop").click()
+
+
+def test_a_denied_camera_is_explained_in_plain_words(chromium, serve, make_app):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = chromium("--use-fake-ui-for-media-stream=deny", "--use-fake-device-for-media-stream")
+    browser.get(serve(make_app()))
+    browser.find_element(By.ID, "live-start").click()
+    message = browser.find_element(By.ID, "live-message")
+    WebDriverWait(browser, 30).until(lambda driver: message.text.startswith("The camera is blocked."))
+    assert "Allow this page to use the camera" in message.text
+    assert not browser.find_element(By.ID, "live-view").is_displayed()
