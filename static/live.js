@@ -125,13 +125,16 @@
     return new Promise(function (resolve) { frame.toBlob(resolve, "image/jpeg", JPEG_QUALITY); });
   }
 
+  // Both figures over the last 3 seconds: answered frames per second, and the mean time from taking a frame
+  // to its answer.
   function showStats(latency) {
     var now = performance.now();
-    answered.push(now);
-    while (answered.length && now - answered[0] > 3000) { answered.shift(); }
-    var seconds = answered.length > 1 ? (answered[answered.length - 1] - answered[0]) / 1000 : 0;
+    answered.push({ at: now, latency: latency });
+    while (answered.length && now - answered[0].at > 3000) { answered.shift(); }
+    var seconds = (answered[answered.length - 1].at - answered[0].at) / 1000;
     var rate = seconds > 0 ? (answered.length - 1) / seconds : 0;
-    stats.textContent = rate.toFixed(1) + " frames per second · " + Math.round(latency) + " ms per answer";
+    var mean = answered.reduce(function (sum, item) { return sum + item.latency; }, 0) / answered.length;
+    stats.textContent = rate.toFixed(1) + " frames per second · " + Math.round(mean) + " ms per answer";
   }
 
   function showFaces(found) {

@@ -89,6 +89,7 @@ def test_live_camera_draws_each_face_and_stop_releases_the_camera(chromium, serv
     assert drawn[:2] == [640, 480] and drawn[2] > 300, drawn
     browser.execute_script("window.cameraTrack = document.getElementById('live-video').srcObject.getVideoTracks()[0]")
     assert browser.execute_script("return window.cameraTrack.readyState") == "live"
+    assert not browser.find_element(By.ID, "live-start").is_displayed(), "one button at a time: Stop"
     browser.find_element(By.ID, "live-stop").click()
     assert browser.execute_script("return window.cameraTrack.readyState") == "ended"
     assert browser.find_element(By.ID, "live-message").text == "The camera is off."
@@ -143,3 +144,31 @@ def test_a_denied_camera_is_explained_in_plain_words(chromium, serve, make_app):
     WebDriverWait(browser, 30).until(lambda driver: message.text.startswith("The camera is blocked."))
     assert "Allow this page to use the camera" in message.text
     assert not browser.find_element(By.ID, "live-view").is_displayed()
+
+
+def test_why_in_every_face_mode_shows_each_face(chromium, serve, make_app, tmp_path):
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+    from skimage import data
+
+    head = Image.fromarray(data.astronaut()).crop((140, 20, 310, 230))
+    group = Image.new("RGB", (420, 250), (120, 120, 120))
+    group.paste(head, (20, 20))
+    group.paste(head, (230, 20))
+    photo = tmp_path / "two.jpg"
+    photo.write_bytes(encode(group, quality=92))
+    browser = chromium()
+    browser.get(serve(make_app()))
+    browser.find_element(By.ID, "file-input").send_keys(str(photo))
+    browser.find_element(By.CSS_SELECTOR, "input[name=faces][value=on]").click()
+    browser.find_element(By.ID, "submit-button").click()
+    WebDriverWait(browser, 60).until(expected_conditions.presence_of_element_located((By.ID, "faces-heading")))
+    browser.find_element(By.ID, "why-button").click()
+    WebDriverWait(browser, 60).until(lambda driver: driver.find_element(By.ID, "why-faces").is_displayed())
+    items = browser.find_elements(By.CSS_SELECTOR, "#why-faces li")
+    assert len(items) == 2
+    assert items[0].text.startswith("Face 1: Brighter = mattered more for '")
+    assert items[1].find_element(By.TAG_NAME, "img").get_attribute("src").startswith("data:image/png;base64,")
+    assert not severe_errors(browser)
