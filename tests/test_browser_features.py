@@ -114,10 +114,9 @@ class BusyFrames:
 def test_a_busy_server_skips_frames_instead_of_retrying_in_a_loop(chromium, serve, make_app, tmp_path):
     import time
 
+    from helpers import write_y4m
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-
-    from helpers import write_y4m
 
     video = write_y4m(tmp_path / "camera.y4m", camera_frames(2))
     browser = chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",

@@ -184,3 +184,23 @@ def test_api_frame_refuses_a_frame_that_is_a_photo(client):
     response = client.post("/api/frame", data=upload(live_frame((1600, 1200))))
     assert response.status_code == 400 and response.get_json()["error"] == "frame_too_large"
     assert client.post("/api/frame").get_json()["error"] == "no_file"
+
+
+def test_a_model_that_cannot_be_explained_says_so(patch_model):
+    from torch import nn
+
+    from maskclassifier.explain import ExplainUnavailable, UnknownCategory, feature_split
+    from maskclassifier.model import Classifier
+
+    class Unknown:
+        vocab = ["red", "blue"]
+
+    with pytest.raises(ExplainUnavailable, match="not available for the Unknown backend"):
+        explain(Classifier(Unknown(), patch_model, 0.5, ""), Image.new("RGB", (8, 8)))
+    with pytest.raises(UnknownCategory):
+        explain(load_classifier(patch_model, threshold=0.5, torch_threads=1), Image.new("RGB", (8, 8)), "green")
+    with pytest.raises(ExplainUnavailable, match="no convolution"):
+        feature_split(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
+    body, head = feature_split(nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), nn.Conv2d(4, 4, 1),
+                                             nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+    assert len(body) == 2 and len(head) == 2, "cut after the last top-level part holding a convolution"
