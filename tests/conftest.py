@@ -113,18 +113,19 @@ def patch_model(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def serve():
-    """serve(wsgi_app) -> its URL on a loopback port, in a thread, shut down after the test."""
+    """serve(wsgi_app[, host]) -> its URL on a free port of `host` (default loopback), in a thread, shut down after
+    the test."""
     import threading
 
     from werkzeug.serving import make_server
 
     servers = []
 
-    def start(wsgi_app) -> str:
-        server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
+    def start(wsgi_app, host: str = "127.0.0.1") -> str:
+        server = make_server(host, 0, wsgi_app, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
-        return f"http://127.0.0.1:{server.server_port}"
+        return f"http://{host}:{server.server_port}"
 
     yield start
     for server in servers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from datasets import face_like_image
 from helpers import encode
 
@@ -171,3 +172,56 @@ def test_why_in_every_face_mode_shows_each_face(chromium, serve, make_app, tmp_p
     assert items[0].text.startswith("Face 1: Brighter = mattered more for '")
     assert items[1].find_element(By.TAG_NAME, "img").get_attribute("src").startswith("data:image/png;base64,")
     assert not severe_errors(browser)
+
+
+class CountFrames:
+    """WSGI middleware counting the live camera's frames."""
+
+    def __init__(self, app):
+        self.app, self.frames = app, 0
+
+    def __call__(self, environ, start_response):
+        self.frames += environ["PATH_INFO"] == "/api/frame"
+        return self.app(environ, start_response)
+
+
+def test_the_live_camera_pauses_while_the_tab_is_hidden(chromium, serve, make_app, tmp_path):
+    import time
+
+    from helpers import write_y4m
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    video = write_y4m(tmp_path / "camera.y4m", camera_frames(2))
+    browser = chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                       f"--use-file-for-fake-video-capture={video}")
+    counted = CountFrames(make_app())
+    browser.get(serve(counted))
+    live_tab = browser.current_window_handle
+    browser.find_element(By.ID, "live-start").click()
+    WebDriverWait(browser, 60).until(lambda driver: counted.frames >= 2)
+    browser.switch_to.new_window("tab")  # the live page's tab is now in the background
+    time.sleep(2)  # the frame in flight, if any, is answered
+    hidden_from = counted.frames
+    time.sleep(3)
+    assert counted.frames == hidden_from, "no frame is sent while the tab is hidden"
+    browser.switch_to.window(live_tab)
+    WebDriverWait(browser, 30).until(lambda driver: counted.frames > hidden_from)
+
+
+def test_the_live_camera_explains_an_insecure_page(chromium, serve, make_app):
+    """getUserMedia needs https or localhost: over plain http to another address the page says so."""
+    import socket
+
+    from selenium.webdriver.common.by import By
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("10.255.255.255", 1))  # no packet is sent: this picks the address of the default route
+        address = probe.getsockname()[0]
+    if address.startswith("127."):
+        pytest.skip("this machine has no address but loopback")
+    browser = chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
+    browser.get(serve(make_app(), address))
+    browser.find_element(By.ID, "live-start").click()
+    message = browser.find_element(By.ID, "live-message").text
+    assert message.startswith("The live camera needs a secure connection: open this page over https")
