@@ -133,45 +133,23 @@ def test_a_busy_server_skips_frames_instead_of_retrying_in_a_loop(chromium, serv
     browser.find_element(By.ID, "live-stop").click()
 
 
-def test_a_denied_camera_is_explained_in_plain_words(chromium, serve, make_app):
+@pytest.mark.parametrize("flags,expected", [
+    (["--use-fake-ui-for-media-stream=deny", "--use-fake-device-for-media-stream"],
+     "The camera is blocked. Allow this page to use the camera"),
+    (["--use-fake-ui-for-media-stream"], "No camera was found."),  # no fake device: the machine has no camera
+])
+def test_a_denied_or_missing_camera_is_explained_in_plain_words(chromium, serve, make_app, flags, expected):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser = chromium("--use-fake-ui-for-media-stream=deny", "--use-fake-device-for-media-stream")
+    browser = chromium(*flags)
     browser.get(serve(make_app()))
     browser.find_element(By.ID, "live-start").click()
     message = browser.find_element(By.ID, "live-message")
-    WebDriverWait(browser, 30).until(lambda driver: message.text.startswith("The camera is blocked."))
-    assert "Allow this page to use the camera" in message.text
+    WebDriverWait(browser, 30).until(lambda driver: message.text.startswith(expected.split(".")[0]))
+    assert message.text.startswith(expected)
     assert not browser.find_element(By.ID, "live-view").is_displayed()
-
-
-def test_why_in_every_face_mode_shows_each_face(chromium, serve, make_app, tmp_path):
-    from PIL import Image
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
-    from skimage import data
-
-    head = Image.fromarray(data.astronaut()).crop((140, 20, 310, 230))
-    group = Image.new("RGB", (420, 250), (120, 120, 120))
-    group.paste(head, (20, 20))
-    group.paste(head, (230, 20))
-    photo = tmp_path / "two.jpg"
-    photo.write_bytes(encode(group, quality=92))
-    browser = chromium()
-    browser.get(serve(make_app()))
-    browser.find_element(By.ID, "file-input").send_keys(str(photo))
-    browser.find_element(By.CSS_SELECTOR, "input[name=faces][value=on]").click()
-    browser.find_element(By.ID, "submit-button").click()
-    WebDriverWait(browser, 60).until(expected_conditions.presence_of_element_located((By.ID, "faces-heading")))
-    browser.find_element(By.ID, "why-button").click()
-    WebDriverWait(browser, 60).until(lambda driver: driver.find_element(By.ID, "why-faces").is_displayed())
-    items = browser.find_elements(By.CSS_SELECTOR, "#why-faces li")
-    assert len(items) == 2
-    assert items[0].text.startswith("Face 1: Brighter = mattered more for '")
-    assert items[1].find_element(By.TAG_NAME, "img").get_attribute("src").startswith("data:image/png;base64,")
-    assert not severe_errors(browser)
+    assert browser.find_element(By.ID, "live-start").is_displayed(), "Start again, once the camera is allowed"
 
 
 class CountFrames:
