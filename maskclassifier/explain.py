@@ -114,11 +114,16 @@ def _seen_box(image: Image.Image, item_width: int, item_height: int,
 
 
 def _fastai_seen_box(backend, image: Image.Image) -> tuple[int, int, int, int]:
-    from maskclassifier.pipeline import Crop
+    from maskclassifier.pipeline import Crop, PipelineError, item_resize
+    from maskclassifier.resize import size_hw
 
     direct = backend.direct
-    if direct is None:  # served through fastai's own DataLoader: the map is placed over the whole photo
-        return 0, 0, image.width, image.height
+    if direct is None:  # served through fastai's own DataLoader: its item Resize, if it can be read
+        try:
+            height, width = size_hw(item_resize(backend.learner.dls.valid.after_item)["presize"])
+        except (PipelineError, ValueError):
+            return 0, 0, image.width, image.height
+        return _seen_box(image, width, height)
     crops = [(step.top, step.left, step.height, step.width) for step in direct.steps if isinstance(step, Crop)]
     return _seen_box(image, direct.resize.width, direct.resize.height, crops[0] if crops else None)
 

@@ -85,6 +85,8 @@ def test_the_overlay_covers_only_what_the_model_saw(patch_model):
     assert picture.size == wide.size
     assert picture.getpixel((10, 50)) == (89, 89, 89), "outside the crop: the white photo dimmed"
     assert picture.getpixel((150, 50)) != picture.getpixel((10, 50))
+    classifier.backend.direct = None  # a learner served through fastai's own DataLoader crops the same way
+    assert explain(classifier, wide, "red").box == (100, 0, 200, 100)
 
 
 def test_api_explains_the_top_category_as_json(client, face_jpeg):
