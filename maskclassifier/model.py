@@ -6,6 +6,7 @@ This module imports neither torch nor fastai: the backend is chosen from the mod
 
 from __future__ import annotations
 
+import math
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,15 @@ from maskclassifier.sidecar import DEFAULT_THRESHOLD, DEFAULT_TTA, Sidecar, read
 # Images classified in one forward pass. A photo's 50 faces in one batch raised the worker's peak memory by
 # 780 MB (MobileNetV2's activations at 256 px are about 15 MB an image); batches of 8 are as fast on the CPU.
 MAX_BATCH = 8
+
+# The item transform keeps the centre square, as the learner's validation does: in a 4:1 panorama with the person
+# at one end, the person is cut off. A photo whose long side is more than VIEWS_ASPECT times its short side is also
+# classified as overlapping square views (at most MAX_VIEWS, one batch), and a view that finds a face category
+# answers for it (`answer_from_views`). benchmarks/aspect.py chose the rule: on validation subjects pasted at the
+# ends of 4:1 canvases exact-match rose from 0.13 to 0.7+, with no-face photos kept `-` (BENCHMARKS.md). 1.9 leaves
+# every phone photo (4:3, 16:9) as the learner sees it.
+VIEWS_ASPECT = 1.9
+MAX_VIEWS = MAX_BATCH
 
 
 class Backend(Protocol):
@@ -54,6 +64,34 @@ def decide(probabilities: Sequence[float], vocab: Sequence[str], threshold: floa
     return Prediction(scores, labels, threshold)
 
 
+def square_views(width: int, height: int, limit: int = MAX_VIEWS) -> list[tuple[int, int, int, int]]:
+    """Boxes (x0, y0, x1, y1) of squares with the short side's length, along the long side from one end to the
+    other, half a side apart (further apart when that would make more than `limit`), so that any subject as tall
+    as the photo lies whole in one of them."""
+    side, length = min(width, height), max(width, height)
+    count = min(limit, max(2, math.ceil((length - side) / (side / 2)) + 1))
+    offsets = [round(index * (length - side) / (count - 1)) for index in range(count)]
+    if width >= height:
+        return [(offset, 0, offset + side, side) for offset in offsets]
+    return [(0, offset, side, offset + side) for offset in offsets]
+
+
+def answer_from_views(centre: np.ndarray, views: np.ndarray, vocab: Sequence[str], threshold: float) -> np.ndarray:
+    """The probabilities a wide photo is answered with: of the views whose thresholded answer names a face category
+    first (not `-`, not "not confident"), the one that is least likely `-`; without one, the centre square's.
+
+    Averaging the views drowns a person at one end in background, and taking the least-`-` view whatever it says
+    turned no-face panoramas into faces (benchmarks/aspect.py measures all of these)."""
+    background = vocab.index("-") if "-" in vocab else None
+    faces = [index for index, row in enumerate(views)
+             if (labels := decide(row, vocab, threshold).labels) and labels[0] != "-"]
+    if not faces:
+        return centre
+    if background is None:
+        return views[max(faces, key=lambda index: views[index].max())]
+    return views[min(faces, key=lambda index: views[index][background])]
+
+
 def combine(predictions: Sequence[Prediction]) -> Prediction:
     """One answer from several views of the same photo: the mean of their probabilities, thresholded as usual."""
     vocab = list(predictions[0].probabilities)
@@ -76,6 +114,13 @@ class Classifier:
     def vocab(self) -> list[str]:
         return self.backend.vocab
 
+    @property
+    def synthetic_categories(self) -> list[str]:
+        """Categories the model learned from generated images only (the training CSV's `synthetic` column, as
+        training recorded it in the sidecar): their answers on real photos are less reliable than the figures say."""
+        recorded = (self.sidecar.training.get("dataset") or {}).get("synthetic_categories") or []
+        return [name for name in self.vocab if name in recorded]
+
     def predict(self, image: Image.Image) -> Prediction:
         return self.predict_many([image])[0]
 
@@ -85,7 +130,16 @@ class Classifier:
         return [decide(row, self.vocab, self.threshold) for row in self.probabilities(images)]
 
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """(len(images), len(vocab)) probabilities, computed MAX_BATCH images at a time."""
+        """(len(images), len(vocab)) probabilities, computed MAX_BATCH images at a time; for a photo wider or
+        taller than VIEWS_ASPECT, those of the view `answer_from_views` picks."""
+        rows = self._batched(images)
+        for index, image in enumerate(images):
+            if max(image.size) > VIEWS_ASPECT * min(image.size):
+                views = self._batched([image.crop(box) for box in square_views(*image.size)])
+                rows[index] = answer_from_views(rows[index], views, self.vocab, self.threshold)
+        return rows
+
+    def _batched(self, images: Sequence[Image.Image]) -> np.ndarray:
         flip = self.tta == "flip"
         return np.concatenate([self.backend.probabilities(images[start:start + MAX_BATCH], flip=flip)
                                for start in range(0, len(images), MAX_BATCH)])
@@ -102,8 +156,18 @@ class Classifier:
             "model_file": self.path.name,
             "sha256": self.sha256,
         }
+        if self.synthetic_categories:
+            info["synthetic_categories"] = self.synthetic_categories
+            info["synthetic_note"] = synthetic_note(self.synthetic_categories)
         recorded = self.sidecar.to_json()
         return {**info, **{key: recorded[key] for key in ("metrics", "created", "versions") if key in recorded}}
+
+
+def synthetic_note(categories: Sequence[str]) -> str:
+    """The plain-words caveat for answers in categories learned from drawn examples only."""
+    return (f"{' and '.join(categories)} {'was' if len(categories) == 1 else 'were'} learned from drawn (synthetic) "
+            "examples, not photographs: answers in "
+            f"{'this category' if len(categories) == 1 else 'these categories'} are less reliable on real photos.")
 
 
 def _check_python_version(model_path: Path, sidecar: Sidecar) -> None:

@@ -21,7 +21,7 @@ LAYERS = {
     "web": {"web", "web.api", "web.errors", "web.inference", "web.pages", "web.presenters", "web.uploads",
             "web.worker"},
     "training": {"training", "training.dataset", "training.metrics", "training.reports", "training.learner",
-                 "training.train", "training.evaluate", "train", "evaluate", "dataset"},
+                 "training.train", "training.evaluate", "training.repack", "train", "evaluate", "dataset"},
 }
 RANK = {"leaves": 0, "classifier": 1, "web": 2, "training": 2}
 BACKENDS = {"fastai_backend", "onnx"}  # only the classifier layer loads a model file

@@ -23,6 +23,7 @@ from helpers import (encode, free_port, multipart, png_one_row_of, start_gunicor
 from datasets import face_like_image
 from maskclassifier import mtcnn
 from maskclassifier.capacity import Busy, Deadline, InferenceSlots, OutOfTime
+from maskclassifier.model import VIEWS_ASPECT, answer_from_views, square_views
 from maskclassifier.web.worker import HEADER_TIMEOUT_S
 
 UPLOAD_TIMEOUT_S = 2
@@ -339,20 +340,23 @@ def test_no_upload_raises_peak_memory_by_more_than_300_mb(tiny_model, tmp_path, 
     assert measured["png-one-row-of-16-bit-grey"]["growth_mb"] < 20  # refused before it is decoded
 
 
-# One answer per photo: what fastai's own learn.predict gives for the file, every path gives, to 1e-4.
-PARITY_SIZES = [(256, 256), (1000, 1000), (3000, 2000), (5000, 3000), (97, 301)]
+# One answer per photo: what fastai's own learn.predict gives for the file, every path gives, to 1e-4 (for a photo
+# taller than VIEWS_ASPECT, learn.predict's answers for it and its square views, combined by answer_from_views).
+PARITY_SIZES = [(256, 256), (1000, 1000), (3000, 2000), (5000, 3000), (97, 301), (1200, 300)]
 
 
 @pytest.mark.parametrize("learner", ["tiny_model", "cli_model"])
 def test_every_path_gives_learn_predicts_answer_for_jpegs_of_any_size(request, learner, tmp_path, make_app):
     from fastai.learner import load_learner
+    from fastai.vision.core import PILImage
 
     model_path = request.getfixturevalue(learner)
     learn = load_learner(model_path, cpu=True) if learner == "cli_model" else None
     app = make_app(model_path=model_path)
-    learn = learn or app.extensions["maskclassifier"].backend.learner
+    classifier = app.extensions["maskclassifier"]
+    learn = learn or classifier.backend.learner
     client = app.test_client()
-    rows = []
+    rows, answers = [], []
     for number, size in enumerate(PARITY_SIZES):
         photo = face_like_image(["Medical"], seed=number, size=size)
         path = tmp_path / f"photo{number}.jpg"
@@ -360,6 +364,12 @@ def test_every_path_gives_learn_predicts_answer_for_jpegs_of_any_size(request, l
         rows.append(path.name)
         with learn.no_bar():
             expected = learn.predict(path)[2].numpy()  # fastai decodes the file itself
+            if max(size) > VIEWS_ASPECT * min(size):  # a tall photo: its square views too, by the documented rule
+                decoded = Image.open(path).convert("RGB")
+                views = np.stack([learn.predict(PILImage.create(decoded.crop(box)))[2].numpy()
+                                  for box in square_views(*size)])
+                expected = answer_from_views(expected, views, list(learn.dls.vocab), classifier.threshold)
+        answers.append(expected)
         data = path.read_bytes()
         for query in ("", "?faces=off", "?faces=auto"):
             body = client.post("/api/predict" + query, data=upload(data)).get_json()
@@ -375,9 +385,7 @@ def test_every_path_gives_learn_predicts_answer_for_jpegs_of_any_size(request, l
     predictions = tmp_path / "predictions.csv"
     assert evaluate.main(["--csv", str(tmp_path / "labels.csv"), "--model", str(model_path),
                           "--predictions", str(predictions)]) == 0
-    for row in csv.DictReader(open(predictions)):
-        with learn.no_bar():
-            expected = learn.predict(tmp_path / row["fname"])[2].numpy()
+    for row, expected in zip(csv.DictReader(open(predictions)), answers):
         np.testing.assert_allclose([float(row[name]) for name in learn.dls.vocab], expected, atol=1e-4)
 
 

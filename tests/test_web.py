@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -183,3 +184,26 @@ def test_unknown_page_and_method(client):
     assert client.get("/nope").status_code == 404
     response = client.get("/api/predict")
     assert response.status_code == 405 and response.get_json()["error"] == "method_not_allowed"
+
+
+def test_answers_in_synthetic_categories_carry_their_caveat(make_app):
+    """The categories training marked synthetic (sidecar) are listed by /api/model, and an answer naming one
+    carries `synthetic_note`; an answer naming none has no note."""
+    app = make_app(threshold=0.01)  # every category passes: the answer names them all
+    classifier = app.extensions["maskclassifier"]
+    client = app.test_client()
+    photo = encode(face_like_image(["Medical"], seed=3, size=(120, 160)))
+    assert "synthetic_categories" not in client.get("/api/model").get_json()
+    assert "synthetic_note" not in client.post("/api/predict", data=upload(photo)).get_json()
+
+    classifier.sidecar = replace(classifier.sidecar, training={"dataset": {"synthetic_categories": ["Shield", "Gas"]}})
+    model = client.get("/api/model").get_json()
+    assert model["synthetic_categories"] == ["Gas", "Shield"]  # vocab order
+    assert "drawn" in model["synthetic_note"] and "less reliable on real photos" in model["synthetic_note"]
+    for query in ("", "?faces=auto"):
+        body = client.post(f"/api/predict{query}", data=upload(photo)).get_json()
+        assert body["synthetic_note"].startswith("Gas and Shield were learned from drawn"), query
+
+    strict = make_app(threshold=0.999)
+    strict.extensions["maskclassifier"].sidecar = classifier.sidecar
+    assert "synthetic_note" not in strict.test_client().post("/api/predict", data=upload(photo)).get_json()

@@ -42,6 +42,7 @@ from maskclassifier.training.learner import (  # noqa: E402
     add_face_crops,
     build_dataloaders,
     build_learner,
+    export_portable,
     find_lr,
     fit_batch_size,
     load_initial_weights,
@@ -237,7 +238,7 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
     print(metrics.format_table(report), flush=True)
 
     model_path = args.out / f"{args.name}.pkl"
-    learn.export(model_path.resolve())
+    export_portable(learn, model_path.resolve())
     reports.plot_threshold_sweep(sweep, threshold, args.out / "threshold_sweep.png")
     reports.plot_confusion(report, args.out / "confusion.png")
     write_top_losses(data, probs, targets, vocab, threshold, args.out / "top_losses.png")

@@ -10,6 +10,7 @@ from maskclassifier.drawing import annotate, caption_lines, colour_for
 from maskclassifier.errors import ImageError
 from maskclassifier.explain import overlay, png
 from maskclassifier.images import claimed_pixels, load_image
+from maskclassifier.model import Prediction, synthetic_note
 from maskclassifier.web.errors import json_reply, reply_for
 from maskclassifier.web.inference import analyse_faces, classifier, explain_faces, explain_image, frame_faces, slot_for
 from maskclassifier.web.presenters import explanation_json, faces_json, jpeg, prediction_json
@@ -43,9 +44,19 @@ def predict():
     with slot_for(data):
         image = load_image(data)
         if mode is None:  # without the parameter the answer is the whole-photo one, as before per-face mode
-            return jsonify(prediction_json(classifier().predict(image)))
+            prediction = classifier().predict(image)
+            return jsonify({**prediction_json(prediction), **synthetic_json([prediction])})
         analysis = analyse_faces(image, mode)
-        return jsonify({**prediction_json(analysis.photo), **faces_json(analysis)})
+        return jsonify({**prediction_json(analysis.photo), **faces_json(analysis),
+                        **synthetic_json([analysis.photo, *analysis.predictions])})
+
+
+def synthetic_json(predictions: list[Prediction]) -> dict:
+    """`synthetic_note` when an answer names a category learned from drawn examples only (GET /api/model lists
+    them), so that no client shows such an answer without its caveat."""
+    synthetic = classifier().synthetic_categories
+    named = [name for name in synthetic if any(name in prediction.labels for prediction in predictions)]
+    return {"synthetic_note": synthetic_note(named)} if named else {}
 
 
 @bp.post("/api/annotate")
