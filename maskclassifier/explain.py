@@ -14,9 +14,10 @@ Two methods, one per backend:
   forward passes, so it is bounded by a deadline checked between batches.
 
 Both maps cover what the model saw, `Explanation.box`: the item Resize's centre crop of the photo, not the parts of
-a wide photo that the crop cuts off. Values are scaled to 0..1 (Grad-CAM: from its smallest to its largest value,
-as pytorch-grad-cam does; occlusion: by its largest value); a map whose every value is 0 means no part of the
-photo raised the category's score more than another.
+a wide photo that the crop cuts off; for a photo the classifier answers from one of its square views (more than
+VIEWS_ASPECT:1, see `maskclassifier.model`), that view. Values are scaled to 0..1 (Grad-CAM: from its smallest to
+its largest value, as pytorch-grad-cam does; occlusion: by its largest value); a map whose every value is 0 means
+no part of the photo raised the category's score more than another.
 
 This module imports torch only inside the Grad-CAM path, so it also imports in the slim install.
 """
@@ -24,7 +25,7 @@ This module imports torch only inside the Grad-CAM path, so it also imports in t
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -32,7 +33,7 @@ from PIL import Image
 from maskclassifier.capacity import Deadline
 from maskclassifier.categories import category as category_facts
 from maskclassifier.images import shrunk
-from maskclassifier.model import Classifier
+from maskclassifier.model import VIEWS_ASPECT, Classifier, answer_from_views, square_views
 from maskclassifier.resize import fastai_crop_box
 
 OCCLUSION_GRID = 5  # cells per side: 26 forward passes, about 1.1 s for the shipped model on one core
@@ -92,12 +93,31 @@ def explain(classifier: Classifier, image: Image.Image, category: str | None = N
     vocab = classifier.vocab
     if category is not None and category not in vocab:
         raise UnknownCategory(category, vocab)
+    view = answering_view(classifier, image)
+    if view is not None:  # a wide or tall photo answered from one of its square views: explain that view
+        explanation = explain(classifier, image.crop(view), category, deadline)
+        x0, y0, x1, y1 = explanation.box
+        return replace(explanation, box=(x0 + view[0], y0 + view[1], x1 + view[0], y1 + view[1]))
     backend = classifier.backend
     if hasattr(backend, "learner"):  # the fastai backend: gradients are available
         return _grad_cam(backend, image, category)
     if hasattr(backend, "session"):  # the ONNX backend
         return _occlusion(backend, image, category, deadline or Deadline.after(float("inf")))
     raise ExplainUnavailable(f"heat-maps are not available for the {type(backend).__name__} backend")
+
+
+def answering_view(classifier: Classifier, image: Image.Image) -> tuple[int, int, int, int] | None:
+    """The square view (x0, y0, x1, y1) whose answer `Classifier.probabilities` gives for a photo wider or taller
+    than VIEWS_ASPECT; None when the photo is answered from its centre crop, as every other photo is."""
+    if max(image.size) <= VIEWS_ASPECT * min(image.size):
+        return None
+    boxes = square_views(*image.size)
+    views = classifier.probabilities([image.crop(box) for box in boxes])
+    centre = np.full(len(classifier.vocab), np.nan)  # stands for the centre crop's answer
+    chosen = answer_from_views(centre, views, classifier.vocab, classifier.threshold)
+    if np.isnan(chosen).all():
+        return None
+    return next(box for box, row in zip(boxes, views, strict=True) if np.array_equal(row, chosen))
 
 
 def _seen_box(image: Image.Image, item_width: int, item_height: int,

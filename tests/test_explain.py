@@ -75,18 +75,18 @@ def test_the_top_category_is_explained_by_default(patch_model):
 
 
 def test_the_overlay_covers_only_what_the_model_saw(patch_model):
-    """A wide photo is centre-cropped by the item Resize: the parts cut off are dimmed, not coloured."""
+    """A 1.8:1 photo is centre-cropped by the item Resize: the parts cut off are dimmed, not coloured."""
     classifier = load_classifier(patch_model, threshold=0.5, torch_threads=1)
-    wide = Image.new("RGB", (300, 100), (255, 255, 255))
-    wide.paste(patch_image({"red": 4}, seed=3), (102, 2))
+    wide = Image.new("RGB", (180, 100), (255, 255, 255))
+    wide.paste(patch_image({"red": 4}, seed=3), (42, 2))
     explanation = explain(classifier, wide, "red")
-    assert explanation.box == (100, 0, 200, 100)
+    assert explanation.box == (40, 0, 140, 100)
     picture = overlay(wide, explanation)
     assert picture.size == wide.size
     assert picture.getpixel((10, 50)) == (89, 89, 89), "outside the crop: the white photo dimmed"
-    assert picture.getpixel((150, 50)) != picture.getpixel((10, 50))
+    assert picture.getpixel((90, 50)) != picture.getpixel((10, 50))
     classifier.backend.direct = None  # a learner served through fastai's own DataLoader crops the same way
-    assert explain(classifier, wide, "red").box == (100, 0, 200, 100)
+    assert explain(classifier, wide, "red").box == (40, 0, 140, 100)
 
 
 def test_api_explains_the_top_category_as_json(client, face_jpeg):
@@ -206,3 +206,19 @@ def test_a_model_that_cannot_be_explained_says_so(patch_model):
     body, head = feature_split(nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), nn.Conv2d(4, 4, 1),
                                              nn.AdaptiveAvgPool2d(1), nn.Flatten()))
     assert len(body) == 2 and len(head) == 2, "cut after the last top-level part holding a convolution"
+
+
+def test_a_wide_photo_is_explained_on_the_view_that_answered(patch_model):
+    """Past VIEWS_ASPECT:1 the classifier answers from the square view that finds a category: the red patch at the
+    right end of a 4:1 strip, which the centre crop cuts off. The map is of that view, and on the patch."""
+    classifier = load_classifier(patch_model, threshold=0.5, torch_threads=1)
+    strip = Image.new("RGB", (4 * PATCH_SIZE, PATCH_SIZE), (128, 128, 128))
+    strip.paste(patch_image({"red": 5}, seed=11), (3 * PATCH_SIZE, 0))
+    answer = classifier.predict(strip)
+    explanation = explain(classifier, strip)
+    assert answer.labels == ["red"] and explanation.category == "red"
+    assert explanation.probability == pytest.approx(answer.probabilities["red"], abs=1e-4)
+    assert explanation.box == (3 * PATCH_SIZE, 0, 4 * PATCH_SIZE, PATCH_SIZE)
+    x0, y0, x1, y1 = patch_cell_box(5)
+    patch = (x0 + 3 * PATCH_SIZE, y0, x1 + 3 * PATCH_SIZE, y1)
+    assert mass_inside(explanation, patch, strip.size) >= 0.5
