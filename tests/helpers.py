@@ -122,3 +122,17 @@ def underexposed(image: Image.Image, exposure: float, noise: float = 4.0, seed: 
     dark = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * np.power(linear, 1 / 2.4) - 0.055) * 255
     dark += np.random.default_rng(seed).normal(0, noise, dark.shape)
     return Image.fromarray(np.clip(np.rint(dark), 0, 255).astype(np.uint8))
+
+
+def write_y4m(path: Path, frames: list[Image.Image], fps: int = 10) -> Path:
+    """A YUV4MPEG2 video (4:2:0, full-range JPEG YCbCr) of same-size RGB frames: what Chromium's fake camera plays
+    (--use-file-for-fake-video-capture), looping."""
+    width, height = frames[0].size
+    with open(path, "wb") as handle:
+        handle.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            y, cb, cr = frame.convert("YCbCr").split()
+            half = ((width + 1) // 2, (height + 1) // 2)
+            handle.write(b"FRAME\n" + y.tobytes() + cb.resize(half, Image.Resampling.BOX).tobytes()
+                         + cr.resize(half, Image.Resampling.BOX).tobytes())
+    return path

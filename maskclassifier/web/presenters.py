@@ -12,6 +12,7 @@ from PIL import Image
 
 from maskclassifier.categories import category
 from maskclassifier.drawing import annotate, colour_for
+from maskclassifier.explain import Explanation
 from maskclassifier.facebox import Face, crop_box
 from maskclassifier.images import shrunk
 from maskclassifier.faces import FaceAnalysis
@@ -72,6 +73,25 @@ def data_uri(image: Image.Image) -> str:
 def preview_data_uri(image: Image.Image) -> str:
     """The (EXIF-upright) photo, at most PREVIEW_SIZE on its long side, as an inline JPEG for the result page."""
     return data_uri(shrunk(image, PREVIEW_SIZE, Image.Resampling.BICUBIC, reducing_gap=2.0)[0])
+
+
+def png_data_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def explanation_json(explanation: Explanation, overlay_png: bytes) -> dict:
+    """The heat-map for the API: the category, its probability, the grid (rounded to 3 decimals) over `box`, and
+    the overlay as a PNG data URL."""
+    return {
+        "category": explanation.category,
+        "title": explanation.title,
+        "probability": explanation.probability,
+        "method": explanation.method,
+        "grid": [[round(float(value), 3) for value in row] for row in explanation.grid],
+        "box": list(explanation.box),
+        "legend": explanation.legend,
+        "overlay": png_data_uri(overlay_png),
+    }
 
 
 def result_view(prediction: Prediction) -> dict:
