@@ -9,6 +9,7 @@ import sys
 import pytest
 from datasets import write_labelled_set
 from helpers import ROOT, TINY_OPTIONS
+
 from maskclassifier import corrections
 from maskclassifier.corrections import CorrectionsError, Recorder
 from maskclassifier.sidecar import sha256_file
@@ -16,7 +17,8 @@ from maskclassifier.sidecar import sha256_file
 VOCAB = ["-", "Cloth", "Gas", "KN95", "Medical", "No_mask!", "Shield"]
 ROWS = [{"fname": "a.jpg", "labels": "Cloth", "source": "x"},
         {"fname": "b.jpg", "labels": "Medical", "source": "y"},
-        {"fname": "c.jpg", "labels": "KN95", "source": "x"}, {"fname": "d.jpg", "labels": "Shield Medical", "source": "y"}]
+        {"fname": "c.jpg", "labels": "KN95", "source": "x"},
+        {"fname": "d.jpg", "labels": "Shield Medical", "source": "y"}]
 
 
 def write(path, text: str):
