@@ -84,10 +84,11 @@ def free_port() -> int:
 
 
 def start_gunicorn(model_path: Path, port: int, **environ: str) -> subprocess.Popen:
-    """The Procfile's command with the venv's gunicorn, one worker, and `environ` on top of this process's."""
+    """The Procfile's command with the venv's Python and gunicorn, one worker, and `environ` on top of this process's."""
     env = {**os.environ, "PORT": str(port), "MODEL_PATH": str(model_path), "WEB_CONCURRENCY": "1", **environ}
     command = procfile_web_command()
-    command[0] = str(Path(sys.executable).parent / command[0])  # the venv's gunicorn
+    # this Python: bin/web (the launcher that checks the settings) starts gunicorn with the Python that runs it
+    command = [sys.executable, str(ROOT / command[0]), *command[1:]]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
