@@ -13,7 +13,7 @@ from maskclassifier.web import create_app
 from maskclassifier.config import Settings
 
 from datasets import face_like_image, write_labelled_set
-from helpers import encode
+from helpers import CHROMEDRIVER, CHROMIUM, encode
 
 TESTS = Path(__file__).resolve().parent
 
@@ -77,3 +77,20 @@ def make_app(settings):
 @pytest.fixture
 def face_jpeg() -> bytes:
     return encode(face_like_image(["Medical"], seed=7, size=(120, 160)))
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Debian Chromium through chromedriver (mark the test with helpers.needs_chromium)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()

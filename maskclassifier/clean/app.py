@@ -61,7 +61,8 @@ def _forbidden():
 def _error(error: HTTPException):
     if _wants_json():
         return jsonify(error=error.name.lower().replace(" ", "_"), message=error.description), error.code
-    return f"{error.code} {error.name}: {error.description}\n", error.code, {"Content-Type": "text/plain; charset=utf-8"}
+    text = f"{error.code} {error.name}: {error.description}\n"
+    return text, error.code, {"Content-Type": "text/plain; charset=utf-8"}
 
 
 def _headers(response):
@@ -81,7 +82,7 @@ def page():
 
 @views.get("/static/<name>")
 def static_file(name: str):
-    if name not in ("clean.js", "clean.css"):
+    if name not in ("clean.js", "clean.css", "favicon.svg"):
         abort(404)
     return send_file(HERE / "static" / name)
 

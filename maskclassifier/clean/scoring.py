@@ -37,10 +37,11 @@ def cache_path(corrections: Path, model_sha256: str, csv_sha256: str) -> Path:
 
 
 def score_csv(model_path: Path, fnames: Sequence[str], images_root: Path, csv_path: Path, corrections: Path,
-              out=sys.stderr) -> Scores:
+              out=None) -> Scores:
     """The model's probabilities for each of `fnames` (relative to `images_root`), from the cache when the model
     and the CSV are unchanged, else computed (printing progress to `out`) and cached. ModelLoadError when the
     model cannot be loaded."""
+    out = out or sys.stderr
     model_sha256, csv_sha256 = sha256_file(model_path), sha256_file(csv_path)
     cache = cache_path(corrections, model_sha256, csv_sha256)
     found = _read_cache(cache, str(images_root), fnames)
