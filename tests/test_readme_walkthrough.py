@@ -74,7 +74,7 @@ def decide(url: str, body: dict) -> None:
 @pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the git checkout")
 def test_a_fresh_clone_walks_through_the_training_section(tmp_path):
     clone = fresh_clone(tmp_path)
-    write_labelled_set(clone / "data", per_category=2)
+    write_labelled_set(clone / "data", per_category=3)
     env = {**os.environ, "PYTHONPATH": "", "TMPDIR": str(tmp_path)}
     where = subprocess.run([".venv/bin/python", "-c", "import maskclassifier; print(maskclassifier.__file__)"],
                            cwd=clone, env=env, capture_output=True, text=True, check=True)
@@ -114,15 +114,15 @@ def test_a_fresh_clone_walks_through_the_training_section(tmp_path):
             dataset = json.loads((new[0] / "export.json").read_text())["training"]["dataset"]
             if "--corrections" in words:
                 assert dataset["corrections"]["relabelled"] == 1 and dataset["corrections"]["deleted"] == 1
-                assert dataset["images"] == 15
+                assert dataset["images"] == 23
                 assert "Labels corrected by `corrections.csv`" in (new[0] / "MODEL_CARD.md").read_text()
             else:
-                assert dataset["corrections"] is None and dataset["images"] == 16
+                assert dataset["corrections"] is None and dataset["images"] == 24
         if module == "maskclassifier.evaluate":
             assert "exact" in result.stdout.lower()
             if "--predictions" in words:
                 predictions = (clone / words[words.index("--predictions") + 1]).read_text().splitlines()
-                assert len(predictions) == 1 + 16
+                assert len(predictions) == 1 + 24
             if "--corrections" in words:
                 assert "1 image(s) relabelled, 1 left out" in result.stderr
     assert len(runs) == 2
