@@ -101,9 +101,9 @@ def provide_mobilenet_weights() -> Path:
 
 
 def load_labelled_csv(csv_path: Path, images_root: Path | None = None, merges: dict[str, str] | None = None,
-                      valid_pct: float = 0.2, seed: int = 42) -> LabelledData:
-    """The labelled set, checked for a usable train/validation split."""
-    data = read_labelled_csv(csv_path, images_root, merges, valid_pct, seed)
+                      valid_pct: float = 0.2, seed: int = 42, corrections: Path | None = None) -> LabelledData:
+    """The labelled set, corrections applied, checked for a usable train/validation split."""
+    data = read_labelled_csv(csv_path, images_root, merges, valid_pct, seed, corrections)
     check_split(data)
     return data
 
