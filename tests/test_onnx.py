@@ -149,13 +149,21 @@ photo.save(buffer, "JPEG")
 answer = client.post("/api/predict", data={"file": (io.BytesIO(buffer.getvalue()), "a.jpg", "image/jpeg")})
 assert answer.status_code == 200, answer.get_data(as_text=True)
 assert client.get("/healthz").status_code == 200
+from skimage import data  # per-face mode, with the torch-free detector: the astronaut's head is one face
+
+buffer = io.BytesIO()
+Image.fromarray(data.astronaut()).crop((140, 20, 310, 230)).save(buffer, "JPEG")
+faces = client.post("/api/predict?faces=on", data={"file": (io.BytesIO(buffer.getvalue()), "face.jpg", "image/jpeg")})
+assert faces.status_code == 200 and faces.get_json()["faces_found"] == 1, faces.get_data(as_text=True)
+assert faces.get_json()["mode"] == "faces" and faces.get_json()["faces"][0]["score"] > 0.9
 assert not HEAVY & {name.split(".")[0] for name in sys.modules}
 print(json.dumps(sorted(answer.get_json()["probabilities"])))
 """
 
 
 def test_onnx_app_runs_without_torch_or_fastai(notebook_onnx):
-    """The classifier alone imports neither; the whole app starts and answers with them not installed."""
+    """The classifier alone imports neither; the whole app starts and answers with them not installed, per-face
+    mode included."""
     result = subprocess.run([sys.executable, "-c", SLIM_SCRIPT, str(notebook_onnx)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
