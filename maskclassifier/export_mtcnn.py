@@ -5,9 +5,11 @@
 The weights are facenet-pytorch 2.6.0's (`pnet.pt`, `rnet.pt`, `onet.pt` inside its wheel, MIT licence, which is
 copied next to the files as LICENCE.md). Each network is exported with its softmax, as facenet-pytorch runs it:
 
-    pnet.onnx  pixels (n, 3, h, w) float, (x - 127.5) / 128  ->  regression (n, 4, h', w'), probabilities (n, 2, h', w')
-    rnet.onnx  pixels (n, 3, 24, 24)                          ->  regression (n, 4), probabilities (n, 2)
-    onet.onnx  pixels (n, 3, 48, 48)                          ->  regression (n, 4), landmarks (n, 10), probabilities (n, 2)
+    pnet.onnx  pixels (n, 3, h, w)      ->  regression (n, 4, h', w'), probabilities (n, 2, h', w')
+
+(pixels: float32, (x - 127.5) / 128, as facenet-pytorch feeds them.)
+    rnet.onnx  pixels (n, 3, 24, 24)    ->  regression (n, 4), probabilities (n, 2)
+    onet.onnx  pixels (n, 3, 48, 48)    ->  regression (n, 4), landmarks (n, 10), probabilities (n, 2)
 
 The weights are stored as float16 (each Cast to float32 once, when ONNX Runtime loads the graph and folds the
 constants) so the three files take about 1 MB instead of 2 MB: models/ must stay under 25 MB in all. Rounding

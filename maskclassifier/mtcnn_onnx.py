@@ -15,6 +15,7 @@ table (exact sums, where torch sums in float32); and a candidate box that lies w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,10 @@ MIN_SCORE = 0.9  # MTCNN's own last stage keeps boxes above 0.7; below 0.9 they 
 MAX_CANDIDATES_PER_SCALE = 300
 THRESHOLDS = (0.6, 0.7, 0.7)  # facenet-pytorch's defaults: the face probability each network must reach
 PYRAMID_FACTOR = 0.709  # facenet-pytorch's default: each pyramid scale is this times the one before
-BATCH = 512  # R-Net and O-Net run on at most this many crops at once (and check the deadline before each batch)
+# R-Net and O-Net run on at most this many crops at once, cut just before (and check the deadline before each
+# batch): 256 O-Net crops are 7 MB of float32, and the integer sums that make them a few times that.
+BATCH = 256
+NMS_MATRIX_MAX = 1000  # up to this many boxes, NMS computes all pairwise overlaps at once
 
 
 def _normalised(pixels: np.ndarray) -> np.ndarray:
@@ -100,6 +104,20 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, by_smaller: boo
     x0, y0, x1, y1 = (boxes[:, k].astype(np.float64) for k in range(4))
     area = (x1 - x0 + plus) * (y1 - y0 + plus)
     order = np.argsort(-scores, kind="stable")
+    if len(boxes) <= NMS_MATRIX_MAX:  # every overlap at once (8 MB at most), then one cheap step per box
+        width = np.maximum(0.0, np.minimum(x1[:, None], x1) - np.maximum(x0[:, None], x0) + plus)
+        height = np.maximum(0.0, np.minimum(y1[:, None], y1) - np.maximum(y0[:, None], y0) + plus)
+        inter = width * height
+        base = np.minimum(area[:, None], area) if by_smaller else area[:, None] + area - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            overlapping = np.where(base > 0, inter / np.where(base > 0, base, 1), 0.0) > threshold
+        suppressed = np.zeros(len(boxes), dtype=bool)
+        kept = []
+        for index in order:
+            if not suppressed[index]:
+                kept.append(index)
+                suppressed |= overlapping[index]
+        return np.asarray(kept, dtype=np.int64)
     keep = []
     while order.size:
         best, rest = order[0], order[1:]
@@ -157,17 +175,20 @@ def regressed(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return boxes
 
 
-def crops(table: np.ndarray, boxes: np.ndarray, size: int, photo_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Each box cut from the photo (clipped to it, as facenet-pytorch's `pad`) and area-resized to size x size:
-    -> (pixels (n, 3, size, size) normalised, which boxes had pixels: bool (len(boxes),))."""
+def clipped(boxes: np.ndarray, photo_hw: tuple[int, int]) -> np.ndarray:
+    """The pixels each box covers, clipped to the photo as facenet-pytorch's `pad` does: (n, 4) ints x0, y0, x1,
+    y1 (end exclusive); a box wholly outside the photo gets x1 <= x0 or y1 <= y0."""
     height, width = photo_hw
     whole = np.trunc(boxes[:, :4]).astype(np.int64)
-    x0, y0 = np.maximum(whole[:, 0], 1) - 1, np.maximum(whole[:, 1], 1) - 1
-    x1, y1 = np.minimum(whole[:, 2], width), np.minimum(whole[:, 3], height)
-    inside = (x1 > x0) & (y1 > y0)
-    x0, y0, x1, y1 = x0[inside], y0[inside], x1[inside], y1[inside]
-    pixels = area_resize(table, (y0, y1 - y0), (x0, x1 - x0), (size, size))
-    return _normalised(pixels), inside
+    return np.stack([np.maximum(whole[:, 0], 1) - 1, np.maximum(whole[:, 1], 1) - 1,
+                     np.minimum(whole[:, 2], width), np.minimum(whole[:, 3], height)], axis=1)
+
+
+def crops(table: np.ndarray, bounds: np.ndarray, size: int) -> np.ndarray:
+    """The regions `bounds` ((n, 4) from `clipped`, none empty) area-resized to size x size and normalised:
+    (n, 3, size, size) float32, the networks' input."""
+    x0, y0, x1, y1 = bounds.T
+    return _normalised(area_resize(table, (y0, y1 - y0), (x0, x1 - x0), (size, size)))
 
 
 class OnnxMtcnnDetector:
@@ -179,14 +200,16 @@ class OnnxMtcnnDetector:
     def __init__(self, sessions: dict[str, onnxruntime.InferenceSession]):
         self._sessions = sessions
 
-    def _run(self, name: str, pixels: np.ndarray, deadline: Deadline, stage: str) -> list[np.ndarray]:
-        """One network on `pixels` in batches of BATCH, checking the deadline before each."""
+    def _run(self, name: str, inputs: Callable[[slice], np.ndarray], count: int, deadline: Deadline,
+             stage: str) -> list[np.ndarray]:
+        """One network on `count` inputs made `inputs(batch_slice)` at a time, BATCH at most, checking the
+        deadline before each batch; its outputs, concatenated."""
         session = self._sessions[name]
         parts = []
-        for start in range(0, max(len(pixels), 1), BATCH):
+        for start in range(0, count, BATCH):
             deadline.check(stage)
-            parts.append(session.run(None, {"pixels": pixels[start:start + BATCH]}))
-        return [np.concatenate(outputs) for outputs in zip(*parts)]
+            parts.append(session.run(None, {"pixels": inputs(slice(start, start + BATCH))}))
+        return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
 
     def find(self, pixels: np.ndarray, deadline: Deadline) -> np.ndarray:
         """Faces in (h, w, 3) uint8 pixels -> (n, 5) float rows x0, y0, x1, y1, score, surest first (may be empty).
@@ -196,8 +219,9 @@ class OnnxMtcnnDetector:
         found = []
         for scale in pyramid_scales(height, width):
             level_hw = (int(height * scale + 1), int(width * scale + 1))
-            level = level_resize(table, level_hw)
-            regression, probabilities = self._run("pnet", _normalised(level), deadline, "face proposals")
+            level = _normalised(level_resize(table, level_hw))
+            regression, probabilities = self._run("pnet", lambda batch, level=level: level, 1, deadline,
+                                                  "face proposals")
             windows = proposals(regression[0], probabilities[0, 1], scale, MAX_CANDIDATES_PER_SCALE)
             found.append(windows[nms(windows[:, :4], windows[:, 4], 0.5)])
         boxes = np.concatenate(found) if found else np.zeros((0, 9), np.float32)
@@ -210,9 +234,14 @@ class OnnxMtcnnDetector:
                                                   ("onet", 48, THRESHOLDS[2], "face check")):
             if len(boxes) == 0:
                 break
-            inputs, inside = crops(table, boxes, crop_size, (height, width))
-            boxes = boxes[inside]
-            regression, *_, probabilities = self._run(name, inputs, deadline, stage)
+            bounds = clipped(boxes, (height, width))
+            inside = (bounds[:, 2] > bounds[:, 0]) & (bounds[:, 3] > bounds[:, 1])
+            boxes, bounds = boxes[inside], bounds[inside]
+            if len(boxes) == 0:
+                break
+            regression, *_, probabilities = self._run(
+                name, lambda batch, bounds=bounds, size=crop_size: crops(table, bounds[batch], size), len(boxes),
+                deadline, stage)
             passing = probabilities[:, 1] > threshold
             boxes = np.concatenate([boxes[passing, :4], probabilities[passing, 1:2]], axis=1)
             regression = regression[passing]
@@ -249,6 +278,10 @@ def onnx_mtcnn_detector(threads: int | None = None, model_dir: Path = MODEL_DIR)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, every core
     options.inter_op_num_threads = 1
+    # No memory arena: P-Net's buffers grow with the photo (tens of MB at 1280 px) and an arena would keep the
+    # largest ever for the worker's lifetime; freed buffers go back to the allocator (gunicorn.conf.py returns
+    # blocks over 1 MB to the system).
+    options.enable_cpu_mem_arena = False
     sessions = {}
     for name in ("pnet", "rnet", "onet"):
         path = model_dir / f"{name}.onnx"

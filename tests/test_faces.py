@@ -142,6 +142,21 @@ def test_the_torch_free_detector_finds_the_faces_facenet_pytorch_finds(detector,
     assert min(ious) > 0.5 and max(scores) < 0.01, (ious, scores)
 
 
+@pytest.mark.parametrize("by_smaller", [False, True])
+def test_nms_keeps_the_surest_of_overlapping_boxes_the_same_way_at_any_size(by_smaller, monkeypatch):
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 4, 4]], float)
+    scores = np.array([0.8, 0.9, 0.5, 0.7])
+    # IoU of box 0 and 1 is 81/119; the small box 3 lies inside box 0 (IoU 0.16, but all of the smaller one)
+    assert mtcnn_onnx.nms(boxes, scores, 0.5, by_smaller).tolist() == ([1, 2] if by_smaller else [1, 3, 2])
+    rng = np.random.default_rng(1)
+    corners = rng.uniform(0, 200, (600, 2))
+    many = np.concatenate([corners, corners + rng.uniform(5, 60, (600, 2))], axis=1)
+    many_scores = rng.uniform(size=600)
+    matrix = mtcnn_onnx.nms(many, many_scores, 0.5, by_smaller)
+    monkeypatch.setattr(mtcnn_onnx, "NMS_MATRIX_MAX", 0)  # the loop used for more boxes than that
+    assert np.array_equal(mtcnn_onnx.nms(many, many_scores, 0.5, by_smaller), matrix) and 20 < len(matrix) < 600
+
+
 def test_reading_order_groups_rows_even_when_heads_are_not_aligned():
     tilted = [Face((200, 110, 260, 170), 1.0), Face((0, 100, 60, 160), 1.0), Face((100, 90, 160, 150), 1.0),
               Face((50, 300, 110, 360), 1.0)]
