@@ -24,7 +24,7 @@ SHARED_SLOT_PIXELS = 12_000_000
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     app.extensions["maskclassifier"] = load_classifier(settings.model_path, settings.threshold,
-                                                       settings.torch_threads, settings.tta)
+                                                       settings.torch_threads, settings.tta, settings.onnx_precision)
     app.extensions["face_detector"] = load_detector(settings.torch_threads)  # None without its files: no per-face mode
     app.extensions["inference_slots"] = InferenceSlots(settings.inference_slots, settings.queue_timeout_s)
 
