@@ -258,7 +258,8 @@ class OnnxMtcnnDetector:
         small, scale = shrunk(image, DETECTION_MAX_SIDE, Image.Resampling.BILINEAR, reducing_gap=2.0)
         if min(small.size) < MIN_FACE_SIZE:  # smaller than MTCNN's smallest window
             return FaceScan([], 0)
-        found = self.find(np.asarray(small.convert("RGB")), deadline or Deadline.after(float("inf")))
+        pixels = np.asarray(small if small.mode == "RGB" else small.convert("RGB"))
+        found = self.find(pixels, deadline or Deadline.after(float("inf")))
         faces = [Face(_scaled_box(row[:4], 1 / scale, image.size), float(row[4]))
                  for row in found if float(row[4]) >= MIN_SCORE]
         faces = [face for face in faces if face.box[2] > face.box[0] and face.box[3] > face.box[1]]
