@@ -16,8 +16,8 @@ PACKAGE = ROOT / "maskclassifier"
 LAYERS = {
     "leaves": {"errors", "categories", "tta", "capacity", "facebox", "resize", "images", "sidecar", "config",
                "cli", "corrections"},
-    "classifier": {"pipeline", "learner_file", "fastai_backend", "onnx", "model", "mtcnn", "faces", "drawing",
-                   "export_onnx", "explain"},
+    "classifier": {"pipeline", "learner_file", "fastai_backend", "onnx", "model", "mtcnn", "mtcnn_onnx", "faces",
+                   "drawing", "export_onnx", "export_mtcnn", "quantize_onnx", "explain"},
     "web": {"web", "web.api", "web.errors", "web.inference", "web.pages", "web.presenters", "web.uploads",
             "web.worker"},
     "training": {"training", "training.dataset", "training.metrics", "training.reports", "training.learner",

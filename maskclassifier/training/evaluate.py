@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--predictions", type=Path, help="write one row per image: fname, labels, predicted, probabilities")
     parser.add_argument("--faces", choices=["off", "auto"], default="off",
                         help="off: the whole photo, as the API answers by default; auto: as the web page answers "
-                             "by default (needs the full install, with facenet-pytorch)")
+                             "by default (needs the face detector's models/mtcnn/*.onnx)")
     parser.add_argument("--face-margin", type=float, default=Settings.face_margin,
                         help=f"with --faces auto: the crop's margin, as FACE_MARGIN (default: {Settings.face_margin})")
     args = parser.parse_args(argv)
@@ -168,8 +168,8 @@ def evaluate(args: argparse.Namespace) -> dict:
 def _detector() -> FaceDetector:
     detector = load_detector()
     if detector is None:
-        raise ModelLoadError("--faces auto needs the face detector: install the full requirements "
-                             "(torch and facenet-pytorch, see the README)")
+        raise ModelLoadError("--faces auto needs the face detector: models/mtcnn/*.onnx are missing "
+                             "(python -m maskclassifier.export_mtcnn writes them, in the full install)")
     return detector
 
 

@@ -115,7 +115,8 @@ def add_face_crops(data: LabelledData, margin: float) -> tuple[LabelledData, int
     """
     detector = load_detector()
     if detector is None:
-        raise TrainingError("--face-crops needs the face detector: pip install --no-deps -r requirements-nodeps.txt")
+        raise TrainingError("--face-crops needs the face detector: models/mtcnn/*.onnx are missing "
+                            "(python -m maskclassifier.export_mtcnn writes them)")
     frame = data.frame.assign(crop="")
     rows = []
     training = frame.index[~frame["is_valid"]]
