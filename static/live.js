@@ -22,6 +22,7 @@
   var frame = document.createElement("canvas");  // the frame sent, at most FRAME_SIDE px
   var stream = null;
   var running = false;
+  var generation = 0;  // bumped by Stop: an answer that arrives after it belongs to a stopped camera
   var inFlight = false;
   var faces = [];  // the last answer, in frame pixels
   var answered = [];  // times (ms) of recent answers, for the frame rate
@@ -78,6 +79,7 @@
 
   function stop() {
     running = false;
+    generation += 1;
     if (waitTimer) { clearTimeout(waitTimer); waitTimer = null; }
     if (stream) { stream.getTracks().forEach(function (track) { track.stop(); }); }
     stream = null;
@@ -158,17 +160,20 @@
     if (!video.videoWidth) { later(100); return; }
     inFlight = true;
     var sent = performance.now();
+    var current = generation;
     frameBlob().then(function (blob) {
       var form = new FormData();
       form.append("file", blob, "frame.jpg");
       return fetch(url, { method: "POST", body: form });
     }).then(function (response) {
+      if (current !== generation) { return { wait: 0 }; }  // stopped meanwhile: the answer is not shown
       if (response.status === 503) {  // busy: skip this frame, wait, then go on with a new one
         var retry = parseInt(response.headers.get("Retry-After"), 10);
         say("The server is busy: skipping frames for a moment.");
         return { wait: retry > 0 ? Math.min(retry, 10) * 1000 : BUSY_PAUSE_MS };
       }
       return response.json().then(function (body) {
+        if (current !== generation) { return { wait: 0 }; }
         if (!response.ok) { throw new Error(body.message || "The server could not read the frame."); }
         showFaces(body.faces);
         showStats(performance.now() - sent);
@@ -179,6 +184,7 @@
       if (next.wait) { later(next.wait); } else { sendNext(); }
     }).catch(function (error) {
       inFlight = false;
+      if (current !== generation) { return; }
       say((error && error.message ? error.message : "The connection failed.") + " Trying again in a few seconds.");
       later(3000);
     });
