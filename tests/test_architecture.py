@@ -18,7 +18,7 @@ LAYERS = {
                "cli"},
     "classifier": {"pipeline", "learner_file", "fastai_backend", "onnx", "model", "mtcnn", "faces", "drawing",
                    "export_onnx"},
-    "web": {"web", "web.api", "web.errors", "web.inference", "web.pages", "web.presenters", "web.uploads",
+    "web": {"web", "web.api", "web.assets", "web.errors", "web.inference", "web.pages", "web.presenters", "web.uploads",
             "web.worker"},
     "training": {"training", "training.dataset", "training.metrics", "training.reports", "training.learner",
                  "training.train", "training.evaluate", "training.repack", "train", "evaluate", "dataset"},
