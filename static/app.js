@@ -94,6 +94,7 @@
   var canWebcam = !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
   if (touch) {
     cameraInput.disabled = false;
+    cameraInput.hidden = false;
     cameraLabel.hidden = false;
   } else if (canWebcam) {
     webcamButton.hidden = false;
