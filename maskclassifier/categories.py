@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 # One colour language on the page, the photo's boxes and the annotated JPEG: a mask is "ok" (green), a bare face a
 # "warn"ing (orange), and "neutral" grey for everything that is not an answer about a mask (not a face, not sure).
 # White text on each colour keeps a contrast ratio above 4.5:1 (WCAG AA).

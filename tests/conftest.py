@@ -9,12 +9,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
-from maskclassifier.web import create_app
-from maskclassifier.config import Settings
-
 from datasets import face_like_image, write_labelled_set
 from helpers import CHROMEDRIVER, CHROMIUM, RecordUploads, encode
+
+from maskclassifier.config import Settings
+from maskclassifier.web import create_app
 
 TESTS = Path(__file__).resolve().parent
 

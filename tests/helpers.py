@@ -5,6 +5,7 @@ runner and the Procfile's server on a loopback port. Fixtures are in conftest.py
 from __future__ import annotations
 
 import io
+import json
 import os
 import shlex
 import shutil
@@ -13,7 +14,6 @@ import struct
 import subprocess
 import sys
 import time
-import json
 import urllib.request
 import uuid
 import zlib
@@ -152,5 +152,6 @@ def axe_violations(driver) -> list[str]:
     found = driver.execute_async_script(
         "var done = arguments[arguments.length - 1];"
         "axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']})"
-        ".then(function (r) { done(JSON.stringify(r.violations)); }, function (e) { done(JSON.stringify([{id: String(e), nodes: []}])); });")
+        ".then(function (r) { done(JSON.stringify(r.violations)); },"
+        "      function (e) { done(JSON.stringify([{id: String(e), nodes: []}])); });")
     return [f"{item['id']}: {[node['target'] for node in item['nodes']]}" for item in json.loads(found)]

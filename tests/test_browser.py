@@ -7,13 +7,13 @@ import base64
 import io
 
 import pytest
-from PIL import Image
-
 from datasets import face_like_image
 from helpers import CHROMEDRIVER, CHROMIUM, ROOT, axe_violations, encode
+from PIL import Image
 
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
 
 
 def by_css(driver, selector):
@@ -169,7 +169,8 @@ def test_on_a_phone_a_group_example_leads_with_the_faces_and_boxes_match_rows(op
     by_css(browser, "#face-row-2 td")[1].click()  # tap a row
     assert "highlight" in by_css(browser, "#face-box-2")[0].get_attribute("class")
     assert not [box for box in by_css(browser, ".face-box.highlight") if box.get_attribute("data-face") != "2"]
-    browser.execute_script("document.getElementById('face-box-3').dispatchEvent(new MouseEvent('click', {bubbles: true}))")
+    browser.execute_script("document.getElementById('face-box-3')"
+                           ".dispatchEvent(new MouseEvent('click', {bubbles: true}))")
     assert "highlight" in by_css(browser, "#face-row-3")[0].get_attribute("class")
     assert "highlight" not in by_css(browser, "#face-row-2")[0].get_attribute("class")
     assert axe_violations(browser) == []
@@ -249,8 +250,9 @@ def test_a_desktop_webcam_snapshot_is_classified(open_browser, live_url, uploads
     browser.get(live_url)
     assert not by_css(browser, "#camera-label")[0].is_displayed(), "no second file picker on a desktop"
     by_css(browser, "#webcam-button")[0].click()
-    wait(browser, lambda driver: driver.execute_script("return document.getElementById('webcam-video').videoWidth > 0"), 15)
-    width, height = browser.execute_script("var v = document.getElementById('webcam-video'); return [v.videoWidth, v.videoHeight];")
+    size = "var v = document.getElementById('webcam-video'); return [v.videoWidth, v.videoHeight];"
+    wait(browser, lambda driver: driver.execute_script(size)[0] > 0, 15)
+    width, height = browser.execute_script(size)
     by_css(browser, "#webcam-snap")[0].click()
     wait(browser, lambda driver: by_css(driver, "#file-name")[0].text == "Snapshot from the camera", 10)
     assert not by_css(browser, "#webcam")[0].is_displayed(), "the camera is closed after the snapshot"
@@ -302,7 +304,8 @@ def test_keyboard_focus_is_visible_on_every_control(open_browser, live_url):
         kind = element.get_attribute("class") or element.tag_name
         kinds.append(kind.split()[0] if kind else element.tag_name)
         if "face-box" in kind:  # an SVG link: the box itself turns the focus colour
-            assert css(browser, by_css(browser, f"#{element.get_attribute('id')} .box")[0], "stroke") == "rgb(9, 105, 218)"
+            box = by_css(browser, f"#{element.get_attribute('id')} .box")[0]
+            assert css(browser, box, "stroke") == "rgb(9, 105, 218)"  # --focus
         else:
             assert css(browser, element, "outline-style") != "none", f"no visible focus on {kind}"
     assert kinds[:3] == ["button", "button", "button"] and kinds[3:7] == ["face-box"] * 4

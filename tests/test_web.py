@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from datasets import face_like_image
+from helpers import encode, png_claiming, sideways_jpeg, upload
 from PIL import Image, ImageOps
 
-from helpers import encode, png_claiming, sideways_jpeg, upload
-from datasets import face_like_image
+from maskclassifier.facebox import Face
+from maskclassifier.faces import FaceAnalysis
 from maskclassifier.images import load_image
 from maskclassifier.model import Prediction
-from maskclassifier.faces import FaceAnalysis
-from maskclassifier.facebox import Face
 from maskclassifier.web.assets import VERSIONED_CACHE_CONTROL
 from maskclassifier.web.pages import EXAMPLES
 from maskclassifier.web.presenters import headline_view, percent, place_badges, prediction_message
@@ -334,8 +334,8 @@ def test_the_shipped_model_on_the_examples(make_app):
         body = body.get_json()
         if name == "group":
             assert body["mode"] == "faces" and len(body["faces"]) == 4
-            wrong |= {f"group face {number}" for number, (face, label) in enumerate(zip(body["faces"], intended), 1)
-                      if face["labels"][:1] != [label]}
+            wrong |= {f"group face {number}" for number, (face, label)
+                      in enumerate(zip(body["faces"], intended, strict=True), 1) if face["labels"][:1] != [label]}
         elif body["labels"][:1] != intended:
             wrong.add(name)
     assert wrong == SHIPPED_MODEL_GETS_WRONG

@@ -18,8 +18,7 @@ from maskclassifier.faces import TooManyFaces
 from maskclassifier.images import ACCEPT_ATTRIBUTE, load_image
 from maskclassifier.web.errors import ErrorReply, reply_for, with_headers
 from maskclassifier.web.inference import analyse_faces, face_detector, slot_for
-from maskclassifier.web.presenters import (faces_view, headline_view, percent, preview_data_uri, result_view,
-                                           drawn_note)
+from maskclassifier.web.presenters import drawn_note, faces_view, headline_view, percent, preview_data_uri, result_view
 from maskclassifier.web.uploads import requested_mode, uploaded_bytes
 
 bp = Blueprint("pages", __name__)

@@ -14,8 +14,8 @@ from PIL import Image
 
 from maskclassifier.categories import DRAWN_NOTE, category
 from maskclassifier.facebox import Face, crop_box
-from maskclassifier.images import shrunk
 from maskclassifier.faces import FaceAnalysis
+from maskclassifier.images import shrunk
 from maskclassifier.model import Prediction
 
 PREVIEW_SIZE = 800
@@ -186,7 +186,7 @@ class Badge:
     width: float
     height: float
 
-    def overlaps(self, other: "Badge", gap: float) -> bool:
+    def overlaps(self, other: Badge, gap: float) -> bool:
         return not (self.x + self.width + gap <= other.x or other.x + other.width + gap <= self.x
                     or self.y + self.height + gap <= other.y or other.y + other.height + gap <= self.y)
 
@@ -248,5 +248,5 @@ def faces_view(image: Image.Image, analysis: FaceAnalysis, margin: float, detect
         view["stroke"] = max(2.0, image.width / BADGE_REFERENCE_WIDTH * 2)  # 2 CSS px on the narrowest layout
         view["rows"] = [{**face_row(number, image, face, prediction, margin), "badge": badge}
                         for number, (face, prediction, badge)
-                        in enumerate(zip(analysis.faces, analysis.predictions, badges), start=1)]
+                        in enumerate(zip(analysis.faces, analysis.predictions, badges, strict=True), start=1)]
     return view
