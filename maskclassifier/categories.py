@@ -24,7 +24,6 @@ class Category:
     tone: str  # "ok", "warn" or "neutral": the colour of its answers everywhere (TONE_COLOURS)
     short: str  # written by a face's box, where room is scarce
     phrase: str  # how a face with it is counted in a sentence: "3 with no mask"
-    drawn: bool = False  # learnt from masks drawn onto photos only, so less reliable on real photos
 
     @property
     def colour(self) -> str:
@@ -37,7 +36,7 @@ CATEGORIES = {category.name: category for category in [
     Category("Cloth", "Cloth mask", "A fabric face covering, often patterned or home-made.", "ok", "Cloth",
              "with a cloth mask"),
     Category("Gas", "Gas mask / respirator with filters", "A half- or full-face respirator with filter cartridges.",
-             "ok", "Gas", "with a gas mask", drawn=True),
+             "ok", "Gas", "with a gas mask"),
     Category("KN95", "KN95 / N95 respirator", "A moulded or folded high-filtration respirator (also FFP2).", "ok",
              "KN95", "with a KN95 mask"),
     Category("Medical", "Surgical / medical mask", "A pleated disposable mask, usually blue or white.", "ok",
@@ -45,11 +44,9 @@ CATEGORIES = {category.name: category for category in [
     Category("No_mask!", "No mask on the face", "A bare face: nothing covers the nose and mouth.", "warn", "no mask",
              "with no mask"),
     Category("Shield", "Face shield", "A clear plastic visor in front of the face.", "ok", "Shield",
-             "with a face shield", drawn=True),
+             "with a face shield"),
 ]}
 UNSURE_COLOUR = TONE_COLOURS["neutral"]  # a face for which no category passed the threshold
-DRAWN_NOTE = ("Gas masks and face shields were learnt from masks drawn onto photos, not real photos, so these "
-              "answers are less reliable on real photos.")
 
 
 def category(name: str) -> Category:

@@ -316,6 +316,12 @@
     });
   }
 
+  // For other ways in (a live camera, say, in its own script): hand the page a photo, and classify it.
+  window.MaskPage = {
+    usePhoto: function (file, label) { choose(file, label); },
+    classify: function () { classify(current, chosenMode()); }
+  };
+
   // Coming back with the browser's back button restores the page from cache: reset the working state.
   window.addEventListener("pageshow", function () {
     working(false);

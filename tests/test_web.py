@@ -240,16 +240,16 @@ BARE, UNSURE = _prediction({"No_mask!": 0.9, "Cloth": 0.1}), _prediction({"No_ma
 def test_the_headline_counts_the_faces_in_plain_words():
     faces = [Face((0, 0, 10, 10), 1.0)] * 4
     group = FaceAnalysis("faces", _prediction({"Shield": 0.9, "No_mask!": 0.1}), faces, [BARE, UNSURE, BARE, BARE], 4)
-    headline = headline_view(group)
+    headline = headline_view(group, synthetic=["Gas", "Shield"])
     assert headline["title"] == "4 faces: 3 with no mask, 1 not sure"
     assert headline["tone"] == "warn"
     assert "reads differently" in headline["because"], "the whole photo's Face shield is explained, not contradicted"
     assert headline["drawn"] is None, "no face was answered Gas or Shield"
     masked = FaceAnalysis("faces", _prediction({"Cloth": 0.9}), faces[:2],
                           [_prediction({"Cloth": 0.8}), _prediction({"Shield": 0.7, "Cloth": 0.6})], 2)
-    headline = headline_view(masked)
+    headline = headline_view(masked, synthetic=["Gas", "Shield"])
     assert headline["title"] == "2 faces: 1 with a cloth mask, 1 with a face shield" and headline["tone"] == "ok"
-    assert "drawn onto photos" in headline["drawn"]
+    assert headline["drawn"].startswith("Shield was learned from drawn")
     assert headline_view(FaceAnalysis("faces", BARE, faces[:1], [BARE], 1))["because"] is None
 
 
@@ -339,3 +339,16 @@ def test_the_shipped_model_on_the_examples(make_app):
         elif body["labels"][:1] != intended:
             wrong.add(name)
     assert wrong == SHIPPED_MODEL_GETS_WRONG
+
+
+def test_the_page_gives_the_caveat_wherever_an_answer_names_a_drawn_category(make_app):
+    app = make_app(threshold=0.01)  # every category passes, Gas and Shield too
+    classifier = app.extensions["maskclassifier"]
+    client = app.test_client()
+    photo = encode(face_like_image(["Medical"], seed=3, size=(120, 160)))
+    assert "learned from drawn" not in client.post("/", data=upload(photo)).get_data(as_text=True)
+    classifier.sidecar = replace(classifier.sidecar, training={"dataset": {"synthetic_categories": ["Shield", "Gas"]}})
+    page = client.post("/", data={**upload(photo), "faces": "off"}).get_data(as_text=True)
+    assert page.count("Gas and Shield were learned from drawn") == 2  # under the headline and under the chips
+    group = client.post("/result", data={"example": "group"}).get_data(as_text=True)
+    assert '<p class="drawn">Gas and Shield were learned from drawn' in group

@@ -17,8 +17,8 @@ from maskclassifier.errors import ImageError
 from maskclassifier.faces import TooManyFaces
 from maskclassifier.images import ACCEPT_ATTRIBUTE, load_image
 from maskclassifier.web.errors import ErrorReply, reply_for, with_headers
-from maskclassifier.web.inference import analyse_faces, face_detector, slot_for
-from maskclassifier.web.presenters import drawn_note, faces_view, headline_view, percent, preview_data_uri, result_view
+from maskclassifier.web.inference import analyse_faces, classifier, face_detector, slot_for
+from maskclassifier.web.presenters import faces_view, headline_view, percent, preview_data_uri, result_view
 from maskclassifier.web.uploads import requested_mode, uploaded_bytes
 
 bp = Blueprint("pages", __name__)
@@ -63,7 +63,7 @@ def render_page(status: int = 200, mode: str = "auto", **context) -> tuple[str, 
     return render_template(template, accept=ACCEPT_ATTRIBUTE, categories=CATEGORIES, mode=mode,
                            mode_choices=MODE_CHOICES, faces_available=face_detector() is not None,
                            upload_max_side=UPLOAD_MAX_SIDE, examples=EXAMPLES, tones=TONE_COLOURS,
-                           **context), status
+                           synthetic=classifier().synthetic_categories, **context), status
 
 
 def error_page(reply: ErrorReply, mode: str = "auto", **context) -> Response:
@@ -111,13 +111,14 @@ def _classify():
     example = request.form.get("example")
     data = example_bytes(example) if example else uploaded_bytes()
     settings = current_app.config["SETTINGS"]
+    synthetic = classifier().synthetic_categories  # answers in these carry the caveat that they were drawn
     with slot_for(data):  # decoding holds the photo's pixels: a bounded number at a time
         image = load_image(data)
         try:
             analysis = analyse_faces(image, mode)
         except TooManyFaces as error:
-            return error_page(reply_for(error), mode, result=result_view(error.photo),
-                              preview=preview_data_uri(image), drawn=drawn_note([error.photo]))
-        return render_page(mode=mode, result=result_view(analysis.photo), preview=preview_data_uri(image),
-                           headline=headline_view(analysis), example=example,
+            return error_page(reply_for(error), mode, result=result_view(error.photo, synthetic),
+                              preview=preview_data_uri(image))
+        return render_page(mode=mode, result=result_view(analysis.photo, synthetic), preview=preview_data_uri(image),
+                           headline=headline_view(analysis, synthetic), example=example,
                            faces=faces_view(image, analysis, settings.face_margin, face_detector() is not None))

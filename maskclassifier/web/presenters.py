@@ -8,15 +8,16 @@ from __future__ import annotations
 import base64
 import io
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from PIL import Image
 
-from maskclassifier.categories import DRAWN_NOTE, category
+from maskclassifier.categories import category
 from maskclassifier.facebox import Face, crop_box
 from maskclassifier.faces import FaceAnalysis
 from maskclassifier.images import shrunk
-from maskclassifier.model import Prediction
+from maskclassifier.model import Prediction, synthetic_note
 
 PREVIEW_SIZE = 800
 FACE_THUMBNAIL_SIZE = 96
@@ -91,18 +92,20 @@ def tone_of(prediction: Prediction) -> str:
     return category(prediction.labels[0]).tone if prediction.labels else "neutral"
 
 
-def drawn_note(predictions: list[Prediction]) -> str | None:
-    """The caution for categories learnt from drawn masks only, when any answer shown has one."""
-    shown = {label for prediction in predictions for label in prediction.labels}
-    return DRAWN_NOTE if any(category(label).drawn for label in shown) else None
+def drawn_note(predictions: list[Prediction], synthetic: Sequence[str]) -> str | None:
+    """The caveat for the categories learnt from drawn examples only (`Classifier.synthetic_categories`, Gas and
+    Shield for the shipped model) that any of these answers names; None when none does."""
+    named = [name for name in synthetic if any(name in prediction.labels for prediction in predictions)]
+    return synthetic_note(named) if named else None
 
 
-def result_view(prediction: Prediction) -> dict:
+def result_view(prediction: Prediction, synthetic: Sequence[str] = ()) -> dict:
     kind = "not_confident" if not prediction.labels else "noise" if prediction.labels[0] == "-" else "ok"
     return {
         "kind": kind,
         "tone": tone_of(prediction),
         "message": prediction_message(prediction),
+        "drawn": drawn_note([prediction], synthetic),
         "threshold": prediction.threshold,
         "matches": [
             {"name": label, "title": friendly_name(label), "description": category(label).description,
@@ -141,11 +144,12 @@ def photo_title(prediction: Prediction) -> str:
     return " and ".join(friendly_name(label) for label in prediction.labels)
 
 
-def headline_view(analysis: FaceAnalysis) -> dict:
+def headline_view(analysis: FaceAnalysis, synthetic: Sequence[str] = ()) -> dict:
     """What the result leads with, in plain words: per face when faces were classified, else the photo's answer.
 
     `because` says why the answer could surprise: the whole photo of a group may read differently from its
     faces (each face is small in it), and a mask answer for a photo in which no face was found may be wrong.
+    `drawn` is the caveat for answers in `synthetic` categories (learnt from drawn examples only).
     """
     predictions = [analysis.photo]
     if analysis.mode == "faces":
@@ -165,7 +169,7 @@ def headline_view(analysis: FaceAnalysis) -> dict:
         if analysis.found == 0 and analysis.photo.labels and analysis.photo.labels[0] != "-":
             because = ("No face was found in this photo, so the whole picture was judged; if there is no face in "
                        "it, this answer is likely wrong.")
-    return {"tone": tone, "title": title, "because": because, "drawn": drawn_note(predictions)}
+    return {"tone": tone, "title": title, "because": because, "drawn": drawn_note(predictions, synthetic)}
 
 
 def _face_labels(analysis: FaceAnalysis) -> set[str]:
