@@ -255,9 +255,18 @@
     }).then(function () { clearTimeout(timeout); });
   }
 
+  // Which button sent the form: event.submitter, and for browsers without it (Safari before 15.4) the last click.
+  var clicked = null;
+  form.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("button[type=submit]");
+    if (button) { clicked = button; }
+  });
+
   form.addEventListener("submit", function (event) {
     event.preventDefault();
-    var example = event.submitter && event.submitter.name === "example" ? event.submitter : null;
+    var sender = event.submitter || clicked;
+    clicked = null;
+    var example = sender && sender.name === "example" ? sender : null;
     if (example) {
       // one click classifies an example: fetched as a file, it becomes the current photo like any other
       fetch(example.getAttribute("data-src")).then(function (response) { return response.blob(); }).then(function (blob) {
