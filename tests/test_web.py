@@ -342,7 +342,8 @@ def test_the_shipped_model_on_the_examples(make_app):
     page = client.post("/result", data={"example": "group"}).get_data(as_text=True)
     assert re.findall(r'<strong class="phrase">([^<]+)</strong>', page) == [
         "With no mask", "With a cloth mask", "Not sure", "With a KN95 mask"]
-    assert re.search(r'tabindex="-1">4 faces: 1 with no mask, 1 with a cloth mask, 1 with a KN95 mask, 1 not sure<', page)
+    assert re.search(r'tabindex="-1">4 faces: 1 with no mask, 1 with a cloth mask, 1 with a KN95 mask, 1 not sure<',
+                     page)
 
 
 def test_the_page_gives_the_caveat_wherever_an_answer_names_a_drawn_category(make_app):
