@@ -214,6 +214,7 @@
       setTimeout(function () { announcer.textContent = heading.textContent.trim(); }, 50);
     }
     linkFaces();
+    document.dispatchEvent(new CustomEvent("maskpage:result")); // e.g. static/explain.js sets up its "Why?" button
   }
 
   function failure(title, message) {

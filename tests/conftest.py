@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from datasets import face_like_image, write_labelled_set
+from datasets import PATCH_SIZE, face_like_image, write_labelled_set, write_patch_set
 from helpers import CHROMEDRIVER, CHROMIUM, RecordUploads, encode
 
 from maskclassifier.config import Settings
@@ -135,6 +135,88 @@ def open_browser(tmp_path):
         if phone:
             driver.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 5})
         return driver
+
+    yield start
+    for driver in drivers:
+        driver.quit()
+
+
+@pytest.fixture(scope="session")
+def patch_model(tmp_path_factory) -> Path:
+    """A real fastai learner (a small conv-BN-ReLU body and fastai's own head) that learnt to say which coloured
+    patches an image has (tests/datasets.py `patch_image`), exported; about 10 s of training on one core."""
+    import pandas as pd
+    import torch
+    from fastai.learner import Learner
+    from fastai.losses import BCEWithLogitsLossFlat
+    from fastai.vision.all import ColReader, ColSplitter, DataBlock, ImageBlock, MultiCategoryBlock, Resize, set_seed
+    from fastai.vision.learner import create_head
+    from torch import nn
+
+    root = tmp_path_factory.mktemp("patches")
+    table = pd.read_csv(write_patch_set(root), keep_default_na=False)
+    set_seed(0, reproducible=True)
+    dls = DataBlock(blocks=(ImageBlock, MultiCategoryBlock), get_x=ColReader("fname", pref=f"{root}/"),
+                    get_y=ColReader("labels", label_delim=" "), splitter=ColSplitter("is_valid"),
+                    item_tfms=Resize(PATCH_SIZE)).dataloaders(table, bs=16, num_workers=0)
+
+    def block(channels_in: int, channels_out: int) -> list[nn.Module]:
+        return [nn.Conv2d(channels_in, channels_out, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(channels_out), nn.ReLU()]
+
+    body = nn.Sequential(*block(3, 16), *block(16, 32), *block(32, 32))  # a 12x12 map at 96 px
+    learner = Learner(dls, nn.Sequential(body, create_head(32, 2)), loss_func=BCEWithLogitsLossFlat(), path=root)
+    with learner.no_bar(), learner.no_logging():
+        torch.set_num_threads(1)
+        learner.fit_one_cycle(10, 1e-2)
+    learner.export("export.pkl")
+    return root / "export.pkl"
+
+
+@pytest.fixture
+def serve():
+    """serve(wsgi_app[, host]) -> its URL on a free port of `host` (default loopback), in a thread, shut down after
+    the test."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    servers = []
+
+    def start(wsgi_app, host: str = "127.0.0.1") -> str:
+        server = make_server(host, 0, wsgi_app, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://{host}:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    """chromium(*flags) -> a headless Chromium (selenium) with the flags added; quit after the test."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver_path):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    drivers = []
+
+    def start(*flags: str):
+        options = webdriver.ChromeOptions()
+        options.binary_location = binary
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     f"--user-data-dir={tmp_path / f'profile{len(drivers)}'}", *flags):
+            options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        drivers.append(webdriver.Chrome(service=Service(driver_path), options=options))
+        return drivers[-1]
 
     yield start
     for driver in drivers:

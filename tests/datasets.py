@@ -53,3 +53,49 @@ def write_labelled_set(root: Path, per_category: int = 6, with_is_valid: bool = 
         writer.writeheader()
         writer.writerows(rows)
     return csv_path
+
+
+# Images whose labels are decided by where a coloured patch is: the explanation heat-map test (tests/test_explain.py)
+# knows which pixels made each label. Grey noise everywhere else, so colour is found only in the patches.
+PATCH_SIZE, PATCH_CELLS = 96, 3  # a 3x3 grid of 32-px cells; a patch fills one cell but a 4-px margin
+PATCH_COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220)}
+
+
+def patch_cell_box(cell: int) -> tuple[int, int, int, int]:
+    """The cell `cell` (0..8, row by row) of the grid, as a box x0, y0, x1, y1 in pixels."""
+    side = PATCH_SIZE // PATCH_CELLS
+    row, col = divmod(cell, PATCH_CELLS)
+    return col * side, row * side, (col + 1) * side, (row + 1) * side
+
+
+def patch_image(patches: dict[str, int], seed: int) -> Image.Image:
+    """Grey noise with a patch of each label's colour in its cell, e.g. {"red": 0, "blue": 4}."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(60, 200, (PATCH_SIZE, PATCH_SIZE), dtype=np.uint8)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for label, cell in patches.items():
+        x0, y0, x1, y1 = patch_cell_box(cell)
+        draw.rectangle([x0 + 4, y0 + 4, x1 - 5, y1 - 5], fill=PATCH_COLOURS[label])
+    return image
+
+
+def write_patch_set(root: Path, count: int = 160) -> Path:
+    """`count` patch images (none, red, blue, both, in turn, at random cells) under root and root/labels.csv."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(count):
+        labels = [[], ["red"], ["blue"], ["red", "blue"]][index % 4]
+        cells = rng.choice(PATCH_CELLS * PATCH_CELLS, size=2, replace=False)
+        fname = f"{index}.png"
+        patch_image(dict(zip(labels, (int(cell) for cell in cells))), seed=index).save(root / fname)
+        rows.append({"fname": fname, "labels": " ".join(labels), "is_valid": index % 8 == 0})
+    csv_path = root / "labels.csv"
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return csv_path

@@ -155,3 +155,28 @@ def axe_violations(driver) -> list[str]:
         ".then(function (r) { done(JSON.stringify(r.violations)); },"
         "      function (e) { done(JSON.stringify([{id: String(e), nodes: []}])); });")
     return [f"{item['id']}: {[node['target'] for node in item['nodes']]}" for item in json.loads(found)]
+
+def underexposed(image: Image.Image, exposure: float, noise: float = 4.0, seed: int = 0) -> Image.Image:
+    """The photo as a camera would take it with `exposure` times the light (0.2 = 2.3 stops under): scaled in
+    linear light, not in sRGB values, plus Gaussian sensor noise of `noise` 8-bit levels."""
+    import numpy as np
+
+    srgb = np.asarray(image.convert("RGB"), dtype=np.float64) / 255
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4) * exposure
+    dark = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * np.power(linear, 1 / 2.4) - 0.055) * 255
+    dark += np.random.default_rng(seed).normal(0, noise, dark.shape)
+    return Image.fromarray(np.clip(np.rint(dark), 0, 255).astype(np.uint8))
+
+
+def write_y4m(path: Path, frames: list[Image.Image], fps: int = 10) -> Path:
+    """A YUV4MPEG2 video (4:2:0, full-range JPEG YCbCr) of same-size RGB frames: what Chromium's fake camera plays
+    (--use-file-for-fake-video-capture), looping."""
+    width, height = frames[0].size
+    with open(path, "wb") as handle:
+        handle.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            y, cb, cr = frame.convert("YCbCr").split()
+            half = ((width + 1) // 2, (height + 1) // 2)
+            handle.write(b"FRAME\n" + y.tobytes() + cb.resize(half, Image.Resampling.BOX).tobytes()
+                         + cr.resize(half, Image.Resampling.BOX).tobytes())
+    return path

@@ -17,7 +17,7 @@ LAYERS = {
     "leaves": {"errors", "categories", "tta", "capacity", "facebox", "resize", "images", "sidecar", "config",
                "cli"},
     "classifier": {"pipeline", "learner_file", "fastai_backend", "onnx", "model", "mtcnn", "faces", "drawing",
-                   "export_onnx"},
+                   "export_onnx", "explain"},
     "web": {"web", "web.api", "web.assets", "web.errors", "web.inference", "web.pages", "web.presenters", "web.uploads",
             "web.worker"},
     "training": {"training", "training.dataset", "training.metrics", "training.reports", "training.learner",

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskclassifier.model import (MAX_VIEWS, VIEWS_ASPECT, Classifier, answer_from_views, square_views)
+from maskclassifier.model import (MAX_VIEWS, VIEW_MIN_PROBABILITY, VIEWS_ASPECT, Classifier, answer_from_views,
+                                  square_views)
 
 VOCAB = ["-", "Cloth", "Gas", "KN95", "Medical", "No_mask!", "Shield"]
 
@@ -40,9 +41,10 @@ def test_a_view_that_finds_a_face_category_answers():
     assert np.array_equal(answer_from_views(centre, views, VOCAB, 0.4), views[2])
 
 
-def test_without_a_face_view_the_centre_answers():
+def test_without_a_sure_face_view_the_centre_answers():
     centre = probabilities(background=0.7)
-    views = np.stack([probabilities(background=0.8), probabilities(background=0.3), probabilities(Cloth=0.2)])
+    views = np.stack([probabilities(background=0.8), probabilities(background=0.3), probabilities(Cloth=0.2),
+                      probabilities(background=0.1, Cloth=VIEW_MIN_PROBABILITY - 0.01)])
     assert np.array_equal(answer_from_views(centre, views, VOCAB, 0.4), centre)  # `-` first, nothing passes: no face view
 
 

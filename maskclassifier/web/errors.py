@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from maskclassifier.capacity import Busy
 from maskclassifier.errors import ImageError
+from maskclassifier.explain import ExplainTooSlow, ExplainUnavailable, UnknownCategory
 from maskclassifier.faces import FacesUnavailable, TooManyFaces
 from maskclassifier.web.presenters import prediction_json
 from maskclassifier.web.uploads import request_too_large
@@ -50,6 +51,15 @@ def reply_for(error: Exception) -> ErrorReply:
                           headers=[("Retry-After", str(error.retry_after_s))])
     if isinstance(error, TooManyFaces):
         return ErrorReply(422, "too_many_faces", error.message, {"photo": prediction_json(error.photo)})
+    if isinstance(error, UnknownCategory):
+        return ErrorReply(400, "invalid_category", f"category must be one of the model's categories "
+                                                   f"({', '.join(error.vocab)}); got {error.name[:40]!r}.")
+    if isinstance(error, ExplainUnavailable):
+        return ErrorReply(501, "explain_unavailable", f"No heat-map can be made for this model: {error}.")
+    if isinstance(error, ExplainTooSlow):
+        return ErrorReply(503, "explain_timeout", f"The heat-map took longer than {error.budget_s:g} seconds; the "
+                                                  "server is busy or the model slow. Please try again later.",
+                          headers=[("Retry-After", "10")])
     if isinstance(error, FacesUnavailable):
         return ErrorReply(501, "faces_unavailable", str(error))
     if isinstance(error, HTTPException):

@@ -5,20 +5,25 @@ No HTTP here: the views parse the request and call these; these call the classif
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
 from flask import Flask, current_app
 from PIL import Image
 
-from contextlib import AbstractContextManager
-
-from maskclassifier.capacity import Deadline, InferenceSlots
-from maskclassifier.faces import FaceAnalysis, FaceDetector, analyse, load_detector
+from maskclassifier.capacity import Deadline, InferenceSlots, OutOfTime
+from maskclassifier.explain import ExplainTooSlow, Explanation, explain
+from maskclassifier.facebox import Face, crop_box
+from maskclassifier.faces import (FaceAnalysis, FaceDetector, FacesUnavailable, analyse, analyse_frame,
+                                  load_detector)
 from maskclassifier.images import claimed_pixels
-from maskclassifier.model import Classifier, load_classifier
+from maskclassifier.model import Classifier, Prediction, load_classifier
 
 # Photos larger than this run alone, holding every inference slot. Below it, two at once stay within the memory
 # bound of one upload (300 MB): decoding, converting and classifying the faces of a 12-megapixel photo costs about
 # 150 MB at most; a 50-megapixel one up to about 260 MB (tests/test_serving.py measures both kinds).
 SHARED_SLOT_PIXELS = 12_000_000
+MAX_EXPLAINED_FACES = 8  # faces explained per photo in per-face mode (0.1 s each with Grad-CAM), the clearest
 
 
 def init_app(app: Flask) -> None:
@@ -52,3 +57,55 @@ def analyse_faces(image: Image.Image, mode: str) -> FaceAnalysis:
     settings = current_app.config["SETTINGS"]
     return analyse(face_detector(), classifier(), image, mode, settings.face_margin,
                    Deadline.after(settings.face_time_budget_s))
+
+
+def explain_image(image: Image.Image, category: str | None, deadline: Deadline | None = None) -> Explanation:
+    """The heat-map of `category` (default: the most probable) within `deadline`, by default the app's face time
+    budget (occlusion on the ONNX backend runs many forward passes)."""
+    budget = current_app.config["SETTINGS"].face_time_budget_s
+    return explain(classifier(), image, category, deadline or Deadline.after(budget))
+
+
+def explain_faces(image: Image.Image, category: str | None) -> tuple[list[FaceExplanation], int]:
+    """Each face's crop (as per-face mode classifies it) explained, at most MAX_EXPLAINED_FACES, the clearest
+    first; and how many faces were found. FacesUnavailable without a detector; ExplainTooSlow when the faces
+    outlast the face time budget."""
+    settings = current_app.config["SETTINGS"]
+    detector = face_detector()
+    if detector is None:
+        raise FacesUnavailable()
+    deadline = Deadline.after(settings.face_time_budget_s)
+    try:
+        scan = detector.detect(image, deadline)
+    except OutOfTime as exc:
+        raise ExplainTooSlow(exc.budget_s) from None
+    faces = sorted(scan.faces, key=lambda face: -face.score)[:MAX_EXPLAINED_FACES]
+    faces = [face for face in scan.faces if face in faces]  # back in reading order
+    explained = []
+    for face in faces:
+        box = crop_box(face.box, image.size, settings.face_margin)
+        crop = image.crop(box)
+        explained.append(FaceExplanation(face, box, crop, explain_image(crop, category, deadline)))
+    return explained, scan.found
+
+
+@dataclass(frozen=True)
+class FaceExplanation:
+    face: Face
+    crop_box: tuple[int, int, int, int]  # the crop the classifier sees, in pixels of the photo
+    crop: Image.Image
+    explanation: Explanation  # its box is in pixels of the crop
+
+
+def frame_faces(image: Image.Image) -> list[tuple[Face, Prediction]]:
+    """A live camera frame: each face found and its crop's answer (`faces.analyse_frame`). FacesUnavailable
+    without a detector; an empty answer when the face time budget runs out (the next frame comes soon)."""
+    settings = current_app.config["SETTINGS"]
+    detector = face_detector()
+    if detector is None:
+        raise FacesUnavailable()
+    try:
+        return analyse_frame(detector, classifier(), image, settings.face_margin,
+                             Deadline.after(settings.face_time_budget_s))
+    except OutOfTime:
+        return []

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from maskclassifier.categories import category
+from maskclassifier.explain import Explanation
 from maskclassifier.facebox import Face, crop_box
 from maskclassifier.faces import FaceAnalysis
 from maskclassifier.images import shrunk
@@ -97,6 +98,25 @@ def drawn_note(predictions: list[Prediction], synthetic: Sequence[str]) -> str |
     Shield for the shipped model) that any of these answers names; None when none does."""
     named = [name for name in synthetic if any(name in prediction.labels for prediction in predictions)]
     return synthetic_note(named) if named else None
+
+
+def png_data_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def explanation_json(explanation: Explanation, overlay_png: bytes) -> dict:
+    """The heat-map for the API: the category, its probability, the grid (rounded to 3 decimals) over `box`, and
+    the overlay as a PNG data URL."""
+    return {
+        "category": explanation.category,
+        "title": explanation.title,
+        "probability": explanation.probability,
+        "method": explanation.method,
+        "grid": [[round(float(value), 3) for value in row] for row in explanation.grid],
+        "box": list(explanation.box),
+        "legend": explanation.legend,
+        "overlay": png_data_uri(overlay_png),
+    }
 
 
 def result_view(prediction: Prediction, synthetic: Sequence[str] = ()) -> dict:
