@@ -163,6 +163,7 @@
       form.append("file", blob, "frame.jpg");
       return fetch(url, { method: "POST", body: form });
     }).then(function (response) {
+      if (!running) { return { wait: 0 }; }  // stopped while the frame was out: its answer must not overwrite "off"
       if (response.status === 503) {  // busy: skip this frame, wait, then go on with a new one
         var retry = parseInt(response.headers.get("Retry-After"), 10);
         say("The server is busy: skipping frames for a moment.");
@@ -179,6 +180,7 @@
       if (next.wait) { later(next.wait); } else { sendNext(); }
     }).catch(function (error) {
       inFlight = false;
+      if (!running) { return; }
       say((error && error.message ? error.message : "The connection failed.") + " Trying again in a few seconds.");
       later(3000);
     });
