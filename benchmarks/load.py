@@ -88,12 +88,12 @@ class GunicornLog:
 
 
 def procfile_web_command(root: Path = ROOT) -> list[str]:
-    """The words of the web command in `root`'s Procfile, which must start gunicorn (benchmarks/crowd.py runs
-    another checkout's)."""
+    """The words of the web command in `root`'s Procfile, which must start gunicorn, itself or through bin/web with
+    gunicorn's arguments (benchmarks/crowd.py runs another checkout's)."""
     for line in (root / "Procfile").read_text().splitlines():
         if line.startswith("web:"):
             command = shlex.split(line.removeprefix("web:"))
-            if command[0] != "gunicorn":
+            if command[0] not in ("gunicorn", "bin/web"):  # bin/web: checks the settings, then starts gunicorn
                 raise SystemExit(f"the Procfile's web process is not gunicorn: {line}")
             return command
     raise SystemExit("the Procfile has no web process")

@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=80)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    detector = load_detector(torch_threads=1)
+    detector = load_detector(1)  # the app's detector, one thread
     with open(DATA / "labels.csv", newline="") as handle:
         valid = [row for row in csv.DictReader(handle) if row["is_valid"] == "True" and row["synthetic"] == "False"]
     rng = random.Random(args.seed)

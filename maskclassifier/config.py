@@ -14,6 +14,7 @@ from maskclassifier.tta import TTA_CHOICES
 DEFAULT_MODEL_PATH = Path("models/export.pkl")
 SLIM_MODEL_PATH = DEFAULT_MODEL_PATH.with_suffix(".onnx")  # what the slim install (no fastai) serves by default
 DEFAULT_MAX_UPLOAD_MB = 10.0
+ONNX_PRECISIONS = ("float", "int8")  # ONNX_PRECISION: the float ONNX twin, or its int8 quantization
 MAX_FACE_MARGIN = 2.0  # FACE_MARGIN and evaluate --face-margin: at most twice the face box on every side
 
 
@@ -36,6 +37,9 @@ class Settings:
     # On the dataset's validation photos with one face (model 929e6a57), 60 % margins were right more often (0.906
     # exact-match) than with 30 % (0.883) or 100 % (0.904): the mask's edges and straps stay in view.
     face_margin: float = 0.6
+    # "float" or "int8" (the int8 twin the sidecar records, for an .onnx model); None: "int8" when the sidecar's
+    # onnx_int8 section says serve, else "float". The shipped int8 twin lost accuracy (BENCHMARKS.md, "int8").
+    onnx_precision: str | None = None
 
     @property
     def max_upload_bytes(self) -> int:
@@ -84,7 +88,7 @@ def _seconds(environ: Mapping[str, str], name: str, default: float, low: float, 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from MODEL_PATH, MASK_THRESHOLD, MASK_TTA, MAX_UPLOAD_MB, PORT, TORCH_NUM_THREADS,
-    INFERENCE_SLOTS, QUEUE_TIMEOUT, UPLOAD_TIMEOUT, FACE_TIME_BUDGET and FACE_MARGIN."""
+    INFERENCE_SLOTS, QUEUE_TIMEOUT, UPLOAD_TIMEOUT, FACE_TIME_BUDGET, FACE_MARGIN and ONNX_PRECISION."""
     environ = os.environ if environ is None else environ
     threshold = _number(environ, "MASK_THRESHOLD", None)
     if threshold is not None and not 0 < threshold < 1:
@@ -111,7 +115,13 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     if not 0 <= face_margin <= MAX_FACE_MARGIN:
         raise ConfigError(f"FACE_MARGIN must be between 0 and {MAX_FACE_MARGIN:g} (a fraction of the face box), "
                           f"got {face_margin}")
+    onnx_precision = environ.get("ONNX_PRECISION", "").strip().lower() or None
+    if onnx_precision is not None and onnx_precision not in ONNX_PRECISIONS:
+        raise ConfigError(f"ONNX_PRECISION must be one of {', '.join(ONNX_PRECISIONS)}, got {onnx_precision!r}")
     model_path = Path(environ.get("MODEL_PATH", "").strip() or default_model_path())
+    if onnx_precision == "int8" and model_path.suffix != ".onnx":
+        raise ConfigError(f"ONNX_PRECISION=int8 needs an ONNX model (MODEL_PATH={model_path.with_suffix('.onnx')}), "
+                          f"not {model_path}")
     return Settings(
         model_path=model_path,
         threshold=threshold,
@@ -124,4 +134,5 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         upload_timeout_s=upload_timeout_s,
         face_time_budget_s=face_time_budget_s,
         face_margin=face_margin,
+        onnx_precision=onnx_precision,
     )

@@ -187,11 +187,16 @@ def _check_python_version(model_path: Path, sidecar: Sidecar) -> None:
         )
 
 
-def _load_backend(path: Path, sidecar: Sidecar | None, torch_threads: int | None) -> Backend:
+def _load_backend(path: Path, sidecar: Sidecar | None, torch_threads: int | None,
+                  onnx_precision: str | None = None) -> Backend:
     if path.suffix == ".onnx":
         from maskclassifier.onnx import load_onnx_backend
 
-        return load_onnx_backend(path, sidecar, torch_threads)
+        recorded = sidecar.onnx_int8 if sidecar else None
+        serve_int8 = "int8" if isinstance(recorded, dict) and recorded.get("serve") is True else None
+        return load_onnx_backend(path, sidecar, torch_threads, resolve(onnx_precision, serve_int8, "float"))
+    if onnx_precision == "int8":
+        raise ModelLoadError(f"int8 inference needs the ONNX twin: serve {path.with_suffix('.onnx')}, not {path}")
     _check_python_version(path, sidecar or Sidecar())
     if not full_install():
         raise ModelLoadError(f"{path} is a fastai export, which needs the full install (requirements.txt); this is "
@@ -202,9 +207,10 @@ def _load_backend(path: Path, sidecar: Sidecar | None, torch_threads: int | None
 
 
 def load_classifier(model_path: Path, threshold: float | None = None, torch_threads: int | None = None,
-                    tta: str | None = None) -> Classifier:
+                    tta: str | None = None, onnx_precision: str | None = None) -> Classifier:
     """Load the model at `model_path` once; the threshold is `threshold`, else the sidecar's, else 0.5, and the
-    test-time augmentation `tta`, else the sidecar's, else none."""
+    test-time augmentation `tta`, else the sidecar's, else none. For an .onnx model, `onnx_precision` "int8"
+    serves the int8 twin its sidecar records (else "int8" when the sidecar says serve, else "float")."""
     path = Path(model_path)
     if not path.is_file():
         raise ModelLoadError(
@@ -214,7 +220,7 @@ def load_classifier(model_path: Path, threshold: float | None = None, torch_thre
     if path.suffix not in (".pkl", ".onnx"):
         raise ModelLoadError(f"{path}: MODEL_PATH must end in .pkl (fastai export) or .onnx (ONNX export)")
     found = read_sidecar(path)
-    backend = _load_backend(path, found, torch_threads)
+    backend = _load_backend(path, found, torch_threads, onnx_precision)
     sidecar = found or Sidecar()
     if sidecar.vocab and list(sidecar.vocab) != list(backend.vocab):
         raise ModelLoadError(

@@ -1,6 +1,8 @@
-"""The MTCNN face detector (facenet-pytorch, whose weights ship inside its wheel), bounded in time and work.
+"""The MTCNN face detector run by facenet-pytorch itself (torch), bounded in time and work.
 
-Imports torch: only `maskclassifier.faces.load_detector` imports this module, and only when torch is installed.
+The app serves the torch-free twin, `maskclassifier.mtcnn_onnx`, which finds the same faces faster (see
+BENCHMARKS.md); this one is the reference the tests compare it with, and `load_detector("torch")` still serves it.
+Imports torch: only `maskclassifier.faces.load_detector` imports this module, and only when asked for it.
 """
 
 from __future__ import annotations
@@ -17,15 +19,12 @@ from torch import nn
 from maskclassifier.capacity import Deadline
 from maskclassifier.facebox import MAX_FACES, Face, FaceScan, reading_order
 from maskclassifier.images import shrunk
+from maskclassifier.mtcnn_onnx import DETECTION_MAX_SIDE, MAX_CANDIDATES_PER_SCALE, MIN_FACE_SIZE, MIN_SCORE
 
-DETECTION_MAX_SIDE = 1280  # the photo is shrunk to this long side for detection (MTCNN time grows with pixels)
-MIN_FACE_SIZE = 20  # pixels at detection scale: ~60 px in a 4000 px wide photo
-MIN_SCORE = 0.9  # MTCNN's own last stage keeps boxes above 0.7; below 0.9 they are mostly patterns, not faces
-# Candidate windows that MTCNN's first network (P-Net) passes on from each scale of its image pyramid, the surest
-# first. Its two later networks cost time for every candidate (R-Net crops each one in a Python loop): a photo of a
-# few hundred tiny faces, or of a face-like texture, made thousands of them and took 10-25 s. 300 a scale (about
-# 3600 for a 1280 px photo) keeps every face of a 50-person photo and bounds that work to about a second.
-MAX_CANDIDATES_PER_SCALE = 300
+# The bounds and thresholds are the torch-free detector's, so that both find the same faces (and the tests compare
+# them): the photo is shrunk to DETECTION_MAX_SIDE, faces from MIN_FACE_SIZE px are looked for, boxes under
+# MIN_SCORE dropped, and P-Net passes on at most MAX_CANDIDATES_PER_SCALE windows a scale (R-Net crops each
+# candidate in a Python loop here: a photo of a few hundred tiny faces made thousands and took 10-25 s).
 
 
 class BoundedStage(nn.Module):

@@ -21,6 +21,9 @@ from maskclassifier.sidecar import Sidecar, sha256_file, sidecar_path
 from maskclassifier.tta import average_mirrored
 from maskclassifier.resize import ItemResize, item_resize_from, size_hw
 
+INT8_SECTION = "onnx_int8"  # the sidecar's record of the int8 twin (python -m maskclassifier.quantize_onnx)
+PRECISIONS = ("float", "int8")
+
 _ORT_LOAD_ERRORS = (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NoSuchFile,
                     ort_errors.InvalidArgument, ort_errors.NotImplemented, ort_errors.RuntimeException)
 
@@ -83,9 +86,30 @@ def _check_signature(path: Path, session: onnxruntime.InferenceSession, resize: 
                              f"{_reexport_hint(path)}")
 
 
-def load_onnx_backend(path: Path, sidecar: Sidecar | None, threads: int | None = None) -> OnnxBackend:
-    """An ONNX Runtime session for `path`, with the preprocessing its sidecar records; ModelLoadError otherwise."""
+def _int8_twin(path: Path, sidecar: Sidecar) -> Path:
+    """The int8 file the sidecar records for the float `path`, checked; ModelLoadError with the command otherwise."""
+    section = sidecar.onnx_int8
+    hint = f"quantize it with: python -m maskclassifier.quantize_onnx {path} --csv LABELS.csv"
+    if not isinstance(section, dict) or not isinstance(section.get("file"), str):
+        raise ModelLoadError(f"int8 inference was asked for, but {sidecar_path(path)} records no int8 twin of "
+                             f"{path.name}; {hint}")
+    int8 = path.with_name(section["file"])
+    if not int8.is_file():
+        raise ModelLoadError(f"{int8} (recorded in {sidecar_path(path).name}) is missing; {hint}")
+    if (section.get("sha256") != sha256_file(int8)
+            or section.get("quantized_from", {}).get("sha256") != sha256_file(path)):
+        raise ModelLoadError(f"{int8} is not the int8 twin {sidecar_path(path).name} records for this {path.name} "
+                             f"(sha256 differs); {hint}")
+    return int8
+
+
+def load_onnx_backend(path: Path, sidecar: Sidecar | None, threads: int | None = None,
+                      precision: str = "float") -> OnnxBackend:
+    """An ONNX Runtime session for `path` (precision "float"), or for its int8 twin the sidecar records ("int8"),
+    with the preprocessing its sidecar records; ModelLoadError otherwise."""
     path = Path(path)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     sidecar = _check_onnx_section(path, sidecar)
     try:
         if not sidecar.vocab or not sidecar.preprocessing:
@@ -97,7 +121,8 @@ def load_onnx_backend(path: Path, sidecar: Sidecar | None, threads: int | None =
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError(f"{sidecar_path(path)} has no usable vocab/preprocessing for {path.name} ({exc}); "
                              f"{_reexport_hint(path)}") from None
-    session = _session(path, threads)
-    _check_signature(path, session, resize, len(vocab))
-    architecture = str(sidecar.architecture or "unknown")
+    served = _int8_twin(path, sidecar) if precision == "int8" else path
+    session = _session(served, threads)
+    _check_signature(served, session, resize, len(vocab))
+    architecture = str(sidecar.architecture or "unknown") + (" (int8)" if precision == "int8" else "")
     return OnnxBackend(session, vocab, architecture, resize, input_hw)

@@ -36,7 +36,8 @@ class Sidecar:
 
     `preprocessing` says what the learner does before its model (presize, resize_method, size, normalize, and for
     the ONNX graph its batch steps); `metrics` are the validation figures at `threshold` (maskclassifier.metrics);
-    `training` the run's options, data and timing; `onnx` the ONNX twin's file, digest and parity check.
+    `training` the run's options, data and timing; `onnx` the ONNX twin's file, digest and parity check;
+    `onnx_int8` its int8 quantization's file, digest, source and calibration.
     """
 
     vocab: list[str] | None = None
@@ -52,6 +53,7 @@ class Sidecar:
     versions: dict = field(default_factory=dict)  # python, fastai, torch at training
     created: str | None = None  # ISO 8601, UTC
     onnx: dict | None = None
+    onnx_int8: dict | None = None  # the int8 twin of the ONNX file (python -m maskclassifier.quantize_onnx)
     extra: dict = field(default_factory=dict)  # keys this version does not know, kept when the file is rewritten
 
     @classmethod

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from datasets import PATCH_SIZE, face_like_image, write_labelled_set, write_patch_set
-from helpers import CHROMEDRIVER, CHROMIUM, RecordUploads, encode
+from helpers import CHROMEDRIVER, CHROMIUM, NO_CHROMIUM, RecordUploads, encode
 
 from maskclassifier.config import Settings
 from maskclassifier.web import create_app
@@ -197,27 +197,30 @@ def serve():
 @pytest.fixture
 def chromium(tmp_path):
     """chromium(*flags) -> a headless Chromium (selenium) with the flags added; quit after the test."""
-    import shutil
-
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    binary, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (binary and driver_path):
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip(NO_CHROMIUM)
     drivers = []
 
     def start(*flags: str):
         options = webdriver.ChromeOptions()
-        options.binary_location = binary
+        options.binary_location = CHROMIUM
         for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
                      f"--user-data-dir={tmp_path / f'profile{len(drivers)}'}", *flags):
             options.add_argument(flag)
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        drivers.append(webdriver.Chrome(service=Service(driver_path), options=options))
+        drivers.append(webdriver.Chrome(service=Service(CHROMEDRIVER), options=options))
         return drivers[-1]
 
     yield start
     for driver in drivers:
         driver.quit()
+
+
+@pytest.fixture
+def browser(chromium):
+    """One headless Chromium at its default size (mark the test with helpers.needs_chromium)."""
+    return chromium()

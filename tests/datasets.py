@@ -47,12 +47,7 @@ def write_labelled_set(root: Path, per_category: int = 6, with_is_valid: bool = 
             if with_is_valid:
                 row["is_valid"] = i % 3 == 0
             rows.append(row)
-    csv_path = root / "labels.csv"
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return csv_path
+    return write_rows(rows, root / "labels.csv")
 
 
 # Images whose labels are decided by where a coloured patch is: the explanation heat-map test (tests/test_explain.py)
@@ -93,7 +88,11 @@ def write_patch_set(root: Path, count: int = 160) -> Path:
         fname = f"{index}.png"
         patch_image(dict(zip(labels, (int(cell) for cell in cells))), seed=index).save(root / fname)
         rows.append({"fname": fname, "labels": " ".join(labels), "is_valid": index % 8 == 0})
-    csv_path = root / "labels.csv"
+    return write_rows(rows, root / "labels.csv")
+
+
+def write_rows(rows: list[dict], csv_path: Path) -> Path:
+    """The rows as a CSV with the first row's keys as its header; returns `csv_path`."""
     with open(csv_path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -23,6 +23,11 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The browser tests' Chromium (conftest.py's `browser` fixture); they are skipped where either is missing.
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+NO_CHROMIUM = "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+
 # The training CLI's smallest real run: a from-scratch learner, one epoch at 64 px.
 TINY_OPTIONS = ["--no-pretrained", "--size", "64", "--epochs", "1", "--frozen-epochs", "0", "--bs", "8", "--workers", "0"]
 
@@ -86,10 +91,12 @@ def free_port() -> int:
 
 
 def start_gunicorn(model_path: Path, port: int, **environ: str) -> subprocess.Popen:
-    """The Procfile's command with the venv's gunicorn, one worker, and `environ` on top of this process's."""
+    """The Procfile's command with this Python and its gunicorn, one worker, and `environ` on top of this
+    process's."""
     env = {**os.environ, "PORT": str(port), "MODEL_PATH": str(model_path), "WEB_CONCURRENCY": "1", **environ}
     command = procfile_web_command()
-    command[0] = str(Path(sys.executable).parent / command[0])  # the venv's gunicorn
+    # this Python: bin/web (the launcher that checks the settings) starts gunicorn with the Python that runs it
+    command = [sys.executable, str(ROOT / command[0]), *command[1:]]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -142,7 +149,6 @@ class RecordUploads:
         return self.app(environ, start_response)
 
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")  # Debian's, for the browser tests
 AXE = ROOT / "tests" / "vendor" / "axe-core" / "axe.min.js"
 
 

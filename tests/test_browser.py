@@ -8,12 +8,10 @@ import io
 
 import pytest
 from datasets import face_like_image
-from helpers import CHROMEDRIVER, CHROMIUM, ROOT, axe_violations, encode
+from helpers import CHROMEDRIVER, CHROMIUM, NO_CHROMIUM, ROOT, axe_violations, encode
 from PIL import Image
 
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=NO_CHROMIUM)
 
 
 def by_css(driver, selector):

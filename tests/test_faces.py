@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import re
-import sys
 
 import numpy as np
 import pandas as pd
@@ -18,7 +17,7 @@ from helpers import TINY_OPTIONS, encode, run_module, sideways_jpeg, upload
 from datasets import write_labelled_set
 from maskclassifier.config import Settings
 from maskclassifier.training.dataset import ImageReader, LabelledData
-from maskclassifier import mtcnn
+from maskclassifier import mtcnn_onnx
 from maskclassifier.facebox import Face, crop_box, reading_order
 from maskclassifier import drawing
 from maskclassifier.drawing import colour_for
@@ -34,7 +33,12 @@ HEAD_CENTRE = (84, 97)  # the face's centre inside that crop
 
 @pytest.fixture(scope="module")
 def detector():
-    return load_detector()
+    return load_detector()  # the app's: MTCNN in NumPy and ONNX Runtime
+
+
+@pytest.fixture(scope="module")
+def torch_detector():
+    return load_detector(kind="torch")  # facenet-pytorch's own, the reference
 
 
 def group_photo(rows: int, cols: int, scale: float = 0.8, gap: int = 24) -> tuple[Image.Image, list[tuple[int, int]]]:
@@ -55,6 +59,14 @@ def contains(box, point) -> bool:
     return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
 
 
+def masked(photo: Image.Image, centres) -> Image.Image:
+    """A surgical-blue and a dark cloth mask drawn over the nose and mouth of the first two faces."""
+    draw = ImageDraw.Draw(photo)
+    for (x, y), colour in zip(centres[:2], [(120, 180, 220), (30, 30, 30)]):
+        draw.polygon([(x - 32, y - 6), (x + 32, y - 6), (x + 28, y + 34), (x, y + 48), (x - 28, y + 34)], fill=colour)
+    return photo
+
+
 def no_face_photo() -> Image.Image:
     return Image.fromarray(data.coffee()).resize((300, 200))
 
@@ -65,17 +77,14 @@ def test_every_face_of_a_group_photo_is_found_in_reading_order(detector):
     assert scan.found == 6 and len(scan.faces) == 6
     for face, centre in zip(scan.faces, centres):  # rows top to bottom, each left to right
         assert contains(face.box, centre), (face.box, centre)
-        assert face.score >= mtcnn.MIN_SCORE
+        assert face.score >= mtcnn_onnx.MIN_SCORE
         assert 40 < face.box[2] - face.box[0] < 120  # a face, not the whole tile
 
 
 def test_masked_faces_are_found_too(detector):
     """MTCNN learnt bare faces; a surgical mask or a dark cloth mask over nose and mouth must not hide the face."""
     photo, centres = group_photo(1, 3)
-    draw = ImageDraw.Draw(photo)
-    for (x, y), colour in zip(centres[:2], [(120, 180, 220), (30, 30, 30)]):
-        draw.polygon([(x - 32, y - 6), (x + 32, y - 6), (x + 28, y + 34), (x, y + 48), (x - 28, y + 34)], fill=colour)
-    scan = detector.detect(photo)
+    scan = detector.detect(masked(photo, centres))
     assert len(scan.faces) == 3
     assert all(contains(face.box, centre) for face, centre in zip(scan.faces, centres))
 
@@ -88,11 +97,12 @@ def test_a_photo_without_faces_finds_none(detector):
 def test_detection_input_is_bounded_and_boxes_come_back_in_photo_pixels(detector, monkeypatch):
     photo, centres = group_photo(1, 3, scale=2.0)  # 1100 px wide
     seen = []
-    real_detect_face = mtcnn.detect_face
-    monkeypatch.setattr(mtcnn, "detect_face", lambda image, *args: seen.append(image.size) or real_detect_face(image, *args))
-    monkeypatch.setattr(mtcnn, "DETECTION_MAX_SIDE", 400)
+    real_find = mtcnn_onnx.OnnxMtcnnDetector.find
+    monkeypatch.setattr(mtcnn_onnx.OnnxMtcnnDetector, "find",
+                        lambda self, pixels, deadline: seen.append(pixels.shape) or real_find(self, pixels, deadline))
+    monkeypatch.setattr(mtcnn_onnx, "DETECTION_MAX_SIDE", 400)
     scan = detector.detect(photo)
-    assert max(seen[0]) == 400
+    assert max(seen[0][:2]) == 400
     assert len(scan.faces) == 3
     for face, centre in zip(scan.faces, centres):
         assert contains(face.box, centre)
@@ -102,11 +112,49 @@ def test_detection_input_is_bounded_and_boxes_come_back_in_photo_pixels(detector
 def test_at_most_max_faces_are_kept_the_most_certain_ones(detector, monkeypatch):
     photo, _ = group_photo(2, 2)
     every = detector.detect(photo).faces
-    monkeypatch.setattr(mtcnn, "MAX_FACES", 3)
+    monkeypatch.setattr(mtcnn_onnx, "MAX_FACES", 3)
     scan = detector.detect(photo)
     assert scan.found == 4 and len(scan.faces) == 3
     dropped = min(every, key=lambda face: face.score)
     assert dropped not in scan.faces
+
+
+def box_iou(a, b) -> float:
+    width = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_the_torch_free_detector_finds_the_faces_facenet_pytorch_finds(detector, torch_detector):
+    """Issue 20's goal: on the per-face tests' photos, the same faces (box IoU >= 0.8 for >= 95 % of them)."""
+    photos = [group_photo(2, 3)[0], masked(*group_photo(1, 3)), group_photo(1, 3, scale=2.0)[0],
+              group_photo(2, 2)[0], group_photo(1, 1)[0], group_photo(1, 1, scale=0.5)[0], no_face_photo()]
+    ious, scores = [], []
+    for photo in photos:
+        ours, reference = detector.detect(photo), torch_detector.detect(photo)
+        assert ours.found == reference.found, photo.size
+        for mine, theirs in zip(ours.faces, reference.faces, strict=True):  # both in reading order
+            ious.append(box_iou(mine.box, theirs.box))
+            scores.append(abs(mine.score - theirs.score))
+    assert len(ious) == 6 + 3 + 3 + 4 + 1 + 1
+    assert sum(iou >= 0.8 for iou in ious) >= 0.95 * len(ious), ious
+    assert min(ious) > 0.5 and max(scores) < 0.01, (ious, scores)
+
+
+@pytest.mark.parametrize("by_smaller", [False, True])
+def test_nms_keeps_the_surest_of_overlapping_boxes_the_same_way_at_any_size(by_smaller, monkeypatch):
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 4, 4]], float)
+    scores = np.array([0.8, 0.9, 0.5, 0.7])
+    # IoU of box 0 and 1 is 81/119; the small box 3 lies inside box 0 (IoU 0.16, but all of the smaller one)
+    assert mtcnn_onnx.nms(boxes, scores, 0.5, by_smaller).tolist() == ([1, 2] if by_smaller else [1, 3, 2])
+    rng = np.random.default_rng(1)
+    corners = rng.uniform(0, 200, (600, 2))
+    many = np.concatenate([corners, corners + rng.uniform(5, 60, (600, 2))], axis=1)
+    many_scores = rng.uniform(size=600)
+    matrix = mtcnn_onnx.nms(many, many_scores, 0.5, by_smaller)
+    monkeypatch.setattr(mtcnn_onnx, "NMS_MATRIX_MAX", 0)  # the loop used for more boxes than that
+    assert np.array_equal(mtcnn_onnx.nms(many, many_scores, 0.5, by_smaller), matrix) and 20 < len(matrix) < 600
 
 
 def test_reading_order_groups_rows_even_when_heads_are_not_aligned():
@@ -214,7 +262,7 @@ def test_an_unknown_mode_is_a_clear_400(client, value):
 
 
 def test_cap_note_when_more_faces_than_the_limit(client, monkeypatch):
-    monkeypatch.setattr(mtcnn, "MAX_FACES", 2)
+    monkeypatch.setattr(mtcnn_onnx, "MAX_FACES", 2)
     photo, _ = group_photo(1, 3)
     body = client.post("/api/predict?faces=on", data=upload(encode(photo))).get_json()
     assert len(body["faces"]) == 2 and body["faces_found"] == 3
@@ -280,14 +328,14 @@ def test_form_shows_the_photo_with_numbered_boxes_and_one_row_per_face(client):
     assert "face-row" not in whole and "Each face" not in whole
 
 
-def test_without_torch_the_app_starts_and_per_face_mode_says_why(make_app, monkeypatch):
-    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # what the slim install looks like: import fails
-    monkeypatch.setitem(sys.modules, "maskclassifier.mtcnn", None)  # and so does the detector module built on it
+def test_without_the_detector_files_the_app_starts_and_per_face_mode_says_why(make_app, monkeypatch, tmp_path):
+    monkeypatch.setattr(mtcnn_onnx, "MODEL_DIR", tmp_path)  # models/mtcnn/*.onnx missing
+    assert load_detector() is None
     client = make_app().test_client()
     photo, _ = group_photo(1, 2)
     response = client.post("/api/predict?faces=on", data=upload(encode(photo)))
     assert response.status_code == 501
-    assert response.get_json()["error"] == "faces_unavailable" and "full install" in response.get_json()["message"]
+    assert response.get_json()["error"] == "faces_unavailable" and "models/mtcnn" in response.get_json()["message"]
     body = client.post("/api/predict?faces=auto", data=upload(encode(photo))).get_json()
     assert body["mode"] == "whole" and body["faces"] == [] and "not available" in body["note"]
     assert client.post("/api/annotate", data=upload(encode(photo))).status_code == 501
@@ -314,8 +362,7 @@ def test_evaluate_scores_the_answers_of_automatic_mode(app, settings, tmp_path, 
         body = client.post("/api/predict?faces=auto", data=upload((tmp_path / row["fname"]).read_bytes())).get_json()
         assert {name: float(row[name]) for name in body["probabilities"]} == pytest.approx(body["probabilities"], abs=1e-4)
 
-    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # the slim install
-    monkeypatch.setitem(sys.modules, "maskclassifier.mtcnn", None)
+    monkeypatch.setattr(mtcnn_onnx, "MODEL_DIR", tmp_path / "nowhere")  # the detector's files missing
     assert evaluate.main(argv + ["--faces", "auto"]) == 2
     assert "--faces auto needs the face detector" in capsys.readouterr().err
 

@@ -23,6 +23,7 @@ from PIL import Image
 from helpers import upload
 from datasets import CATEGORIES
 from maskclassifier.export_onnx import is_up_to_date, main
+from maskclassifier.quantize_onnx import main as quantize_main
 from maskclassifier.fastai_backend import load_fastai_backend
 from maskclassifier.errors import ModelLoadError
 from maskclassifier.model import decide, load_classifier
@@ -149,13 +150,21 @@ photo.save(buffer, "JPEG")
 answer = client.post("/api/predict", data={"file": (io.BytesIO(buffer.getvalue()), "a.jpg", "image/jpeg")})
 assert answer.status_code == 200, answer.get_data(as_text=True)
 assert client.get("/healthz").status_code == 200
+from skimage import data  # per-face mode, with the torch-free detector: the astronaut's head is one face
+
+buffer = io.BytesIO()
+Image.fromarray(data.astronaut()).crop((140, 20, 310, 230)).save(buffer, "JPEG")
+faces = client.post("/api/predict?faces=on", data={"file": (io.BytesIO(buffer.getvalue()), "face.jpg", "image/jpeg")})
+assert faces.status_code == 200 and faces.get_json()["faces_found"] == 1, faces.get_data(as_text=True)
+assert faces.get_json()["mode"] == "faces" and faces.get_json()["faces"][0]["score"] > 0.9
 assert not HEAVY & {name.split(".")[0] for name in sys.modules}
 print(json.dumps(sorted(answer.get_json()["probabilities"])))
 """
 
 
 def test_onnx_app_runs_without_torch_or_fastai(notebook_onnx):
-    """The classifier alone imports neither; the whole app starts and answers with them not installed."""
+    """The classifier alone imports neither; the whole app starts and answers with them not installed, per-face
+    mode included."""
     result = subprocess.run([sys.executable, "-c", SLIM_SCRIPT, str(notebook_onnx)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -296,3 +305,54 @@ def test_evaluate_says_where_it_looked_for_the_images(notebook_onnx, labelled_se
 def test_export_cli_explains_a_bad_path(tmp_path, capsys):
     assert main([str(tmp_path / "export.onnx")]) == 2
     assert "pass the .pkl written by learn.export()" in capsys.readouterr().err
+
+
+@pytest.fixture
+def quantized(notebook_onnx, labelled_set, tmp_path):
+    """The notebook learner's ONNX twin and sidecar copied into an empty folder, quantized to int8 there."""
+    for file in (notebook_onnx, notebook_onnx.with_suffix(".json")):
+        shutil.copyfile(file, tmp_path / file.name)
+    float_path = tmp_path / notebook_onnx.name
+    assert quantize_main([str(float_path), "--csv", str(labelled_set), "--calibration", "16"]) == 0
+    return float_path
+
+
+def test_int8_twin_is_recorded_and_served_only_when_asked(quantized, labelled_set):
+    section = json.loads(quantized.with_suffix(".json").read_text())["onnx_int8"]
+    int8 = quantized.with_name("export.int8.onnx")
+    assert section["file"] == int8.name and section["sha256"] == sha256_file(int8)
+    assert section["quantized_from"]["sha256"] == sha256_file(quantized) and section["serve"] is False
+    assert section["calibration"]["images"] == 16 and section["format"] == "qdq" and section["per_channel"]
+    photos = [Image.open(labelled_set.parent / row.split(",")[0]).convert("RGB")
+              for row in labelled_set.read_text().splitlines()[1:13]]
+    default, as_float = load_classifier(quantized), load_classifier(quantized, onnx_precision="float")
+    as_int8 = load_classifier(quantized, onnx_precision="int8")
+    assert default.backend.architecture == as_float.backend.architecture
+    assert as_int8.backend.architecture.endswith("(int8)")
+    float_probabilities = as_float.backend.probabilities(photos)
+    int8_probabilities = as_int8.backend.probabilities(photos)
+    assert np.array_equal(default.backend.probabilities(photos), float_probabilities)
+    difference = np.abs(int8_probabilities - float_probabilities)
+    assert 0 < difference.max() < 0.2, difference.max()  # really another model, and close to the float one
+
+
+def test_a_stale_or_missing_int8_twin_is_refused_with_the_command(quantized):
+    with pytest.raises(ModelLoadError, match=r"records no int8 twin .*quantize_onnx"):
+        load_classifier(_without_int8(quantized), onnx_precision="int8")
+    sidecar = json.loads(quantized.with_suffix(".json").read_text())
+    sidecar["onnx_int8"]["serve"] = True
+    sidecar["onnx_int8"]["sha256"] = "0" * 64
+    quantized.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(ModelLoadError, match=r"is not the int8 twin .*sha256 differs.*quantize_onnx"):
+        load_classifier(quantized)  # the sidecar says serve, so the default is int8 too
+    assert load_classifier(quantized, onnx_precision="float").backend.architecture.endswith("(int8)") is False
+
+
+def _without_int8(float_path: Path) -> Path:
+    sidecar = json.loads(float_path.with_suffix(".json").read_text())
+    folder = float_path.parent / "float-only"
+    folder.mkdir()
+    shutil.copyfile(float_path, folder / float_path.name)
+    (folder / float_path.with_suffix(".json").name).write_text(json.dumps({**sidecar, "onnx_int8": None}))
+    return folder / float_path.name
+

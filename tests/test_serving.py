@@ -21,7 +21,7 @@ from PIL import Image
 from helpers import (encode, free_port, multipart, png_one_row_of, start_gunicorn, upload,
                      wait_until_healthy)
 from datasets import face_like_image
-from maskclassifier import mtcnn
+from maskclassifier import mtcnn_onnx
 from maskclassifier.capacity import Busy, Deadline, InferenceSlots, OutOfTime
 from maskclassifier.model import VIEWS_ASPECT, answer_from_views, square_views
 from maskclassifier.web.worker import HEADER_TIMEOUT_S
@@ -251,18 +251,17 @@ def test_per_face_work_past_the_budget_is_a_422_with_the_whole_photo_answer(make
 def test_a_photo_of_hundreds_of_faces_is_answered_with_bounded_candidates(make_app, monkeypatch):
     """P-Net passes on at most MAX_CANDIDATES_PER_SCALE windows per scale; the answer keeps the surest faces."""
     proposals = []
-    real_forward = mtcnn.BoundedStage.forward
+    real_proposals = mtcnn_onnx.proposals
 
-    def counting_forward(self, batch):
-        outputs = real_forward(self, batch)
-        if self.keep is not None:
-            proposals.append(int((outputs[-1][:, 1] >= 0.6).sum()))
-        return outputs
+    def counting_proposals(*args):
+        windows = real_proposals(*args)
+        proposals.append(len(windows))
+        return windows
 
-    monkeypatch.setattr(mtcnn.BoundedStage, "forward", counting_forward)
+    monkeypatch.setattr(mtcnn_onnx, "proposals", counting_proposals)
     client = make_app(face_time_budget_s=25).test_client()  # the cap, not the budget, is under test here
     body = client.post("/api/predict?faces=on", data=upload(encode(tiled_faces(300, tile=60), quality=90))).get_json()
-    assert proposals and max(proposals) <= mtcnn.MAX_CANDIDATES_PER_SCALE
+    assert proposals and max(proposals) == mtcnn_onnx.MAX_CANDIDATES_PER_SCALE
     assert body["mode"] == "faces" and 20 <= len(body["faces"]) <= 50 and body["faces_found"] >= len(body["faces"])
 
 

@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
     ({"MAX_UPLOAD_MB": "-1"}, "MAX_UPLOAD_MB must be more than 0"),
     ({"PORT": "http"}, "PORT='http' is not a whole number"),
     ({"PORT": "70000"}, "PORT must be between 1 and 65535"),
+    ({"ONNX_PRECISION": "fp16"}, "ONNX_PRECISION must be one of float, int8"),
+    ({"ONNX_PRECISION": "int8", "MODEL_PATH": "models/export.pkl"}, "ONNX_PRECISION=int8 needs an ONNX model"),
 ])
 def test_bad_settings_are_refused(environ, message):
     with pytest.raises(ConfigError, match=message):

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from maskclassifier import corrections as label_corrections
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -46,6 +48,7 @@ class LabelledRows:
     rows: list[dict]  # one per readable image: the CSV's values as strings, labels merged, is_valid a bool
     images_root: Path
     skipped: list[str] = field(default_factory=list)  # unreadable images left out
+    corrections: dict | None = None  # the applied corrections file: file, sha256, relabelled, deleted, kept
 
     @property
     def vocab(self) -> list[str]:
@@ -61,6 +64,7 @@ class LabelledData:
     frame: pd.DataFrame  # columns fname, labels, is_valid (+ whatever else the CSV had)
     images_root: Path
     skipped: list[str] = field(default_factory=list)  # unreadable images left out
+    corrections: dict | None = None  # as LabelledRows.corrections
 
     @property
     def vocab(self) -> list[str]:
@@ -145,11 +149,15 @@ def _is_true(value: str) -> bool:
 
 
 def read_labelled_rows(csv_path: Path, images_root: Path | None = None, merges: dict[str, str] | None = None,
-                       valid_pct: float = 0.2, seed: int = 42) -> LabelledRows:
+                       valid_pct: float = 0.2, seed: int = 42, corrections: Path | None = None,
+                       vocab: list[str] | None = None) -> LabelledRows:
     """Read `fname,labels[,is_valid]`, merge labels and leave out (and count) unreadable images; no pandas.
 
-    Without an is_valid column, a seeded random `valid_pct` of the rows is marked for validation. DatasetError
-    (one line) for a missing file or column, an unlabelled row or a malformed CSV.
+    Without an is_valid column, a seeded random `valid_pct` of the rows is marked for validation (before any
+    correction, so deleting an image does not move the others between the splits). `corrections`, a corrections
+    file (maskclassifier/corrections.py), is applied last; its labels must be categories of the CSV (after the
+    merges) or of `vocab` (a model's). DatasetError (one line) for a missing file or column, an unlabelled row, a
+    malformed CSV or an unusable corrections file.
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -173,16 +181,35 @@ def read_labelled_rows(csv_path: Path, images_root: Path | None = None, merges: 
             skipped.append(row["fname"])
             continue
         readable.append({**row, "labels": _merge_labels(row["labels"].strip(), merges or {}), "is_valid": bool(valid)})
-    return LabelledRows(columns, readable, images_root, skipped)
+    data = LabelledRows(columns, readable, images_root, skipped)
+    return data if corrections is None else apply_corrections(data, Path(corrections), vocab or [])
+
+
+def apply_corrections(data: LabelledRows, path: Path, vocab: list[str]) -> LabelledRows:
+    """`data` with the corrections file at `path` applied, and what was applied recorded in `corrections`."""
+    try:
+        found = label_corrections.read(path, vocab=set(data.vocab) | set(vocab))
+        applied = label_corrections.apply(data.rows, found, also_known=data.skipped)
+    except label_corrections.CorrectionsError as exc:
+        raise DatasetError(str(exc).replace("corrections line", f"{path} line")) from None
+    return LabelledRows(data.columns, applied.rows, data.images_root, data.skipped,
+                        label_corrections.describe(path, applied))
+
+
+def corrections_line(applied: dict) -> str:
+    """One line saying what a corrections file changed, for train's and evaluate's output."""
+    return (f"corrections {applied['file']}: {applied['relabelled']} image(s) relabelled, {applied['deleted']} "
+            f"left out, {applied['kept']} kept as labelled")
 
 
 def read_labelled_csv(csv_path: Path, images_root: Path | None = None, merges: dict[str, str] | None = None,
-                      valid_pct: float = 0.2, seed: int = 42) -> LabelledData:
+                      valid_pct: float = 0.2, seed: int = 42, corrections: Path | None = None) -> LabelledData:
     """`read_labelled_rows` as a DataFrame, for training (which needs pandas)."""
     import pandas as pd  # here, not at the top: evaluate reads CSVs without it, in the slim install
 
-    rows = read_labelled_rows(csv_path, images_root, merges, valid_pct, seed)
-    return LabelledData(pd.DataFrame(rows.rows, columns=rows.columns), rows.images_root, rows.skipped)
+    rows = read_labelled_rows(csv_path, images_root, merges, valid_pct, seed, corrections)
+    return LabelledData(pd.DataFrame(rows.rows, columns=rows.columns), rows.images_root, rows.skipped,
+                        rows.corrections)
 
 
 def check_split(data: LabelledData) -> None:

@@ -25,7 +25,8 @@ from maskclassifier.training import metrics
 from maskclassifier.cli import silence_fastai_jit_warning
 from maskclassifier.config import (DEFAULT_MODEL_PATH, MAX_FACE_MARGIN, SLIM_MODEL_PATH, Settings,
                                    default_model_path, full_install)
-from maskclassifier.training.dataset import DatasetError, LabelledRows, parse_merges, read_labelled_rows
+from maskclassifier.training.dataset import (DatasetError, LabelledRows, corrections_line, parse_merges,
+                                             read_labelled_rows)
 from maskclassifier.faces import FaceDetector, analyse, load_detector
 from maskclassifier.images import ImageError, load_image
 from maskclassifier.errors import ModelLoadError
@@ -48,11 +49,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default: the model's, from its JSON sidecar)")
     parser.add_argument("--valid-only", action="store_true", help="only the rows with is_valid=True")
     parser.add_argument("--merge", action="append", default=[], metavar="OLD=NEW", help="rename a label first")
+    parser.add_argument("--corrections", type=Path, metavar="FILE",
+                        help="a corrections file (python -m maskclassifier.clean writes one), applied to the "
+                             "CSV's labels")
     parser.add_argument("--by", metavar="COLUMN", help="also report exact-match per value of this CSV column")
     parser.add_argument("--predictions", type=Path, help="write one row per image: fname, labels, predicted, probabilities")
     parser.add_argument("--faces", choices=["off", "auto"], default="off",
                         help="off: the whole photo, as the API answers by default; auto: as the web page answers "
-                             "by default (needs the full install, with facenet-pytorch)")
+                             "by default (needs the face detector's models/mtcnn/*.onnx)")
     parser.add_argument("--face-margin", type=float, default=Settings.face_margin,
                         help=f"with --faces auto: the crop's margin, as FACE_MARGIN (default: {Settings.face_margin})")
     args = parser.parse_args(argv)
@@ -127,7 +131,10 @@ def no_images_message(args: argparse.Namespace, data: LabelledRows) -> str:
 
 def evaluate(args: argparse.Namespace) -> dict:
     classifier = load_model(args.model, args.threshold, args.tta)
-    data = read_labelled_rows(args.csv, args.images_root, parse_merges(args.merge))
+    data = read_labelled_rows(args.csv, args.images_root, parse_merges(args.merge), corrections=args.corrections,
+                              vocab=classifier.vocab)
+    if data.corrections:
+        print(corrections_line(data.corrections), file=sys.stderr)
     rows = [row for row in data.rows if row["is_valid"]] if args.valid_only else data.rows
     if not rows:
         raise DatasetError(no_images_message(args, data))
@@ -140,6 +147,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     detector = _detector() if args.faces == "auto" else None
     probs, modes = predict_all(classifier, data, detector, args.face_margin)
     report = metrics.summary(probs, targets, classifier.vocab, classifier.threshold)
+    if data.corrections:
+        report["corrections"] = data.corrections
     print("test-time augmentation: " + ("each image averaged with its mirror image" if classifier.tta == "flip"
                                         else "none (each image once)"))
     if detector is not None:
@@ -159,8 +168,8 @@ def evaluate(args: argparse.Namespace) -> dict:
 def _detector() -> FaceDetector:
     detector = load_detector()
     if detector is None:
-        raise ModelLoadError("--faces auto needs the face detector: install the full requirements "
-                             "(torch and facenet-pytorch, see the README)")
+        raise ModelLoadError("--faces auto needs the face detector: models/mtcnn/*.onnx are missing "
+                             "(python -m maskclassifier.export_mtcnn writes them, in the full install)")
     return detector
 
 

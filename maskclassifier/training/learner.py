@@ -101,9 +101,9 @@ def provide_mobilenet_weights() -> Path:
 
 
 def load_labelled_csv(csv_path: Path, images_root: Path | None = None, merges: dict[str, str] | None = None,
-                      valid_pct: float = 0.2, seed: int = 42) -> LabelledData:
-    """The labelled set, checked for a usable train/validation split."""
-    data = read_labelled_csv(csv_path, images_root, merges, valid_pct, seed)
+                      valid_pct: float = 0.2, seed: int = 42, corrections: Path | None = None) -> LabelledData:
+    """The labelled set, corrections applied, checked for a usable train/validation split."""
+    data = read_labelled_csv(csv_path, images_root, merges, valid_pct, seed, corrections)
     check_split(data)
     return data
 
@@ -115,7 +115,8 @@ def add_face_crops(data: LabelledData, margin: float) -> tuple[LabelledData, int
     """
     detector = load_detector()
     if detector is None:
-        raise TrainingError("--face-crops needs the face detector: pip install --no-deps -r requirements-nodeps.txt")
+        raise TrainingError("--face-crops needs the face detector: models/mtcnn/*.onnx are missing "
+                            "(python -m maskclassifier.export_mtcnn writes them)")
     frame = data.frame.assign(crop="")
     rows = []
     training = frame.index[~frame["is_valid"]]

@@ -28,7 +28,13 @@ import torch  # noqa: E402
 
 from maskclassifier.training import metrics, reports  # noqa: E402
 from maskclassifier.config import Settings  # noqa: E402
-from maskclassifier.training.dataset import DatasetError, oversample, parse_merges, parse_oversample  # noqa: E402
+from maskclassifier.training.dataset import (  # noqa: E402
+    DatasetError,
+    corrections_line,
+    oversample,
+    parse_merges,
+    parse_oversample,
+)
 from maskclassifier.sidecar import Sidecar, sha256_file  # noqa: E402
 from maskclassifier.tta import TTA_CHOICES  # noqa: E402
 from maskclassifier.training.learner import (  # noqa: E402
@@ -92,6 +98,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="random validation share when the CSV has no is_valid column (default: 0.2)")
     parser.add_argument("--merge", action="append", default=[], metavar="OLD=NEW",
                         help="rename a label before training, e.g. --merge Surgical=Medical (repeatable)")
+    parser.add_argument("--corrections", type=Path, metavar="FILE",
+                        help="a corrections file (python -m maskclassifier.clean writes one): relabel or leave out "
+                             "images after the CSV is read; the sidecar and model card record it")
     parser.add_argument("--oversample", action="append", default=[], metavar="LABEL=TIMES",
                         help="repeat training images with this label, e.g. --oversample Shield=3 (repeatable)")
     parser.add_argument("--face-crops", action="store_true",
@@ -201,9 +210,12 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
     started = time.time()
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    data = load_labelled_csv(args.csv, args.images_root, parse_merges(args.merge), args.valid_pct, args.seed)
+    data = load_labelled_csv(args.csv, args.images_root, parse_merges(args.merge), args.valid_pct, args.seed,
+                             args.corrections)
     if data.skipped:
         print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}", flush=True)
+    if data.corrections:
+        print(corrections_line(data.corrections), flush=True)
     training_data, face_crops = data, None
     if args.face_crops:
         training_data, added = add_face_crops(data, Settings.face_margin)
@@ -286,6 +298,7 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
                 "valid_images": valid_count,
                 "skipped": len(data.skipped),
                 "synthetic_categories": synthetic_categories(data),
+                "corrections": data.corrections,
             },
         },
         versions={"python": platform.python_version(), "fastai": fastai.__version__, "torch": torch.__version__},
