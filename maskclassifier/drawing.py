@@ -19,7 +19,7 @@ def colour_for(prediction: Prediction) -> str:
     """The colour of the most probable category that passed the threshold; grey when none did."""
     if not prediction.labels:
         return UNSURE_COLOUR
-    return category(prediction.labels[0], list(prediction.probabilities)).colour
+    return category(prediction.labels[0]).colour
 
 
 def short_name(name: str) -> str:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
-from maskclassifier.web import create_app
-from maskclassifier.config import Settings
-
 from datasets import PATCH_SIZE, face_like_image, write_labelled_set, write_patch_set
-from helpers import CHROMEDRIVER, CHROMIUM, NO_CHROMIUM, encode
+from helpers import CHROMEDRIVER, CHROMIUM, NO_CHROMIUM, RecordUploads, encode
+
+from maskclassifier.config import Settings
+from maskclassifier.web import create_app
 
 TESTS = Path(__file__).resolve().parent
 
@@ -77,6 +77,68 @@ def make_app(settings):
 @pytest.fixture
 def face_jpeg() -> bytes:
     return encode(face_like_image(["Medical"], seed=7, size=(120, 160)))
+
+
+PHONE = {"width": 390, "height": 844}  # an iPhone 12-15's CSS viewport
+DESKTOP = {"width": 1280, "height": 900}
+
+
+@pytest.fixture
+def uploads(make_app) -> RecordUploads:
+    """The test learner (threshold 0.01, so that every photo gets an answer) behind a recorder of uploads."""
+    return RecordUploads(make_app(threshold=0.01))
+
+
+@pytest.fixture
+def live_url(uploads):
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, uploads, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def open_browser(tmp_path):
+    """open_browser(phone=False, javascript=True, camera=None): headless Debian Chromium via chromedriver.
+
+    A phone is 390x844 CSS px with touch (so CSS `pointer: coarse` matches, as on a real phone); `camera` "fake"
+    gives Chromium's fake webcam without a permission prompt.
+    """
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    drivers = []
+
+    def start(phone: bool = False, javascript: bool = True, camera: str | None = None):
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--hide-scrollbars", f"--user-data-dir={tmp_path / f'profile{len(drivers)}'}"):
+            options.add_argument(flag)
+        if camera == "fake":
+            options.add_argument("--use-fake-device-for-media-stream")
+            options.add_argument("--use-fake-ui-for-media-stream")
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        drivers.append(driver)
+        if not javascript:
+            # The page's one script is never loaded, so the page is what a browser without JavaScript gets (the
+            # page has no inline script), while chromedriver and axe-core can still run theirs.
+            driver.execute_cdp_cmd("Network.enable", {})
+            driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/static/app.js*"]})
+        size = PHONE if phone else DESKTOP
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": size["width"], "height": size["height"], "deviceScaleFactor": 2 if phone else 1, "mobile": phone})
+        if phone:
+            driver.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 5})
+        return driver
+
+    yield start
+    for driver in drivers:
+        driver.quit()
 
 
 @pytest.fixture(scope="session")

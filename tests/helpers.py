@@ -5,6 +5,7 @@ runner and the Procfile's server on a loopback port. Fixtures are in conftest.py
 from __future__ import annotations
 
 import io
+import json
 import os
 import shlex
 import shutil
@@ -119,6 +120,47 @@ def multipart(field: str, filename: str, data: bytes, content_type: str) -> tupl
             f"Content-Type: {content_type}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
 
+
+class RecordUploads:
+    """WSGI middleware that keeps a copy of each file the browser sends in the field `file`; `delay_s` holds each
+    POST back that long (to watch the progress state), and `fail_with` answers POSTs with that status and a plain
+    text body, as a proxy in front of the app would."""
+
+    def __init__(self, app):
+        self.app = app
+        self.files: list[bytes] = []
+        self.forms: list[dict] = []
+        self.delay_s = 0.0
+        self.fail_with: int | None = None
+
+    def __call__(self, environ, start_response):
+        from werkzeug.wrappers import Request
+
+        if environ["REQUEST_METHOD"] == "POST":
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            request = Request(dict(environ, **{"wsgi.input": io.BytesIO(body)}))
+            self.files += [part.read() for part in request.files.getlist("file") if part.filename]
+            self.forms.append(dict(request.form))
+            environ["wsgi.input"] = io.BytesIO(body)
+            time.sleep(self.delay_s)
+            if self.fail_with:
+                start_response(f"{self.fail_with} Bad Gateway", [("Content-Type", "text/plain")])
+                return [b"upstream error"]
+        return self.app(environ, start_response)
+
+
+AXE = ROOT / "tests" / "vendor" / "axe-core" / "axe.min.js"
+
+
+def axe_violations(driver) -> list[str]:
+    """axe-core's WCAG 2.x A/AA violations on the page as it is now: one line each (rule and the elements)."""
+    driver.execute_script(AXE.read_text())
+    found = driver.execute_async_script(
+        "var done = arguments[arguments.length - 1];"
+        "axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']})"
+        ".then(function (r) { done(JSON.stringify(r.violations)); },"
+        "      function (e) { done(JSON.stringify([{id: String(e), nodes: []}])); });")
+    return [f"{item['id']}: {[node['target'] for node in item['nodes']]}" for item in json.loads(found)]
 
 def underexposed(image: Image.Image, exposure: float, noise: float = 4.0, seed: int = 0) -> Image.Image:
     """The photo as a camera would take it with `exposure` times the light (0.2 = 2.3 stops under): scaled in

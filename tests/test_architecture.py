@@ -18,7 +18,7 @@ LAYERS = {
                "cli", "corrections"},
     "classifier": {"pipeline", "learner_file", "fastai_backend", "onnx", "model", "mtcnn", "mtcnn_onnx", "faces",
                    "drawing", "export_onnx", "export_mtcnn", "quantize_onnx", "explain"},
-    "web": {"web", "web.api", "web.errors", "web.inference", "web.pages", "web.presenters", "web.uploads",
+    "web": {"web", "web.api", "web.assets", "web.errors", "web.inference", "web.pages", "web.presenters", "web.uploads",
             "web.worker"},
     "training": {"training", "training.dataset", "training.metrics", "training.reports", "training.learner",
                  "training.train", "training.evaluate", "training.repack", "train", "evaluate", "dataset"},

@@ -25,7 +25,7 @@ from maskclassifier.faces import load_detector
 from maskclassifier.images import load_image
 from maskclassifier.model import Prediction
 from maskclassifier.training.learner import add_face_crops
-from maskclassifier.web.presenters import friendly_name
+from maskclassifier.web.presenters import friendly_name, percent
 
 HEAD = (140, 20, 310, 230)  # a crop of the astronaut photo around her head, with room for a mask
 HEAD_CENTRE = (84, 97)  # the face's centre inside that crop
@@ -224,9 +224,11 @@ def test_auto_answers_one_face_from_the_photo_and_its_close_up_together(app, cli
 
     page = client.post("/", data=upload(encode(photo))).get_data(as_text=True)
     assert "combines the whole photo and a close-up" in page and "face-row" not in page
-    bars = dict(re.findall(r'aria-label="([^"]+): ([\d.]+) percent"', page))
-    assert {title: float(percent) for title, percent in bars.items()} == pytest.approx(
-        {friendly_name(name): 100 * p for name, p in mean.items()}, abs=0.06)
+    bars = dict(re.findall(r'<svg class="bar"[^>]*aria-label="([^"]+): ([^"]+)"', page))
+    escaped = {friendly_name(name): percent(p).replace(">", "&gt;").replace("<", "&lt;") for name, p in mean.items()}
+    assert bars == escaped
+    widths = [float(width) for width in re.findall(r'<rect class="fill" x="0" y="0" width="([\d.]+)"', page)]
+    assert widths == pytest.approx(sorted((100 * p for p in mean.values()), reverse=True), abs=0.006)
 
     alone = client.post("/api/predict?faces=off", data=upload(encode(photo))).get_json()
     decoded = classifier.predict(load_image(encode(photo)))  # one decode for every path
@@ -305,17 +307,22 @@ def test_form_offers_the_mode_and_keeps_the_choice(client):
     assert re.search(r'value="on"\s*checked', page)
 
 
-def test_form_shows_the_annotated_photo_and_one_row_per_face(client):
+def test_form_shows_the_photo_with_numbered_boxes_and_one_row_per_face(client):
     photo, centres = group_photo(2, 2)
     response = client.post("/", data=upload(encode(photo)))  # automatic: the default
     page = response.get_data(as_text=True)
     assert response.status_code == 200
     assert "Each face (4)" in page and "The whole photo" in page
-    rows = re.findall(r'<tr class="face-row" data-box="(\d+),(\d+),(\d+),(\d+)">', page)
-    assert len(rows) == 4
-    for row, centre in zip(rows, centres):
+    assert re.search(r'id="result-heading" tabindex="-1">4 faces: ', page)
+    rows = re.findall(r'<tr class="face-row tone-\w+" id="face-row-\d" data-face="\d" '
+                      r'data-box="(\d+),(\d+),(\d+),(\d+)">', page)
+    boxes = re.findall(r'<rect class="box" x="(\d+)" y="(\d+)" width="(\d+)" height="(\d+)"', page)
+    assert len(rows) == 4 and len(boxes) == 4
+    for row, (x, y, width, height), centre in zip(rows, boxes, centres):
         assert contains([int(value) for value in row], centre)
-    assert page.count('src="data:image/jpeg;base64,') == 1 + 1 + 4  # photo, annotated photo, four face crops
+        assert [int(x), int(y), int(x) + int(width), int(y) + int(height)] == [int(value) for value in row]
+    assert f'viewBox="0 0 {photo.width} {photo.height}"' in page  # the boxes are in the photo's own pixels
+    assert page.count('src="data:image/jpeg;base64,') == 1 + 4  # the photo once, and four face crops
     assert not re.search(r"\sstyle=", page)  # the CSP forbids inline styles
     whole = client.post("/", data={**upload(encode(photo)), "faces": "off"}).get_data(as_text=True)
     assert "face-row" not in whole and "Each face" not in whole

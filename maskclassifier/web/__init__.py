@@ -2,7 +2,7 @@
 
 Each module registers its own part with `init_app(app)`: uploads (in-memory request bodies read within a
 deadline), inference (the model, the face detector and the inference slots), the pages, the JSON API with its own
-error handler, and the app-wide error pages and security headers.
+error handler, the app-wide error pages and security headers, and the static files' cache versions.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from flask import Flask
 
 from maskclassifier.config import Settings, settings_from_env
-from maskclassifier.web import api, errors, inference, pages, uploads
+from maskclassifier.web import api, assets, errors, inference, pages, uploads
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -30,4 +30,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.init_app(app, pages.error_page)
     pages.init_app(app)
     api.init_app(app)
+    assets.init_app(app)
     return app

@@ -1,15 +1,24 @@
-"""The web page: the upload form, and the result (or the error) rendered in the same page."""
+"""The web page: the upload form, the examples, and the result (or the error) rendered in the same page.
+
+Two addresses answer a photo: POST / renders the whole page with the result first (the form's action lands on
+`#result`, so a browser without JavaScript shows the answer at the top of the screen), and POST /result renders the
+result alone, an HTML fragment the page's script puts in place without reloading. Both render the same template,
+`_result.html`, so the two can never differ.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, current_app, make_response, render_template
+from pathlib import Path
 
-from maskclassifier.categories import CATEGORIES
+from flask import Blueprint, Flask, Response, current_app, make_response, render_template, request
+
+from maskclassifier.categories import CATEGORIES, TONE_COLOURS
+from maskclassifier.errors import ImageError
 from maskclassifier.faces import TooManyFaces
 from maskclassifier.images import ACCEPT_ATTRIBUTE, load_image
 from maskclassifier.web.errors import ErrorReply, reply_for, with_headers
-from maskclassifier.web.inference import analyse_faces, face_detector, slot_for
-from maskclassifier.web.presenters import faces_view, preview_data_uri, result_view
+from maskclassifier.web.inference import analyse_faces, classifier, face_detector, slot_for
+from maskclassifier.web.presenters import faces_view, headline_view, percent, preview_data_uri, result_view
 from maskclassifier.web.uploads import requested_mode, uploaded_bytes
 
 bp = Blueprint("pages", __name__)
@@ -19,10 +28,21 @@ bp = Blueprint("pages", __name__)
 # annotated photo is 1600 px, and a face a tenth of the photo wide is still about 200 px, near the model's input.
 UPLOAD_MAX_SIDE = 2048
 MODE_CHOICES = [  # the form's mode control: value, label, hint
-    ("auto", "Automatic", "each face on its own when there are two or more; one face is also seen close up"),
+    ("auto", "Automatic", "an answer for each face when there are two or more"),
     ("off", "Whole photo", "one answer for the whole picture"),
-    ("on", "Every face", "find each face and classify it on its own"),
+    ("on", "Every face", "an answer for each face, even when there is only one"),
 ]
+# The clickable examples, in static/examples/ (scripts/make_examples.py writes them, with a licence file beside
+# each): name, caption, what it shows (the image's alt text).
+EXAMPLES = [
+    ("no-mask", "No mask", "Astronaut Eileen Collins, no mask (NASA photo)"),
+    ("cloth", "Cloth mask", "The same photo with a drawn cloth mask (illustration)"),
+    ("kn95", "KN95", "The same photo with a drawn KN95 mask (illustration)"),
+    ("medical", "Surgical mask", "The same photo with a drawn surgical mask (illustration)"),
+    ("group", "Group of 4", "Four copies of the face, three with drawn masks (illustration)"),
+    ("not-a-face", "Not a face", "A cup of coffee on a saucer"),
+]
+EXAMPLE_NAMES = {name for name, _, _ in EXAMPLES}
 ERROR_TITLES = {  # the heading over the message, where "We could not classify that file" would mislead
     408: "The upload was too slow",
     503: "The server is busy, try again in a few seconds",
@@ -31,12 +51,19 @@ ERROR_TITLES = {  # the heading over the message, where "We could not classify t
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    app.add_template_filter(percent)
+
+
+def _fragment_wanted() -> bool:
+    return request.endpoint == "pages.classify_fragment"
 
 
 def render_page(status: int = 200, mode: str = "auto", **context) -> tuple[str, int]:
-    return render_template("index.html", accept=ACCEPT_ATTRIBUTE, categories=CATEGORIES, mode=mode,
+    template = "_result.html" if _fragment_wanted() else "index.html"
+    return render_template(template, accept=ACCEPT_ATTRIBUTE, categories=CATEGORIES, mode=mode,
                            mode_choices=MODE_CHOICES, faces_available=face_detector() is not None,
-                           upload_max_side=UPLOAD_MAX_SIDE, **context), status
+                           upload_max_side=UPLOAD_MAX_SIDE, examples=EXAMPLES, tones=TONE_COLOURS,
+                           synthetic=classifier().synthetic_categories, **context), status
 
 
 def error_page(reply: ErrorReply, mode: str = "auto", **context) -> Response:
@@ -57,6 +84,13 @@ def _chosen_mode() -> str:
         return "auto"
 
 
+def example_bytes(name: str) -> bytes:
+    """The file of the example `name` (the form's example buttons, which work without JavaScript too)."""
+    if name not in EXAMPLE_NAMES:
+        raise ImageError(400, "unknown_example", "There is no such example. Choose one of the pictures shown.")
+    return (Path(current_app.static_folder) / "examples" / f"{name}.jpg").read_bytes()
+
+
 @bp.get("/")
 def index():
     return render_page()
@@ -64,15 +98,27 @@ def index():
 
 @bp.post("/")
 def classify_form():
+    return _classify()
+
+
+@bp.post("/result")
+def classify_fragment():
+    return _classify()
+
+
+def _classify():
     mode = requested_mode() or "auto"
-    data = uploaded_bytes()
+    example = request.form.get("example")
+    data = example_bytes(example) if example else uploaded_bytes()
     settings = current_app.config["SETTINGS"]
+    synthetic = classifier().synthetic_categories  # answers in these carry the caveat that they were drawn
     with slot_for(data):  # decoding holds the photo's pixels: a bounded number at a time
         image = load_image(data)
         try:
             analysis = analyse_faces(image, mode)
         except TooManyFaces as error:
-            return error_page(reply_for(error), mode, result=result_view(error.photo),
+            return error_page(reply_for(error), mode, result=result_view(error.photo, synthetic),
                               preview=preview_data_uri(image))
-        return render_page(mode=mode, result=result_view(analysis.photo), preview=preview_data_uri(image),
+        return render_page(mode=mode, result=result_view(analysis.photo, synthetic), preview=preview_data_uri(image),
+                           headline=headline_view(analysis, synthetic), example=example,
                            faces=faces_view(image, analysis, settings.face_margin, face_detector() is not None))

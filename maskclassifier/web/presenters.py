@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import base64
 import io
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from PIL import Image
 
 from maskclassifier.categories import category
-from maskclassifier.drawing import annotate, colour_for
 from maskclassifier.explain import Explanation
 from maskclassifier.facebox import Face, crop_box
-from maskclassifier.images import shrunk
 from maskclassifier.faces import FaceAnalysis
-from maskclassifier.model import Prediction
+from maskclassifier.images import shrunk
+from maskclassifier.model import Prediction, synthetic_note
 
 PREVIEW_SIZE = 800
 FACE_THUMBNAIL_SIZE = 96
@@ -75,6 +77,29 @@ def preview_data_uri(image: Image.Image) -> str:
     return data_uri(shrunk(image, PREVIEW_SIZE, Image.Resampling.BICUBIC, reducing_gap=2.0)[0])
 
 
+def percent(probability: float) -> str:
+    """A probability as the page writes it, everywhere alike (chips, bars, faces): whole percents, except that
+    it never rounds up to 100 % nor down to 0 %, which would claim a certainty the model does not have."""
+    value = probability * 100
+    if 99 < value < 100:
+        return ">99%"
+    if 0 < value < 1:
+        return "<1%"
+    return f"{value:.0f}%"
+
+
+def tone_of(prediction: Prediction) -> str:
+    """The colour language of an answer: "warn" (a bare face), "ok" (a mask) or "neutral" (not sure, not a face)."""
+    return category(prediction.labels[0]).tone if prediction.labels else "neutral"
+
+
+def drawn_note(predictions: list[Prediction], synthetic: Sequence[str]) -> str | None:
+    """The caveat for the categories learnt from drawn examples only (`Classifier.synthetic_categories`, Gas and
+    Shield for the shipped model) that any of these answers names; None when none does."""
+    named = [name for name in synthetic if any(name in prediction.labels for prediction in predictions)]
+    return synthetic_note(named) if named else None
+
+
 def png_data_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
@@ -94,22 +119,127 @@ def explanation_json(explanation: Explanation, overlay_png: bytes) -> dict:
     }
 
 
-def result_view(prediction: Prediction) -> dict:
+def result_view(prediction: Prediction, synthetic: Sequence[str] = ()) -> dict:
     kind = "not_confident" if not prediction.labels else "noise" if prediction.labels[0] == "-" else "ok"
     return {
         "kind": kind,
+        "tone": tone_of(prediction),
         "message": prediction_message(prediction),
+        "drawn": drawn_note([prediction], synthetic),
         "threshold": prediction.threshold,
         "matches": [
             {"name": label, "title": friendly_name(label), "description": category(label).description,
-             "probability": prediction.probabilities[label]}
+             "probability": prediction.probabilities[label], "tone": category(label).tone}
             for label in prediction.labels
         ],
         "bars": [
-            {"name": name, "title": friendly_name(name), "probability": p, "passed": name in prediction.labels}
+            {"name": name, "title": friendly_name(name), "probability": p, "passed": name in prediction.labels,
+             "tone": category(name).tone}
             for name, p in sorted(prediction.probabilities.items(), key=lambda item: -item[1])
         ],
     }
+
+
+def face_phrase(prediction: Prediction) -> str:
+    """How one face is counted in the headline: by its most probable category, "not sure" when none passed."""
+    if not prediction.labels or prediction.labels[0] == "-":
+        return "not sure"
+    return category(prediction.labels[0]).phrase
+
+
+def faces_summary(predictions: list[Prediction]) -> str:
+    """"4 faces: 3 with no mask, 1 not sure": the most common kind first, "not sure" last."""
+    counts = Counter(face_phrase(prediction) for prediction in predictions)
+    order = sorted(counts, key=lambda phrase: (phrase == "not sure", -counts[phrase]))
+    total = len(predictions)
+    return f"{total} face{'s' if total != 1 else ''}: " + ", ".join(f"{counts[phrase]} {phrase}" for phrase in order)
+
+
+def photo_title(prediction: Prediction) -> str:
+    """The headline for one answer about a whole photo (or one face): the categories in plain words."""
+    if not prediction.labels:
+        return "Not sure: the model is not confident about this photo"
+    if prediction.labels[0] == "-":
+        return "No face or mask in this photo"
+    return " and ".join(friendly_name(label) for label in prediction.labels)
+
+
+def headline_view(analysis: FaceAnalysis, synthetic: Sequence[str] = ()) -> dict:
+    """What the result leads with, in plain words: per face when faces were classified, else the photo's answer.
+
+    `because` says why the answer could surprise: the whole photo of a group may read differently from its
+    faces (each face is small in it), and a mask answer for a photo in which no face was found may be wrong.
+    `drawn` is the caveat for answers in `synthetic` categories (learnt from drawn examples only).
+    """
+    predictions = [analysis.photo]
+    if analysis.mode == "faces":
+        tones = {tone_of(prediction) for prediction in analysis.predictions}
+        tone = "warn" if "warn" in tones else "ok" if tones == {"ok"} else "neutral"
+        title = faces_summary(analysis.predictions)
+        because = None
+        if _face_labels(analysis) != set(analysis.photo.labels):
+            because = ("Judged as one picture, the photo reads differently (each face is small in it): trust the "
+                       "answers per face.")
+        predictions = list(analysis.predictions)
+    else:
+        tone, title, because = tone_of(analysis.photo), photo_title(analysis.photo), None
+        if not analysis.photo.labels:
+            because = (f"No kind reached {analysis.photo.threshold:.0%}, so the model does not guess. Try a clearer, "
+                       "front-facing photo of a face.")
+        if analysis.found == 0 and analysis.photo.labels and analysis.photo.labels[0] != "-":
+            because = ("No face was found in this photo, so the whole picture was judged; if there is no face in "
+                       "it, this answer is likely wrong.")
+    return {"tone": tone, "title": title, "because": because, "drawn": drawn_note(predictions, synthetic)}
+
+
+def _face_labels(analysis: FaceAnalysis) -> set[str]:
+    return {prediction.labels[0] if prediction.labels else "unsure" for prediction in analysis.predictions}
+
+
+# Numbers on the photo are drawn in the photo's own coordinates (an SVG over the image), sized so that on the
+# narrowest screen the page is laid out for, the photo BADGE_REFERENCE_WIDTH CSS px wide, they are at least
+# BADGE_FONT_PX tall; wider screens only make them larger. Laid out once, on the server, so they never overlap.
+BADGE_REFERENCE_WIDTH = 320
+BADGE_FONT_PX = 13
+
+
+@dataclass(frozen=True)
+class Badge:
+    x: float  # top-left corner, in pixels of the preview image
+    y: float
+    width: float
+    height: float
+
+    def overlaps(self, other: Badge, gap: float) -> bool:
+        return not (self.x + self.width + gap <= other.x or other.x + other.width + gap <= self.x
+                    or self.y + self.height + gap <= other.y or other.y + other.height + gap <= self.y)
+
+
+def place_badges(boxes: list[tuple[float, float, float, float]], size: tuple[int, int]) -> tuple[list[Badge], float]:
+    """A number badge for each box (in order), inside the image and overlapping no other badge, and the font size.
+
+    Each badge goes to the first free place among: above the box's top-left corner, inside it, below it, left or
+    right of it; else to the free place nearest that corner on a grid. Returns the badges and the font size, both
+    in image pixels.
+    """
+    unit = size[0] / BADGE_REFERENCE_WIDTH  # image pixels per CSS px on the narrowest layout
+    font = BADGE_FONT_PX * unit
+    height, gap = font * 1.5, 2 * unit
+    placed: list[Badge] = []
+    for number, (left, top, right, bottom) in enumerate(boxes, start=1):
+        width = height * (0.6 + 0.4 * len(str(number)))
+        candidates = [(left, top - height), (left, top), (left, bottom), (left - width, top), (right, top),
+                      (right - width, bottom - height)]
+        step = height / 2
+        candidates += sorted(((x * step, y * step) for x in range(int(size[0] / step) + 1)
+                              for y in range(int(size[1] / step) + 1)),
+                             key=lambda point: (point[0] - left) ** 2 + (point[1] - top) ** 2)
+        for x, y in candidates:
+            badge = Badge(min(max(0.0, x), size[0] - width), min(max(0.0, y), size[1] - height), width, height)
+            if not any(badge.overlaps(other, gap) for other in placed):
+                break
+        placed.append(badge)  # the last candidate when the photo is full: cannot happen below MAX_FACES
+    return placed, font
 
 
 def face_row(number: int, image: Image.Image, face: Face, prediction: Prediction, margin: float) -> dict:
@@ -119,22 +249,28 @@ def face_row(number: int, image: Image.Image, face: Face, prediction: Prediction
     top = max(prediction.probabilities, key=prediction.probabilities.get)
     return {
         "number": number,
-        "colour": colour_for(prediction),
+        "tone": tone_of(prediction),
+        "phrase": face_phrase(prediction),
         "thumbnail": data_uri(thumbnail),
         "matches": [{"title": friendly_name(label), "probability": prediction.probabilities[label]}
                     for label in prediction.labels],
         "top": {"title": friendly_name(top), "probability": prediction.probabilities[top]},
-        "score": face.score,
         "box": face.box,
     }
 
 
 def faces_view(image: Image.Image, analysis: FaceAnalysis, margin: float, detector_available: bool) -> dict:
+    """The faces part of the result: the photo's size and each face's box, badge and table row (mode "faces")."""
     view = {"mode": analysis.mode,
             # Without a detector the page offers no mode control, so its fallback note would only confuse.
             "note": analysis.note if detector_available else None}
     if analysis.mode == "faces":
-        view["annotated"] = data_uri(annotate(image, analysis.faces, analysis.predictions))
-        view["rows"] = [face_row(number, image, face, prediction, margin) for number, (face, prediction)
-                        in enumerate(zip(analysis.faces, analysis.predictions), start=1)]
+        # The overlay's coordinates are the photo's own pixels: the SVG's viewBox scales them to the shown preview.
+        badges, font = place_badges([face.box for face in analysis.faces], image.size)
+        view["size"] = image.size
+        view["font"] = font
+        view["stroke"] = max(2.0, image.width / BADGE_REFERENCE_WIDTH * 2)  # 2 CSS px on the narrowest layout
+        view["rows"] = [{**face_row(number, image, face, prediction, margin), "badge": badge}
+                        for number, (face, prediction, badge)
+                        in enumerate(zip(analysis.faces, analysis.predictions, badges, strict=True), start=1)]
     return view
