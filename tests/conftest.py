@@ -101,29 +101,16 @@ def live_url(uploads):
 
 
 @pytest.fixture
-def open_browser(tmp_path):
-    """open_browser(phone=False, javascript=True, camera=None): headless Debian Chromium via chromedriver.
+def open_browser(chromium):
+    """open_browser(phone=False, javascript=True, camera=None): a `chromium` sized as a desktop or a phone.
 
     A phone is 390x844 CSS px with touch (so CSS `pointer: coarse` matches, as on a real phone); `camera` "fake"
     gives Chromium's fake webcam without a permission prompt.
     """
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    drivers = []
 
     def start(phone: bool = False, javascript: bool = True, camera: str | None = None):
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--hide-scrollbars", f"--user-data-dir={tmp_path / f'profile{len(drivers)}'}"):
-            options.add_argument(flag)
-        if camera == "fake":
-            options.add_argument("--use-fake-device-for-media-stream")
-            options.add_argument("--use-fake-ui-for-media-stream")
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-        drivers.append(driver)
+        fake_camera = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream") if camera == "fake" else ()
+        driver = chromium("--hide-scrollbars", *fake_camera)
         if not javascript:
             # The page's one script is never loaded, so the page is what a browser without JavaScript gets (the
             # page has no inline script), while chromedriver and axe-core can still run theirs.
@@ -136,9 +123,7 @@ def open_browser(tmp_path):
             driver.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 5})
         return driver
 
-    yield start
-    for driver in drivers:
-        driver.quit()
+    return start
 
 
 @pytest.fixture(scope="session")
