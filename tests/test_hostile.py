@@ -233,8 +233,11 @@ def test_no_get_changes_state(app, hostile_client):
     assert get_routes == {"/", "/api/model", "/healthz", "/static/<path:filename>"}
     post_only = {rule.rule for rule in app.url_map.iter_rules() if "POST" in rule.methods} - get_routes
     assert "/api/predict" in post_only
+    message = "This address does not accept that kind of request."
     for path in post_only:
         response = hostile_client.get(path)
         assert response.status_code == 405 and "POST" in response.headers["Allow"]
-        assert response.get_json() == {"error": "method_not_allowed",
-                                       "message": "This address does not accept that kind of request."}
+        if path.startswith("/api/"):  # the API answers in JSON, the page's addresses (/, /result) with the page
+            assert response.get_json() == {"error": "method_not_allowed", "message": message}
+        else:
+            assert response.mimetype == "text/html" and message in response.get_data(as_text=True), path
