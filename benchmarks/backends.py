@@ -104,15 +104,21 @@ def memory_mb(pid: int, field: str) -> float:
     raise RuntimeError(f"no {field} for process {pid}")
 
 
-def measure(python: Path, model: Path, requests: int, photo: bytes) -> Result:
+def start_one_worker(python: Path, model: Path) -> tuple[subprocess.Popen, str]:
+    """gunicorn with the Procfile's config (gunicorn.conf.py) and one worker, in `python`'s install, serving `model`
+    on a free loopback port: the process (not yet healthy: see wait_healthy) and its URL."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "MODEL_PATH": str(model), "PORT": str(port), "WEB_CONCURRENCY": "1"}
     command = [str(python), "-m", "gunicorn", "app:app", "--config", "gunicorn.conf.py",
                "--bind", f"127.0.0.1:{port}", "--workers", "1", "--access-logfile", "/dev/null"]
-    started = time.perf_counter()
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def measure(python: Path, model: Path, requests: int, photo: bytes) -> Result:
+    started = time.perf_counter()
+    server, url = start_one_worker(python, model)
     try:
         wait_healthy(url, server)
         cold_start = time.perf_counter() - started

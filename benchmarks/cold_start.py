@@ -29,7 +29,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from benchmarks.backends import ROOT, START_TIMEOUT_S, free_port
+from benchmarks.backends import ROOT, START_TIMEOUT_S, start_one_worker
 
 PHASES = r"""
 import json, sys, time
@@ -71,15 +71,10 @@ def wait_healthy(url: str, server: subprocess.Popen) -> None:
 
 
 def gunicorn_start_seconds(python: Path, model: Path) -> float:
-    port = free_port()
-    env = {**os.environ, "MODEL_PATH": str(model), "PORT": str(port), "WEB_CONCURRENCY": "1"}
-    command = [str(python), "-m", "gunicorn", "app:app", "--config", "gunicorn.conf.py",
-               "--bind", f"127.0.0.1:{port}", "--workers", "1", "--access-logfile", "/dev/null"]
     started = time.perf_counter()
-    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
+    server, url = start_one_worker(python, model)
     try:
-        wait_healthy(f"http://127.0.0.1:{port}", server)
+        wait_healthy(url, server)
         return time.perf_counter() - started
     finally:
         server.send_signal(signal.SIGTERM)

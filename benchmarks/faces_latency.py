@@ -35,7 +35,6 @@ import os
 import platform
 import signal
 import statistics
-import subprocess
 import time
 import urllib.request
 import warnings
@@ -47,7 +46,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from benchmarks.backends import ROOT, free_port, memory_mb, multipart, wait_healthy, worker_pid
+from benchmarks.backends import ROOT, memory_mb, multipart, start_one_worker, wait_healthy, worker_pid
 from maskclassifier.faces import load_detector
 from maskclassifier.web import create_app
 from maskclassifier.config import Settings
@@ -163,13 +162,7 @@ def cpu_seconds(pid: int) -> float:
 
 def served_one_face(python: Path, model: Path, requests: int, jpeg: bytes) -> dict:
     """gunicorn as the Procfile starts it (one worker) in `python`'s install; `requests` faces=auto requests."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "MODEL_PATH": str(model), "PORT": str(port), "WEB_CONCURRENCY": "1"}
-    command = [str(python), "-m", "gunicorn", "app:app", "--config", "gunicorn.conf.py",
-               "--bind", f"127.0.0.1:{port}", "--workers", "1", "--access-logfile", "/dev/null"]
-    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
+    server, url = start_one_worker(python, model)
     try:
         wait_healthy(url, server)
         body, content_type = multipart("file", "one-face.jpg", jpeg, "image/jpeg")
