@@ -68,8 +68,9 @@ def test_live_camera_draws_each_face_and_stop_releases_the_camera(chromium, serv
     section = browser.find_element(By.ID, "live")
     assert section.is_displayed()
     browser.find_element(By.ID, "live-start").click()
-    WebDriverWait(browser, 60).until(lambda driver: driver.find_elements(By.CSS_SELECTOR, "#live-faces li"))
-    [caption] = [item.text for item in browser.find_elements(By.CSS_SELECTOR, "#live-faces li")]
+    # the list is rebuilt for every answer (several a second): read it in one script call, not element by element
+    captions = "return Array.from(document.querySelectorAll('#live-faces li'), item => item.textContent)"
+    [caption] = WebDriverWait(browser, 60).until(lambda driver: driver.execute_script(captions))
     assert caption.startswith("1 ")
     stats = browser.find_element(By.ID, "live-stats")
     WebDriverWait(browser, 30).until(lambda driver: "frames per second" in stats.text)

@@ -128,6 +128,32 @@ def test_hostile_upload_gets_a_clear_answer_on_api_and_form(hostile_client, case
     assert hostile_client.get("/healthz").status_code == 200
 
 
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_every_other_upload_address_refuses_the_same_files_the_same_way(hostile_client, case, no_disk_writes):
+    """/api/annotate, /api/explain, /api/frame and the page's fragment (POST /result) share /api/predict's upload
+    rules: the same status and error code for every hostile case, never a 5xx. A live-camera frame may also be
+    refused for its size (frame_too_large), which is its own rule; the two addresses without a `faces` mode
+    (annotate: always every face; frame) ignore a bad one."""
+    for path in ("/api/annotate", "/api/explain", "/api/frame", "/result"):
+        response = post(hostile_client, path, case)
+        body = response.get_json() if response.mimetype == "application/json" else None
+        if path == "/api/frame" and body and body.get("error") == "frame_too_large":
+            assert response.status_code == 400
+            continue
+        expected = case.status
+        if case.code == "invalid_faces_mode" and path in ("/api/annotate", "/api/frame"):
+            expected = OK
+        assert response.status_code == expected, (path, response.status_code, body)
+        if expected != case.status:
+            continue
+        if path == "/result":
+            page = response.get_data(as_text=True)
+            assert response.mimetype == "text/html" and "Traceback" not in page and "<script>alert" not in page
+        elif case.status != OK:
+            assert body["error"] == case.code and body["message"].endswith("."), path
+    assert hostile_client.get("/healthz").status_code == 200
+
+
 def test_corpus_covers_the_issue():
     assert len(CASES) >= 40
     statuses = {case.status for case in CASES}
