@@ -56,14 +56,20 @@ def camera_frames(count: int = 10) -> list:
     return frames
 
 
-def test_live_camera_draws_each_face_and_stop_releases_the_camera(chromium, serve, make_app, tmp_path):
+def with_fake_camera(chromium, tmp_path, frames: int, *flags: str):
+    """A Chromium whose camera plays `frames` frames of camera_frames (a Y4M file), allowed without a prompt."""
     from helpers import write_y4m
+
+    video = write_y4m(tmp_path / "camera.y4m", camera_frames(frames))
+    return chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                    f"--use-file-for-fake-video-capture={video}", *flags)
+
+
+def test_live_camera_draws_each_face_and_stop_releases_the_camera(chromium, serve, make_app, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    video = write_y4m(tmp_path / "camera.y4m", camera_frames())
-    browser = chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                       f"--use-file-for-fake-video-capture={video}", "--autoplay-policy=no-user-gesture-required")
+    browser = with_fake_camera(chromium, tmp_path, 10, "--autoplay-policy=no-user-gesture-required")
     browser.get(serve(make_app()))
     section = browser.find_element(By.ID, "live")
     assert section.is_displayed()
@@ -116,13 +122,10 @@ class BusyFrames:
 def test_a_busy_server_skips_frames_instead_of_retrying_in_a_loop(chromium, serve, make_app, tmp_path):
     import time
 
-    from helpers import write_y4m
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    video = write_y4m(tmp_path / "camera.y4m", camera_frames(2))
-    browser = chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                       f"--use-file-for-fake-video-capture={video}")
+    browser = with_fake_camera(chromium, tmp_path, 2)
     busy = BusyFrames(make_app())
     browser.get(serve(busy))
     browser.find_element(By.ID, "live-start").click()
@@ -167,13 +170,10 @@ class CountFrames:
 def test_the_live_camera_pauses_while_the_tab_is_hidden(chromium, serve, make_app, tmp_path):
     import time
 
-    from helpers import write_y4m
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    video = write_y4m(tmp_path / "camera.y4m", camera_frames(2))
-    browser = chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                       f"--use-file-for-fake-video-capture={video}")
+    browser = with_fake_camera(chromium, tmp_path, 2)
     counted = CountFrames(make_app())
     browser.get(serve(counted))
     live_tab = browser.current_window_handle
