@@ -96,3 +96,38 @@ def test_phone_photos_are_classified_as_the_learner_sees_them():
     size = (int(256 * VIEWS_ASPECT), 256)
     answer = classifier(backend).predict(subject_at_one_end(size))
     assert answer.labels == ["-"] and backend.seen == [size]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "static" / "examples"
+
+
+def at_one_end(subject: Image.Image, background: Image.Image, wide: bool, end: str, short: int = 400) -> Image.Image:
+    """A 4:1 (or 1:4) photo of `background` with `subject`, scaled to the short side, at its start or end."""
+    size = (short * 4, short) if wide else (short, short * 4)
+    photo = background.resize(size)
+    scale = short / (subject.height if wide else subject.width)
+    subject = subject.resize((round(subject.width * scale), round(subject.height * scale)))
+    along = 0 if end == "start" else (size[0] - subject.width if wide else size[1] - subject.height)
+    photo.paste(subject, (along, 0) if wide else (0, along))
+    return photo
+
+
+@pytest.mark.parametrize("example,category", [("kn95", "KN95"), ("no-mask", "No_mask!")])
+def test_the_shipped_model_finds_the_subject_at_either_end_of_a_panorama(example, category):
+    """The shipped examples pasted at the ends of 4:1 and 1:4 photos of the coffee example: the shipped model's
+    answer (the API's default, whole photo) names the subject's category first, where the centre square alone does
+    not. `-` may pass too: the view holds some of the coffee. Not here: the drawn surgical-mask example, missed even
+    on its own (README, "The page"), and the cloth one, which the model already finds borderline on its own (`-`
+    0.55 beside Cloth 0.93) and at the end of a wide photo, with 80 px of coffee in the view, ties at 0.68.)"""
+    from maskclassifier.model import load_classifier
+
+    classifier = load_classifier(ROOT / "models" / "export.onnx", torch_threads=1)
+    subject = Image.open(EXAMPLES / f"{example}.jpg").convert("RGB")
+    background = Image.open(EXAMPLES / "not-a-face.jpg").convert("RGB")
+    for wide in (True, False):
+        for end in ("start", "end"):
+            photo = at_one_end(subject, background, wide, end)
+            assert classifier.backend.probabilities([photo])[0].argmax() != classifier.vocab.index(category)
+            answer = classifier.predict(photo)
+            assert answer.labels[:1] == [category], (wide, end, answer.labels)
