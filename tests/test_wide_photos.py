@@ -119,7 +119,7 @@ def test_the_shipped_model_finds_the_subject_at_either_end_of_a_panorama(example
     answer (the API's default, whole photo) names the subject's category first, where the centre square alone does
     not. `-` may pass too: the view holds some of the coffee. Not here: the drawn surgical-mask example, missed even
     on its own (README, "The page"), and the cloth one, which the model already finds borderline on its own (`-`
-    0.55 beside Cloth 0.93) and at the end of a wide photo, with 80 px of coffee in the view, ties at 0.68.)"""
+    0.55 beside Cloth 0.93) and at the end of a wide photo, with 80 px of coffee in the view, ties at 0.68."""
     from maskclassifier.model import load_classifier
 
     classifier = load_classifier(ROOT / "models" / "export.onnx", torch_threads=1)
