@@ -1,7 +1,7 @@
 """Faces found in a photo, in pixels of the photo: the boxes, their reading order and the crops around them.
 
-Leaf module (Pillow only): the detector (`maskclassifier.mtcnn`), per-face mode (`maskclassifier.faces`) and
-training's face close-ups share these.
+Leaf module (Pillow only): the detectors (`maskclassifier.mtcnn_onnx`, `maskclassifier.mtcnn`), per-face mode
+(`maskclassifier.faces`) and training's face close-ups share these.
 """
 
 from __future__ import annotations
@@ -24,6 +24,25 @@ class Face:
 class FaceScan:
     faces: list[Face]  # at most MAX_FACES, in reading order (rows top to bottom, each left to right)
     found: int  # faces detected before the cap
+
+
+def scaled_box(box: Sequence[float], factor: float, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A box found on a resized copy, times `factor`, rounded and clipped to a photo of `size` (width, height)."""
+    x0, y0, x1, y1 = (float(value) * factor for value in box)
+    width, height = size
+    return max(0, round(x0)), max(0, round(y0)), min(width, round(x1)), min(height, round(y1))
+
+
+def face_scan(detections: Sequence[Sequence[float]], factor: float, size: tuple[int, int],
+              min_score: float) -> FaceScan:
+    """A detector's rows (x0, y0, x1, y1, score, ... on a copy of the photo resized by 1 / `factor`) as a
+    FaceScan of the photo of `size`: scores under `min_score` and boxes empty after clipping dropped, the
+    MAX_FACES surest kept, in reading order; `found` counts the faces before the cap."""
+    faces = [Face(scaled_box(row[:4], factor, size), float(row[4])) for row in detections
+             if float(row[4]) >= min_score]
+    faces = [face for face in faces if face.box[2] > face.box[0] and face.box[3] > face.box[1]]
+    kept = sorted(faces, key=lambda face: -face.score)[:MAX_FACES]
+    return FaceScan(reading_order(kept), len(faces))
 
 
 def face_crops(image: Image.Image, faces: Sequence[Face], margin: float) -> list[Image.Image]:

@@ -16,7 +16,7 @@ from typing import Protocol
 from PIL import Image, ImageOps
 
 from maskclassifier.capacity import Deadline, OutOfTime
-from maskclassifier.facebox import Face, FaceScan, face_crops
+from maskclassifier.facebox import Face, FaceScan, face_crops, scaled_box
 from maskclassifier.images import shrunk
 from maskclassifier.model import Classifier, Prediction, combine
 
@@ -103,7 +103,7 @@ def find_faces(detector: FaceDetector, image: Image.Image, deadline: Deadline | 
     if not low_contrast(small):
         return scan
     again = detector.detect(ImageOps.autocontrast(small, cutoff=1), deadline)
-    return FaceScan([Face(_scaled(face.box, 1 / scale, image.size), face.score) for face in again.faces],
+    return FaceScan([Face(scaled_box(face.box, 1 / scale, image.size), face.score) for face in again.faces],
                     again.found)
 
 
@@ -178,10 +178,6 @@ def analyse_frame(detector: FaceDetector, classifier: Classifier, image: Image.I
     `image`) and its crop's answer, in reading order; no whole-photo answer. Raises OutOfTime past `deadline`."""
     small, scale = shrunk(image, FRAME_DETECTION_SIDE, Image.Resampling.BILINEAR, reducing_gap=2.0)
     scan = find_faces(detector, small, deadline)
-    faces = [Face(_scaled(face.box, 1 / scale, image.size), face.score) for face in scan.faces]
+    faces = [Face(scaled_box(face.box, 1 / scale, image.size), face.score) for face in scan.faces]
     return list(zip(faces, classifier.predict_many(face_crops(image, faces, margin)), strict=True))
 
-
-def _scaled(box: tuple[int, int, int, int], factor: float, size: tuple[int, int]) -> tuple[int, int, int, int]:
-    x0, y0, x1, y1 = (value * factor for value in box)
-    return max(0, round(x0)), max(0, round(y0)), min(size[0], round(x1)), min(size[1], round(y1))

@@ -7,7 +7,6 @@ Imports torch: only `maskclassifier.faces.load_detector` imports this module, an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 from maskclassifier.capacity import Deadline
-from maskclassifier.facebox import MAX_FACES, Face, FaceScan, reading_order
+from maskclassifier.facebox import FaceScan, face_scan
 from maskclassifier.images import shrunk
 from maskclassifier.mtcnn_onnx import DETECTION_MAX_SIDE, MAX_CANDIDATES_PER_SCALE, MIN_FACE_SIZE, MIN_SCORE
 
@@ -71,17 +70,7 @@ class MtcnnDetector:
         with torch.inference_mode():
             batch_boxes, _ = detect_face(small, mtcnn.min_face_size, *stages, mtcnn.thresholds, mtcnn.factor, "cpu")
         found = batch_boxes[0]  # (n, 5): x0, y0, x1, y1, score at detection scale
-        faces = [Face(_scaled_box(row[:4], 1 / scale, image.size), float(row[4]))
-                 for row in found if float(row[4]) >= MIN_SCORE]
-        faces = [face for face in faces if face.box[2] > face.box[0] and face.box[3] > face.box[1]]
-        kept = sorted(faces, key=lambda face: -face.score)[:MAX_FACES]
-        return FaceScan(reading_order(kept), len(faces))
-
-
-def _scaled_box(box: Sequence[float], factor: float, size: tuple[int, int]) -> tuple[int, int, int, int]:
-    x0, y0, x1, y1 = (float(value) * factor for value in box)
-    width, height = size
-    return (max(0, round(x0)), max(0, round(y0)), min(width, round(x1)), min(height, round(y1)))
+        return face_scan(found, 1 / scale, image.size, MIN_SCORE)
 
 
 def mtcnn_detector(torch_threads: int | None = None) -> MtcnnDetector:

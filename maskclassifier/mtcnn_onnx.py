@@ -24,7 +24,7 @@ from PIL import Image
 
 from maskclassifier.capacity import Deadline
 from maskclassifier.errors import ModelLoadError
-from maskclassifier.facebox import MAX_FACES, Face, FaceScan, reading_order
+from maskclassifier.facebox import FaceScan, face_scan
 from maskclassifier.images import shrunk
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "mtcnn"
@@ -260,17 +260,7 @@ class OnnxMtcnnDetector:
             return FaceScan([], 0)
         pixels = np.asarray(small if small.mode == "RGB" else small.convert("RGB"))
         found = self.find(pixels, deadline or Deadline.after(float("inf")))
-        faces = [Face(_scaled_box(row[:4], 1 / scale, image.size), float(row[4]))
-                 for row in found if float(row[4]) >= MIN_SCORE]
-        faces = [face for face in faces if face.box[2] > face.box[0] and face.box[3] > face.box[1]]
-        kept = sorted(faces, key=lambda face: -face.score)[:MAX_FACES]
-        return FaceScan(reading_order(kept), len(faces))
-
-
-def _scaled_box(box: np.ndarray, factor: float, size: tuple[int, int]) -> tuple[int, int, int, int]:
-    x0, y0, x1, y1 = (float(value) * factor for value in box)
-    width, height = size
-    return (max(0, round(x0)), max(0, round(y0)), min(width, round(x1)), min(height, round(y1)))
+        return face_scan(found, 1 / scale, image.size, MIN_SCORE)
 
 
 def onnx_mtcnn_detector(threads: int | None = None, model_dir: Path = MODEL_DIR) -> OnnxMtcnnDetector:

@@ -17,7 +17,7 @@ from helpers import TINY_OPTIONS, encode, run_module, sideways_jpeg, upload
 from datasets import write_labelled_set
 from maskclassifier.config import Settings
 from maskclassifier.training.dataset import ImageReader, LabelledData
-from maskclassifier import mtcnn_onnx
+from maskclassifier import facebox, mtcnn_onnx
 from maskclassifier.facebox import Face, crop_box, reading_order
 from maskclassifier import drawing
 from maskclassifier.drawing import colour_for
@@ -112,7 +112,7 @@ def test_detection_input_is_bounded_and_boxes_come_back_in_photo_pixels(detector
 def test_at_most_max_faces_are_kept_the_most_certain_ones(detector, monkeypatch):
     photo, _ = group_photo(2, 2)
     every = detector.detect(photo).faces
-    monkeypatch.setattr(mtcnn_onnx, "MAX_FACES", 3)
+    monkeypatch.setattr(facebox, "MAX_FACES", 3)  # the cap both detectors apply (facebox.face_scan)
     scan = detector.detect(photo)
     assert scan.found == 4 and len(scan.faces) == 3
     dropped = min(every, key=lambda face: face.score)
@@ -262,7 +262,7 @@ def test_an_unknown_mode_is_a_clear_400(client, value):
 
 
 def test_cap_note_when_more_faces_than_the_limit(client, monkeypatch):
-    monkeypatch.setattr(mtcnn_onnx, "MAX_FACES", 2)
+    monkeypatch.setattr(facebox, "MAX_FACES", 2)
     photo, _ = group_photo(1, 3)
     body = client.post("/api/predict?faces=on", data=upload(encode(photo))).get_json()
     assert len(body["faces"]) == 2 and body["faces_found"] == 3
