@@ -54,6 +54,28 @@ class Applied:
         return {"relabelled": self.relabelled, "deleted": self.deleted, "kept": self.kept}
 
 
+def read_csv_rows(path: Path, error: type[Exception]) -> tuple[list[str], list[dict[str, str]], list[int]]:
+    """A CSV of this project (a labelled CSV, a corrections file) as its columns, its rows as strings (a missing
+    trailing value reads as "") and each row's line in the file; `error(message)` for a file that is not UTF-8
+    (a BOM, as Excel writes, is allowed), not a CSV, or has a row with more values than its header."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle, restval="")
+            columns = list(reader.fieldnames or [])
+            rows, lines = [], []
+            for row in reader:
+                if None in row:  # DictReader files surplus values under the key None
+                    raise error(f"{path} line {reader.line_num} has more values than the header has columns "
+                                f"({len(columns)})")
+                rows.append(row)
+                lines.append(reader.line_num)
+    except UnicodeDecodeError:
+        raise error(f"{path} is not UTF-8 text; save it as UTF-8 CSV") from None
+    except csv.Error as exc:
+        raise error(f"{path} is not a readable CSV: {exc}") from None
+    return columns, rows, lines
+
+
 def read(path: Path, vocab: Iterable[str] | None = None) -> dict[str, Correction]:
     """The decision in force for each fname (the file's last row for it), in the order first decided.
 
@@ -65,31 +87,22 @@ def read(path: Path, vocab: Iterable[str] | None = None) -> dict[str, Correction
         raise CorrectionsError(f"corrections file not found: {path}")
     known = None if vocab is None else set(vocab)
     found: dict[str, Correction] = {}
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle, restval="")
-            columns = reader.fieldnames or []
-            if not columns:
-                return {}
-            missing = [column for column in ("fname", "labels") if column not in columns]
-            if missing:
-                raise CorrectionsError(f"{path} has no column {', '.join(missing)} (found: {', '.join(columns)}); "
-                                       f"the header is {','.join(COLUMNS)}")
-            for row in reader:
-                correction = _parse_row(path, reader.line_num, row, known)
-                found.pop(correction.fname, None)  # the last decision wins, in the order it was made
-                found[correction.fname] = correction
-    except UnicodeDecodeError:
-        raise CorrectionsError(f"{path} is not UTF-8 text") from None
-    except csv.Error as exc:
-        raise CorrectionsError(f"{path} is not a readable CSV: {exc}") from None
+    columns, rows, lines = read_csv_rows(path, CorrectionsError)
+    if not columns:
+        return {}
+    missing = [column for column in ("fname", "labels") if column not in columns]
+    if missing:
+        raise CorrectionsError(f"{path} has no column {', '.join(missing)} (found: {', '.join(columns)}); "
+                               f"the header is {','.join(COLUMNS)}")
+    for line, row in zip(lines, rows, strict=True):
+        correction = _parse_row(path, line, row, known)
+        found.pop(correction.fname, None)  # the last decision wins, in the order it was made
+        found[correction.fname] = correction
     return found
 
 
 def _parse_row(path: Path, line: int, row: dict, vocab: set[str] | None) -> Correction:
     where = f"{path} line {line}"
-    if None in row:
-        raise CorrectionsError(f"{where} has more values than the header has columns")
     fname = (row.get("fname") or "").strip()
     if not fname:
         raise CorrectionsError(f"{where} has no fname")

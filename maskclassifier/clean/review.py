@@ -4,7 +4,6 @@ decisions, kept in the corrections file (maskclassifier/corrections.py) as they 
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,18 +20,10 @@ def read_labels_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """The CSV's columns and rows as strings; ReviewError for a missing file, column or a malformed CSV."""
     if not path.is_file():
         raise ReviewError(f"CSV not found: {path}")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle, restval="")
-            columns = list(reader.fieldnames or [])
-            rows = [row for row in reader]
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ReviewError(f"{path} is not a readable UTF-8 CSV: {exc}") from None
+    columns, rows, _ = corrections.read_csv_rows(path, ReviewError)
     missing = [name for name in ("fname", "labels") if name not in columns]
     if missing:
         raise ReviewError(f"{path} has no column {', '.join(missing)} (found: {', '.join(columns)})")
-    if any(None in row for row in rows):
-        raise ReviewError(f"{path} has a row with more values than the header has columns")
     return columns, rows
 
 

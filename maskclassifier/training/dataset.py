@@ -6,7 +6,6 @@ neither, so evaluate works in the slim install.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -125,25 +124,6 @@ def _is_readable(path: Path) -> bool:
         return False
 
 
-def _read_csv(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """The CSV's columns and its rows as strings (a missing trailing value reads as "")."""
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as handle:  # -sig: as Excel saves UTF-8
-            reader = csv.DictReader(handle, restval="")
-            columns = list(reader.fieldnames or [])
-            rows = []
-            for row in reader:
-                if None in row:  # DictReader files surplus values under the key None
-                    raise DatasetError(f"{csv_path} line {reader.line_num} has more values than the header has "
-                                       f"columns ({len(columns)})")
-                rows.append(row)
-    except UnicodeDecodeError:
-        raise DatasetError(f"{csv_path} is not UTF-8 text; save it as UTF-8 CSV") from None
-    except csv.Error as exc:
-        raise DatasetError(f"{csv_path} is not a readable CSV: {exc}") from None
-    return columns, rows
-
-
 def _is_true(value: str) -> bool:
     return str(value).strip().lower() in {"true", "1", "yes"}
 
@@ -162,7 +142,7 @@ def read_labelled_rows(csv_path: Path, images_root: Path | None = None, merges: 
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DatasetError(f"CSV not found: {csv_path}")
-    columns, rows = _read_csv(csv_path)
+    columns, rows, _ = label_corrections.read_csv_rows(csv_path, DatasetError)
     missing = [column for column in ("fname", "labels") if column not in columns]
     if missing:
         raise DatasetError(f"{csv_path} has no column {', '.join(missing)} (found: {', '.join(columns)})")
