@@ -10,10 +10,10 @@ from maskclassifier.drawing import annotate, caption_lines, colour_for
 from maskclassifier.errors import ImageError
 from maskclassifier.explain import overlay, png
 from maskclassifier.images import claimed_pixels, load_image
-from maskclassifier.model import Prediction, synthetic_note
+from maskclassifier.model import Prediction
 from maskclassifier.web.errors import json_reply, reply_for
 from maskclassifier.web.inference import analyse_faces, classifier, explain_faces, explain_image, frame_faces, slot_for
-from maskclassifier.web.presenters import explanation_json, faces_json, jpeg, prediction_json
+from maskclassifier.web.presenters import drawn_note, explanation_json, faces_json, jpeg, prediction_json
 from maskclassifier.web.uploads import requested_mode, uploaded_bytes
 
 # The live camera sends frames of about 640x480; a frame of more pixels than 1280x960 is refused before it is
@@ -54,9 +54,8 @@ def predict():
 def synthetic_json(predictions: list[Prediction]) -> dict:
     """`synthetic_note` when an answer names a category learned from drawn examples only (GET /api/model lists
     them), so that no client shows such an answer without its caveat."""
-    synthetic = classifier().synthetic_categories
-    named = [name for name in synthetic if any(name in prediction.labels for prediction in predictions)]
-    return {"synthetic_note": synthetic_note(named)} if named else {}
+    note = drawn_note(predictions, classifier().synthetic_categories)
+    return {"synthetic_note": note} if note else {}
 
 
 @bp.post("/api/annotate")
