@@ -33,7 +33,7 @@ from PIL import Image
 from maskclassifier.capacity import Deadline
 from maskclassifier.categories import category as category_facts
 from maskclassifier.images import shrunk
-from maskclassifier.model import VIEWS_ASPECT, Classifier, answer_from_views, square_views
+from maskclassifier.model import VIEWS_ASPECT, Classifier, answering_view, square_views
 from maskclassifier.resize import fastai_crop_box
 
 OCCLUSION_GRID = 5  # cells per side: 26 forward passes, about 1.1 s for the shipped model on one core
@@ -93,7 +93,7 @@ def explain(classifier: Classifier, image: Image.Image, category: str | None = N
     vocab = classifier.vocab
     if category is not None and category not in vocab:
         raise UnknownCategory(category, vocab)
-    view = answering_view(classifier, image)
+    view = answered_view(classifier, image)
     if view is not None:  # a wide or tall photo answered from one of its square views: explain that view
         explanation = explain(classifier, image.crop(view), category, deadline)
         x0, y0, x1, y1 = explanation.box
@@ -106,18 +106,16 @@ def explain(classifier: Classifier, image: Image.Image, category: str | None = N
     raise ExplainUnavailable(f"heat-maps are not available for the {type(backend).__name__} backend")
 
 
-def answering_view(classifier: Classifier, image: Image.Image) -> tuple[int, int, int, int] | None:
+def answered_view(classifier: Classifier, image: Image.Image) -> tuple[int, int, int, int] | None:
     """The square view (x0, y0, x1, y1) whose answer `Classifier.probabilities` gives for a photo wider or taller
-    than VIEWS_ASPECT; None when the photo is answered from its centre crop, as every other photo is."""
+    than VIEWS_ASPECT (`model.answering_view`); None when the photo is answered from its centre crop, as every
+    other photo is."""
     if max(image.size) <= VIEWS_ASPECT * min(image.size):
         return None
     boxes = square_views(*image.size)
-    views = classifier.probabilities([image.crop(box) for box in boxes])
-    centre = np.full(len(classifier.vocab), np.nan)  # stands for the centre crop's answer
-    chosen = answer_from_views(centre, views, classifier.vocab, classifier.threshold)
-    if np.isnan(chosen).all():
-        return None
-    return next(box for box, row in zip(boxes, views, strict=True) if np.array_equal(row, chosen))
+    index = answering_view(classifier.probabilities([image.crop(box) for box in boxes]), classifier.vocab,
+                           classifier.threshold)
+    return None if index is None else boxes[index]
 
 
 def _seen_box(image: Image.Image, item_width: int, item_height: int,
@@ -210,7 +208,7 @@ def _occlusion(backend, image: Image.Image, category: str | None, deadline: Dead
         if deadline.remaining() <= 0:
             raise ExplainTooSlow(deadline.budget_s)
         batch = np.stack(copies[start:start + OCCLUSION_BATCH])
-        outputs.append(backend.session.run(None, {backend._input_name: batch})[0])
+        outputs.append(backend.run(batch))
     probabilities = np.concatenate(outputs)
     index = int(probabilities[0].argmax()) if category is None else backend.vocab.index(category)
     drops = probabilities[0, index] - probabilities[1:, index]

@@ -80,22 +80,30 @@ def square_views(width: int, height: int, limit: int = MAX_VIEWS) -> list[tuple[
     return [(0, offset, side, offset + side) for offset in offsets]
 
 
-def answer_from_views(centre: np.ndarray, views: np.ndarray, vocab: Sequence[str], threshold: float) -> np.ndarray:
-    """The probabilities a wide photo is answered with: of the views whose thresholded answer names a face category
-    first (not `-`, not "not confident") with at least VIEW_MIN_PROBABILITY, the one that is least likely `-`;
-    without one, the centre square's. `centre` has shape (len(vocab),), `views` (number of views, len(vocab)).
+def answering_view(views: np.ndarray, vocab: Sequence[str], threshold: float) -> int | None:
+    """Which of a wide photo's square views answers for it: of the views whose thresholded answer names a face
+    category first (not `-`, not "not confident") with at least VIEW_MIN_PROBABILITY, the one that is least
+    likely `-`; None when no view does (the centre square answers). `views` has shape (number of views,
+    len(vocab)).
 
     Averaging the views drowns a person at one end in background, and taking the least-`-` view whatever it says
     turned no-face panoramas into faces (benchmarks/aspect.py measures all of these)."""
-    background = vocab.index("-") if "-" in vocab else None
     faces = [index for index, row in enumerate(views)
              if (labels := decide(row, vocab, threshold).labels) and labels[0] != "-"
              and row[vocab.index(labels[0])] >= VIEW_MIN_PROBABILITY]
     if not faces:
-        return centre
-    if background is None:
-        return views[max(faces, key=lambda index: views[index].max())]
-    return views[min(faces, key=lambda index: views[index][background])]
+        return None
+    if "-" not in vocab:
+        return max(faces, key=lambda index: views[index].max())
+    background = vocab.index("-")
+    return min(faces, key=lambda index: views[index][background])
+
+
+def answer_from_views(centre: np.ndarray, views: np.ndarray, vocab: Sequence[str], threshold: float) -> np.ndarray:
+    """The probabilities a wide photo is answered with: those of its `answering_view`, else the centre square's.
+    `centre` has shape (len(vocab),), `views` (number of views, len(vocab))."""
+    index = answering_view(views, vocab, threshold)
+    return centre if index is None else views[index]
 
 
 def combine(predictions: Sequence[Prediction]) -> Prediction:

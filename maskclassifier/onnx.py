@@ -41,9 +41,12 @@ class OnnxBackend:
     def probabilities(self, images: Sequence[Image.Image], flip: bool = False) -> np.ndarray:
         pixels = np.stack([self.resize(image) for image in images])  # (n, height, width, 3)
         if not flip:
-            return self.session.run(None, {self._input_name: pixels})[0]
-        both = np.concatenate([pixels, pixels[:, :, ::-1]])
-        return average_mirrored(self.session.run(None, {self._input_name: both})[0])
+            return self.run(pixels)
+        return average_mirrored(self.run(np.concatenate([pixels, pixels[:, :, ::-1]])))
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        """(n, height, width, 3) uint8 item-resized images (`resize`'s output) -> (n, len(vocab)) probabilities."""
+        return self.session.run(None, {self._input_name: pixels})[0]
 
 
 def _reexport_hint(path: Path) -> str:
