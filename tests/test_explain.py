@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 from datasets import PATCH_SIZE, face_like_image, patch_cell_box, patch_image
-from helpers import encode, upload
+from helpers import FindsBrightFaces, encode, underexposed, upload
 from PIL import Image
 from skimage import data
 
@@ -134,6 +134,14 @@ def test_api_explains_each_face(client):
     [face] = body["faces"]
     assert face["crop"][0] <= face["box"][0] and face["box"][2] <= face["crop"][2]
     assert face["overlay"].startswith("data:image/png;base64,") and face["method"] == "grad-cam"
+
+
+def test_api_explains_the_faces_of_a_dark_photo_the_page_shows(client, monkeypatch):
+    """Per-face heat-maps come from the faces per-face mode finds, the second look at a dark photo included."""
+    monkeypatch.setitem(client.application.extensions, "face_detector", FindsBrightFaces())
+    dark = underexposed(Image.fromarray(data.astronaut()).crop((140, 20, 310, 230)), 0.2)
+    body = client.post("/api/explain?faces=on", data=upload(encode(dark))).get_json()
+    assert body["faces_found"] == 1 and len(body["faces"]) == 1
 
 
 def test_api_explain_through_the_onnx_app(make_app, patch_onnx):

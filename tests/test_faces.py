@@ -13,8 +13,8 @@ import pytest
 from PIL import Image, ImageColor, ImageDraw
 from skimage import data
 
-from helpers import TINY_OPTIONS, encode, run_module, sideways_jpeg, upload
-from datasets import write_labelled_set
+from helpers import TINY_OPTIONS, FindsBrightFaces, encode, run_module, sideways_jpeg, upload
+from datasets import HEAD_CENTRE, astronaut_head, write_labelled_set
 from maskclassifier.config import Settings
 from maskclassifier.training.dataset import ImageReader, LabelledData
 from maskclassifier import facebox, mtcnn_onnx
@@ -27,8 +27,6 @@ from maskclassifier.model import Prediction
 from maskclassifier.training.learner import add_face_crops
 from maskclassifier.web.presenters import friendly_name, percent
 
-HEAD = (140, 20, 310, 230)  # a crop of the astronaut photo around her head, with room for a mask
-HEAD_CENTRE = (84, 97)  # the face's centre inside that crop
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +41,7 @@ def torch_detector():
 
 def group_photo(rows: int, cols: int, scale: float = 0.8, gap: int = 24) -> tuple[Image.Image, list[tuple[int, int]]]:
     """`rows` x `cols` copies of the astronaut's head on a grey background, and where each face's centre is."""
-    head = Image.fromarray(data.astronaut()).crop(HEAD)
+    head = astronaut_head()
     head = head.resize((round(head.width * scale), round(head.height * scale)))
     photo = Image.new("RGB", (cols * (head.width + gap) + gap, rows * (head.height + gap) + gap), (128, 128, 128))
     centres = []
@@ -402,21 +400,6 @@ def test_training_cli_with_face_crops_records_them(tmp_path):
     assert sidecar["training"]["face_crops"] == {"margin": Settings.face_margin, "added": 2}
     assert "--face-crops: 2 face close-ups added" in result.stdout
     assert "Also trained on 2 close-ups of the face" in (out / "MODEL_CARD.md").read_text()
-
-
-class FindsBrightFaces:
-    """A detector that sees a face only where the photo has bright pixels, recording what it was shown."""
-
-    def __init__(self, bright: int = 200):
-        self.shown: list[Image.Image] = []
-        self.bright = bright
-
-    def detect(self, image, deadline=None):
-        from maskclassifier.facebox import FaceScan
-
-        self.shown.append(image)
-        bright = np.asarray(image.convert("L")).max() > self.bright
-        return FaceScan([Face((10, 10, 60, 70), 0.99)] if bright else [], int(bright))
 
 
 def test_a_dark_photo_gets_a_second_look_on_a_contrast_stretched_copy():

@@ -15,7 +15,7 @@ from maskclassifier.capacity import Deadline, InferenceSlots, OutOfTime
 from maskclassifier.explain import ExplainTooSlow, Explanation, explain
 from maskclassifier.facebox import Face, crop_box
 from maskclassifier.faces import (FaceAnalysis, FaceDetector, FacesUnavailable, analyse, analyse_frame,
-                                  load_detector)
+                                  find_faces, load_detector)
 from maskclassifier.images import claimed_pixels
 from maskclassifier.model import Classifier, Prediction, load_classifier
 
@@ -76,7 +76,7 @@ def explain_faces(image: Image.Image, category: str | None) -> tuple[list[FaceEx
         raise FacesUnavailable()
     deadline = Deadline.after(settings.face_time_budget_s)
     try:
-        scan = detector.detect(image, deadline)
+        scan = find_faces(detector, image, deadline)  # the faces the page shows, dark photos included
     except OutOfTime as exc:
         raise ExplainTooSlow(exc.budget_s) from None
     faces = sorted(scan.faces, key=lambda face: -face.score)[:MAX_EXPLAINED_FACES]
