@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(f"| {case.name} | {expected} | " + " | ".join(cells) + " |")
     elapsed = time.perf_counter() - started
     classifier = app.extensions["maskclassifier"]
-    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {args.model} (sha256 {classifier.sha256[:12]}, "
+    shown = args.model.resolve()
+    shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
+    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {shown} (sha256 {classifier.sha256[:12]}, "
           f"threshold {classifier.threshold:g}), {len(cases)} fault photos, {elapsed:.0f} s")
     print("| photo | a person says | " + " | ".join(MODES) + " |")
     print("|---|---|" + "---|" * len(MODES))
