@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import at_one_end
 from PIL import Image
 
 from maskclassifier.model import (MAX_VIEWS, VIEW_MIN_PROBABILITY, VIEWS_ASPECT, Classifier, answer_from_views,
@@ -100,17 +101,6 @@ def test_phone_photos_are_classified_as_the_learner_sees_them():
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "static" / "examples"
-
-
-def at_one_end(subject: Image.Image, background: Image.Image, wide: bool, end: str, short: int = 400) -> Image.Image:
-    """A 4:1 (or 1:4) photo of `background` with `subject`, scaled to the short side, at its start or end."""
-    size = (short * 4, short) if wide else (short, short * 4)
-    photo = background.resize(size)
-    scale = short / (subject.height if wide else subject.width)
-    subject = subject.resize((round(subject.width * scale), round(subject.height * scale)))
-    along = 0 if end == "start" else (size[0] - subject.width if wide else size[1] - subject.height)
-    photo.paste(subject, (along, 0) if wide else (0, along))
-    return photo
 
 
 @pytest.mark.parametrize("example,category", [("kn95", "KN95"), ("no-mask", "No_mask!")])

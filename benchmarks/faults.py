@@ -1,0 +1,93 @@
+"""Issue 17's fault photos through the app: what a model answers on each, on the API's default and the page's.
+
+    .venv/bin/python -m benchmarks.faults [--model models/export.pkl] [--save DIR] [--only SUBSTRING]
+
+The photos are tests/helpers.py `fault_cases()` (the ones tests/test_faults.py checks): a bare face behind a hand
+(three skin tones, two poses), a phone, a microphone, hair, and a scarf pulled down under the chin; the mask
+examples with a hand beside the mask; each example at 0.5, 0.35 and 0.2 of the light with sensor noise, and
+backlit; and 4:1 and 1:4 photos with the person at one end. Each is uploaded as a JPEG (quality 92) to the app
+serving --model (its sidecar's threshold) twice: `POST /api/predict` (the API's default, the whole photo) and
+`POST /api/predict?faces=auto` (the page's default, automatic mode). It prints one row per photo: whether each
+answer is right (`ok`/`WRONG`), the labels ("not confident" when none passes), and the three most probable
+categories. Compare the shipped model with a candidate by running it twice:
+
+    .venv/bin/python -m benchmarks.faults --model models/export.pkl
+    .venv/bin/python -m benchmarks.faults --model runs/NAME/export.pkl     # or its export.onnx (needs export.json)
+
+--save DIR writes each fault photo there as NAME.jpg (the bytes that were uploaded), to look at. Bounded: 35
+photos, two requests each, one inference thread (about a minute on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
+
+from helpers import FAULT_JPEG_QUALITY, encode, fault_cases, upload  # noqa: E402
+from maskclassifier.cli import silence_fastai_jit_warning  # noqa: E402
+from maskclassifier.config import Settings  # noqa: E402
+from maskclassifier.web import create_app  # noqa: E402
+
+MODES = {"API default": "/api/predict", "page default": "/api/predict?faces=auto"}
+
+
+def describe(body: dict) -> str:
+    labels = ", ".join(body["labels"]) or "not confident"
+    top = sorted(body["probabilities"].items(), key=lambda item: -item[1])[:3]
+    return f"{labels} ({' '.join(f'{name} {p:.2f}' for name, p in top)})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "export.pkl")
+    parser.add_argument("--save", type=Path, help="write each fault photo here as NAME.jpg")
+    parser.add_argument("--only", default="", help="only the cases whose name contains this")
+    args = parser.parse_args(argv)
+    silence_fastai_jit_warning()
+    app = create_app(Settings(model_path=args.model, threshold=None, torch_threads=1))
+    client = app.test_client()
+    if args.save:
+        args.save.mkdir(parents=True, exist_ok=True)
+    cases = [case for case in fault_cases() if args.only in case.name]
+    started = time.perf_counter()
+    rows, wrong = [], {mode: 0 for mode in MODES}
+    for case in cases:
+        data = encode(case.make(), quality=FAULT_JPEG_QUALITY)
+        if args.save:
+            (args.save / f"{case.name.replace(':', 'x')}.jpg").write_bytes(data)
+        cells = []
+        for mode, url in MODES.items():
+            response = client.post(url, data=upload(data))
+            if response.status_code != 200:
+                cells.append(f"ERROR {response.status_code} {response.get_json()}")
+                wrong[mode] += 1
+                continue
+            body = response.get_json()
+            right = case.is_right(body["labels"])
+            wrong[mode] += not right
+            shown = describe(body) + (f" [{body['mode']}]" if "mode" in body else "")
+            cells.append(f"{'ok' if right else 'WRONG'}: {shown}")
+        expected = "no mask category" if case.kind == "occluder" else case.expected
+        rows.append(f"| {case.name} | {expected} | " + " | ".join(cells) + " |")
+    elapsed = time.perf_counter() - started
+    classifier = app.extensions["maskclassifier"]
+    shown = args.model.resolve()
+    shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
+    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {shown} (sha256 {classifier.sha256[:12]}, "
+          f"threshold {classifier.threshold:g}), {len(cases)} fault photos, {elapsed:.0f} s")
+    print("| photo | a person says | " + " | ".join(MODES) + " |")
+    print("|---|---|" + "---|" * len(MODES))
+    print("\n".join(rows))
+    print("wrong: " + ", ".join(f"{mode} {count}/{len(cases)}" for mode, count in wrong.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

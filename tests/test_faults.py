@@ -1,0 +1,120 @@
+"""Issue 17's faults, made from the shipped examples: what the shipped model answers on the API's default
+(`POST /api/predict`, the whole photo) and on the page's default (automatic mode, `faces=auto`).
+
+The photos are tests/helpers.py `fault_cases()` (benchmarks/faults.py prints the same table for any model, and
+saves the photos to look at):
+
+- occluders over the bare face (static/examples/no-mask.jpg), drawn here and not by any training code: a
+  skin-coloured hand (palm ellipse and four finger bars; light, medium and dark skin; fingers across the mouth or
+  up over it), a phone held at the mouth, a handheld microphone, hair blown across the mouth, a scarf pulled down
+  under the chin. Right: no mask category (nor `-`) above the threshold, so No_mask! or "not confident";
+- the reverse check: the KN95, surgical and cloth examples with a hand at the side of the mask. Right: the mask;
+- the four examples at 0.5, 0.35 and 0.2 of the light with sensor noise (tests/helpers.py `underexposed`), and
+  backlit (face at 0.3 of the light before a white background, with flare). Each was looked at: the mask or bare
+  face stays plain to a person, so the right answer is the example's label, and "not confident" is wrong;
+- 1856 x 464 (4:1) and 464 x 1856 (1:4) photos with the person at one end (the issue's size; the API's answer at
+  both ends of 4:1 and 1:4 photos is also in tests/test_wide_photos.py).
+
+No three-quarter view: the examples are one frontal photo, and a 3/4 view needs what a frontal photo does not
+hold (the far cheek hidden behind the nose, the near side of the face and the ear turned towards the camera). A
+2D rotation only tilts the head, and a horizontal perspective squeeze foreshortens a flat picture of a face, not
+a head; either would test something other than what the issue reports, so it is left out until a real 3/4 photo
+with a known licence can ship.
+
+Both shipped files answer each photo, models/export.pkl (the full install's default) and models/export.onnx (the
+slim install's), each served by the app as configured by default (its sidecar's threshold, one thread).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import FAULT_JPEG_QUALITY, PORTRAIT_FACE, encode, example, fault_cases, upload
+
+from maskclassifier.config import Settings
+from maskclassifier.faces import load_detector
+from maskclassifier.web import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# What the shipped model (models/export.pkl and export.onnx answer alike, sha256 6ca28761 / c06de437) gets wrong,
+# (photo, mode) -> its answer: labels (the three most probable). Strict: when a new model gets one of them right,
+# the test fails until the line is removed here. "api" is POST /api/predict, "page" the page's automatic mode.
+SHIPPED_MODEL_GETS_WRONG = {
+    ("hand-across-medium", "api"): "Cloth (Cloth 0.64 - 0.03 KN95 0.03)",
+    ("hand-across-medium", "page"): "Cloth (Cloth 0.63 KN95 0.03 Medical 0.02)",
+    ("hand-across-dark", "api"): "Cloth (Cloth 0.66 - 0.06 Medical 0.02)",
+    ("hand-up-light", "api"): "- (- 0.50 No_mask! 0.09 KN95 0.03)",
+    ("hand-up-medium", "api"): "- (- 0.56 No_mask! 0.10 Cloth 0.02)",
+    ("hand-up-dark", "api"): "- (- 0.63 No_mask! 0.04 Cloth 0.03)",
+    ("phone", "api"): "- (- 0.91 No_mask! 0.02 KN95 0.01)",
+    ("phone", "page"): "- (- 0.87 No_mask! 0.03 Cloth 0.01)",
+    ("microphone", "page"): "- (- 0.48 KN95 0.04 Cloth 0.04)",
+    ("hair", "api"): "- (- 0.93 No_mask! 0.03 Cloth 0.01)",
+    ("hair", "page"): "- (- 0.57 Cloth 0.09 No_mask! 0.06)",
+    ("scarf-under-chin", "api"): "- (- 0.44 No_mask! 0.26 Shield 0.01)",
+    ("hand-beside-medical", "api"): "- (- 0.72 Cloth 0.09 Medical 0.03)",
+    ("hand-beside-medical", "page"): "- (- 0.66 Medical 0.10 Cloth 0.06)",
+    ("cloth-backlit", "api"): "- (- 0.60 Cloth 0.25 Shield 0.02)",
+    ("kn95-x0.35", "api"): "-, KN95 (- 0.73 KN95 0.57 Cloth 0.00)",
+    ("kn95-x0.35", "page"): "-, KN95 (- 0.64 KN95 0.48 Cloth 0.01)",
+    ("kn95-x0.2", "api"): "-, KN95 (- 0.55 KN95 0.48 Cloth 0.00)",
+    ("kn95-x0.2", "page"): "not confident (KN95 0.35 - 0.35 Cloth 0.02)",
+    ("kn95-backlit", "api"): "- (- 0.62 KN95 0.27 Shield 0.00)",
+    ("kn95-backlit", "page"): "not confident (- 0.32 KN95 0.24 Shield 0.02)",
+    # the drawn surgical mask is missed even at normal exposure (README, "The page"; tests/test_web.py)
+    ("medical-x0.5", "api"): "- (- 0.64 Cloth 0.09 Medical 0.02)",
+    ("medical-x0.5", "page"): "- (- 0.45 Cloth 0.09 Medical 0.06)",
+    ("medical-x0.35", "api"): "not confident (- 0.38 Cloth 0.11 Medical 0.04)",
+    ("medical-x0.35", "page"): "not confident (- 0.30 Cloth 0.12 Medical 0.11)",
+    ("medical-x0.2", "api"): "not confident (- 0.20 Cloth 0.20 Medical 0.04)",
+    ("medical-x0.2", "page"): "not confident (Cloth 0.25 - 0.16 Medical 0.15)",
+    ("medical-backlit", "api"): "- (- 0.74 Medical 0.03 Shield 0.01)",
+    ("medical-backlit", "page"): "- (- 0.47 Medical 0.06 Cloth 0.05)",
+}
+
+MODES = {"api": "/api/predict", "page": "/api/predict?faces=auto"}
+CASES = {case.name: case for case in fault_cases()}
+
+
+def answer(name: str, mode: str):
+    marks = ()
+    if (name, mode) in SHIPPED_MODEL_GETS_WRONG:
+        marks = pytest.mark.xfail(strict=True, reason=f"shipped model: {SHIPPED_MODEL_GETS_WRONG[name, mode]}")
+    return pytest.param(name, mode, marks=marks, id=f"{name}-{mode}")
+
+
+@pytest.fixture(scope="module", params=["export.pkl", "export.onnx"])
+def shipped(request):
+    """A test client of the app serving a shipped model file as configured by default, loaded once per module."""
+    app = create_app(Settings(model_path=ROOT / "models" / request.param, threshold=None, torch_threads=1))
+    app.config["TESTING"] = True
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, bytes]:
+    """Each fault photo as the JPEG that is uploaded, made once."""
+    return {name: encode(case.make(), quality=FAULT_JPEG_QUALITY) for name, case in CASES.items()}
+
+
+def test_the_faults_are_drawn_where_the_app_finds_the_face():
+    """PORTRAIT_FACE, where the occluders are drawn, is the app's own face box on the bare-face example."""
+    found = load_detector(1).detect(example("no-mask")).faces
+    assert len(found) == 1 and all(abs(a - b) <= 3 for a, b in zip(found[0].box, PORTRAIT_FACE)), found
+
+
+def test_every_fault_kind_is_made():
+    kinds = {"hand", "phone", "microphone", "hair", "scarf", "beside", "x0.5", "x0.35", "x0.2", "backlit", "4:1", "1:4"}
+    assert all(any(kind in name for name in CASES) for kind in kinds)
+    assert len(CASES) == 35 and {name for name, _ in SHIPPED_MODEL_GETS_WRONG} <= set(CASES)
+
+
+@pytest.mark.parametrize("name,mode", [answer(name, mode) for name in CASES for mode in MODES])
+def test_the_shipped_model_on_a_fault(shipped, photos, name, mode):
+    response = shipped.post(MODES[mode], data=upload(photos[name]))
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    top = sorted(body["probabilities"].items(), key=lambda item: -item[1])[:3]
+    assert CASES[name].is_right(body["labels"]), (body["labels"], top, body.get("mode"))
