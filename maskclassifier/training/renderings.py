@@ -1,0 +1,384 @@
+"""Synthetic `Gas` and `Shield` renderings drawn over a detected face: a training-time augmentation.
+
+Real photos of respirators and face shields are scarce in the sources reachable here, so these two categories are
+learnt from drawings. One pasted template teaches the model that template; these functions draw, per call, one of
+several kinds of respirator (half-face with one front filter, half-face with two side cartridges, full-face with a
+chin filter) and face shields of varied edge, headband, reflections and tint, in colours of real products, with
+soft shading and a little jitter of size, place and angle against the face box.
+
+Pillow and NumPy only (it runs per training item in the data loader). Each drawing is rendered in the face's own
+frame at a bounded resolution (at most `MAX_UNIT_PX` pixels per face unit), then scaled to the photo and composited
+with alpha, so a call costs about the same on any photo size.
+
+Face frame: the origin is the box centre and the unit `s` is the mean of the box's width and height, so the box
+spans about -0.5..0.5 both ways. MTCNN's box (maskclassifier.facebox.Face.box) reaches about from the eyebrows to
+the chin and from ear to ear: in that frame the eyes sit near v = -0.12 (u = +-0.2), the nose tip near v = 0.12,
+the mouth near v = 0.28 and the chin near v = 0.5 (read off faces of the project's dataset with their boxes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+MIN_FACE_PX = 24  # a box narrower or lower than this is left alone: too small to draw anything recognisable
+MAX_UNIT_PX = 96.0  # render resolution cap, pixels per face unit; the overlay is then scaled up, soft anyway
+LIGHT = tuple(float(x) / math.hypot(-0.45, -0.55, 0.70) for x in (-0.45, -0.55, 0.70))  # from the upper left, towards us
+
+RESPIRATOR_KINDS = ("half_one_filter", "half_two_cartridges", "full_face")
+SHIELD_KINDS = ("straight", "curved")
+
+# Colours of real products (RGB): rubber/silicone bodies, filter caps, headband foam, plastic tints.
+BODY_COLOURS = ((28, 29, 31), (58, 60, 64), (92, 112, 132), (84, 90, 58), (120, 124, 128))
+CAP_COLOURS = ((205, 62, 135), (222, 190, 48), (110, 116, 68), (36, 36, 38), (226, 224, 214))
+FRONT_FILTER_COLOURS = ((40, 40, 42), (72, 80, 58), (96, 98, 104), (150, 140, 110))
+HEADBAND_COLOURS = ((236, 236, 230), (58, 108, 200), (32, 32, 34))
+TINTS = ((150, 190, 255), (160, 230, 190), (175, 180, 185))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Jitter of a drawing against the face box: scale factor, shift (face units) and rotation (degrees)."""
+
+    scale: float
+    shift: tuple[float, float]
+    angle: float
+
+
+@dataclass(frozen=True)
+class RespiratorStyle:
+    kind: str  # one of RESPIRATOR_KINDS
+    body: tuple[int, int, int]
+    cap: tuple[int, int, int]  # the filters' or cartridges' colour
+    placement: Placement
+
+
+@dataclass(frozen=True)
+class ShieldStyle:
+    kind: str  # one of SHIELD_KINDS: straight sides, or sides and bottom bulging
+    headband: tuple[int, int, int]
+    tint: tuple[int, int, int] | None
+    tint_alpha: float  # 0.03-0.10 when tinted
+    reflections: tuple[tuple[float, float, float, float], ...]  # (offset, slope, width, alpha) per streak
+    blur: float  # Gaussian radius under the visor, in pixels per 100 px of face
+    haze: float  # 0..1, how far what is under the visor moves towards flat grey (contrast loss)
+    placement: Placement
+
+
+def _placement(rng: np.random.Generator, scale: float = 0.08, shift: float = 0.035, angle: float = 6.0) -> Placement:
+    return Placement(1.0 + rng.uniform(-scale, scale), (rng.uniform(-shift, shift), rng.uniform(-shift, shift)),
+                     rng.uniform(-angle, angle))
+
+
+def _pick(rng: np.random.Generator, options):
+    return options[int(rng.integers(len(options)))]
+
+
+def pick_respirator(rng: np.random.Generator) -> RespiratorStyle:
+    """The style `draw_respirator` draws for this state of `rng` (draws from `rng`)."""
+    kind = _pick(rng, RESPIRATOR_KINDS)
+    body = _pick(rng, BODY_COLOURS)
+    cap = _pick(rng, CAP_COLOURS if kind == "half_two_cartridges" else FRONT_FILTER_COLOURS)
+    return RespiratorStyle(kind, body, cap, _placement(rng))
+
+
+def pick_shield(rng: np.random.Generator) -> ShieldStyle:
+    """The style `draw_shield` draws for this state of `rng` (draws from `rng`)."""
+    kind = _pick(rng, SHIELD_KINDS)
+    headband = _pick(rng, HEADBAND_COLOURS)
+    tinted = rng.random() < 0.5
+    tint = _pick(rng, TINTS) if tinted else None
+    tint_alpha = float(rng.uniform(0.03, 0.10)) if tinted else 0.0
+    reflections = tuple((float(rng.uniform(-0.45, 0.45)), float(rng.uniform(0.6, 1.8)) * _pick(rng, (-1, 1)),
+                         float(rng.uniform(0.04, 0.12)), float(rng.uniform(0.15, 0.35)))
+                        for _ in range(int(rng.integers(1, 3))))
+    return ShieldStyle(kind, headband, tint, tint_alpha, reflections, float(rng.uniform(0.3, 1.0)),
+                       float(rng.uniform(0.04, 0.14)), _placement(rng, scale=0.06, shift=0.03, angle=4.0))
+
+
+# --- the face frame and a premultiplied RGBA canvas over part of the photo ---------------------------------------
+
+@dataclass
+class _Canvas:
+    """The part of the photo a drawing covers, sampled at `ratio` canvas pixels per photo pixel. U, V: each canvas
+    pixel's face-frame coordinates; colour is premultiplied by alpha (so painting is one multiply-add)."""
+
+    region: tuple[int, int, int, int]  # x0, y0, x1, y1 in photo pixels, inside the photo
+    U: np.ndarray
+    V: np.ndarray
+    aa: float  # one canvas pixel in face units: the width of an anti-aliased edge
+    colour: np.ndarray  # (H, W, 3) float32, premultiplied
+    alpha: np.ndarray  # (H, W) float32
+
+    def paint(self, coverage: np.ndarray, rgb) -> None:
+        """Paint `rgb` ((3,) or (H, W, 3), 0..255) over the canvas where `coverage` (0..1) says."""
+        coverage = coverage.astype(np.float32, copy=False)
+        self.colour *= (1.0 - coverage)[..., None]
+        self.colour += coverage[..., None] * np.asarray(rgb, dtype=np.float32)
+        self.alpha *= 1.0 - coverage
+        self.alpha += coverage
+
+    def cover(self, signed_distance: np.ndarray) -> np.ndarray:
+        """Anti-aliased coverage of a shape from its signed distance (positive inside, face units)."""
+        return np.clip(signed_distance / self.aa + 0.5, 0.0, 1.0)
+
+
+def _canvas(size: tuple[int, int], box: tuple[int, int, int, int], placement: Placement,
+            extent: tuple[float, float, float, float]) -> tuple[_Canvas, float] | None:
+    """A canvas over the photo region that `extent` (umin, umax, vmin, vmax in the face frame) covers once placed;
+    None when that region is outside the photo. Also returns the unit `s` in photo pixels."""
+    x0, y0, x1, y1 = box
+    unit = (x1 - x0 + y1 - y0) / 2.0 * placement.scale
+    cx = (x0 + x1) / 2.0 + placement.shift[0] * unit
+    cy = (y0 + y1) / 2.0 + placement.shift[1] * unit
+    cos, sin = math.cos(math.radians(placement.angle)), math.sin(math.radians(placement.angle))
+    umin, umax, vmin, vmax = extent
+    corners = [(u * unit, v * unit) for u in (umin, umax) for v in (vmin, vmax)]
+    xs = [cx + cos * a - sin * b for a, b in corners]
+    ys = [cy + sin * a + cos * b for a, b in corners]
+    width, height = size
+    rx0, ry0 = max(0, math.floor(min(xs))), max(0, math.floor(min(ys)))
+    rx1, ry1 = min(width, math.ceil(max(xs))), min(height, math.ceil(max(ys)))
+    if rx1 - rx0 < 2 or ry1 - ry0 < 2:
+        return None
+    ratio = min(1.0, MAX_UNIT_PX / unit)
+    cw, ch = max(2, round((rx1 - rx0) * ratio)), max(2, round((ry1 - ry0) * ratio))
+    xs_px = rx0 + (np.arange(cw, dtype=np.float32) + 0.5) * ((rx1 - rx0) / cw) - cx
+    ys_px = ry0 + (np.arange(ch, dtype=np.float32) + 0.5) * ((ry1 - ry0) / ch) - cy
+    dx, dy = xs_px[None, :], ys_px[:, None]
+    U = ((cos * dx + sin * dy) / unit).astype(np.float32)  # the inverse rotation: photo -> face frame
+    V = ((-sin * dx + cos * dy) / unit).astype(np.float32)
+    aa = ((rx1 - rx0) / cw) / unit
+    canvas = _Canvas((rx0, ry0, rx1, ry1), U, V, aa, np.zeros((ch, cw, 3), np.float32), np.zeros((ch, cw), np.float32))
+    return canvas, unit
+
+
+def _composite(photo: np.ndarray, canvas: _Canvas) -> None:
+    """Scale the canvas to its region of `photo` (H, W, 3 float32, changed in place) and lay it over."""
+    x0, y0, x1, y1 = canvas.region
+    size = (x1 - x0, y1 - y0)
+    colour, alpha = canvas.colour, canvas.alpha
+    if colour.shape[1::-1] != size:  # premultiplied channels scale linearly, so each is resized on its own
+        colour = np.stack([np.asarray(Image.fromarray(colour[..., c]).resize(size, Image.BILINEAR))
+                           for c in range(3)], axis=-1)
+        alpha = np.asarray(Image.fromarray(alpha).resize(size, Image.BILINEAR))
+    part = photo[y0:y1, x0:x1]
+    part *= (1.0 - np.clip(alpha, 0.0, 1.0))[..., None]
+    part += np.clip(colour, 0.0, 255.0)
+
+
+# --- shapes and shading -------------------------------------------------------------------------------------------
+
+def _ellipse(c: _Canvas, cx: float, cy: float, rx: float, ry: float):
+    """Signed distance (approximate, face units) and the normalised offsets nx, ny of an ellipse."""
+    nx, ny = (c.U - cx) / rx, (c.V - cy) / ry
+    radius = np.sqrt(nx * nx + ny * ny)
+    return (1.0 - radius) * min(rx, ry), nx, ny
+
+
+def _segment(c: _Canvas, p: tuple[float, float], q: tuple[float, float], half_width: float) -> np.ndarray:
+    """Signed distance of a band of `half_width` around the segment p-q."""
+    px, py = c.U - p[0], c.V - p[1]
+    dx, dy = q[0] - p[0], q[1] - p[1]
+    t = np.clip((px * dx + py * dy) / (dx * dx + dy * dy), 0.0, 1.0)
+    return half_width - np.hypot(px - t * dx, py - t * dy)
+
+
+def _shade(rgb, nx: np.ndarray, ny: np.ndarray, ambient: float = 0.45, diffuse: float = 0.65,
+           specular: float = 0.35, shininess: float = 14.0) -> np.ndarray:
+    """Lambert plus a highlight on a dome whose normal's x, y are (nx, ny) (clipped to the unit disc)."""
+    nx, ny = np.clip(nx, -1.0, 1.0), np.clip(ny, -1.0, 1.0)
+    nz = np.sqrt(np.clip(1.0 - nx * nx - ny * ny, 0.0, 1.0))
+    lambert = np.clip(nx * LIGHT[0] + ny * LIGHT[1] + nz * LIGHT[2], 0.0, 1.0)
+    shaded = np.asarray(rgb, np.float32) * (ambient + diffuse * lambert)[..., None]
+    return shaded + (specular * 255.0 * lambert ** shininess)[..., None]
+
+
+def _darker(rgb, factor: float) -> tuple[float, float, float]:
+    return tuple(channel * factor for channel in rgb)
+
+
+def _straps(c: _Canvas, colour, pairs) -> None:
+    """Straps from the mask towards the ears, shaded across their width."""
+    for p, q in pairs:
+        sd = _segment(c, p, q, 0.024)
+        c.paint(c.cover(sd), _shade(colour, np.zeros_like(sd), 1.0 - sd / 0.024, ambient=0.6, specular=0.1))
+
+
+def _filter(c: _Canvas, cx: float, cy: float, rx: float, ry: float, colour, depth: tuple[float, float]) -> None:
+    """A round filter or cartridge seen from the front: its side (a darker offset disc), a darker rim and a
+    shaded cap with faint concentric grooves."""
+    side_sd, nx, ny = _ellipse(c, cx + depth[0], cy + depth[1], rx, ry)
+    c.paint(c.cover(side_sd), _shade(_darker(colour, 0.55), nx * 0.9, ny * 0.9, ambient=0.5))
+    sd, nx, ny = _ellipse(c, cx, cy, rx, ry)
+    rim = _shade(_darker(colour, 0.7), nx, ny, ambient=0.55, specular=0.25)
+    c.paint(c.cover(sd), rim)
+    inner = 0.8
+    isd, inx, iny = _ellipse(c, cx, cy, rx * inner, ry * inner)
+    radius = np.sqrt(inx * inx + iny * iny)
+    grooves = 1.0 - 0.08 * (np.cos(radius * 22.0) > 0.6)
+    cap = _shade(colour, inx * 0.35, iny * 0.35, ambient=0.55, diffuse=0.5, specular=0.3) * grooves[..., None]
+    c.paint(c.cover(isd), cap)
+
+
+def _half_mask(c: _Canvas, body, top: float, bottom: float, half_width: float) -> None:
+    """The rubber half-face body from the nose bridge to under the chin: narrow at the top, widest below the
+    middle, rounded at the chin; a lighter face seal along its edge."""
+    height = bottom - top
+    t = (c.V - top) / height
+    tc = np.clip(t, 0.0, 1.0)
+    hw = half_width * np.clip(np.sin(np.pi * tc ** 1.15), 0.0, 1.0) ** 0.55
+    sd = np.minimum(np.minimum(hw - np.abs(c.U), t * height * 0.5), (1.0 - t) * height * 0.5)
+    nx = c.U / np.maximum(hw, 1e-3) * 0.92
+    ny = (tc - 0.55) * 1.1
+    c.paint(c.cover(sd), _shade(_darker(body, 1.1), nx * 1.05, ny, ambient=0.5))  # the seal, seen at the edge
+    c.paint(c.cover(sd - 0.025), _shade(body, nx, ny))
+
+
+def _valve(c: _Canvas, cx: float, cy: float, width: float, height: float, colour) -> None:
+    """An exhalation valve cover: a small rounded block with horizontal slits."""
+    sd, nx, ny = _ellipse(c, cx, cy, width, height)
+    block = _shade(colour, nx * 0.8, ny * 0.8, ambient=0.5)
+    slits = 1.0 - 0.35 * ((np.sin((c.V - cy) / height * 9.0) > 0.7) & (np.abs(nx) < 0.7))
+    c.paint(c.cover(sd), block * slits[..., None])
+
+
+def _reflection(c: _Canvas, offset: float, slope: float, width: float, alpha: float, inside: np.ndarray) -> None:
+    """A soft diagonal white streak: a band across the visor, brightest at its middle."""
+    distance = (c.U - offset - (c.V - 0.1) / slope) / math.hypot(1.0, 1.0 / slope)
+    profile = np.clip(1.0 - np.abs(distance) / width, 0.0, 1.0) ** 1.5
+    c.paint(profile * alpha * inside, (255.0, 255.0, 255.0))
+
+
+# --- respirators --------------------------------------------------------------------------------------------------
+
+def render_respirator(image: Image.Image, face_box: tuple[int, int, int, int], style: RespiratorStyle) -> Image.Image:
+    """`draw_respirator` with the style chosen: a new RGB image with that respirator over the face in `face_box`."""
+    photo = image.convert("RGB")  # always a new image: the input is never modified
+    if min(face_box[2] - face_box[0], face_box[3] - face_box[1]) < MIN_FACE_PX:
+        return photo.copy() if photo is image else photo
+    extent = (-0.8, 0.8, -0.7, 0.9) if style.kind == "full_face" else (-0.72, 0.72, -0.1, 0.8)
+    made = _canvas(photo.size, face_box, style.placement, extent)
+    if made is None:
+        return photo.copy() if photo is image else photo
+    c, _ = made
+    body, cap = style.body, style.cap
+    strap = _darker(body, 0.85) if body[0] > 60 else (30, 30, 32)
+    if style.kind == "full_face":
+        _straps(c, strap, [((-0.46, -0.32), (-0.62, -0.5)), ((0.46, -0.32), (0.62, -0.5)),
+                           ((-0.5, 0.2), (-0.66, 0.28)), ((0.5, 0.2), (0.66, 0.28))])
+        # An egg-shaped rubber frame, wider at the cheeks than at the forehead, round the clear visor.
+        widen = 1.0 + 0.12 * np.clip(c.V / 0.5, -1.0, 1.0)
+        rim_sd, nx, ny = _ellipse(c, 0.0, 0.04, 0.5, 0.6)
+        rim_sd = (1.0 - np.hypot(c.U / (0.5 * widen), (c.V - 0.04) / 0.6)) * 0.5
+        visor_sd = (1.0 - np.hypot(c.U / (0.41 * widen), (c.V + 0.0) / 0.49)) * 0.41
+        c.paint(c.cover(rim_sd) * (1.0 - c.cover(visor_sd + 0.01)), _shade(body, nx * 0.85, ny * 0.85, ambient=0.5))
+        inside = c.cover(visor_sd)
+        c.paint(inside * 0.08, (190.0, 205.0, 215.0))  # the visor's faint grey-blue
+        # the inner nose cup seen through the visor: a grey translucent cup over nose and mouth
+        cup_sd, cnx, cny = _ellipse(c, 0.0, 0.24, 0.21, 0.2)
+        c.paint(c.cover(cup_sd) * 0.45, _shade(_darker(body, 0.9) if body[0] > 50 else (70, 72, 76), cnx, cny))
+        c.paint(c.cover(visor_sd) * (1.0 - c.cover(visor_sd - 0.018)) * 0.7, (235.0, 240.0, 245.0))  # visor edge
+        _reflection(c, -0.15, 1.3, 0.06, 0.3, inside)
+        _valve(c, 0.0, 0.4, 0.09, 0.06, _darker(body, 0.9))
+        _filter(c, 0.0, 0.56, 0.19, 0.16, cap, (0.0, 0.035))
+    else:
+        two = style.kind == "half_two_cartridges"
+        _straps(c, strap, [((-0.3, 0.14), (-0.56, 0.03)), ((0.3, 0.14), (0.56, 0.03)),
+                           ((-0.28, 0.5), (-0.53, 0.57)), ((0.28, 0.5), (0.53, 0.57))])
+        _half_mask(c, body, top=-0.04, bottom=0.6, half_width=0.33 if two else 0.36)
+        if two:
+            _valve(c, 0.0, 0.36, 0.075, 0.09, _darker(body, 0.8))
+            for side in (-1, 1):
+                _filter(c, side * 0.33, 0.33, 0.12, 0.17, cap, (side * 0.05, 0.01))
+        else:
+            _filter(c, 0.0, 0.3, 0.2, 0.2, cap, (0.015, 0.03))
+            _valve(c, 0.0, 0.54, 0.07, 0.045, _darker(body, 0.8))
+    array = np.asarray(photo, dtype=np.float32).copy()
+    _composite(array, c)
+    return Image.fromarray(np.clip(array + 0.5, 0, 255).astype(np.uint8))
+
+
+def draw_respirator(image: Image.Image, face_box: tuple[int, int, int, int], rng: np.random.Generator) -> Image.Image:
+    """A new RGB image: `image` with a gas mask / respirator drawn over the face in `face_box` (x0, y0, x1, y1 in
+    pixels, as the project's MTCNN detector returns it: roughly eyebrows to chin, ear to ear). Label of the
+    result: Gas.
+
+    The kind (RESPIRATOR_KINDS: half-face with one front filter, half-face with two side cartridges, full-face with
+    a visor and a chin filter), its colours and a jitter of size (+-8 %), place (+-3.5 % of the face) and angle
+    (+-6 degrees) are drawn from `rng` only (`pick_respirator`), so a seed gives the same drawing. Every kind covers
+    nose and mouth; the half-face kinds leave the eyes visible. Any image mode is read as RGB; the box may reach
+    outside the image (the drawing is clipped). A box under MIN_FACE_PX (24 px) wide or high gets no drawing:
+    the result is an unchanged RGB copy, as it is when the drawing falls wholly outside the image.
+    """
+    return render_respirator(image, face_box, pick_respirator(rng))
+
+
+# --- face shields -------------------------------------------------------------------------------------------------
+
+SHIELD_EXTENT = (-0.76, 0.76, -0.74, 0.98)
+
+
+def _visor_distance(c: _Canvas, style: ShieldStyle) -> np.ndarray:
+    """Signed distance of the visor: from the headband (v = -0.6) to below the chin, wider than the face."""
+    top, bottom, half = -0.6, 0.88, 0.64
+    if style.kind == "curved":  # sides bulging a little, the bottom an arc
+        across = np.clip((c.V - top) / (bottom - top), 0.0, 1.0)
+        half = half + 0.05 * np.sin(np.pi * across)
+        lower = bottom + 0.04 - 0.16 * (c.U / 0.7) ** 2
+    else:  # straight sides, rounded lower corners
+        lower = bottom - 0.1 * np.clip((np.abs(c.U) - 0.45) / 0.2, 0.0, 1.0) ** 2
+    return np.minimum(np.minimum(half - np.abs(c.U), c.V - top), lower - c.V)
+
+
+def render_shield(image: Image.Image, face_box: tuple[int, int, int, int], style: ShieldStyle) -> Image.Image:
+    """`draw_shield` with the style chosen: a new RGB image with that face shield over the face in `face_box`."""
+    photo = image.convert("RGB")
+    if min(face_box[2] - face_box[0], face_box[3] - face_box[1]) < MIN_FACE_PX:
+        return photo.copy() if photo is image else photo
+    made = _canvas(photo.size, face_box, style.placement, SHIELD_EXTENT)
+    if made is None:
+        return photo.copy() if photo is image else photo
+    c, unit = made
+    visor_sd = _visor_distance(c, style)
+    inside = c.cover(visor_sd)
+
+    # What is under the visor: a little blurred and flatter, laid in through the visor's coverage.
+    x0, y0, x1, y1 = c.region
+    array = np.asarray(photo, dtype=np.float32).copy()
+    part = array[y0:y1, x0:x1]
+    radius = max(0.4, style.blur * unit / 100.0)
+    blurred = np.asarray(photo.crop(c.region).filter(ImageFilter.GaussianBlur(radius)), dtype=np.float32)
+    grey = blurred.reshape(-1, 3).mean(axis=0)
+    under = blurred * (1.0 - style.haze) + grey * style.haze
+    weight = np.asarray(Image.fromarray(inside).resize((x1 - x0, y1 - y0), Image.BILINEAR))[..., None]
+    part += (under - part) * weight
+
+    if style.tint is not None:
+        c.paint(inside * style.tint_alpha, style.tint)
+    for offset, slope, width, alpha in style.reflections:
+        _reflection(c, offset, slope, width, alpha, inside)
+    edge = c.cover(visor_sd) * (1.0 - c.cover(visor_sd - 0.014))  # the cut edge of the plastic catches the light
+    c.paint(edge * 0.75, (245.0, 248.0, 250.0))
+    c.paint(c.cover(visor_sd - 0.014) * (1.0 - c.cover(visor_sd - 0.024)) * 0.18, (60.0, 64.0, 70.0))
+    band_sd = np.minimum(0.62 - np.abs(c.U), 0.06 - np.abs(c.V + 0.64))
+    c.paint(c.cover(band_sd), _shade(style.headband, np.zeros_like(band_sd), (c.V + 0.64) / 0.07 * 0.8,
+                                     ambient=0.55, specular=0.15))
+    _composite(array, c)
+    return Image.fromarray(np.clip(array + 0.5, 0, 255).astype(np.uint8))
+
+
+def draw_shield(image: Image.Image, face_box: tuple[int, int, int, int], rng: np.random.Generator) -> Image.Image:
+    """A new RGB image: a clear face shield drawn over the face in `face_box` (whatever is on the face stays
+    visible under it). Label: the image's labels plus Shield.
+
+    The shield reaches from a headband over the forehead to below the chin and is wider than the face. Drawn from
+    `rng` only (`pick_shield`): the edge (straight or bulging, SHIELD_KINDS), the headband's colour (white, blue,
+    black foam), one or two diagonal reflections, an optional faint tint (blue, green or grey at 3-10 % alpha),
+    how much blur and contrast loss the plastic gives, and a small jitter of size, place and angle. Box handling
+    as in `draw_respirator` (clipped at the image's edges; unchanged copy under MIN_FACE_PX).
+    """
+    return render_shield(image, face_box, pick_shield(rng))
