@@ -1,0 +1,140 @@
+"""The synthetic respirators and face shields (maskclassifier.training.renderings) on faces the test draws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from datasets import face_like_image
+from maskclassifier.training.renderings import (
+    MIN_FACE_PX, RESPIRATOR_KINDS, SHIELD_KINDS, draw_respirator, draw_shield, pick_respirator, pick_shield,
+    render_respirator, render_shield,
+)
+
+SIZE = 192
+BOX = (60, 50, 132, 146)  # x0, y0, x1, y1: the drawn face's box, about eyebrows to chin as MTCNN gives it
+UNIT = ((BOX[2] - BOX[0]) + (BOX[3] - BOX[1])) / 2  # the face frame's unit in pixels
+CENTRE = ((BOX[0] + BOX[2]) / 2, (BOX[1] + BOX[3]) / 2)
+DRAWINGS = {"respirator": draw_respirator, "shield": draw_shield}
+
+
+def drawn_face(seed: int = 0) -> Image.Image:
+    """A bare face with eyes, nose and mouth in the places the renderings assume, on a noisy background."""
+    rng = np.random.default_rng(seed)
+    background = rng.integers(60, 200, (SIZE, SIZE, 3), dtype=np.uint8)
+    image = Image.fromarray(background)
+    face = face_like_image(["No_mask!"], seed, size=(96, 120)).crop((19, 12, 77, 108)).resize((80, 112))
+    image.paste(face, (56, 42))
+    draw = ImageDraw.Draw(image)
+    for x in (CENTRE[0] - 0.2 * UNIT, CENTRE[0] + 0.2 * UNIT):  # eyes at v = -0.12
+        y = CENTRE[1] - 0.12 * UNIT
+        draw.ellipse([x - 6, y - 3, x + 6, y + 3], fill=(40, 30, 30))
+    draw.line([CENTRE[0], CENTRE[1] - 0.05 * UNIT, CENTRE[0] - 4, CENTRE[1] + 0.12 * UNIT], fill=(150, 100, 80), width=2)
+    draw.ellipse([CENTRE[0] - 12, CENTRE[1] + 0.25 * UNIT, CENTRE[0] + 12, CENTRE[1] + 0.32 * UNIT], fill=(170, 60, 60))
+    return image
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float32)
+
+
+def window(array: np.ndarray, u: float, v: float, half: float) -> np.ndarray:
+    """The pixels within `half` face units of (u, v) in the face frame of BOX."""
+    x, y, r = CENTRE[0] + u * UNIT, CENTRE[1] + v * UNIT, half * UNIT
+    return array[round(y - r):round(y + r), round(x - r):round(x + r)]
+
+
+@pytest.mark.parametrize("name", sorted(DRAWINGS))
+def test_a_seed_gives_the_same_drawing_and_seeds_differ(name):
+    image = drawn_face()
+    draw = DRAWINGS[name]
+    first = draw(image, BOX, np.random.default_rng(7))
+    again = draw(image, BOX, np.random.default_rng(7))
+    assert first.tobytes() == again.tobytes()
+    others = {draw(image, BOX, np.random.default_rng(seed)).tobytes() for seed in range(8)}
+    assert len(others) == 8
+
+
+@pytest.mark.parametrize("pick,render,draw,kinds", [
+    (pick_respirator, render_respirator, draw_respirator, RESPIRATOR_KINDS),
+    (pick_shield, render_shield, draw_shield, SHIELD_KINDS),
+])
+def test_every_kind_is_drawn_for_some_seed(pick, render, draw, kinds):
+    image = drawn_face()
+    seen = {}
+    for seed in range(60):
+        seen.setdefault(pick(np.random.default_rng(seed)).kind, seed)
+    assert set(seen) == set(kinds)
+    for kind, seed in seen.items():  # draw_* is render_* with the style the same seed picks
+        style = pick(np.random.default_rng(seed))
+        assert style.kind == kind
+        drawn = draw(image, BOX, np.random.default_rng(seed))
+        assert drawn.tobytes() == render(image, BOX, style).tobytes()
+
+
+@pytest.mark.parametrize("name", sorted(DRAWINGS))
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "CMYK"])
+def test_any_mode_gives_a_new_rgb_image_of_the_same_size_and_the_input_is_untouched(name, mode):
+    image = drawn_face().convert(mode)
+    before = image.tobytes()
+    result = DRAWINGS[name](image, BOX, np.random.default_rng(3))
+    assert result is not image
+    assert result.mode == "RGB" and result.size == image.size
+    assert image.tobytes() == before and image.mode == mode
+    assert np.abs(pixels(result) - pixels(image.convert("RGB"))).mean() > 1.0
+
+
+def test_a_respirator_covers_nose_and_mouth_and_leaves_the_eyes_and_far_pixels_alone():
+    image = drawn_face()
+    original = pixels(image)
+    for seed in range(30):
+        style = pick_respirator(np.random.default_rng(seed))
+        result = pixels(render_respirator(image, BOX, style))
+        change = np.abs(result - original)
+        assert window(change, 0.0, 0.27, 0.06).mean() > 25, (seed, style.kind)  # the mouth
+        assert window(change, 0.0, 0.14, 0.04).mean() > 25, (seed, style.kind)  # the nose tip
+        if style.kind != "full_face":
+            for u in (-0.2, 0.2):
+                assert window(change, u, -0.12, 0.05).mean() < 3, (seed, style.kind)  # the eyes stay visible
+        # nothing drawn further than 1.35 face units from the box centre (the full-face straps reach about 1.1)
+        ys, xs = np.mgrid[0:SIZE, 0:SIZE]
+        far = np.hypot(xs - CENTRE[0], ys - CENTRE[1]) > 1.35 * UNIT
+        assert change[far].max() == 0, (seed, style.kind)
+
+
+def test_a_shield_is_mostly_transparent():
+    image = drawn_face()
+    x0, y0, x1, y1 = BOX
+    original = pixels(image)[y0:y1, x0:x1].mean(axis=2)
+    for seed in range(30):
+        result = pixels(draw_shield(image, BOX, np.random.default_rng(seed)))[y0:y1, x0:x1].mean(axis=2)
+        change = np.abs(result - original).mean()
+        assert 0.5 < change < 25, seed
+        # the face still shows through: the drawn face is flat skin, so one broad reflection alone brings the
+        # correlation down to about 0.7; the eyes keep about half their contrast against the cheek or more (0.53
+        # at the least over these seeds, under a broad reflection)
+        assert np.corrcoef(result.ravel(), original.ravel())[0, 1] > 0.6, seed
+        shielded = pixels(draw_shield(image, BOX, np.random.default_rng(seed)))
+        for u in (-0.2, 0.2):
+            contrast = window(shielded, u, 0.05, 0.04).mean() - window(shielded, u, -0.12, 0.03).mean()
+            assert contrast > 0.45 * (window(pixels(image), u, 0.05, 0.04).mean()
+                                     - window(pixels(image), u, -0.12, 0.03).mean()), seed
+
+
+@pytest.mark.parametrize("name", sorted(DRAWINGS))
+@pytest.mark.parametrize("box", [(-40, -30, 50, 70), (130, 120, 230, 240), (-20, 60, 60, 250)])
+def test_boxes_partly_outside_the_image_are_clipped(name, box):
+    image = drawn_face()
+    result = DRAWINGS[name](image, box, np.random.default_rng(1))
+    assert result.size == image.size and result.mode == "RGB"
+    assert np.abs(pixels(result) - pixels(image)).mean() > 0.5
+
+
+@pytest.mark.parametrize("name", sorted(DRAWINGS))
+@pytest.mark.parametrize("box", [(80, 80, 80 + MIN_FACE_PX - 1, 120), (80, 80, 120, 80 + MIN_FACE_PX - 1),
+                                 (400, 400, 500, 500)])
+def test_tiny_boxes_and_boxes_outside_the_image_give_an_unchanged_copy(name, box):
+    image = drawn_face()
+    result = DRAWINGS[name](image, box, np.random.default_rng(1))
+    assert result is not image and result.tobytes() == image.tobytes()
