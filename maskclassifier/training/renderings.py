@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 MIN_FACE_PX = 24  # a box narrower or lower than this is left alone: too small to draw anything recognisable
-MAX_UNIT_PX = 96.0  # render resolution cap, pixels per face unit; the overlay is then scaled up, soft anyway
+MAX_UNIT_PX = 80.0  # render resolution cap, pixels per face unit; the overlay is then scaled up, soft anyway
 LIGHT = tuple(float(x) / math.hypot(-0.45, -0.55, 0.70) for x in (-0.45, -0.55, 0.70))  # from the upper left, towards us
 
 RESPIRATOR_KINDS = ("half_one_filter", "half_two_cartridges", "full_face")
@@ -112,6 +112,7 @@ class _Canvas:
     aa: float  # one canvas pixel in face units: the width of an anti-aliased edge
     colour: np.ndarray  # (H, W, 3) float32, premultiplied
     alpha: np.ndarray  # (H, W) float32
+    slices: tuple[slice, slice] = (slice(None), slice(None))  # where a part lies in the canvas it was cut from
 
     def paint(self, coverage: np.ndarray, rgb) -> None:
         """Paint `rgb` ((3,) or (H, W, 3), 0..255) over the canvas where `coverage` (0..1) says."""
@@ -124,6 +125,30 @@ class _Canvas:
     def cover(self, signed_distance: np.ndarray) -> np.ndarray:
         """Anti-aliased coverage of a shape from its signed distance (positive inside, face units)."""
         return np.clip(signed_distance / self.aa + 0.5, 0.0, 1.0)
+
+    def part(self, umin: float, umax: float, vmin: float, vmax: float) -> _Canvas:
+        """The canvas's pixels that the face-frame rectangle touches (plus a pixel), as views: painting on the
+        part paints on the canvas, and a shape drawn on the part costs what its own size costs."""
+        height, width = self.alpha.shape
+        if height < 2 or width < 2:
+            return self
+        # U and V are affine in the pixel's column j and row i: invert that map at the rectangle's corners
+        du_dj, du_di = float(self.U[0, 1] - self.U[0, 0]), float(self.U[1, 0] - self.U[0, 0])
+        dv_dj, dv_di = float(self.V[0, 1] - self.V[0, 0]), float(self.V[1, 0] - self.V[0, 0])
+        det = du_dj * dv_di - du_di * dv_dj
+        u0, v0 = float(self.U[0, 0]), float(self.V[0, 0])
+        js, is_ = [], []
+        for u in (umin, umax):
+            for v in (vmin, vmax):
+                js.append(((u - u0) * dv_di - (v - v0) * du_di) / det)
+                is_.append(((v - v0) * du_dj - (u - u0) * dv_dj) / det)
+        j0, j1 = max(0, math.floor(min(js)) - 1), min(width, math.ceil(max(js)) + 2)
+        i0, i1 = max(0, math.floor(min(is_)) - 1), min(height, math.ceil(max(is_)) + 2)
+        j1, i1 = max(j1, j0), max(i1, i0)
+        part = _Canvas(self.region, self.U[i0:i1, j0:j1], self.V[i0:i1, j0:j1], self.aa,
+                       self.colour[i0:i1, j0:j1], self.alpha[i0:i1, j0:j1])
+        part.slices = (slice(i0, i1), slice(j0, j1))
+        return part
 
 
 def _canvas(size: tuple[int, int], box: tuple[int, int, int, int], placement: Placement,
@@ -156,18 +181,19 @@ def _canvas(size: tuple[int, int], box: tuple[int, int, int, int], placement: Pl
     return canvas, unit
 
 
-def _composite(photo: np.ndarray, canvas: _Canvas) -> None:
-    """Scale the canvas to its region of `photo` (H, W, 3 float32, changed in place) and lay it over."""
+def _composite(photo: Image.Image, canvas: _Canvas) -> Image.Image:
+    """A new RGB image: `photo` with the canvas scaled to its region and laid over it (Pillow, in 8 bits)."""
     x0, y0, x1, y1 = canvas.region
-    size = (x1 - x0, y1 - y0)
-    colour, alpha = canvas.colour, canvas.alpha
-    if colour.shape[1::-1] != size:  # premultiplied channels scale linearly, so each is resized on its own
-        colour = np.stack([np.asarray(Image.fromarray(colour[..., c]).resize(size, Image.BILINEAR))
-                           for c in range(3)], axis=-1)
-        alpha = np.asarray(Image.fromarray(alpha).resize(size, Image.BILINEAR))
-    part = photo[y0:y1, x0:x1]
-    part *= (1.0 - np.clip(alpha, 0.0, 1.0))[..., None]
-    part += np.clip(colour, 0.0, 255.0)
+    alpha = np.clip(canvas.alpha, 0.0, 1.0)
+    rgb = np.clip(canvas.colour / np.maximum(alpha, 1e-4)[..., None], 0.0, 255.0)  # straight, not premultiplied
+    layer = np.dstack([rgb, alpha * 255.0]) + 0.5
+    overlay = Image.fromarray(layer.astype(np.uint8), "RGBA")
+    if overlay.size != (x1 - x0, y1 - y0):  # Pillow scales RGBA premultiplied, so edges do not fringe
+        overlay = overlay.resize((x1 - x0, y1 - y0), Image.BILINEAR)
+    result = photo.copy()
+    result.paste(Image.alpha_composite(photo.crop(canvas.region).convert("RGBA"), overlay).convert("RGB"),
+                 canvas.region[:2])
+    return result
 
 
 # --- shapes and shading -------------------------------------------------------------------------------------------
@@ -204,13 +230,15 @@ def _darker(rgb, factor: float) -> tuple[float, float, float]:
 def _straps(c: _Canvas, colour, pairs) -> None:
     """Straps from the mask towards the ears, shaded across their width."""
     for p, q in pairs:
-        sd = _segment(c, p, q, 0.024)
-        c.paint(c.cover(sd), _shade(colour, np.zeros_like(sd), 1.0 - sd / 0.024, ambient=0.6, specular=0.1))
+        part = c.part(min(p[0], q[0]) - 0.03, max(p[0], q[0]) + 0.03, min(p[1], q[1]) - 0.03, max(p[1], q[1]) + 0.03)
+        sd = _segment(part, p, q, 0.024)
+        part.paint(part.cover(sd), _shade(colour, np.zeros_like(sd), 1.0 - sd / 0.024, ambient=0.6, specular=0.1))
 
 
 def _filter(c: _Canvas, cx: float, cy: float, rx: float, ry: float, colour, depth: tuple[float, float]) -> None:
     """A round filter or cartridge seen from the front: its side (a darker offset disc), a darker rim and a
     shaded cap with faint concentric grooves."""
+    c = c.part(cx - rx - abs(depth[0]), cx + rx + abs(depth[0]), cy - ry - abs(depth[1]), cy + ry + abs(depth[1]))
     side_sd, nx, ny = _ellipse(c, cx + depth[0], cy + depth[1], rx, ry)
     c.paint(c.cover(side_sd), _shade(_darker(colour, 0.55), nx * 0.9, ny * 0.9, ambient=0.5))
     sd, nx, ny = _ellipse(c, cx, cy, rx, ry)
@@ -227,6 +255,7 @@ def _filter(c: _Canvas, cx: float, cy: float, rx: float, ry: float, colour, dept
 def _half_mask(c: _Canvas, body, top: float, bottom: float, half_width: float) -> None:
     """The rubber half-face body from the nose bridge to under the chin: narrow at the top, widest below the
     middle, rounded at the chin; a lighter face seal along its edge."""
+    c = c.part(-half_width, half_width, top, bottom)
     height = bottom - top
     t = (c.V - top) / height
     tc = np.clip(t, 0.0, 1.0)
@@ -240,6 +269,7 @@ def _half_mask(c: _Canvas, body, top: float, bottom: float, half_width: float) -
 
 def _valve(c: _Canvas, cx: float, cy: float, width: float, height: float, colour) -> None:
     """An exhalation valve cover: a small rounded block with horizontal slits."""
+    c = c.part(cx - width, cx + width, cy - height, cy + height)
     sd, nx, ny = _ellipse(c, cx, cy, width, height)
     block = _shade(colour, nx * 0.8, ny * 0.8, ambient=0.5)
     slits = 1.0 - 0.35 * ((np.sin((c.V - cy) / height * 9.0) > 0.7) & (np.abs(nx) < 0.7))
@@ -270,21 +300,26 @@ def render_respirator(image: Image.Image, face_box: tuple[int, int, int, int], s
     if style.kind == "full_face":
         _straps(c, strap, [((-0.46, -0.32), (-0.62, -0.5)), ((0.46, -0.32), (0.62, -0.5)),
                            ((-0.5, 0.2), (-0.66, 0.28)), ((0.5, 0.2), (0.66, 0.28))])
-        # An egg-shaped rubber frame, wider at the cheeks than at the forehead, round the clear visor.
+        # An egg-shaped rubber body, wider at the jaw than at the forehead. A clear visor over the eyes and nose
+        # ends at the upper lip; below it the rubber covers mouth and chin and carries a speech valve and a filter.
         widen = 1.0 + 0.12 * np.clip(c.V / 0.5, -1.0, 1.0)
-        rim_sd, nx, ny = _ellipse(c, 0.0, 0.04, 0.5, 0.6)
+        _, nx, ny = _ellipse(c, 0.0, 0.04, 0.5, 0.6)
         rim_sd = (1.0 - np.hypot(c.U / (0.5 * widen), (c.V - 0.04) / 0.6)) * 0.5
-        visor_sd = (1.0 - np.hypot(c.U / (0.41 * widen), (c.V + 0.0) / 0.49)) * 0.41
+        lip = 0.17 + 0.06 * (1.0 - np.clip(c.U / 0.4, -1.0, 1.0) ** 2)  # the visor's lower edge, curving down
+        visor_sd = np.minimum((1.0 - np.hypot(c.U / (0.41 * widen), c.V / 0.49)) * 0.41, lip - c.V)
         c.paint(c.cover(rim_sd) * (1.0 - c.cover(visor_sd + 0.01)), _shade(body, nx * 0.85, ny * 0.85, ambient=0.5))
         inside = c.cover(visor_sd)
         c.paint(inside * 0.08, (190.0, 205.0, 215.0))  # the visor's faint grey-blue
-        # the inner nose cup seen through the visor: a grey translucent cup over nose and mouth
-        cup_sd, cnx, cny = _ellipse(c, 0.0, 0.24, 0.21, 0.2)
-        c.paint(c.cover(cup_sd) * 0.45, _shade(_darker(body, 0.9) if body[0] > 50 else (70, 72, 76), cnx, cny))
+        # the inner nose cup seen through the visor's lower part
+        cup = c.part(-0.2, 0.2, 0.0, 0.3)
+        cup_sd, cnx, cny = _ellipse(cup, 0.0, 0.2, 0.19, 0.18)
+        cup.paint(cup.cover(cup_sd) * cup.cover(visor_sd[cup.slices]) * 0.55,
+                  _shade(_darker(body, 0.9) if body[0] > 50 else (70, 72, 76), cnx, cny))
         c.paint(c.cover(visor_sd) * (1.0 - c.cover(visor_sd - 0.018)) * 0.7, (235.0, 240.0, 245.0))  # visor edge
+        c.paint(c.cover(visor_sd + 0.03) * (1.0 - c.cover(visor_sd)), _shade(_darker(body, 0.6), nx, ny))  # its frame
         _reflection(c, -0.15, 1.3, 0.06, 0.3, inside)
-        _valve(c, 0.0, 0.4, 0.09, 0.06, _darker(body, 0.9))
-        _filter(c, 0.0, 0.56, 0.19, 0.16, cap, (0.0, 0.035))
+        _valve(c, 0.0, 0.36, 0.1, 0.065, _darker(body, 0.75))
+        _filter(c, 0.0, 0.54, 0.19, 0.16, cap, (0.0, 0.035))
     else:
         two = style.kind == "half_two_cartridges"
         _straps(c, strap, [((-0.3, 0.14), (-0.56, 0.03)), ((0.3, 0.14), (0.56, 0.03)),
@@ -297,9 +332,7 @@ def render_respirator(image: Image.Image, face_box: tuple[int, int, int, int], s
         else:
             _filter(c, 0.0, 0.3, 0.2, 0.2, cap, (0.015, 0.03))
             _valve(c, 0.0, 0.54, 0.07, 0.045, _darker(body, 0.8))
-    array = np.asarray(photo, dtype=np.float32).copy()
-    _composite(array, c)
-    return Image.fromarray(np.clip(array + 0.5, 0, 255).astype(np.uint8))
+    return _composite(photo, c)
 
 
 def draw_respirator(image: Image.Image, face_box: tuple[int, int, int, int], rng: np.random.Generator) -> Image.Image:
@@ -348,14 +381,14 @@ def render_shield(image: Image.Image, face_box: tuple[int, int, int, int], style
 
     # What is under the visor: a little blurred and flatter, laid in through the visor's coverage.
     x0, y0, x1, y1 = c.region
-    array = np.asarray(photo, dtype=np.float32).copy()
-    part = array[y0:y1, x0:x1]
-    radius = max(0.4, style.blur * unit / 100.0)
-    blurred = np.asarray(photo.crop(c.region).filter(ImageFilter.GaussianBlur(radius)), dtype=np.float32)
-    grey = blurred.reshape(-1, 3).mean(axis=0)
-    under = blurred * (1.0 - style.haze) + grey * style.haze
-    weight = np.asarray(Image.fromarray(inside).resize((x1 - x0, y1 - y0), Image.BILINEAR))[..., None]
-    part += (under - part) * weight
+    crop = photo.crop(c.region)
+    blurred = crop.filter(ImageFilter.BoxBlur(max(0.4, style.blur * unit / 100.0)))  # one pass: cheap, soft enough
+    grey = tuple(int(v) for v in np.asarray(blurred.reduce(8) if min(blurred.size) >= 16 else blurred)
+                 .reshape(-1, 3).mean(axis=0))
+    under = Image.blend(blurred, Image.new("RGB", blurred.size, grey), style.haze)
+    weight = Image.fromarray((inside * 255.0 + 0.5).astype(np.uint8), "L").resize(crop.size, Image.BILINEAR)
+    photo = photo.copy()
+    photo.paste(Image.composite(under, crop, weight), (x0, y0))
 
     if style.tint is not None:
         c.paint(inside * style.tint_alpha, style.tint)
@@ -364,11 +397,11 @@ def render_shield(image: Image.Image, face_box: tuple[int, int, int, int], style
     edge = c.cover(visor_sd) * (1.0 - c.cover(visor_sd - 0.014))  # the cut edge of the plastic catches the light
     c.paint(edge * 0.75, (245.0, 248.0, 250.0))
     c.paint(c.cover(visor_sd - 0.014) * (1.0 - c.cover(visor_sd - 0.024)) * 0.18, (60.0, 64.0, 70.0))
-    band_sd = np.minimum(0.62 - np.abs(c.U), 0.06 - np.abs(c.V + 0.64))
-    c.paint(c.cover(band_sd), _shade(style.headband, np.zeros_like(band_sd), (c.V + 0.64) / 0.07 * 0.8,
-                                     ambient=0.55, specular=0.15))
-    _composite(array, c)
-    return Image.fromarray(np.clip(array + 0.5, 0, 255).astype(np.uint8))
+    band = c.part(-0.62, 0.62, -0.7, -0.58)
+    band_sd = np.minimum(0.62 - np.abs(band.U), 0.06 - np.abs(band.V + 0.64))
+    band.paint(band.cover(band_sd), _shade(style.headband, np.zeros_like(band_sd), (band.V + 0.64) / 0.07 * 0.8,
+                                           ambient=0.55, specular=0.15))
+    return _composite(photo, c)
 
 
 def draw_shield(image: Image.Image, face_box: tuple[int, int, int, int], rng: np.random.Generator) -> Image.Image:
