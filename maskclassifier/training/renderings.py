@@ -123,8 +123,14 @@ class _Canvas:
         self.alpha += coverage
 
     def cover(self, signed_distance: np.ndarray) -> np.ndarray:
-        """Anti-aliased coverage of a shape from its signed distance (positive inside, face units)."""
-        return np.clip(signed_distance / self.aa + 0.5, 0.0, 1.0)
+        """Anti-aliased coverage of a shape from its signed distance (positive inside, face units): a ramp one
+        canvas pixel wide across the edge. The distances here are approximate (an ellipse's, a half-width's), so
+        the ramp is measured on the distance's own gradient; else flat edges of steep shapes come out jagged."""
+        if min(signed_distance.shape) < 2:
+            return np.clip(signed_distance / self.aa + 0.5, 0.0, 1.0)
+        dy, dx = np.gradient(signed_distance)
+        per_pixel = np.maximum(np.sqrt(dx * dx + dy * dy), self.aa * 0.25)
+        return np.clip(signed_distance / per_pixel + 0.5, 0.0, 1.0)
 
     def part(self, umin: float, umax: float, vmin: float, vmax: float) -> _Canvas:
         """The canvas's pixels that the face-frame rectangle touches (plus a pixel), as views: painting on the
@@ -182,7 +188,7 @@ def _canvas(size: tuple[int, int], box: tuple[int, int, int, int], placement: Pl
 
 
 def _composite(photo: Image.Image, canvas: _Canvas) -> Image.Image:
-    """A new RGB image: `photo` with the canvas scaled to its region and laid over it (Pillow, in 8 bits)."""
+    """`photo` (RGB, changed in place and returned) with the canvas scaled to its region and laid over it."""
     x0, y0, x1, y1 = canvas.region
     alpha = np.clip(canvas.alpha, 0.0, 1.0)
     rgb = np.clip(canvas.colour / np.maximum(alpha, 1e-4)[..., None], 0.0, 255.0)  # straight, not premultiplied
@@ -190,10 +196,9 @@ def _composite(photo: Image.Image, canvas: _Canvas) -> Image.Image:
     overlay = Image.fromarray(layer.astype(np.uint8), "RGBA")
     if overlay.size != (x1 - x0, y1 - y0):  # Pillow scales RGBA premultiplied, so edges do not fringe
         overlay = overlay.resize((x1 - x0, y1 - y0), Image.BILINEAR)
-    result = photo.copy()
-    result.paste(Image.alpha_composite(photo.crop(canvas.region).convert("RGBA"), overlay).convert("RGB"),
-                 canvas.region[:2])
-    return result
+    photo.paste(Image.alpha_composite(photo.crop(canvas.region).convert("RGBA"), overlay).convert("RGB"),
+                canvas.region[:2])
+    return photo
 
 
 # --- shapes and shading -------------------------------------------------------------------------------------------
@@ -287,13 +292,14 @@ def _reflection(c: _Canvas, offset: float, slope: float, width: float, alpha: fl
 
 def render_respirator(image: Image.Image, face_box: tuple[int, int, int, int], style: RespiratorStyle) -> Image.Image:
     """`draw_respirator` with the style chosen: a new RGB image with that respirator over the face in `face_box`."""
-    photo = image.convert("RGB")  # always a new image: the input is never modified
+    photo = image.convert("RGB")  # always a new image (even from RGB), drawn on in place: the input is untouched
     if min(face_box[2] - face_box[0], face_box[3] - face_box[1]) < MIN_FACE_PX:
-        return photo.copy() if photo is image else photo
-    extent = (-0.8, 0.8, -0.7, 0.9) if style.kind == "full_face" else (-0.72, 0.72, -0.1, 0.8)
+        return photo
+    # what the drawing reaches in the face frame (straps, filters), so the canvas is no larger than it
+    extent = (-0.7, 0.7, -0.58, 0.78) if style.kind == "full_face" else (-0.6, 0.6, -0.12, 0.7)
     made = _canvas(photo.size, face_box, style.placement, extent)
     if made is None:
-        return photo.copy() if photo is image else photo
+        return photo
     c, _ = made
     body, cap = style.body, style.cap
     strap = _darker(body, 0.85) if body[0] > 60 else (30, 30, 32)
@@ -352,7 +358,7 @@ def draw_respirator(image: Image.Image, face_box: tuple[int, int, int, int], rng
 
 # --- face shields -------------------------------------------------------------------------------------------------
 
-SHIELD_EXTENT = (-0.76, 0.76, -0.74, 0.98)
+SHIELD_EXTENT = (-0.72, 0.72, -0.72, 0.95)  # the visor (sides bulging to 0.69), the headband
 
 
 def _visor_distance(c: _Canvas, style: ShieldStyle) -> np.ndarray:
@@ -371,10 +377,10 @@ def render_shield(image: Image.Image, face_box: tuple[int, int, int, int], style
     """`draw_shield` with the style chosen: a new RGB image with that face shield over the face in `face_box`."""
     photo = image.convert("RGB")
     if min(face_box[2] - face_box[0], face_box[3] - face_box[1]) < MIN_FACE_PX:
-        return photo.copy() if photo is image else photo
+        return photo
     made = _canvas(photo.size, face_box, style.placement, SHIELD_EXTENT)
     if made is None:
-        return photo.copy() if photo is image else photo
+        return photo
     c, unit = made
     visor_sd = _visor_distance(c, style)
     inside = c.cover(visor_sd)
@@ -387,7 +393,6 @@ def render_shield(image: Image.Image, face_box: tuple[int, int, int, int], style
                  .reshape(-1, 3).mean(axis=0))
     under = Image.blend(blurred, Image.new("RGB", blurred.size, grey), style.haze)
     weight = Image.fromarray((inside * 255.0 + 0.5).astype(np.uint8), "L").resize(crop.size, Image.BILINEAR)
-    photo = photo.copy()
     photo.paste(Image.composite(under, crop, weight), (x0, y0))
 
     if style.tint is not None:
