@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 from datasets import face_like_image
 from maskclassifier.training.renderings import (
     MIN_FACE_PX, RESPIRATOR_KINDS, SHIELD_KINDS, draw_respirator, draw_shield, pick_respirator, pick_shield,
-    render_respirator, render_shield,
+    render_respirator, render_shield, shield_edge_in_photo,
 )
 
 SIZE = 192
@@ -138,3 +138,9 @@ def test_tiny_boxes_and_boxes_outside_the_image_give_an_unchanged_copy(name, box
     image = drawn_face()
     result = DRAWINGS[name](image, box, np.random.default_rng(1))
     assert result is not image and result.tobytes() == image.tobytes()
+
+
+def test_a_shield_on_a_face_filling_the_photo_shows_no_edge():
+    assert shield_edge_in_photo((SIZE, SIZE), BOX)
+    assert shield_edge_in_photo((SIZE, SIZE), (10, 10, 90, 110))  # near a corner: the right edge and the chin show
+    assert not shield_edge_in_photo((100, 100), (-5, -5, 105, 110))  # a tight crop: every edge is outside

@@ -351,7 +351,8 @@ def draw_respirator(image: Image.Image, face_box: tuple[int, int, int, int], rng
     (+-6 degrees) are drawn from `rng` only (`pick_respirator`), so a seed gives the same drawing. Every kind covers
     nose and mouth; the half-face kinds leave the eyes visible. Any image mode is read as RGB; the box may reach
     outside the image (the drawing is clipped). A box under MIN_FACE_PX (24 px) wide or high gets no drawing:
-    the result is an unchanged RGB copy, as it is when the drawing falls wholly outside the image.
+    the result is an unchanged RGB copy, as it is when the drawing falls wholly outside the image. Modes that
+    Pillow cannot convert to RGB (its internal "La", "RGBa") raise Pillow's ValueError.
     """
     return render_respirator(image, face_box, pick_respirator(rng))
 
@@ -409,6 +410,19 @@ def render_shield(image: Image.Image, face_box: tuple[int, int, int, int], style
     return _composite(photo, c)
 
 
+def shield_edge_in_photo(size: tuple[int, int], face_box: tuple[int, int, int, int]) -> bool:
+    """Whether a shield drawn for `face_box` on a photo of `size` (width, height) shows at least one of its
+    edges or the headband (before jitter). On a tight crop whose face fills the photo it shows none: only a haze
+    and reflections are left, which a bare face in bright light also has, so a training pipeline may prefer to
+    draw shields only where this is true (bare faces called Shield were a reported fault, issue 17)."""
+    width, height = size
+    x0, y0, x1, y1 = face_box
+    unit = (x1 - x0 + y1 - y0) / 2.0
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    return (cy - 0.64 * unit >= 0 or cx - 0.64 * unit >= 0 or cx + 0.64 * unit <= width
+            or cy + 0.85 * unit <= height)
+
+
 def draw_shield(image: Image.Image, face_box: tuple[int, int, int, int], rng: np.random.Generator) -> Image.Image:
     """A new RGB image: a clear face shield drawn over the face in `face_box` (whatever is on the face stays
     visible under it). Label: the image's labels plus Shield.
@@ -417,6 +431,7 @@ def draw_shield(image: Image.Image, face_box: tuple[int, int, int, int], rng: np
     `rng` only (`pick_shield`): the edge (straight or bulging, SHIELD_KINDS), the headband's colour (white, blue,
     black foam), one or two diagonal reflections, an optional faint tint (blue, green or grey at 3-10 % alpha),
     how much blur and contrast loss the plastic gives, and a small jitter of size, place and angle. Box handling
-    as in `draw_respirator` (clipped at the image's edges; unchanged copy under MIN_FACE_PX).
+    as in `draw_respirator` (clipped at the image's edges; unchanged copy under MIN_FACE_PX). On a face that
+    fills the photo no edge of the shield is in it (see `shield_edge_in_photo`).
     """
     return render_shield(image, face_box, pick_shield(rng))
