@@ -144,3 +144,13 @@ def test_a_shield_on_a_face_filling_the_photo_shows_no_edge():
     assert shield_edge_in_photo((SIZE, SIZE), BOX)
     assert shield_edge_in_photo((SIZE, SIZE), (10, 10, 90, 110))  # near a corner: the right edge and the chin show
     assert not shield_edge_in_photo((100, 100), (-5, -5, 105, 110))  # a tight crop: every edge is outside
+
+
+def test_a_respirator_is_lit_like_the_face():
+    bright = drawn_face()
+    dark = Image.eval(bright, lambda level: int(level * 0.35))
+    for seed in range(6):
+        style = pick_respirator(np.random.default_rng(seed))
+        on_bright = window(pixels(render_respirator(bright, BOX, style)), 0.0, 0.27, 0.06).mean()
+        on_dark = window(pixels(render_respirator(dark, BOX, style)), 0.0, 0.27, 0.06).mean()
+        assert on_dark < 0.85 * on_bright, (seed, style.kind)

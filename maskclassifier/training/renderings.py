@@ -41,11 +41,13 @@ TINTS = ((150, 190, 255), (160, 230, 190), (175, 180, 185))
 
 @dataclass(frozen=True)
 class Placement:
-    """Jitter of a drawing against the face box: scale factor, shift (face units) and rotation (degrees)."""
+    """Jitter of a drawing against the face box: scale factor, shift (face units) and rotation (degrees); and
+    the seed of the drawing's sensor grain."""
 
     scale: float
     shift: tuple[float, float]
     angle: float
+    grain_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class ShieldStyle:
 
 def _placement(rng: np.random.Generator, scale: float = 0.08, shift: float = 0.035, angle: float = 6.0) -> Placement:
     return Placement(1.0 + rng.uniform(-scale, scale), (rng.uniform(-shift, shift), rng.uniform(-shift, shift)),
-                     rng.uniform(-angle, angle))
+                     rng.uniform(-angle, angle), int(rng.integers(2**31)))
 
 
 def _pick(rng: np.random.Generator, options):
@@ -187,11 +189,25 @@ def _canvas(size: tuple[int, int], box: tuple[int, int, int, int], placement: Pl
     return canvas, unit
 
 
-def _composite(photo: Image.Image, canvas: _Canvas) -> Image.Image:
-    """`photo` (RGB, changed in place and returned) with the canvas scaled to its region and laid over it."""
+GRAIN = 2.5  # sensor-like noise on the drawing, in 8-bit levels (sd): a drawing smoother than the photo is a tell
+LIGHT_RANGE = (0.6, 1.15)  # the drawing's brightness follows the face's: mean luminance / 140, within these
+
+
+def _composite(photo: Image.Image, canvas: _Canvas, face_box: tuple[int, int, int, int],
+               placement: Placement) -> Image.Image:
+    """`photo` (RGB, changed in place and returned) with the canvas scaled to its region and laid over it, lit
+    like the face in `face_box` and with a little grain."""
     x0, y0, x1, y1 = canvas.region
+    width, height = photo.size
+    face = (max(0, face_box[0]), max(0, face_box[1]), min(width, face_box[2]), min(height, face_box[3]))
+    light = 1.0
+    if face[2] > face[0] and face[3] > face[1]:
+        luma = float(np.asarray(photo.crop(face).convert("L").resize((8, 8), Image.BOX), dtype=np.float32).mean())
+        light = float(np.clip(luma / 140.0, *LIGHT_RANGE))
     alpha = np.clip(canvas.alpha, 0.0, 1.0)
-    rgb = np.clip(canvas.colour / np.maximum(alpha, 1e-4)[..., None], 0.0, 255.0)  # straight, not premultiplied
+    rgb = canvas.colour / np.maximum(alpha, 1e-4)[..., None] * light  # straight colour, not premultiplied
+    rgb += np.random.default_rng(placement.grain_seed).normal(0.0, GRAIN, rgb.shape).astype(np.float32)
+    rgb = np.clip(rgb, 0.0, 255.0)
     layer = np.dstack([rgb, alpha * 255.0]) + 0.5
     overlay = Image.fromarray(layer.astype(np.uint8), "RGBA")
     if overlay.size != (x1 - x0, y1 - y0):  # Pillow scales RGBA premultiplied, so edges do not fringe
@@ -338,7 +354,7 @@ def render_respirator(image: Image.Image, face_box: tuple[int, int, int, int], s
         else:
             _filter(c, 0.0, 0.3, 0.2, 0.2, cap, (0.015, 0.03))
             _valve(c, 0.0, 0.54, 0.07, 0.045, _darker(body, 0.8))
-    return _composite(photo, c)
+    return _composite(photo, c, face_box, style.placement)
 
 
 def draw_respirator(image: Image.Image, face_box: tuple[int, int, int, int], rng: np.random.Generator) -> Image.Image:
@@ -407,7 +423,7 @@ def render_shield(image: Image.Image, face_box: tuple[int, int, int, int], style
     band_sd = np.minimum(0.62 - np.abs(band.U), 0.06 - np.abs(band.V + 0.64))
     band.paint(band.cover(band_sd), _shade(style.headband, np.zeros_like(band_sd), (band.V + 0.64) / 0.07 * 0.8,
                                            ambient=0.55, specular=0.15))
-    return _composite(photo, c)
+    return _composite(photo, c, face_box, style.placement)
 
 
 def shield_edge_in_photo(size: tuple[int, int], face_box: tuple[int, int, int, int]) -> bool:
