@@ -4,7 +4,8 @@ Real photos of respirators and face shields are scarce in the sources reachable 
 learnt from drawings. One pasted template teaches the model that template; these functions draw, per call, one of
 several kinds of respirator (half-face with one front filter, half-face with two side cartridges, full-face with a
 chin filter) and face shields of varied edge, headband, reflections and tint, in colours of real products, with
-soft shading and a little jitter of size, place and angle against the face box.
+soft shading and a little jitter of size, place and angle against the face box. The drawing takes the face's
+brightness (a respirator in a dark photo is dark) and a little sensor grain, so it is not smoother than the photo.
 
 Pillow and NumPy only (it runs per training item in the data loader). Each drawing is rendered in the face's own
 frame at a bounded resolution (at most `MAX_UNIT_PX` pixels per face unit), then scaled to the photo and composited
