@@ -30,7 +30,8 @@ def drawn_face(seed: int = 0) -> Image.Image:
     for x in (CENTRE[0] - 0.2 * UNIT, CENTRE[0] + 0.2 * UNIT):  # eyes at v = -0.12
         y = CENTRE[1] - 0.12 * UNIT
         draw.ellipse([x - 6, y - 3, x + 6, y + 3], fill=(40, 30, 30))
-    draw.line([CENTRE[0], CENTRE[1] - 0.05 * UNIT, CENTRE[0] - 4, CENTRE[1] + 0.12 * UNIT], fill=(150, 100, 80), width=2)
+    nose = [CENTRE[0], CENTRE[1] - 0.05 * UNIT, CENTRE[0] - 4, CENTRE[1] + 0.12 * UNIT]
+    draw.line(nose, fill=(150, 100, 80), width=2)
     draw.ellipse([CENTRE[0] - 12, CENTRE[1] + 0.25 * UNIT, CENTRE[0] + 12, CENTRE[1] + 0.32 * UNIT], fill=(170, 60, 60))
     return image
 

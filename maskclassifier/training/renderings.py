@@ -27,7 +27,8 @@ from PIL import Image, ImageFilter
 
 MIN_FACE_PX = 24  # a box narrower or lower than this is left alone: too small to draw anything recognisable
 MAX_UNIT_PX = 80.0  # render resolution cap, pixels per face unit; the overlay is then scaled up, soft anyway
-LIGHT = tuple(float(x) / math.hypot(-0.45, -0.55, 0.70) for x in (-0.45, -0.55, 0.70))  # from the upper left, towards us
+# the light's direction, unit length: from the upper left and towards the viewer
+LIGHT = tuple(float(x) / math.hypot(-0.45, -0.55, 0.70) for x in (-0.45, -0.55, 0.70))
 
 RESPIRATOR_KINDS = ("half_one_filter", "half_two_cartridges", "full_face")
 SHIELD_KINDS = ("straight", "curved")
