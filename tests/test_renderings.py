@@ -155,3 +155,12 @@ def test_a_respirator_is_lit_like_the_face():
         on_bright = window(pixels(render_respirator(bright, BOX, style)), 0.0, 0.27, 0.06).mean()
         on_dark = window(pixels(render_respirator(dark, BOX, style)), 0.0, 0.27, 0.06).mean()
         assert on_dark < 0.85 * on_bright, (seed, style.kind)
+
+
+def test_full_face_masks_come_with_a_chin_filter_or_two_side_cartridges():
+    styles = [pick_respirator(np.random.default_rng(seed)) for seed in range(80)]
+    full_face = {style.side_filters for style in styles if style.kind == "full_face"}
+    assert full_face == {True, False}
+    assert not any(style.side_filters for style in styles if style.kind != "full_face")
+    sizes = [style.filter_size for style in styles]
+    assert min(sizes) < 0.9 and max(sizes) > 1.1

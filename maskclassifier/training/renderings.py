@@ -58,6 +58,9 @@ class RespiratorStyle:
     body: tuple[int, int, int]
     cap: tuple[int, int, int]  # the filters' or cartridges' colour
     placement: Placement
+    filter_size: float = 1.0  # the filters' size against the default (0.85-1.15): slim cartridges to big canisters
+    filter_depth: float = 1.0  # how far the cylinders stand out (0.4-1.6): flat pancake filters to long cartridges
+    side_filters: bool = False  # full-face only: two cartridges at the sides of the chin instead of one in front
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,12 @@ def pick_respirator(rng: np.random.Generator) -> RespiratorStyle:
     kind = _pick(rng, RESPIRATOR_KINDS)
     body = _pick(rng, BODY_COLOURS)
     cap = _pick(rng, CAP_COLOURS if kind == "half_two_cartridges" else FRONT_FILTER_COLOURS)
-    return RespiratorStyle(kind, body, cap, _placement(rng))
+    placement = _placement(rng)
+    size, depth = float(rng.uniform(0.85, 1.15)), float(rng.uniform(0.4, 1.6))
+    side_filters = kind == "full_face" and bool(rng.random() < 0.4)
+    if side_filters:
+        cap = _pick(rng, CAP_COLOURS)
+    return RespiratorStyle(kind, body, cap, placement, size, depth, side_filters)
 
 
 def pick_shield(rng: np.random.Generator) -> ShieldStyle:
@@ -319,7 +327,7 @@ def render_respirator(image: Image.Image, face_box: tuple[int, int, int, int], s
     if made is None:
         return photo
     c, _ = made
-    body, cap = style.body, style.cap
+    body, cap, size, depth = style.body, style.cap, style.filter_size, style.filter_depth
     strap = _darker(body, 0.85) if body[0] > 60 else (30, 30, 32)
     if style.kind == "full_face":
         _straps(c, strap, [((-0.46, -0.32), (-0.62, -0.5)), ((0.46, -0.32), (0.62, -0.5)),
@@ -343,7 +351,11 @@ def render_respirator(image: Image.Image, face_box: tuple[int, int, int, int], s
         c.paint(c.cover(visor_sd + 0.03) * (1.0 - c.cover(visor_sd)), _shade(_darker(body, 0.6), nx, ny))  # its frame
         _reflection(c, -0.15, 1.3, 0.06, 0.3, inside)
         _valve(c, 0.0, 0.36, 0.1, 0.065, _darker(body, 0.75))
-        _filter(c, 0.0, 0.54, 0.19, 0.16, cap, (0.0, 0.035))
+        if style.side_filters:  # e.g. 3M's 6000 series full-face masks: a cartridge each side of the chin
+            for side in (-1, 1):
+                _filter(c, side * 0.32, 0.44, 0.1 * size, 0.15 * size, cap, (side * 0.05 * depth, 0.01))
+        else:
+            _filter(c, 0.0, 0.54, 0.19 * size, 0.16 * size, cap, (0.0, 0.035 * depth))
     else:
         two = style.kind == "half_two_cartridges"
         _straps(c, strap, [((-0.3, 0.14), (-0.56, 0.03)), ((0.3, 0.14), (0.56, 0.03)),
@@ -352,9 +364,9 @@ def render_respirator(image: Image.Image, face_box: tuple[int, int, int, int], s
         if two:
             _valve(c, 0.0, 0.36, 0.075, 0.09, _darker(body, 0.8))
             for side in (-1, 1):
-                _filter(c, side * 0.33, 0.33, 0.12, 0.17, cap, (side * 0.05, 0.01))
+                _filter(c, side * 0.33, 0.33, 0.12 * size, 0.17 * size, cap, (side * 0.05 * depth, 0.01))
         else:
-            _filter(c, 0.0, 0.3, 0.2, 0.2, cap, (0.015, 0.03))
+            _filter(c, 0.0, 0.3, 0.2 * size, 0.2 * size, cap, (0.015 * depth, 0.03 * depth))
             _valve(c, 0.0, 0.54, 0.07, 0.045, _darker(body, 0.8))
     return _composite(photo, c, face_box, style.placement)
 
