@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+from skimage import data
 
 CATEGORIES = ["-", "Cloth", "Gas", "KN95", "Medical", "No_mask!", "Shield"]
 COLOURS = {
@@ -18,6 +19,15 @@ COLOURS = {
     "No_mask!": (220, 170, 140),
     "Shield": (200, 220, 250),
 }
+
+
+HEAD = (140, 20, 310, 230)  # a crop of scikit-image's astronaut photo around her head, with room for a mask
+HEAD_CENTRE = (84, 97)  # the face's centre inside that crop
+
+
+def astronaut_head() -> Image.Image:
+    """A real bare face (scikit-image's public-domain astronaut photo), 170x210, the detector finds it."""
+    return Image.fromarray(data.astronaut()).crop(HEAD)
 
 
 def face_like_image(labels: list[str], seed: int, size: tuple[int, int] = (96, 96)) -> Image.Image:

@@ -42,6 +42,8 @@ from fastai.metrics import F1ScoreMulti, accuracy_multi
 from fastai.torch_core import to_float
 from torchvision import models
 
+from maskclassifier.training.augment import Augmentation, AugmentingReader
+from maskclassifier.training.renderings import shield_edge_in_photo
 from maskclassifier.training.dataset import ImageReader, LabelledData, check_split, read_labelled_csv
 from maskclassifier.facebox import crop_box
 from maskclassifier.faces import load_detector
@@ -108,43 +110,104 @@ def load_labelled_csv(csv_path: Path, images_root: Path | None = None, merges: d
     return data
 
 
+def mark_faces(data: LabelledData) -> LabelledData:
+    """The data with a `face` column: for each training image with exactly one face found, that face's box
+    ("x0 y0 x1 y1" in pixels of the image as fastai opens it, without EXIF rotation), else "". Validation rows
+    get "" (nothing is drawn on them). The face close-ups, occluders and renderings are placed with it.
+    TrainingError when the face detector's files are missing."""
+    if "face" in data.frame.columns:
+        return data
+    detector = load_detector()
+    if detector is None:
+        raise TrainingError("finding the faces of the training images needs the face detector: models/mtcnn/*.onnx "
+                            "are missing (python -m maskclassifier.export_mtcnn writes them)")
+    frame = data.frame.assign(face="")
+    training = frame.index[~frame["is_valid"]]
+    for done, index in enumerate(training, start=1):
+        with Image.open(data.images_root / frame.at[index, "fname"]) as image:  # as fastai opens it: no EXIF rotation
+            faces = detector.detect(image.convert("RGB")).faces
+        if len(faces) == 1:
+            frame.at[index, "face"] = " ".join(str(value) for value in faces[0].box)
+        if done % 200 == 0 or done == len(training):
+            print(f"\rfinding faces: {done}/{len(training)} training images", end="", flush=True)
+    print(flush=True)
+    return LabelledData(frame, data.images_root, data.skipped, data.corrections)
+
+
 def add_face_crops(data: LabelledData, margin: float) -> tuple[LabelledData, int]:
     """Each training image with exactly one face found once more, as a close-up of that face with `margin`: the
     view the web page's automatic mode classifies next to the whole photo. Returns the data with the close-ups
     added (as rows with a `crop` box, after their image's row) and how many were added. Validation is left alone.
     """
-    detector = load_detector()
-    if detector is None:
-        raise TrainingError("--face-crops needs the face detector: models/mtcnn/*.onnx are missing "
-                            "(python -m maskclassifier.export_mtcnn writes them)")
+    data = mark_faces(data)
     frame = data.frame.assign(crop="")
     rows = []
-    training = frame.index[~frame["is_valid"]]
-    for done, index in enumerate(training, start=1):
-        row = frame.loc[index]
+    for _, row in frame.iterrows():
         rows.append(row)
-        with Image.open(data.images_root / row["fname"]) as image:  # as fastai opens it: no EXIF rotation
-            image = image.convert("RGB")
-            faces = detector.detect(image).faces
-        if len(faces) == 1:
+        if row["face"]:
+            with Image.open(data.images_root / row["fname"]) as image:
+                size = image.size
             rows.append(row.copy())
-            rows[-1]["crop"] = " ".join(str(value) for value in crop_box(faces[0].box, image.size, margin))
-        if done % 200 == 0 or done == len(training):
-            print(f"\rface crops: {done}/{len(training)} training images", end="", flush=True)
-    print(flush=True)
+            box = tuple(int(value) for value in row["face"].split())
+            rows[-1]["crop"] = " ".join(str(value) for value in crop_box(box, size, margin))
     crops = pd.DataFrame(rows)
-    added = len(crops) - len(training)
-    combined = pd.concat([crops, frame[frame["is_valid"]]], ignore_index=True)
-    return LabelledData(combined, data.images_root, data.skipped), added
+    added = len(crops) - len(frame)
+    combined = pd.concat([crops[~crops["is_valid"]], crops[crops["is_valid"]]], ignore_index=True)
+    return LabelledData(combined, data.images_root, data.skipped, data.corrections), added
+
+
+# The labels a rendered image gets, from the labels of the image it is drawn on: a respirator replaces whatever
+# covered the mouth (drawn on bare faces only), a face shield goes over a bare face or any one mask.
+RENDERING_SOURCES = {"gas": {"No_mask!": "Gas"},
+                     "shield": {"No_mask!": "Shield", "Medical": "Medical Shield", "Cloth": "Cloth Shield",
+                                "KN95": "KN95 Shield"}}
+
+
+def _view_geometry(row, images_root: Path) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """The size of what a row shows (its image, or its `crop` of it) and its face's box in those pixels."""
+    box = tuple(int(value) for value in row["face"].split())
+    if row.get("crop", ""):
+        left, top, right, bottom = (int(value) for value in row["crop"].split())
+        return (right - left, bottom - top), (box[0] - left, box[1] - top, box[2] - left, box[3] - top)
+    with Image.open(images_root / row["fname"]) as image:
+        return image.size, box
+
+
+def add_renderings(data: LabelledData, counts: dict[str, int], seed: int) -> tuple[LabelledData, dict[str, int]]:
+    """`counts[kind]` more training rows per kind ("gas", "shield"), each a training image with one known face
+    (close-ups included) picked at random (`seed`) from RENDERING_SOURCES' labels, relabelled, with `render` set
+    so that AugmentingReader draws the respirator or shield on it. Shields only where their edge or headband is
+    in view (`renderings.shield_edge_in_photo`). Returns the data and how many rows each kind
+    got (fewer than asked when there are not enough images with a face)."""
+    data = mark_faces(data)
+    frame = data.frame.assign(render="") if "render" not in data.frame.columns else data.frame
+    rng = np.random.default_rng(seed)
+    added, made = [], {}
+    for kind, count in counts.items():
+        relabel = RENDERING_SOURCES[kind]
+        pool = frame[(~frame["is_valid"]) & (frame["face"] != "") & frame["labels"].isin(relabel)]
+        if kind == "shield":  # a shield whose edge and headband fall outside a tight crop is only a haze
+            pool = pool[[shield_edge_in_photo(*_view_geometry(row, data.images_root)) for _, row in pool.iterrows()]]
+        picked = pool.iloc[rng.permutation(len(pool))[:count]].copy()
+        picked["labels"] = picked["labels"].map(relabel)
+        picked["render"] = kind
+        added.append(picked)
+        made[kind] = len(picked)
+    combined = pd.concat([frame[~frame["is_valid"]], *added, frame[frame["is_valid"]]], ignore_index=True)
+    return LabelledData(combined, data.images_root, data.skipped, data.corrections), made
 
 
 def build_dataloaders(data: LabelledData, size: int, presize: int, batch_size: int, seed: int,
-                      num_workers: int | None = None):
-    """The notebook's DataBlock: presize with an item Resize, then augment and resize to `size` on the batch."""
+                      num_workers: int | None = None, augmentation: Augmentation | None = None):
+    """The notebook's DataBlock: presize with an item Resize, then augment and resize to `size` on the batch.
+    With `augmentation` (or rows to render: a `render` column), training images are read with AugmentingReader."""
+    augmenting = bool(augmentation) or "render" in data.frame.columns
+    reader = AugmentingReader(data.images_root, augmentation or Augmentation()) if augmenting else \
+        ImageReader(data.images_root)
     block = DataBlock(
         blocks=(ImageBlock, MultiCategoryBlock(vocab=data.vocab)),
         splitter=ColSplitter("is_valid"),
-        get_x=ImageReader(data.images_root),
+        get_x=reader,
         get_y=ColReader("labels", label_delim=" "),
         item_tfms=Resize(presize),
         batch_tfms=aug_transforms(size=size, min_scale=0.75, max_rotate=10.0),

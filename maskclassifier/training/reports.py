@@ -118,6 +118,27 @@ def _face_crops(training: dict) -> str:
             "images with exactly one face, the view the web page's automatic mode adds to the whole photo.")
 
 
+def _augmentation(training: dict) -> str:
+    augmentation = training.get("augmentation") or {}
+    parts = []
+    if augmentation.get("occluders"):
+        parts.append(f"{augmentation['occluders']:.0%} of the reads of a bare face (one face found) with a hand, "
+                     "phone, microphone, hair or a scarf pulled down drawn over the lower face, still labelled "
+                     "`No_mask!`")
+    if augmentation.get("lighting"):
+        parts.append(f"{augmentation['lighting']:.0%} of all training reads in low light with sensor noise, "
+                     "backlit or with a colour cast")
+    rendered = augmentation.get("renderings") or {}
+    if rendered:
+        parts.append(" and ".join(f"{count} {RENDERED[kind]}" for kind, count in rendered.items()) +
+                     " drawn anew at each read on training images with one face")
+    return f" Training-time augmentation (`maskclassifier/training/augment.py`): {'; '.join(parts)}." if parts else ""
+
+
+RENDERED = {"gas": "images with a respirator (labelled `Gas`)",
+            "shield": "images with a face shield (over a bare face or a mask, + `Shield`)"}
+
+
 def _lr_origin(training: dict) -> str:
     return " (fastai's default: too little data for lr_find)" if training.get("lr_from") == "default" else ""
 
@@ -144,7 +165,7 @@ def model_card(sidecar: dict, dataset_md: Path | None) -> str:
         s=sidecar, t=training, m=metrics, vocab=sidecar["vocab"],
         lr_origin=_lr_origin(training), lr_mult=f"{training.get('lr_mult', 100):g}",
         head_and_precision=_head_and_precision(training), continued_from=_continued_from(training),
-        oversampled=_oversampled(training), face_crops=_face_crops(training), tta_line=_tta_line(sidecar.get("tta", "none")),
+        oversampled=_oversampled(training), face_crops=_face_crops(training) + _augmentation(training), tta_line=_tta_line(sidecar.get("tta", "none")),
         target=target and {"met": all(metrics[key] >= value for key, value in target.items()),
                            "wanted": ", ".join(f"{key} >= {value}" for key, value in target.items())},
         synthetic_note=synthetic_note,

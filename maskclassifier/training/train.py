@@ -28,6 +28,7 @@ import torch  # noqa: E402
 
 from maskclassifier.training import metrics, reports  # noqa: E402
 from maskclassifier.config import Settings  # noqa: E402
+from maskclassifier.training.augment import Augmentation  # noqa: E402
 from maskclassifier.training.dataset import (  # noqa: E402
     DatasetError,
     corrections_line,
@@ -45,7 +46,9 @@ from maskclassifier.training.learner import (  # noqa: E402
     LR_FIND_MIN_STEPS,
     CpuBfloat16,
     TrainingError,
+    RENDERING_SOURCES,
     add_face_crops,
+    add_renderings,
     build_dataloaders,
     build_learner,
     export_portable,
@@ -54,6 +57,7 @@ from maskclassifier.training.learner import (  # noqa: E402
     load_initial_weights,
     load_labelled_csv,
     lr_find_steps,
+    mark_faces,
     per_item_losses,
     scratch_directory,
     validation_predictions,
@@ -107,6 +111,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also train on a close-up of the face of each training image with exactly one face "
                              "(found with MTCNN; needs facenet-pytorch): the view the web page's automatic mode "
                              f"classifies next to the whole photo, with FACE_MARGIN's default {Settings.face_margin}")
+    parser.add_argument("--occluders", type=float, default=0.0, metavar="P",
+                        help="chance (0-1) that a training image of a bare face (No_mask!, one face found) is read "
+                             "with a hand, phone, microphone, hair or a scarf pulled down drawn over its lower face, "
+                             "keeping its label (default: 0)")
+    parser.add_argument("--lighting", type=float, default=0.0, metavar="P",
+                        help="chance (0-1) that a training image is read in low light with sensor noise, "
+                             "backlit or with a colour cast (default: 0)")
+    parser.add_argument("--render", action="append", default=[], metavar="KIND=COUNT",
+                        help="add COUNT training images with a respirator (gas: labelled Gas) or a face shield "
+                             "(shield: over a bare face or a mask, + Shield) drawn on training images with one face "
+                             "found; drawn anew at each read (repeatable)")
     parser.add_argument("--init-from", type=Path, metavar="PKL",
                         help="start from this exported learner's weights (same architecture and categories), "
                              "e.g. to continue training at a larger --size; with another --head, only its body")
@@ -133,9 +148,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--lr-mult must be 1 or more")
     if not 0 < args.valid_pct < 1:
         parser.error("--valid-pct must be between 0 and 1")
+    for name in ("occluders", "lighting"):
+        if not 0 <= getattr(args, name) <= 1:
+            parser.error(f"--{name} must be between 0 and 1")
+    try:
+        args.render_counts = parse_renderings(args.render)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.bs < 2:
         parser.error("--bs must be at least 2 (BatchNorm cannot train on one image at a time)")
     return args
+
+
+def parse_renderings(pairs: list[str]) -> dict[str, int]:
+    """['gas=400', 'shield=500'] -> {'gas': 400, 'shield': 500}; ValueError naming the bad pair."""
+    counts = {}
+    for pair in pairs:
+        kind, _, count = pair.partition("=")
+        if kind not in RENDERING_SOURCES or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--render takes KIND=COUNT with KIND one of {', '.join(RENDERING_SOURCES)} and COUNT "
+                             f"a positive whole number, got {pair!r}")
+        counts[kind] = int(count)
+    return counts
 
 
 def earlier_results(out: Path, name: str) -> list[str]:
@@ -222,13 +256,21 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
         face_crops = {"margin": Settings.face_margin, "added": added}
         print(f"--face-crops: {added} face close-ups added to the training images", flush=True)
     training_data = oversample(training_data, parse_oversample(args.oversample))
+    augmentation = Augmentation(occluders=args.occluders, lighting=args.lighting)
+    renderings = None
+    if args.render_counts:  # after oversampling: the counts asked for are the counts trained on
+        training_data, renderings = add_renderings(training_data, args.render_counts, args.seed)
+        print("--render: " + ", ".join(f"{count} {kind}" for kind, count in renderings.items()) +
+              " images to draw on training images", flush=True)
+    elif augmentation:
+        training_data = mark_faces(training_data)
     train_images = int((~training_data.frame["is_valid"]).sum())
     batch_size = fit_batch_size(args.bs, train_images)
     if batch_size != args.bs:
         print(f"--bs {args.bs} is more than the {train_images} training images: training with batches of "
               f"{batch_size}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    dls = build_dataloaders(training_data, args.size, args.presize, batch_size, args.seed, args.workers)
+    dls = build_dataloaders(training_data, args.size, args.presize, batch_size, args.seed, args.workers, augmentation)
     learn = build_learner(dls, args.arch, args.pretrained, head_features=args.head, workdir=workdir)
     initialised = load_initial_weights(learn, args.init_from) if args.init_from else None
     if initialised == "body":
@@ -250,6 +292,8 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
     print(metrics.format_table(report), flush=True)
 
     model_path = args.out / f"{args.name}.pkl"
+    # The export holds the DataBlock's reader; the plain one, so the model file needs none of the drawing code.
+    learn.dls = build_dataloaders(data, args.size, args.presize, batch_size, args.seed, args.workers)
     export_portable(learn, model_path.resolve())
     reports.plot_threshold_sweep(sweep, threshold, args.out / "threshold_sweep.png")
     reports.plot_confusion(report, args.out / "confusion.png")
@@ -283,6 +327,7 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
             "merges": args.merge,
             "oversample": args.oversample,
             "face_crops": face_crops,
+            "augmentation": {"occluders": args.occluders, "lighting": args.lighting, "renderings": renderings or {}},
             "init_from": None if args.init_from is None else {"file": args.init_from.name,
                                                               "sha256": sha256_file(args.init_from),
                                                               "took": initialised},

@@ -1,0 +1,355 @@
+"""Training-time changes to an image that its labels survive: things over a bare face's mouth that are not masks,
+and poor light. What users' photos show and the dataset's do not (issue 17).
+
+Pillow and NumPy only. Every function takes the image, the face's box (x0, y0, x1, y1 in pixels of that image, as
+the MTCNN detector returns it: about eyebrows to chin) and a NumPy Generator, and returns a new RGB image; the input
+is never changed. `AugmentingReader` (fastai's get_x for training) applies them to training rows only, at random on
+each read, so each epoch sees other occluders and other light.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from maskclassifier.training import renderings
+from maskclassifier.training.dataset import ImageReader
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+Box = tuple[int, int, int, int]
+
+# Skin tones from light to deep (the Monk skin tone scale's swatches, rounded): a hand over a face is as often
+# another tone as the face's own in group photos and stock images, and the face's own tone is added per image.
+SKIN_TONES = ((246, 237, 228), (243, 231, 219), (247, 234, 208), (234, 218, 186), (215, 189, 150),
+              (160, 126, 86), (130, 92, 67), (96, 65, 52), (58, 49, 42), (41, 36, 32))
+HAIR_COLOURS = ((20, 16, 14), (58, 40, 28), (96, 64, 38), (160, 120, 70), (200, 170, 120), (120, 40, 25))
+# A phone's back or case, a microphone's body: the dark, grey and white of most products plus a few colours.
+OBJECT_COLOURS = ((18, 18, 20), (40, 40, 44), (120, 120, 125), (215, 215, 220), (30, 60, 120), (150, 30, 40))
+SCARF_COLOURS = ((150, 30, 40), (30, 60, 110), (60, 90, 50), (200, 180, 140), (90, 90, 95), (230, 120, 40))
+MIN_FACE = 24  # pixels: a smaller face is left alone (too few pixels to draw anything recognisable on)
+
+
+def face_geometry(box: Box) -> tuple[float, float, float, float]:
+    """(mouth x, mouth y, face width, face height) in pixels: MTCNN's box ends near the chin, the mouth at about
+    three quarters of its height (the mean of its five landmarks on frontal faces)."""
+    x0, y0, x1, y1 = box
+    width, height = x1 - x0, y1 - y0
+    return x0 + width / 2, y0 + 0.76 * height, width, height
+
+
+def face_tone(image: Image.Image, box: Box) -> tuple[int, int, int]:
+    """The median colour of the cheeks (two patches beside the nose): the person's own skin tone."""
+    x0, y0, x1, y1 = box
+    width, height = x1 - x0, y1 - y0
+    pixels = np.asarray(image)
+    patches = [pixels[int(y0 + 0.45 * height):int(y0 + 0.6 * height), int(x0 + fx * width):int(x0 + (fx + 0.15) * width)]
+               for fx in (0.15, 0.7)]
+    values = np.concatenate([patch.reshape(-1, 3) for patch in patches if patch.size])
+    if not len(values):
+        return SKIN_TONES[4]
+    return tuple(int(v) for v in np.median(values, axis=0))
+
+
+def _tone(image: Image.Image, box: Box, rng: np.random.Generator) -> tuple[int, int, int]:
+    base = face_tone(image, box) if rng.random() < 0.5 else SKIN_TONES[rng.integers(len(SKIN_TONES))]
+    return _jitter(base, rng, 12)
+
+
+def _jitter(colour: tuple[int, int, int], rng: np.random.Generator, amount: int) -> tuple[int, int, int]:
+    return tuple(int(np.clip(value + rng.integers(-amount, amount + 1), 0, 255)) for value in colour)
+
+
+def _shade(colour: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
+    return tuple(int(np.clip(value * factor, 0, 255)) for value in colour)
+
+
+def _composite(image: Image.Image, layer: Image.Image, mask: Image.Image, soften: float) -> Image.Image:
+    """`layer` over `image` where `mask` is set, its edge blurred by `soften` pixels (a drawn edge is sharper than
+    any photographed one, and a sharp edge is a shortcut the learner would take)."""
+    if soften > 0:
+        mask = mask.filter(ImageFilter.GaussianBlur(soften))
+    return Image.composite(layer, image, mask)
+
+
+def _lit(layer: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The layer with light from one side (a left-to-right brightness ramp) and a little grain, so a flat fill
+    gets some volume and texture."""
+    width, height = layer.size
+    ramp = np.linspace(rng.uniform(0.7, 0.95), rng.uniform(1.0, 1.2), width, dtype=np.float32)
+    if rng.random() < 0.5:
+        ramp = ramp[::-1]
+    lit = np.asarray(layer, dtype=np.float32) * ramp[None, :, None]
+    lit += rng.normal(0, rng.uniform(1, 5), (height, width, 1)).astype(np.float32)
+    return Image.fromarray(np.clip(lit, 0, 255).astype(np.uint8))
+
+
+def draw_hand(image: Image.Image, box: Box, rng: np.random.Generator) -> Image.Image:
+    """A hand over the mouth: a palm at the mouth and four fingers across the lower face (fingers sideways, up
+    over a cheek, or a loose fist under the chin)."""
+    mx, my, width, height = face_geometry(box)
+    tone = _tone(image, box, rng)
+    layer = Image.new("RGB", image.size, tone)
+    mask = Image.new("L", image.size, 0)
+    draw = ImageDraw.Draw(mask)
+    lines = ImageDraw.Draw(layer)
+    palm_w, palm_h = width * rng.uniform(0.42, 0.6), height * rng.uniform(0.32, 0.45)
+    cx, cy = mx + rng.uniform(-0.12, 0.12) * width, my + rng.uniform(-0.05, 0.12) * height
+    draw.ellipse((cx - palm_w / 2, cy - palm_h / 2, cx + palm_w / 2, cy + palm_h / 2), fill=255)
+    pose = rng.integers(3)
+    finger = width * rng.uniform(0.075, 0.1)
+    crease = _shade(tone, 0.72)
+    side = 1 if rng.random() < 0.5 else -1
+    for index in range(4):
+        if pose == 0:  # fingers sideways across the lower face, from the palm towards one ear
+            y = cy - palm_h / 2 + (index + 0.5) * palm_h / 4 - finger / 2
+            length = width * rng.uniform(0.35, 0.5)
+            xs = sorted((cx, cx + side * (palm_w / 2 + length)))
+            draw.rounded_rectangle((xs[0], y, xs[1], y + finger * 0.95), radius=finger / 2, fill=255)
+            lines.line((xs[0], y + finger, xs[1], y + finger), fill=crease, width=max(1, int(finger / 8)))
+        elif pose == 1:  # fingers up over a cheek and the nose
+            x = cx - palm_w / 2 + (index + 0.5) * palm_w / 4 - finger / 2
+            top = cy - palm_h / 2 - height * rng.uniform(0.2, 0.35)
+            draw.rounded_rectangle((x, top, x + finger * 0.95, cy), radius=finger / 2, fill=255)
+            lines.line((x + finger, top, x + finger, cy), fill=crease, width=max(1, int(finger / 8)))
+        else:  # a loose fist: knuckles in a row under the lip
+            x = cx - palm_w / 2 + index * palm_w / 4
+            draw.ellipse((x, cy - palm_h / 2 - finger, x + palm_w / 4 + finger / 3, cy - palm_h / 2 + finger),
+                         fill=255)
+    return _composite(image, _lit(layer, rng), mask, soften=max(0.6, width / 120))
+
+
+def draw_phone(image: Image.Image, box: Box, rng: np.random.Generator) -> Image.Image:
+    """A phone held upright at the mouth (a call, a selfie video), with a highlight along one edge and two
+    fingertips holding it."""
+    mx, my, width, height = face_geometry(box)
+    colour = _jitter(OBJECT_COLOURS[rng.integers(len(OBJECT_COLOURS))], rng, 10)
+    phone_w, phone_h = width * rng.uniform(0.3, 0.42), height * rng.uniform(0.55, 0.8)
+    cx, cy = mx + rng.uniform(-0.2, 0.2) * width, my + rng.uniform(0.0, 0.2) * height
+    angle = rng.uniform(-25, 25)
+    layer = Image.new("RGB", image.size, colour)
+    mask = Image.new("L", image.size, 0)
+    rect = (cx - phone_w / 2, cy - phone_h / 2, cx + phone_w / 2, cy + phone_h / 2)
+    ImageDraw.Draw(mask).rounded_rectangle(rect, radius=phone_w * 0.15, fill=255)
+    ImageDraw.Draw(layer).line((rect[0] + phone_w * 0.08, rect[1] + phone_h * 0.05, rect[0] + phone_w * 0.08,
+                                rect[3] - phone_h * 0.05), fill=_shade(colour, 1.6) if sum(colour) < 300 else
+                               _shade(colour, 0.8), width=max(1, int(phone_w / 14)))
+    mask = mask.rotate(angle, center=(cx, cy))
+    layer = layer.rotate(angle, center=(cx, cy), fillcolor=colour)
+    out = _composite(image, layer, mask, soften=max(0.5, width / 200))
+    tone = _tone(image, box, rng)
+    grip = Image.new("L", image.size, 0)
+    finger = width * 0.08
+    for dy in (0.1, 0.3):
+        y = rect[1] + dy * phone_h
+        ImageDraw.Draw(grip).rounded_rectangle((rect[2] - finger * 0.6, y, rect[2] + finger * 1.4, y + finger),
+                                               radius=finger / 2, fill=255)
+    return _composite(out, Image.new("RGB", image.size, tone), grip.rotate(angle, center=(cx, cy)), soften=0.8)
+
+
+def draw_microphone(image: Image.Image, box: Box, rng: np.random.Generator) -> Image.Image:
+    """A handheld microphone in front of the mouth: a mesh ball (a grid of darker dots) and a handle down out of
+    the picture."""
+    mx, my, width, height = face_geometry(box)
+    radius = width * rng.uniform(0.13, 0.2)
+    cx, cy = mx + rng.uniform(-0.15, 0.15) * width, my + rng.uniform(-0.02, 0.15) * height
+    mesh = _jitter((150, 150, 155) if rng.random() < 0.6 else (45, 45, 48), rng, 15)
+    body = _jitter(OBJECT_COLOURS[rng.integers(2)], rng, 8)
+    layer = Image.new("RGB", image.size, body)
+    mask = Image.new("L", image.size, 0)
+    draw, paint = ImageDraw.Draw(mask), ImageDraw.Draw(layer)
+    lean = rng.uniform(-0.4, 0.4) * radius
+    handle = (cx - radius * 0.45, cy, cx + radius * 0.45, image.size[1] + radius)
+    draw.polygon([(handle[0], cy), (handle[2], cy), (handle[2] + lean, handle[3]), (handle[0] + lean, handle[3])],
+                 fill=255)
+    ball = (cx - radius, cy - radius, cx + radius, cy + radius)
+    draw.ellipse(ball, fill=255)
+    paint.ellipse(ball, fill=mesh)
+    step = max(2, int(radius / 5))
+    dark = _shade(mesh, 0.55)
+    for y in range(int(ball[1]), int(ball[3]), step):
+        for x in range(int(ball[0]) + (y // step) % 2 * step // 2, int(ball[2]), step):
+            paint.point((x, y), fill=dark)
+    return _composite(image, _lit(layer, rng), mask, soften=max(0.5, width / 200))
+
+
+def draw_hair(image: Image.Image, box: Box, rng: np.random.Generator) -> Image.Image:
+    """Strands of hair falling across the mouth and chin: curved lines from one side, drawn from below the eyes
+    (what matters is the mouth; strands over the eyes would teach nothing about masks)."""
+    mx, my, width, height = face_geometry(box)
+    colour = HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))]
+    layer = Image.new("RGB", image.size, colour)
+    mask = Image.new("L", image.size, 0)
+    draw = ImageDraw.Draw(mask)
+    y0 = box[1]
+    side = 1 if rng.random() < 0.5 else -1
+    start = mx - side * width * rng.uniform(0.1, 0.3)
+    for _ in range(int(rng.integers(10, 30))):  # sparse: dense dark strands over the mouth read as a black mask
+        top_x = start + rng.normal(0, width * 0.08)
+        bend = side * rng.uniform(0.15, 0.45) * width
+        t = np.linspace(0, 1, 12)
+        xs = top_x + bend * t ** 1.5 + rng.normal(0, width * 0.01, t.size)
+        ys = y0 + height * (0.42 + t * rng.uniform(0.5, 0.75))
+        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=int(rng.integers(120, 230)),
+                  width=max(1, int(width / rng.uniform(90, 160))))
+    return _composite(image, _lit(layer, rng), mask, soften=0.4)
+
+
+def draw_scarf_down(image: Image.Image, box: Box, rng: np.random.Generator) -> Image.Image:
+    """A scarf or neck gaiter pulled down under the chin: fabric over the neck and the bottom of the chin,
+    mouth and nose bare (still no mask on), with fold lines and sometimes stripes."""
+    mx, my, width, height = face_geometry(box)
+    colour = _jitter(SCARF_COLOURS[rng.integers(len(SCARF_COLOURS))], rng, 15)
+    top = box[3] - height * rng.uniform(0.0, 0.08)
+    left, right = mx - width * rng.uniform(0.55, 0.75), mx + width * rng.uniform(0.55, 0.75)
+    bottom = top + height * rng.uniform(0.35, 0.6)
+    layer = Image.new("RGB", image.size, colour)
+    paint = ImageDraw.Draw(layer)
+    if rng.random() < 0.4:
+        stripe = _shade(colour, rng.uniform(0.5, 0.7))
+        for y in np.arange(top, bottom, height * 0.08)[::2]:
+            paint.rectangle((left, y, right, y + height * 0.04), fill=stripe)
+    for _ in range(4):
+        y = rng.uniform(top, bottom)
+        paint.arc((left, y - height * 0.1, right, y + height * 0.1), 20, 160, fill=_shade(colour, 0.6),
+                  width=max(1, int(width / 40)))
+    mask = Image.new("L", image.size, 0)
+    ImageDraw.Draw(mask).chord((left, top - height * 0.12, right, bottom + height * 0.25), 0, 180, fill=255)
+    ImageDraw.Draw(mask).rectangle((left, top + height * 0.05, right, bottom), fill=255)
+    return _composite(image, _lit(layer, rng), mask, soften=max(0.6, width / 150))
+
+
+OCCLUDERS: dict[str, Callable[[Image.Image, Box, np.random.Generator], Image.Image]] = {
+    "hand": draw_hand, "phone": draw_phone, "microphone": draw_microphone, "hair": draw_hair,
+    "scarf_down": draw_scarf_down}
+OCCLUDER_WEIGHTS = {"hand": 0.4, "phone": 0.15, "microphone": 0.15, "hair": 0.15, "scarf_down": 0.15}
+
+
+def occlude(image: Image.Image, box: Box, rng: np.random.Generator) -> Image.Image:
+    """One occluder that is not a mask over the lower face, chosen by OCCLUDER_WEIGHTS (hands, the classic
+    mistake of mask detectors, most often)."""
+    names = list(OCCLUDERS)
+    weights = np.array([OCCLUDER_WEIGHTS[name] for name in names])
+    return OCCLUDERS[names[rng.choice(len(names), p=weights / weights.sum())]](image, box, rng)
+
+
+def _to_linear(pixels: np.ndarray) -> np.ndarray:
+    return (pixels / 255.0) ** 2.2  # sRGB's curve, near enough for changing exposure
+
+
+def _to_srgb(linear: np.ndarray) -> Image.Image:
+    return Image.fromarray((np.clip(linear, 0, 1) ** (1 / 2.2) * 255 + 0.5).astype(np.uint8))
+
+
+def low_light(image: Image.Image, box: Box | None, rng: np.random.Generator) -> Image.Image:
+    """The photo taken with 15-60 % of the light: exposure scaled in linear light, then a phone sensor's noise
+    (luminance and colour, 2-10 levels of 255) and sometimes a colour cast (tungsten, fluorescent, dusk)."""
+    linear = _to_linear(np.asarray(image, dtype=np.float32)) * rng.uniform(0.15, 0.6)
+    if rng.random() < 0.5:
+        linear = linear * np.array(_cast(rng), dtype=np.float32)
+    out = np.asarray(_to_srgb(linear), dtype=np.float32)
+    sigma = rng.uniform(2, 10)
+    noise = rng.normal(0, sigma, out.shape[:2])[..., None] + rng.normal(0, sigma / 2, out.shape)
+    return Image.fromarray(np.clip(out + noise, 0, 255).astype(np.uint8))
+
+
+def backlight(image: Image.Image, box: Box | None, rng: np.random.Generator) -> Image.Image:
+    """A face against a bright window or sky: the face (an ellipse around its box, or the middle of the photo
+    when none is known) 2-5x darker than the brightened background, with a soft edge."""
+    width, height = image.size
+    x0, y0, x1, y1 = box if box is not None else (width * 0.25, height * 0.15, width * 0.75, height * 0.95)
+    grow_x, grow_y = (x1 - x0) * 0.5, (y1 - y0) * 0.6
+    subject = Image.new("L", image.size, 0)
+    ImageDraw.Draw(subject).ellipse((x0 - grow_x, y0 - grow_y, x1 + grow_x, y1 + grow_y * 3), fill=255)
+    weight = np.asarray(subject.filter(ImageFilter.GaussianBlur(max(2.0, (x1 - x0) / 4))), dtype=np.float32) / 255
+    linear = _to_linear(np.asarray(image, dtype=np.float32))
+    gain = weight / rng.uniform(2, 5) + (1 - weight) * rng.uniform(1.5, 3)
+    return _to_srgb(linear * gain[..., None] + (1 - weight[..., None]) * rng.uniform(0.0, 0.25))
+
+
+def colour_cast(image: Image.Image, box: Box | None, rng: np.random.Generator) -> Image.Image:
+    """White balance gone wrong: warm tungsten, green-blue fluorescent or blue dusk, in linear light."""
+    return _to_srgb(_to_linear(np.asarray(image, dtype=np.float32)) * np.array(_cast(rng), dtype=np.float32))
+
+
+def _cast(rng: np.random.Generator) -> tuple[float, float, float]:
+    kind = rng.integers(3)
+    strength = rng.uniform(0.1, 0.35)
+    if kind == 0:
+        return 1 + strength, 1.0, 1 - strength  # tungsten
+    if kind == 1:
+        return 1 - strength, 1 + strength / 2, 1 - strength / 3  # fluorescent
+    return 1 - strength, 1 - strength / 3, 1 + strength  # dusk
+
+
+LIGHTING: dict[str, Callable[[Image.Image, Box | None, np.random.Generator], Image.Image]] = {
+    "low_light": low_light, "backlight": backlight, "colour_cast": colour_cast}
+LIGHTING_WEIGHTS = {"low_light": 0.6, "backlight": 0.25, "colour_cast": 0.15}
+
+
+def relight(image: Image.Image, box: Box | None, rng: np.random.Generator) -> Image.Image:
+    """One lighting change, chosen by LIGHTING_WEIGHTS: low light (the fault users meet most) most often."""
+    names = list(LIGHTING)
+    weights = np.array([LIGHTING_WEIGHTS[name] for name in names])
+    return LIGHTING[names[rng.choice(len(names), p=weights / weights.sum())]](image, box, rng)
+
+
+RENDERINGS = {"gas": renderings.draw_respirator, "shield": renderings.draw_shield}
+
+
+def parse_box(text: str) -> Box | None:
+    """'x0 y0 x1 y1' -> a box; '' (no single face known) -> None."""
+    return tuple(int(value) for value in text.split()) if text else None
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """What `train` changes in training images as it reads them (validation images are read as they are)."""
+
+    occluders: float = 0.0  # chance that a No_mask! image with one known face gets an occluder over its mouth
+    lighting: float = 0.0  # chance that any training image gets a lighting change
+
+    def __bool__(self) -> bool:
+        return self.occluders > 0 or self.lighting > 0
+
+
+@dataclass(frozen=True)
+class AugmentingReader(ImageReader):
+    """ImageReader for training: the row's image (or face close-up), with a drawn respirator or shield where the
+    row's `render` column asks for one (rows that `add_renderings` made), then by chance an occluder (bare faces)
+    and a lighting change. Rows need the `face` column ("x0 y0 x1 y1" of the image's one face, or "").
+
+    Each read draws new random choices from Python's `random`, which fastai seeds per data-loading worker.
+    Training only: `train` exports the learner with a plain ImageReader, so the model file needs none of this.
+    """
+
+    augmentation: Augmentation = Augmentation()
+
+    def __call__(self, row) -> Path | Image.Image:
+        if row["is_valid"]:
+            return super().__call__(row)
+        rng = np.random.default_rng(random.getrandbits(64))
+        with Image.open(self.images_root / row["fname"]) as opened:
+            image = opened.convert("RGB")
+        box = parse_box(row.get("face", ""))
+        crop = row.get("crop", "")
+        if crop:
+            left, top, right, bottom = (int(value) for value in crop.split())
+            image = image.crop((left, top, right, bottom))
+            if box is not None:
+                box = (box[0] - left, box[1] - top, box[2] - left, box[3] - top)
+        small = box is None or min(box[2] - box[0], box[3] - box[1]) < MIN_FACE
+        render = row.get("render", "")
+        if render and not small:
+            image = RENDERINGS[render](image, box, rng)
+        elif row["labels"] == "No_mask!" and not small and rng.random() < self.augmentation.occluders:
+            image = occlude(image, box, rng)
+        if rng.random() < self.augmentation.lighting:
+            image = relight(image, box, rng)
+        return image

@@ -1,0 +1,175 @@
+"""Training-time augmentation (issue 17): occluders over bare faces, poor light, drawn respirators and shields,
+read by AugmentingReader for training rows only; the exported learner carries none of it."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from helpers import TINY_OPTIONS, run_module
+from datasets import astronaut_head, write_labelled_set
+from maskclassifier.faces import load_detector
+from maskclassifier.learner_file import read_learner
+from maskclassifier.training import augment
+from maskclassifier.training.augment import Augmentation, AugmentingReader
+from maskclassifier.training.dataset import ImageReader, LabelledData
+from maskclassifier.training.learner import add_renderings, mark_faces, project_references
+
+CHANGES = {**augment.OCCLUDERS, **augment.LIGHTING}
+
+
+@pytest.fixture(scope="module")
+def face():
+    """The astronaut's head on a wider grey photo, and the box the app's detector finds for it."""
+    photo = Image.new("RGB", (300, 300), (128, 128, 128))
+    photo.paste(astronaut_head(), (60, 40))
+    (found,) = load_detector().detect(photo).faces
+    return photo, found.box
+
+
+def mean_change(before: Image.Image, after: Image.Image, box) -> float:
+    region = (slice(box[1], box[3]), slice(box[0], box[2]))
+    return float(np.abs(np.asarray(after, float)[region] - np.asarray(before, float)[region]).mean())
+
+
+def lower_face(photo: Image.Image, box) -> tuple[int, int, int, int]:
+    """From the nose down to a third of a face below the chin: where every occluder is drawn."""
+    x0, y0, x1, y1 = box
+    return x0, y0 + (y1 - y0) // 2, x1, min(photo.height, y1 + (y1 - y0) // 3)
+
+
+@pytest.mark.parametrize("name", sorted(CHANGES))
+def test_each_change_is_a_new_rgb_image_of_the_same_size_and_repeatable(face, name):
+    photo, box = face
+    before = photo.copy()
+    first = CHANGES[name](photo, box, np.random.default_rng(7))
+    assert first.mode == "RGB" and first.size == photo.size
+    assert np.array_equal(np.asarray(photo), np.asarray(before))  # the input is left alone
+    assert np.array_equal(np.asarray(first), np.asarray(CHANGES[name](photo, box, np.random.default_rng(7))))
+    assert not np.array_equal(np.asarray(first), np.asarray(CHANGES[name](photo, box, np.random.default_rng(8))))
+
+
+@pytest.mark.parametrize("name", sorted(augment.OCCLUDERS))
+def test_occluders_cover_the_lower_face_and_leave_the_eyes(face, name):
+    photo, box = face
+    x0, y0, x1, y1 = box
+    height = y1 - y0
+    for seed in range(5):
+        out = CHANGES[name](photo, box, np.random.default_rng(seed))
+        lower = lower_face(photo, box)
+        eyes = (x0 + (x1 - x0) // 4, y0 + height // 6, x1 - (x1 - x0) // 4, y0 + height // 3)
+        top = (0, 0, photo.width, max(1, y0 - height // 2))
+        assert mean_change(photo, out, lower) > 2, (name, seed)
+        assert mean_change(photo, out, lower) > 3 * mean_change(photo, out, eyes), (name, seed)
+        assert mean_change(photo, out, top) < 0.5, (name, seed)  # nothing drawn well above the head
+
+
+def test_low_light_darkens_and_adds_noise(face):
+    photo, box = face
+    out = augment.low_light(photo, box, np.random.default_rng(0))
+    assert np.asarray(out, float).mean() < 0.85 * np.asarray(photo, float).mean()
+    flat = np.asarray(out, float)[:30, :30]  # the plain grey background now has sensor noise
+    assert flat.std() > 1
+
+
+def test_backlight_darkens_the_face_more_than_the_background(face):
+    photo, box = face
+    out = augment.backlight(photo, box, np.random.default_rng(0))
+    corner = (0, 0, 40, 40)
+    assert mean_change(photo, out, corner) > 0
+    assert np.asarray(out, float)[box[1]:box[3], box[0]:box[2]].mean() < np.asarray(photo, float)[
+        box[1]:box[3], box[0]:box[2]].mean()
+    assert np.asarray(out, float)[:40, :40].mean() > np.asarray(photo, float)[:40, :40].mean()
+
+
+def reader_rows(tmp_path, face) -> list[dict]:
+    photo, box = face
+    photo.save(tmp_path / "face.png")
+    face_text = " ".join(map(str, box))
+    return [{"fname": "face.png", "labels": "No_mask!", "is_valid": False, "face": face_text, "crop": "", "render": ""},
+            {"fname": "face.png", "labels": "Medical", "is_valid": False, "face": face_text, "crop": "", "render": ""},
+            {"fname": "face.png", "labels": "No_mask!", "is_valid": True, "face": "", "crop": "", "render": ""},
+            {"fname": "face.png", "labels": "No_mask!", "is_valid": False, "face": face_text,
+             "crop": f"{box[0] - 10} {box[1] - 10} {box[2] + 10} {box[3] + 10}", "render": ""}]
+
+
+def test_reader_occludes_bare_training_faces_only_and_never_validation(tmp_path, face):
+    photo, box = face
+    bare, medical, valid, close_up = reader_rows(tmp_path, face)
+    reader = AugmentingReader(tmp_path, Augmentation(occluders=1.0))
+    for _ in range(5):  # every read of a bare face gets an occluder
+        assert mean_change(photo, reader(bare), lower_face(photo, box)) > 2
+    assert np.array_equal(np.asarray(reader(medical)), np.asarray(photo))  # a mask's label would not survive
+    assert reader(valid) == tmp_path / "face.png"  # validation: the plain ImageReader's answer
+    crop = reader(close_up)  # the close-up's own coordinates: the box moved with the crop
+    plain = ImageReader(tmp_path)(close_up)
+    assert crop.size == plain.size and mean_change(plain, crop, (10, 10, crop.width - 10, crop.height - 10)) > 2
+
+
+def test_reader_relights_any_training_row_by_chance(tmp_path, face):
+    photo, _ = face
+    rows = reader_rows(tmp_path, face)
+    reader = AugmentingReader(tmp_path, Augmentation(lighting=0.5))
+    changed = [not np.array_equal(np.asarray(reader(rows[1])), np.asarray(photo)) for _ in range(40)]
+    assert 5 < sum(changed) < 35  # about half, drawn anew on each read
+
+
+def test_renderings_relabel_one_face_training_images_and_leave_validation(tmp_path, face):
+    photo, _ = face
+    photo.save(tmp_path / "face.png")
+    Image.new("RGB", (200, 200), (90, 140, 60)).save(tmp_path / "grass.png")
+    frame = pd.DataFrame({"fname": ["face.png", "face.png", "grass.png", "face.png", "face.png"],
+                          "labels": ["No_mask!", "Medical", "No_mask!", "-", "No_mask!"],
+                          "is_valid": [False, False, False, False, True]})
+    data, made = add_renderings(mark_faces(LabelledData(frame, tmp_path)), {"gas": 5, "shield": 1}, seed=0)
+    assert made == {"gas": 1, "shield": 1}  # one bare face with a face found; grass has none
+    rows = data.frame.to_dict("records")
+    rendered = [(row["labels"], row["render"]) for row in rows if row["render"]]
+    assert rendered[0] == ("Gas", "gas") and rendered[1] in {("Shield", "shield"), ("Medical Shield", "shield")}
+    assert [row["is_valid"] for row in rows] == [False] * 6 + [True]  # validation rows last and not rendered
+    assert rows[-1]["face"] == "" and not rows[-1]["render"]
+
+
+def test_training_cli_augments_records_it_and_exports_without_it(tmp_path):
+    csv_path = write_labelled_set(tmp_path / "data", per_category=3)
+    for index in range(2):
+        photo = Image.new("RGB", (260, 280), (128, 128, 128))
+        photo.paste(astronaut_head(), (40 + 10 * index, 30))
+        photo.save(tmp_path / "data" / "images" / f"astronaut{index}.jpg")
+    with open(csv_path, "a") as handle:
+        handle.write("images/astronaut0.jpg,No_mask!,False\nimages/astronaut1.jpg,No_mask!,False\n")
+    out = tmp_path / "out"
+    result = run_module("maskclassifier.train", "--csv", str(csv_path), "--out", str(out), "--occluders", "0.5",
+                        "--lighting", "0.3", "--render", "gas=1", "--render", "shield=2", "--lr", "1e-3",
+                        *TINY_OPTIONS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--render: 1 gas, 2 shield images" in result.stdout
+    sidecar = json.loads((out / "export.json").read_text())
+    assert sidecar["training"]["augmentation"] == {"occluders": 0.5, "lighting": 0.3,
+                                                   "renderings": {"gas": 1, "shield": 2}}
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "50% of the reads of a bare face" in card and "1 images with a respirator" in card
+    assert project_references(out / "export.pkl") == set()  # loads outside the project
+    with zipfile.ZipFile(out / "export.pkl") as archive:
+        pickled = archive.read(next(name for name in archive.namelist() if name.endswith("/data.pkl")))
+    assert b"ImageReader" in pickled and b"AugmentingReader" not in pickled and b"draw_hand" not in pickled
+    assert read_learner(out / "export.pkl").dls.vocab == sidecar["vocab"]
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--occluders", "1.5"], "--occluders must be between 0 and 1"),
+    (["--render", "hat=3"], "--render takes KIND=COUNT"),
+    (["--render", "gas=0"], "--render takes KIND=COUNT"),
+])
+def test_train_refuses_bad_augmentation_options(option, message, capsys):
+    from maskclassifier.training.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--csv", "labels.csv", *option])
+    assert message in capsys.readouterr().err
+
