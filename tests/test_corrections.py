@@ -75,6 +75,20 @@ def test_unknown_fname_missing_file_and_column_are_refused(tmp_path):
         corrections.read(write(tmp_path / "bad.csv", "fname,label\na.jpg,Cloth\n"))
 
 
+def test_the_projects_corrections_file_is_one_looked_at_decision_per_image_with_a_reason():
+    """recipes/masks-corrections.csv (what `train --corrections` applies to the shared dataset) reads with the
+    model's categories, and every row is a relabel written by hand: a reason saying what the photo shows, the old
+    labels as the dataset has them, new labels that differ, one row per image (no changed mind left in)."""
+    path = ROOT / "recipes" / "masks-corrections.csv"
+    found = corrections.read(path, VOCAB)
+    _, rows, _ = corrections.read_csv_rows(path, CorrectionsError)
+    assert len(found) == len(rows)  # one row per fname
+    for fix in found.values():
+        assert fix.action == "relabel" and fix.reason and fix.old_labels, fix
+        assert set(fix.labels) != set(fix.old_labels), fix
+        assert fix.fname.startswith("images/") and fix.fname.endswith(".jpg"), fix
+
+
 def test_the_recorder_appends_with_a_header_and_undoes_only_its_own_rows(tmp_path):
     path = tmp_path / "c.csv"
     first = Recorder(path)
