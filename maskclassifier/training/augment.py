@@ -49,8 +49,8 @@ def face_tone(image: Image.Image, box: Box) -> tuple[int, int, int]:
     x0, y0, x1, y1 = box
     width, height = x1 - x0, y1 - y0
     pixels = np.asarray(image)
-    patches = [pixels[int(y0 + 0.45 * height):int(y0 + 0.6 * height), int(x0 + fx * width):int(x0 + (fx + 0.15) * width)]
-               for fx in (0.15, 0.7)]
+    rows = slice(int(y0 + 0.45 * height), int(y0 + 0.6 * height))
+    patches = [pixels[rows, int(x0 + fx * width):int(x0 + (fx + 0.15) * width)] for fx in (0.15, 0.7)]
     values = np.concatenate([patch.reshape(-1, 3) for patch in patches if patch.size])
     if not len(values):
         return SKIN_TONES[4]
