@@ -234,9 +234,13 @@ OCCLUDER_WEIGHTS = {"hand": 0.4, "phone": 0.15, "microphone": 0.15, "hair": 0.15
 def occlude(image: Image.Image, box: Box, rng: np.random.Generator) -> Image.Image:
     """One occluder that is not a mask over the lower face, chosen by OCCLUDER_WEIGHTS (hands, the classic
     mistake of mask detectors, most often)."""
-    names = list(OCCLUDERS)
-    weights = np.array([OCCLUDER_WEIGHTS[name] for name in names])
-    return OCCLUDERS[names[rng.choice(len(names), p=weights / weights.sum())]](image, box, rng)
+    return _weighted_choice(OCCLUDERS, OCCLUDER_WEIGHTS, rng)(image, box, rng)
+
+
+def _weighted_choice(table: dict[str, Callable], weights: dict[str, float], rng: np.random.Generator) -> Callable:
+    names = list(table)
+    chances = np.array([weights[name] for name in names])
+    return table[names[rng.choice(len(names), p=chances / chances.sum())]]
 
 
 def _to_linear(pixels: np.ndarray) -> np.ndarray:
@@ -295,9 +299,7 @@ LIGHTING_WEIGHTS = {"low_light": 0.6, "backlight": 0.25, "colour_cast": 0.15}
 
 def relight(image: Image.Image, box: Box | None, rng: np.random.Generator) -> Image.Image:
     """One lighting change, chosen by LIGHTING_WEIGHTS: low light (the fault users meet most) most often."""
-    names = list(LIGHTING)
-    weights = np.array([LIGHTING_WEIGHTS[name] for name in names])
-    return LIGHTING[names[rng.choice(len(names), p=weights / weights.sum())]](image, box, rng)
+    return _weighted_choice(LIGHTING, LIGHTING_WEIGHTS, rng)(image, box, rng)
 
 
 RENDERINGS = {"gas": renderings.draw_respirator, "shield": renderings.draw_shield}
