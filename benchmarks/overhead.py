@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.overhead [--backend both|onnx|fastai] [--size 640x480 --size 2048x1536]
                                             [--rounds 3] [--per-round 10] [--slim-python .venv-slim/bin/python]
+                                            [--compare-root ../main]
 
 For each backend the app serves (`models/export.onnx` through ONNX Runtime, what the slim install and Heroku run;
 `models/export.pkl` through fastai, the full install) and each JPEG size (default 640x480 and 2048x1536):
@@ -27,6 +28,9 @@ so each row also gives CPU time: the gunicorn worker's (all its threads, from /p
 floor's thread CPU time here, and the load average. For fastai it also keeps the older columns: the learner's own
 (unfused) forward pass and the ratio to it (the goal before issue 20: 1.3), fastai's test_dl for comparison, and
 the cold start from starting gunicorn to the first 200 from GET /healthz.
+
+With `--compare-root DIR` a second server, started from another checkout (a worktree of the code before a change),
+is timed in the same rounds, so that before and after come from one run; the floor is this checkout's.
 
 `--backend onnx` needs no torch: the slim install can run it (`.venv-slim/bin/python -m benchmarks.overhead
 --backend onnx`). Exit status 1 when a wall-clock ratio is above the goal.
@@ -147,8 +151,8 @@ def _torch_forward(model, batch) -> None:
 class SizeResult:
     size: tuple[int, int]
     jpeg_kb: int
-    request: Timings = field(default_factory=Timings)
-    worker_cpu: list[float] = field(default_factory=list)  # per request, one figure per round
+    requests: dict[str, Timings] = field(default_factory=dict)  # by server: this checkout, --compare-root
+    worker_cpu: dict[str, list[float]] = field(default_factory=dict)  # per request, one figure per round
     decode: Timings = field(default_factory=Timings)
     preprocess: Timings = field(default_factory=Timings)
     forward: Timings = field(default_factory=Timings)
@@ -164,34 +168,56 @@ class SizeResult:
     def floor_cpu_ms(self) -> float:
         return self.decode.cpu_ms + self.forward.cpu_ms
 
-    @property
-    def ratio(self) -> float:
-        return self.request.wall_ms / self.floor_ms
+    def ratio(self, server: str = "") -> float:
+        return self.requests[server].wall_ms / self.floor_ms
 
-    @property
-    def worker_cpu_ms(self) -> float:
-        return statistics.median(self.worker_cpu) * 1000
+    def worker_cpu_ms(self, server: str = "") -> float:
+        return statistics.median(self.worker_cpu[server]) * 1000
 
 
-def server_command(python: str, port: int) -> list[str]:
-    """The Procfile's web command run with `python`'s gunicorn, bound to 127.0.0.1 only."""
-    return [python, "-m", "gunicorn", *procfile_web_command()[1:], "--bind", f"127.0.0.1:{port}"]
+@dataclass
+class Server:
+    """gunicorn started with a checkout's Procfile command (one worker) on a free loopback port."""
+
+    root: Path
+    port: int
+    process: subprocess.Popen
+    log: GunicornLog
+    started: float
+    cold_start: float = 0.0
+    worker: int = 0
+
+    @classmethod
+    def start(cls, root: Path, python: str, model: Path) -> Server:
+        port = free_port()
+        env = {**os.environ, "MODEL_PATH": str(model.resolve()), "PORT": str(port), "WEB_CONCURRENCY": "1"}
+        command = [python, "-m", "gunicorn", *procfile_web_command(root)[1:], "--bind", f"127.0.0.1:{port}"]
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, errors="replace")
+        return cls(root, port, process, GunicornLog(process.stdout), started)
+
+    def wait(self) -> None:
+        wait_healthy(self.port, self.process, self.log)
+        self.cold_start = time.perf_counter() - self.started
+        self.worker = worker_pid(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
 
 
-def measure(backend: str, model: Path, python: str, sizes: list[tuple[int, int]], rounds: int,
-            per_round: int) -> tuple[list[SizeResult], float, Served]:
-    port = free_port()
-    env = {**os.environ, "MODEL_PATH": str(model.resolve()), "PORT": str(port), "WEB_CONCURRENCY": "1"}
-    started = time.perf_counter()
-    server = subprocess.Popen(server_command(python, port), cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, errors="replace")
-    log = GunicornLog(server.stdout)
+def measure(model: Path, python: str, sizes: list[tuple[int, int]], rounds: int, per_round: int,
+            compare_root: Path | None) -> tuple[list[SizeResult], dict[str, Server], Served]:
+    roots = {"": ROOT, **({"before": compare_root} if compare_root else {})}
+    servers: dict[str, Server] = {}
     try:
-        # Loaded while the worker boots: the same kind of backend object, with the worker's thread count.
+        for label, root in roots.items():
+            servers[label] = Server.start(root, python, model)
+        # Loaded while the workers boot: the same kind of backend object, with the worker's thread count.
         served = Served(load_classifier(model, torch_threads=settings_from_env().torch_threads))
-        wait_healthy(port, server, log)
-        cold_start = time.perf_counter() - started
-        worker = worker_pid(server.pid)
+        for server in servers.values():
+            server.wait()
         results = []
         for size in sizes:
             jpeg = photo_jpeg(size)
@@ -200,13 +226,17 @@ def measure(backend: str, model: Path, python: str, sizes: list[tuple[int, int]]
             batch = served.preprocess(image)
             result = SizeResult(size, len(jpeg) // 1024)
             for _ in range(2):  # the first requests and forward passes set up caches and thread pools
-                post_photo(port, body, content_type)
+                for server in servers.values():
+                    post_photo(server.port, body, content_type)
                 served.forward(batch)
             for _ in range(rounds):
                 result.load.append(os.getloadavg()[0])
-                worker_before = process_cpu_seconds(worker)
-                result.request.time(lambda: post_photo(port, body, content_type), per_round)
-                result.worker_cpu.append((process_cpu_seconds(worker) - worker_before) / per_round)
+                for label, server in servers.items():
+                    worker_before = process_cpu_seconds(server.worker)
+                    result.requests.setdefault(label, Timings()).time(
+                        lambda: post_photo(server.port, body, content_type), per_round)
+                    result.worker_cpu.setdefault(label, []).append(
+                        (process_cpu_seconds(server.worker) - worker_before) / per_round)
                 result.decode.time(lambda: load_image(jpeg), per_round)
                 result.preprocess.time(lambda: served.preprocess(image), per_round)
                 result.forward.time(lambda: served.forward(batch), per_round)
@@ -216,39 +246,44 @@ def measure(backend: str, model: Path, python: str, sizes: list[tuple[int, int]]
                 result.test_dl.time(lambda: served.test_dl(image), per_round)
             results.append(result)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
-    return results, cold_start, served
+        for server in servers.values():
+            server.stop()
+    return results, servers, served
 
 
-def report(backend: str, model: Path, python: str, served: Served, results: list[SizeResult], cold_start: float,
-           rounds: int, per_round: int) -> list[str]:
+def report(backend: str, model: Path, python: str, served: Served, results: list[SizeResult],
+           servers: dict[str, Server], rounds: int, per_round: int) -> list[str]:
     lines = [
         f"### {backend}: {model} ({served.backend.architecture}, input {served.backend.input_size} px, test-time "
         f"augmentation {served.classifier.tta}); server: {python}",
         f"{rounds} rounds of {per_round} timings of each kind; p50 wall-clock, CPU time in brackets (the worker's "
         "per request; this process's thread time for the floor and preprocessing)",
         "",
-        "| upload (JPEG) | load avg | full request | decode | forward | **floor** | **ratio** (CPU ratio) "
+        "| upload (JPEG) | server | load avg | full request | decode | forward | **floor** | **ratio** (CPU ratio) "
         "| preprocessing | HTTP, gunicorn, multipart, JSON, the rest |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        rest = r.request.wall_ms - r.floor_ms - r.preprocess.wall_ms
-        rest_cpu = r.worker_cpu_ms - r.floor_cpu_ms - r.preprocess.cpu_ms
-        lines.append(
-            f"| {r.size[0]}×{r.size[1]}, {r.jpeg_kb} KB | {min(r.load):.1f}–{max(r.load):.1f} "
-            f"| {r.request.wall_ms:.1f} ms ({r.worker_cpu_ms:.1f}) | {r.decode.wall_ms:.1f} ({r.decode.cpu_ms:.1f}) "
-            f"| {r.forward.wall_ms:.1f} ({r.forward.cpu_ms:.1f}) | {r.floor_ms:.1f} ({r.floor_cpu_ms:.1f}) "
-            f"| **{r.ratio:.2f}** ({r.worker_cpu_ms / r.floor_cpu_ms:.2f}) "
-            f"| {r.preprocess.wall_ms:.1f} ({r.preprocess.cpu_ms:.1f}) | {rest:.1f} ({rest_cpu:.1f}) |")
+        for label, server in servers.items():
+            request_ms, worker_cpu_ms = r.requests[label].wall_ms, r.worker_cpu_ms(label)
+            rest = request_ms - r.floor_ms - r.preprocess.wall_ms
+            rest_cpu = worker_cpu_ms - r.floor_cpu_ms - r.preprocess.cpu_ms
+            lines.append(
+                f"| {r.size[0]}×{r.size[1]}, {r.jpeg_kb} KB | {label or 'this checkout'} "
+                f"| {min(r.load):.1f}–{max(r.load):.1f} | {request_ms:.1f} ms ({worker_cpu_ms:.1f}) "
+                f"| {r.decode.wall_ms:.1f} ({r.decode.cpu_ms:.1f}) | {r.forward.wall_ms:.1f} ({r.forward.cpu_ms:.1f}) "
+                f"| {r.floor_ms:.1f} ({r.floor_cpu_ms:.1f}) | **{r.ratio(label):.2f}** "
+                f"({worker_cpu_ms / r.floor_cpu_ms:.2f}) | {r.preprocess.wall_ms:.1f} ({r.preprocess.cpu_ms:.1f}) "
+                f"| {rest:.1f} ({rest_cpu:.1f}) |")
     if not served.onnx:
         lines += ["", "| upload | learner's own forward pass | request / it (old goal: at most 1.3) "
                       "| fastai's test_dl, for comparison |", "|---|---|---|---|"]
         lines += [f"| {r.size[0]}×{r.size[1]} | {r.learner_forward.wall_ms:.1f} ms ({r.learner_forward.cpu_ms:.1f}) "
-                  f"| {r.request.wall_ms / r.learner_forward.wall_ms:.2f} | {r.test_dl.wall_ms:.1f} ms |"
+                  f"| {r.requests[''].wall_ms / r.learner_forward.wall_ms:.2f} | {r.test_dl.wall_ms:.1f} ms |"
                   for r in results]
-    lines += ["", f"cold start to /healthz: {cold_start:.1f} s", ""]
+    lines += ["", "cold start to /healthz: " + ", ".join(
+        f"{server.cold_start:.1f} s ({label or 'this checkout'}; the servers start together)" if len(servers) > 1
+        else f"{server.cold_start:.1f} s" for label, server in servers.items()), ""]
     return lines
 
 
@@ -266,6 +301,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slim-python", default=str(ROOT / ".venv-slim" / "bin" / "python"),
                         help="the Python of the slim install, which serves the ONNX model when it exists "
                              "(default: .venv-slim/bin/python; else this Python)")
+    parser.add_argument("--compare-root", type=Path,
+                        help="another checkout (e.g. a worktree of main) whose server is timed in the same rounds, "
+                             "as 'before'; the floor is this checkout's")
     parser.add_argument("--size", type=parse_size, action="append", metavar="WxH",
                         help="an uploaded JPEG's size; repeat for more (default: 640x480 and 2048x1536)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, 1 to 50 (default: 3)")
@@ -291,9 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     for backend in backends:
         model = args.onnx_model if backend == "onnx" else args.fastai_model
         python = args.slim_python if backend == "onnx" and Path(args.slim_python).is_file() else sys.executable
-        results, cold_start, served = measure(backend, model, python, args.size, args.rounds, args.per_round)
-        lines += report(backend, model, python, served, results, cold_start, args.rounds, args.per_round)
-        ratios += [result.ratio for result in results]
+        results, servers, served = measure(model, python, args.size, args.rounds, args.per_round, args.compare_root)
+        lines += report(backend, model, python, served, results, servers, args.rounds, args.per_round)
+        ratios += [result.ratio() for result in results]
     lines.append(f"goal: full request at most {GOAL_RATIO} × floor at every size: "
                  f"{'met' if max(ratios) <= GOAL_RATIO else 'not met'} (largest ratio {max(ratios):.2f})")
     if training_running():

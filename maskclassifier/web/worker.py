@@ -32,6 +32,13 @@ HEADER_TIMEOUT_S = 10.0
 _M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # mallopt parameters, from glibc's malloc.h
 MALLOC_ARENAS = 2
 MMAP_THRESHOLD_BYTES = 1 << 20
+# That threshold has a price: every photo's decoded pixels, its crop and the resize's scratch image are fresh
+# mappings whose pages the kernel faults in and zeroes on each request (12 ms of CPU for a 2048x1536 JPEG, 1.5 ms
+# for a 640x480 one; BENCHMARKS.md, "Issue 20: the rest of the request"). Pillow allocates image memory in blocks
+# of its own and can keep freed blocks for the next image: 32 blocks of 1 MB hold everything a 2048x1536 photo
+# needs, so at most 32 MB stay mapped, however many photos come, and bigger photos still give theirs back.
+PILLOW_BLOCK_BYTES = 1 << 20
+PILLOW_BLOCKS_MAX = 32
 
 
 def limit_allocator_retention() -> bool:
@@ -44,6 +51,15 @@ def limit_allocator_retention() -> bool:
     except (OSError, AttributeError):  # musl and other C libraries have no mallopt
         return False
     return bool(mallopt(_M_ARENA_MAX, MALLOC_ARENAS)) and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+
+
+def reuse_image_blocks() -> None:
+    """Have Pillow keep up to PILLOW_BLOCKS_MAX freed blocks of PILLOW_BLOCK_BYTES for the next images (Pillow's
+    block allocator; the default keeps none, with 16 MB blocks)."""
+    from PIL import Image
+
+    Image.core.set_block_size(PILLOW_BLOCK_BYTES)
+    Image.core.set_blocks_max(PILLOW_BLOCKS_MAX)
 
 
 def _timeout_response() -> bytes:
@@ -105,6 +121,7 @@ class DeadlineThreadWorker(ThreadWorker):
     def init_process(self) -> None:
         if not limit_allocator_retention():
             self.log.warning("could not limit the C allocator's arenas: memory may grow with the threads")
+        reuse_image_blocks()
         super().init_process()
 
     def enqueue_req(self, conn) -> None:
