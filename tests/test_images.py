@@ -165,3 +165,21 @@ def test_non_images(data, status, code):
 def test_truncated_files_are_400(fmt):
     data = encode(gradient((200, 150)), fmt)
     assert_error(data[: len(data) // 2], 400, "corrupt_image")
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"\xff", b"\xda", b"\xff\xda", b"\xda\xff", b"\xff\xff\xda\xda\xff", b"\xff\xda" * 7 + b"\xff",
+    bytes(np.random.default_rng(0).choice(np.array([0x00, 0xDA, 0xFF], np.uint8), 100_000)),
+])
+def test_jpeg_scans_are_counted_as_bytes_count_counts_them(data):
+    assert images._jpeg_scans(data) == data.count(b"\xff\xda")
+
+
+def test_the_scan_limit_refuses_one_scan_over_it_and_not_at_it():
+    from hostile_corpus import jpeg_scan_bomb
+
+    scans = jpeg_scan_bomb(0).count(b"\xff\xda")
+    images._check_jpeg_scans(jpeg_scan_bomb(images.MAX_JPEG_SCANS - scans))
+    with pytest.raises(ImageError) as caught:
+        images._check_jpeg_scans(jpeg_scan_bomb(images.MAX_JPEG_SCANS - scans + 1))
+    assert caught.value.code == "image_too_complex"

@@ -437,3 +437,26 @@ def test_photos_over_12_megapixels_take_every_slot(make_app, monkeypatch):
     client.post("/api/predict", data=upload(encode(Image.new("RGB", (400, 300)))))
     client.post("/api/predict", data=upload(b"not an image"))
     assert taken == [False, True, False]
+
+
+def test_the_worker_has_pillow_keep_freed_image_blocks_for_the_next_photo():
+    from PIL import Image
+
+    from maskclassifier.web.worker import PILLOW_BLOCK_BYTES, PILLOW_BLOCKS_MAX, reuse_image_blocks
+
+    before = Image.core.get_block_size(), Image.core.get_blocks_max()
+    try:
+        reuse_image_blocks()
+        assert (Image.core.get_block_size(), Image.core.get_blocks_max()) == (PILLOW_BLOCK_BYTES, PILLOW_BLOCKS_MAX)
+        Image.core.reset_stats()
+        for _ in range(3):  # a 2048x1536 photo, its crop and the resize's scratch image, as a request makes them
+            photo = Image.new("RGB", (2048, 1536))
+            photo.crop((256, 0, 1792, 1536)).resize((288, 288), Image.Resampling.BILINEAR)
+            del photo
+        stats = Image.core.get_stats()
+        assert stats["reused_blocks"] >= 2 * stats["allocated_blocks"] > 0  # the 2nd and 3rd photo reuse the 1st's
+        assert stats["blocks_cached"] <= PILLOW_BLOCKS_MAX
+    finally:
+        Image.core.set_block_size(before[0])
+        Image.core.set_blocks_max(before[1])
+        Image.core.clear_cache()

@@ -29,13 +29,26 @@ HEADER_TIMEOUT_S = 10.0
 # With 32 threads taking turns to decode photos, each arena kept the high-water mark of the photos it had seen: in a
 # 20 s crowd run (6 phones, seed 0) the worker's peak grew by 720 MB, with two arenas by 230 MB. Two arenas, and a
 # fixed 1 MB threshold (so a decoded photo's blocks are always returned on free), keep it near what the photos need.
-_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # mallopt parameters, from glibc's malloc.h
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # mallopt parameters, from glibc's malloc.h
 MALLOC_ARENAS = 2
 MMAP_THRESHOLD_BYTES = 1 << 20
+# A fixed mmap threshold also fixes the trim threshold at glibc's 128 KB: the copies of an upload under 1 MB (the
+# body, its form part, the file's bytes) came from the top of the heap, were handed back to the kernel on free and
+# faulted in again by the next request (1.4 ms of CPU for an 870 KB upload). At most 4 MB free at the top of each
+# of the two arenas is kept instead.
+TRIM_THRESHOLD_BYTES = 4 << 20
+# That threshold has a price: every photo's decoded pixels, its crop and the resize's scratch image are fresh
+# mappings whose pages the kernel faults in and zeroes on each request (12 ms of CPU for a 2048x1536 JPEG, 1.5 ms
+# for a 640x480 one; BENCHMARKS.md, "Issue 20: the rest of the request"). Pillow allocates image memory in blocks
+# of its own and can keep freed blocks for the next image: 32 blocks of 1 MB hold everything a 2048x1536 photo
+# needs, so at most 32 MB stay mapped, however many photos come, and bigger photos still give theirs back.
+PILLOW_BLOCK_BYTES = 1 << 20
+PILLOW_BLOCKS_MAX = 32
 
 
 def limit_allocator_retention() -> bool:
-    """Apply MALLOC_ARENAS and MMAP_THRESHOLD_BYTES to this process (glibc only); False where it cannot."""
+    """Apply MALLOC_ARENAS, MMAP_THRESHOLD_BYTES and TRIM_THRESHOLD_BYTES to this process (glibc only); False where
+    it cannot."""
     name = ctypes.util.find_library("c")
     if not name:
         return False
@@ -43,7 +56,17 @@ def limit_allocator_retention() -> bool:
         mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError):  # musl and other C libraries have no mallopt
         return False
-    return bool(mallopt(_M_ARENA_MAX, MALLOC_ARENAS)) and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    return (bool(mallopt(_M_ARENA_MAX, MALLOC_ARENAS)) and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+            and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)))
+
+
+def reuse_image_blocks() -> None:
+    """Have Pillow keep up to PILLOW_BLOCKS_MAX freed blocks of PILLOW_BLOCK_BYTES for the next images (Pillow's
+    block allocator; the default keeps none, with 16 MB blocks)."""
+    from PIL import Image
+
+    Image.core.set_block_size(PILLOW_BLOCK_BYTES)
+    Image.core.set_blocks_max(PILLOW_BLOCKS_MAX)
 
 
 def _timeout_response() -> bytes:
@@ -105,6 +128,7 @@ class DeadlineThreadWorker(ThreadWorker):
     def init_process(self) -> None:
         if not limit_allocator_retention():
             self.log.warning("could not limit the C allocator's arenas: memory may grow with the threads")
+        reuse_image_blocks()
         super().init_process()
 
     def enqueue_req(self, conn) -> None:
