@@ -64,6 +64,9 @@ from maskclassifier.training.learner import (  # noqa: E402
 )
 
 RUNS_FOLDER = Path("runs")
+# What the shipped model is asked to reach on the validation split, written into each run's sidecar and card:
+# issue 17's target (it was 0.92 / 0.92 / 0.98 up to model 7).
+TARGET = {"exact_match": 0.94, "macro_f1": 0.95, "accuracy_multi": 0.985}
 # What a run writes besides NAME.pkl and NAME.json: a folder holding any of them holds an earlier run's results.
 RUN_FILES = ("MODEL_CARD.md", "metrics.json", "threshold_sweep.png", "confusion.png", "top_losses.png", "lr_find.png")
 
@@ -334,7 +337,7 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
             "device": _device_name(),
             "seconds": round(time.time() - started, 1),
             "options": recorded_options(args),  # every option as parsed, to rerun it (see recipes/)
-            "target": {"exact_match": 0.92, "macro_f1": 0.92, "accuracy_multi": 0.98},
+            "target": TARGET,
             "dataset": {
                 "csv": args.csv.name,
                 "csv_sha256": sha256_file(args.csv),
