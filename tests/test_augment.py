@@ -18,7 +18,8 @@ from maskclassifier.learner_file import read_learner
 from maskclassifier.training import augment
 from maskclassifier.training.augment import Augmentation, AugmentingReader
 from maskclassifier.training.dataset import ImageReader, LabelledData
-from maskclassifier.training.learner import add_renderings, mark_faces, project_references
+from maskclassifier.training.learner import (add_renderings, build_dataloaders, build_learner, load_labelled_csv,
+                                             mark_faces, project_references, with_plain_reader)
 
 CHANGES = {**augment.OCCLUDERS, **augment.LIGHTING}
 
@@ -159,6 +160,21 @@ def test_training_cli_augments_records_it_and_exports_without_it(tmp_path):
         pickled = archive.read(next(name for name in archive.namelist() if name.endswith("/data.pkl")))
     assert b"ImageReader" in pickled and b"AugmentingReader" not in pickled and b"draw_hand" not in pickled
     assert read_learner(out / "export.pkl").dls.vocab == sidecar["vocab"]
+
+
+def test_the_export_keeps_the_trained_batch_transforms_with_the_plain_reader(tmp_path):
+    """vision_learner adds Normalize to the training DataLoaders; the export's DataLoaders, rebuilt with the plain
+    reader, must keep it (the first version of this lost it, and the app then fed the model unnormalised pixels)."""
+    from fastai.vision.all import Normalize, imagenet_stats
+
+    data = load_labelled_csv(write_labelled_set(tmp_path, per_category=2))
+    dls = build_dataloaders(data, 32, 40, 4, seed=0, num_workers=0, augmentation=Augmentation(lighting=0.5))
+    learn = build_learner(dls, "resnet18", pretrained=False, head_features=8)
+    learn.dls.add_tfms([Normalize.from_stats(*imagenet_stats)], "after_batch")
+    with_plain_reader(learn, data, 32, 40, 4, seed=0, num_workers=0)
+    assert "Normalize" in repr(learn.dls.after_batch) and "Normalize" in repr(learn.dls.valid.after_batch)
+    readers = repr(learn.dls.train_ds.tls[0].tfms)
+    assert "ImageReader" in readers and "AugmentingReader" not in readers
 
 
 @pytest.mark.parametrize("option, message", [

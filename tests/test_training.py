@@ -413,6 +413,10 @@ def test_shipped_model_matches_its_sidecar():
     classifier = load_classifier(model)
     assert sidecar["vocab"] == classifier.vocab == VOCAB
     assert classifier.threshold == sidecar["threshold"]
+    # the pipeline the app rebuilds from the learner normalises as the model was trained (ImageNet statistics)
+    normalize = [tfm for tfm in read_learner(model).dls.after_batch.fs if type(tfm).__name__ == "Normalize"]
+    assert len(normalize) == 1 and sidecar["preprocessing"]["normalize"]["mean"] == pytest.approx(
+        normalize[0].mean.flatten().tolist())
 
 
 def test_metrics_agree_with_their_definitions_on_a_category_nobody_has():

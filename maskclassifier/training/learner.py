@@ -217,6 +217,21 @@ def build_dataloaders(data: LabelledData, size: int, presize: int, batch_size: i
     return block.dataloaders(data.frame, bs=batch_size, seed=seed, device=torch.device("cpu"), **kwargs)
 
 
+def with_plain_reader(learn, data: LabelledData, size: int, presize: int, batch_size: int, seed: int,
+                      num_workers: int | None = None) -> None:
+    """Give `learn` DataLoaders over `data` read by the plain ImageReader, for the export: the model file then needs
+    none of the training-time drawing code. The batch transforms are the trained ones, Normalize included, which
+    vision_learner added to the training DataLoaders and a rebuilt DataBlock lacks. TrainingError if the item or
+    batch transforms would differ from the trained ones."""
+    trained = learn.dls
+    plain = build_dataloaders(data, size, presize, batch_size, seed, num_workers)
+    for old, new in zip(trained.loaders, plain.loaders, strict=True):
+        new.after_batch = old.after_batch
+    if repr(plain.after_item) != repr(trained.after_item) or repr(plain.after_batch) != repr(trained.after_batch):
+        raise TrainingError("the export's transforms would differ from the trained learner's; nothing exported")
+    learn.dls = plain
+
+
 class CpuBfloat16(Callback):
     """Mixed precision on the CPU: forward pass and loss under bfloat16 autocast, weights kept in float32.
 

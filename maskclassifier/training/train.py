@@ -61,6 +61,7 @@ from maskclassifier.training.learner import (  # noqa: E402
     per_item_losses,
     scratch_directory,
     validation_predictions,
+    with_plain_reader,
 )
 
 RUNS_FOLDER = Path("runs")
@@ -295,8 +296,7 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
     print(metrics.format_table(report), flush=True)
 
     model_path = args.out / f"{args.name}.pkl"
-    # The export holds the DataBlock's reader; the plain one, so the model file needs none of the drawing code.
-    learn.dls = build_dataloaders(data, args.size, args.presize, batch_size, args.seed, args.workers)
+    with_plain_reader(learn, data, args.size, args.presize, batch_size, args.seed, args.workers)
     export_portable(learn, model_path.resolve())
     reports.plot_threshold_sweep(sweep, threshold, args.out / "threshold_sweep.png")
     reports.plot_confusion(report, args.out / "confusion.png")
