@@ -743,13 +743,15 @@ def render_kn95_mask(image: Image.Image, face_box: tuple[int, int, int, int], st
         return photo
     kind = style.kind
     hw0 = {"fold_flat": 0.42, "duckbill": 0.45, "cup": 0.37}[kind]
+    # where straps or loops are fixed: near the sides, closer to the seam on a duckbill (its sides are pointed)
+    anchor, upper, lower = (hw0 - 0.05, 0.22, 0.38) if kind == "duckbill" else (hw0 - 0.03, 0.12, 0.4)
     if style.head_straps:  # two elastic straps round the head, out at the sides
-        _loops(full, style.strap_colour, [((-hw0 + 0.03, 0.12), (-0.58, -0.02)), ((hw0 - 0.03, 0.12), (0.58, -0.02)),
-                                          ((-hw0 + 0.03, 0.42), (-0.58, 0.5)), ((hw0 - 0.03, 0.42), (0.58, 0.5))], 0.012)
+        _loops(full, style.strap_colour, [((-anchor, upper), (-0.58, -0.02)), ((anchor, upper), (0.58, -0.02)),
+                                          ((-anchor, lower), (-0.58, 0.5)), ((anchor, lower), (0.58, 0.5))], 0.012)
     else:
         loop = style.colour if style.colour[0] > 150 else (236, 236, 232)
-        _loops(full, loop, [((-hw0 + 0.02, 0.1), (-0.55, 0.0)), ((hw0 - 0.02, 0.1), (0.55, 0.0)),
-                            ((-hw0 + 0.02, 0.36), (-0.54, 0.25)), ((hw0 - 0.02, 0.36), (0.54, 0.25))], 0.011)
+        _loops(full, loop, [((-anchor, upper), (-0.55, 0.0)), ((anchor, upper), (0.55, 0.0)),
+                            ((-anchor, lower), (-0.54, 0.25)), ((anchor, lower), (0.54, 0.25))], 0.011)
     c = full.part(-hw0 - 0.02, hw0 + 0.02, -0.06, 0.66)
     light = np.ones_like(c.U)
     if kind == "cup":  # moulded dome with a rolled rim
@@ -772,6 +774,8 @@ def render_kn95_mask(image: Image.Image, face_box: tuple[int, int, int, int], st
             ny = np.where(c.V < seam, -0.45, 0.5) + 0.2 * (c.V - seam)
             light += 0.12 * _band(c.V - seam, 0.008) - 0.18 * _band(c.V - seam - 0.012, 0.008)
         side_sd, tb_sd = hw0 - np.abs(c.U), np.minimum(c.V - top, bottom - c.V)
+        if kind == "duckbill":  # the sides come to a point at the seam: a lozenge seen from the front
+            side_sd = hw0 * (1.0 - 0.28 * np.abs(c.V - 0.3) / 0.3) - np.abs(c.U)
         sd = np.minimum(side_sd, tb_sd)
         light -= 0.14 * _band(sd - 0.028, 0.005)  # the heat-sealed border
     # nose wire under the top edge, centred: a short ridge
