@@ -176,9 +176,10 @@ def _view_geometry(row, images_root: Path) -> tuple[tuple[int, int], tuple[int, 
 
 
 def add_renderings(data: LabelledData, counts: dict[str, int], seed: int) -> tuple[LabelledData, dict[str, int]]:
-    """`counts[kind]` more training rows per kind (RENDERING_SOURCES' keys: "gas", "shield", "medical", "cloth", "kn95"), each a training image with one known face
-    (close-ups included) picked at random (`seed`) from RENDERING_SOURCES' labels, relabelled, with `render` set
-    so that AugmentingReader draws the respirator or shield on it. Shields only where their edge or headband is
+    """`counts[kind]` more training rows per kind (RENDERING_SOURCES' keys: "gas", "shield", "medical", "cloth",
+    "kn95"), each a training image with one known face (close-ups included) picked at random (`seed`) from
+    RENDERING_SOURCES' labels, relabelled, with `render` set so that AugmentingReader draws the respirator,
+    shield or mask on it. Shields only where their edge or headband is
     in view (`renderings.shield_edge_in_photo`). Returns the data and how many rows each kind
     got (fewer than asked when there are not enough images with a face)."""
     data = mark_faces(data)

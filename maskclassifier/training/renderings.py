@@ -572,7 +572,9 @@ def _loops(c: _Canvas, colour, pairs, half_width: float = 0.012) -> None:
                                           specular=0.05))
 
 
-def _begin(image: Image.Image, face_box, placement: Placement, extent):
+def _begin(image: Image.Image, face_box, placement: Placement, extent) -> tuple[Image.Image, _Canvas | None]:
+    """A new RGB copy of `image` and the canvas over `extent` (face frame); no canvas for a box under MIN_FACE_PX
+    or a drawing wholly outside the photo (the copy is then the answer)."""
     photo = image.convert("RGB")  # always a new image, drawn on in place: the input is untouched
     if min(face_box[2] - face_box[0], face_box[3] - face_box[1]) < MIN_FACE_PX:
         return photo, None
@@ -646,7 +648,8 @@ def _cloth_pattern(c: _Canvas, style: ClothStyle) -> np.ndarray:
             if style.pattern == "floral":
                 bx, by, r = rng.uniform(-0.45, 0.45), rng.uniform(-0.05, 0.65), rng.uniform(0.04, 0.08)
             else:  # one printed emblem on a cheek panel
-                bx, by, r = _pick(rng, (-1, 1)) * rng.uniform(0.15, 0.24), rng.uniform(0.2, 0.32), rng.uniform(0.06, 0.09)
+                bx = _pick(rng, (-1, 1)) * rng.uniform(0.15, 0.24)
+                by, r = rng.uniform(0.2, 0.32), rng.uniform(0.06, 0.09)
             du, dv = U - bx, V - by
             radius = np.hypot(du, dv)
             if style.pattern == "floral":  # petals round a centre
