@@ -1,4 +1,4 @@
-"""Time per call of the synthetic respirators and face shields (maskclassifier.training.renderings).
+"""Time per call of the synthetic respirators, face shields and surgical, cloth and KN95 masks (training.renderings).
 
     .venv/bin/python -m benchmarks.renderings [--calls 200] [--size 300]
 
@@ -20,7 +20,14 @@ from datetime import datetime, timezone
 import numpy as np
 from PIL import Image, ImageDraw
 
-from maskclassifier.training.renderings import pick_respirator, pick_shield, render_respirator, render_shield
+from maskclassifier.training.renderings import (
+    pick_cloth, pick_kn95, pick_respirator, pick_shield, pick_surgical, render_cloth_mask, render_kn95_mask,
+    render_respirator, render_shield, render_surgical_mask,
+)
+
+DRAWINGS = (("respirator", pick_respirator, render_respirator), ("shield", pick_shield, render_shield),
+            ("surgical", pick_surgical, render_surgical_mask), ("cloth", pick_cloth, render_cloth_mask),
+            ("kn95", pick_kn95, render_kn95_mask))
 
 
 def photo(size: int, box: tuple[int, int, int, int]) -> Image.Image:
@@ -46,8 +53,7 @@ def main() -> None:
         image = photo(side, box)
         times = defaultdict(list)
         for seed in range(args.calls):
-            for name, pick, render in (("respirator", pick_respirator, render_respirator),
-                                       ("shield", pick_shield, render_shield)):
+            for name, pick, render in DRAWINGS:
                 style = pick(np.random.default_rng(seed))
                 start, cpu = time.perf_counter(), time.process_time()
                 render(image, box, style)

@@ -189,3 +189,22 @@ def test_train_refuses_bad_augmentation_options(option, message, capsys):
         parse_args(["--csv", "labels.csv", *option])
     assert message in capsys.readouterr().err
 
+
+
+def test_drawn_ordinary_masks_go_on_bare_faces_with_their_labels_and_the_reader_draws_them(tmp_path, face):
+    from maskclassifier.training.train import parse_renderings
+
+    counts = parse_renderings(["medical=2", "cloth=1", "kn95=1"])
+    assert counts == {"medical": 2, "cloth": 1, "kn95": 1}
+    photo, box = face
+    photo.save(tmp_path / "face.png")
+    frame = pd.DataFrame({"fname": ["face.png", "face.png", "face.png"], "labels": ["No_mask!", "Medical", "No_mask!"],
+                          "is_valid": [False, False, True]})
+    data, made = add_renderings(mark_faces(LabelledData(frame, tmp_path)), counts, seed=0)
+    assert made == {"medical": 1, "cloth": 1, "kn95": 1}  # one bare training face; the Medical photo is no source
+    rendered = [row for row in data.frame.to_dict("records") if row["render"]]
+    assert [(row["labels"], row["render"]) for row in rendered] == [("Medical", "medical"), ("Cloth", "cloth"),
+                                                                    ("KN95", "kn95")]
+    reader = AugmentingReader(tmp_path)
+    for row in rendered:  # drawn over the lower face at each read
+        assert mean_change(photo, reader(row), lower_face(photo, box)) > 10

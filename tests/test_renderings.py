@@ -1,4 +1,5 @@
-"""The synthetic respirators and face shields (maskclassifier.training.renderings) on faces the test draws."""
+"""The synthetic respirators, face shields and surgical, cloth and KN95 masks (maskclassifier.training.renderings) on
+faces the test draws."""
 
 from __future__ import annotations
 
@@ -8,15 +9,19 @@ from PIL import Image, ImageDraw
 
 from datasets import face_like_image
 from maskclassifier.training.renderings import (
-    MIN_FACE_PX, RESPIRATOR_KINDS, SHIELD_KINDS, draw_respirator, draw_shield, pick_respirator, pick_shield,
-    render_respirator, render_shield, shield_edge_in_photo,
+    CLOTH_KINDS, CLOTH_PATTERNS, CLOTH_STRAPS, KN95_KINDS, MIN_FACE_PX, RESPIRATOR_KINDS, SHIELD_KINDS, SURGICAL_KINDS,
+    VALVE_KINDS, draw_cloth_mask, draw_kn95_mask, draw_respirator, draw_shield, draw_surgical_mask, pick_cloth,
+    pick_kn95, pick_respirator, pick_shield, pick_surgical, render_cloth_mask, render_kn95_mask, render_respirator,
+    render_shield, render_surgical_mask, shield_edge_in_photo,
 )
 
 SIZE = 192
 BOX = (60, 50, 132, 146)  # x0, y0, x1, y1: the drawn face's box, about eyebrows to chin as MTCNN gives it
 UNIT = ((BOX[2] - BOX[0]) + (BOX[3] - BOX[1])) / 2  # the face frame's unit in pixels
 CENTRE = ((BOX[0] + BOX[2]) / 2, (BOX[1] + BOX[3]) / 2)
-DRAWINGS = {"respirator": draw_respirator, "shield": draw_shield}
+DRAWINGS = {"respirator": draw_respirator, "shield": draw_shield, "surgical": draw_surgical_mask,
+            "cloth": draw_cloth_mask, "kn95": draw_kn95_mask}
+MASKS = [(pick_surgical, render_surgical_mask), (pick_cloth, render_cloth_mask), (pick_kn95, render_kn95_mask)]
 
 
 def drawn_face(seed: int = 0) -> Image.Image:
@@ -60,6 +65,9 @@ def test_a_seed_gives_the_same_drawing_and_seeds_differ(name):
 @pytest.mark.parametrize("pick,render,draw,kinds", [
     (pick_respirator, render_respirator, draw_respirator, RESPIRATOR_KINDS),
     (pick_shield, render_shield, draw_shield, SHIELD_KINDS),
+    (pick_surgical, render_surgical_mask, draw_surgical_mask, SURGICAL_KINDS),
+    (pick_cloth, render_cloth_mask, draw_cloth_mask, CLOTH_KINDS),
+    (pick_kn95, render_kn95_mask, draw_kn95_mask, KN95_KINDS),
 ])
 def test_every_kind_is_drawn_for_some_seed(pick, render, draw, kinds):
     image = drawn_face()
@@ -129,7 +137,8 @@ def test_boxes_partly_outside_the_image_are_clipped(name, box):
     image = drawn_face()
     result = DRAWINGS[name](image, box, np.random.default_rng(1))
     assert result.size == image.size and result.mode == "RGB"
-    assert np.abs(pixels(result) - pixels(image)).mean() > 0.5
+    # a clear change on the part inside: a mask over a box at the bottom-right corner shows only its upper rows
+    assert (np.abs(pixels(result) - pixels(image)).max(axis=2) > 10).sum() > 150
 
 
 @pytest.mark.parametrize("name", sorted(DRAWINGS))
@@ -164,3 +173,58 @@ def test_full_face_masks_come_with_a_chin_filter_or_two_side_cartridges():
     assert not any(style.side_filters for style in styles if style.kind != "full_face")
     sizes = [style.filter_size for style in styles]
     assert min(sizes) < 0.9 and max(sizes) > 1.1
+
+
+@pytest.mark.parametrize("pick,render", MASKS)
+def test_a_mask_covers_nose_mouth_and_chin_and_leaves_the_eyes_and_far_pixels_alone(pick, render):
+    image = drawn_face()
+    original = pixels(image)
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE]
+    far = np.hypot(xs - CENTRE[0], ys - CENTRE[1]) > 1.0 * UNIT  # loops and ties reach about 0.8
+    for seed in range(30):
+        style = pick(np.random.default_rng(seed))
+        change = np.abs(pixels(render(image, BOX, style)) - original)
+        assert window(change, 0.0, 0.27, 0.06).mean() > 25, (seed, style)  # the mouth
+        assert window(change, 0.0, 0.44, 0.04).mean() > 10, (seed, style)  # the chin
+        for u in (-0.25, 0.25):  # the cheeks: the mask is about as wide as the face
+            assert window(change, u, 0.3, 0.04).mean() > 10, (seed, style)
+        if style.kind != "low":  # a surgical mask worn low leaves the nose tip out
+            assert window(change, 0.0, 0.14, 0.04).mean() > 10, (seed, style)
+        for u in (-0.2, 0.2):
+            assert window(change, u, -0.12, 0.05).mean() < 3, (seed, style)  # the eyes stay visible
+        assert change[far].max() == 0, (seed, style)
+
+
+def test_a_surgical_mask_worn_low_leaves_the_nose_tip_out():
+    image = drawn_face()
+    low = next(style for style in map(pick_surgical, map(np.random.default_rng, range(60))) if style.kind == "low")
+    change = np.abs(pixels(render_surgical_mask(image, BOX, low)) - pixels(image))
+    assert window(change, 0.0, 0.0, 0.03).mean() < 3
+
+
+def test_mask_styles_vary():
+    cloths = [pick_cloth(np.random.default_rng(seed)) for seed in range(200)]
+    assert {style.pattern for style in cloths} == set(CLOTH_PATTERNS)
+    assert {style.straps for style in cloths} == set(CLOTH_STRAPS)
+    kn95s = [pick_kn95(np.random.default_rng(seed)) for seed in range(200)]
+    assert {style.valve for style in kn95s} == set(VALVE_KINDS)
+    assert {style.head_straps for style in kn95s} == {True, False}
+    surgicals = [pick_surgical(np.random.default_rng(seed)) for seed in range(200)]
+    blue = sum(style.colour[2] > style.colour[0] + 40 for style in surgicals)
+    assert blue > len(surgicals) / 2  # light blue is the commonest colour
+    assert len({style.colour for style in surgicals}) >= 5
+
+
+@pytest.mark.parametrize("pick,render", MASKS)
+def test_a_mask_is_lit_like_the_face_and_is_not_a_flat_fill(pick, render):
+    bright = drawn_face()
+    dark = Image.eval(bright, lambda level: int(level * 0.35))
+    for seed in range(6):
+        style = pick(np.random.default_rng(seed))
+        drawn = pixels(render(bright, BOX, style))
+        on_bright = window(drawn, 0.0, 0.27, 0.06).mean()
+        on_dark = window(pixels(render(dark, BOX, style)), 0.0, 0.27, 0.06).mean()
+        assert on_dark < 0.85 * on_bright, (seed, style)
+        # shaded: the luminance over the mask's middle varies well beyond the grain (sd 2.5 levels per channel,
+        # about 1.5 in the mean of three); a black surgical mask, the flattest, gives about 5
+        assert window(drawn, 0.0, 0.25, 0.2).mean(axis=2).std() > 4, (seed, style)

@@ -302,7 +302,10 @@ def relight(image: Image.Image, box: Box | None, rng: np.random.Generator) -> Im
     return _weighted_choice(LIGHTING, LIGHTING_WEIGHTS, rng)(image, box, rng)
 
 
-RENDERINGS = {"gas": renderings.draw_respirator, "shield": renderings.draw_shield}
+# drawn ordinary masks balance the drawn occluders, respirators and shields: drawn-ness alone must not mean "no mask"
+RENDERINGS = {"gas": renderings.draw_respirator, "shield": renderings.draw_shield,
+              "medical": renderings.draw_surgical_mask, "cloth": renderings.draw_cloth_mask,
+              "kn95": renderings.draw_kn95_mask}
 
 
 def parse_box(text: str) -> Box | None:

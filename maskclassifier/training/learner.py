@@ -157,10 +157,12 @@ def add_face_crops(data: LabelledData, margin: float) -> tuple[LabelledData, int
 
 
 # The labels a rendered image gets, from the labels of the image it is drawn on: a respirator replaces whatever
-# covered the mouth (drawn on bare faces only), a face shield goes over a bare face or any one mask.
+# covered the mouth (drawn on bare faces only), a face shield goes over a bare face or any one mask, and a drawn
+# surgical, cloth or KN95 mask goes over a bare face.
 RENDERING_SOURCES = {"gas": {"No_mask!": "Gas"},
                      "shield": {"No_mask!": "Shield", "Medical": "Medical Shield", "Cloth": "Cloth Shield",
-                                "KN95": "KN95 Shield"}}
+                                "KN95": "KN95 Shield"},
+                     "medical": {"No_mask!": "Medical"}, "cloth": {"No_mask!": "Cloth"}, "kn95": {"No_mask!": "KN95"}}
 
 
 def _view_geometry(row, images_root: Path) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
@@ -174,9 +176,10 @@ def _view_geometry(row, images_root: Path) -> tuple[tuple[int, int], tuple[int, 
 
 
 def add_renderings(data: LabelledData, counts: dict[str, int], seed: int) -> tuple[LabelledData, dict[str, int]]:
-    """`counts[kind]` more training rows per kind ("gas", "shield"), each a training image with one known face
-    (close-ups included) picked at random (`seed`) from RENDERING_SOURCES' labels, relabelled, with `render` set
-    so that AugmentingReader draws the respirator or shield on it. Shields only where their edge or headband is
+    """`counts[kind]` more training rows per kind (RENDERING_SOURCES' keys: "gas", "shield", "medical", "cloth",
+    "kn95"), each a training image with one known face (close-ups included) picked at random (`seed`) from
+    RENDERING_SOURCES' labels, relabelled, with `render` set so that AugmentingReader draws the respirator,
+    shield or mask on it. Shields only where their edge or headband is
     in view (`renderings.shield_edge_in_photo`). Returns the data and how many rows each kind
     got (fewer than asked when there are not enough images with a face)."""
     data = mark_faces(data)

@@ -1,4 +1,6 @@
-"""Synthetic `Gas` and `Shield` renderings drawn over a detected face: a training-time augmentation.
+"""Synthetic `Gas` and `Shield` renderings drawn over a detected face: a training-time augmentation. Also drawn
+surgical, cloth and KN95 masks (`Medical`, `Cloth`, `KN95`; see "ordinary masks" below), so that drawn-ness alone
+is no cue for "not a mask".
 
 Real photos of respirators and face shields are scarce in the sources reachable here, so these two categories are
 learnt from drawings. One pasted template teaches the model that template; these functions draw, per call, one of
@@ -466,3 +468,362 @@ def draw_shield(image: Image.Image, face_box: tuple[int, int, int, int], rng: np
     fills the photo no edge of the shield is in it (see `shield_edge_in_photo`).
     """
     return render_shield(image, face_box, pick_shield(rng))
+
+
+# --- ordinary masks: surgical, cloth, KN95 ------------------------------------------------------------------------
+# The model also learns from drawn hands, phones, respirators and shields; were ordinary masks never drawn, "a drawn
+# flat object over the mouth" would mean "not a mask". So the ordinary kinds are drawn too, with their labels, and
+# told apart by shape: nose to under the chin, pleats, seams, folds, ear loops, a nose wire.
+
+SURGICAL_KINDS = ("over_nose", "low")
+SURGICAL_COLOURS = ((150, 196, 228), (128, 180, 218), (238, 240, 242), (176, 216, 194), (240, 184, 198), (40, 40, 44))
+SURGICAL_WEIGHTS = (0.35, 0.25, 0.17, 0.08, 0.08, 0.07)  # light blue most, as in the shops
+LOOP_COLOURS = ((244, 244, 242), (128, 176, 220))
+CLOTH_KINDS = ("contoured", "flat")
+CLOTH_PATTERNS = ("solid", "stripes", "checks", "dots", "floral", "camouflage", "logo")
+CLOTH_COLOURS = ((30, 32, 38), (32, 52, 96), (150, 30, 40), (84, 90, 96), (200, 200, 196), (60, 110, 70),
+                 (210, 150, 170), (90, 60, 110), (220, 190, 120), (70, 140, 180), (180, 90, 50))
+CAMOUFLAGE = ((86, 94, 60), (122, 112, 78), (56, 58, 40), (150, 142, 110))
+CLOTH_STRAPS = ("fabric", "elastic", "ties")
+KN95_KINDS = ("fold_flat", "duckbill", "cup")
+KN95_COLOURS = ((238, 238, 234), (236, 236, 232), (168, 170, 174), (42, 42, 46), (236, 176, 196), (128, 170, 214))
+VALVE_KINDS = ("", "round", "square")
+VALVE_COLOURS = ((236, 236, 232), (120, 122, 128), (40, 40, 44), (230, 140, 50), (70, 110, 190))
+HEAD_STRAP_COLOURS = ((236, 236, 230), (230, 200, 70), (70, 110, 190))
+
+
+@dataclass(frozen=True)
+class SurgicalStyle:
+    kind: str  # one of SURGICAL_KINDS: over the nose, or worn a little low with the nose tip showing
+    colour: tuple[int, int, int]
+    loops: tuple[int, int, int]
+    pleat_depth: float  # 0.6-1.3: how strongly the pleats shade
+    half_width: float  # 0.39-0.44 face units
+    placement: Placement
+
+
+@dataclass(frozen=True)
+class ClothStyle:
+    kind: str  # one of CLOTH_KINDS: contoured (a centre seam) or flat (horizontal folds)
+    pattern: str  # one of CLOTH_PATTERNS
+    colours: tuple[tuple[int, int, int], ...]  # ground, print, accent
+    straps: str  # one of CLOTH_STRAPS
+    pattern_seed: int  # the pattern's own parameters (period, angle, where the blobs are)
+    placement: Placement
+
+
+@dataclass(frozen=True)
+class Kn95Style:
+    kind: str  # one of KN95_KINDS
+    colour: tuple[int, int, int]
+    valve: str  # one of VALVE_KINDS ("" = none)
+    valve_colour: tuple[int, int, int]
+    head_straps: bool  # head straps instead of ear loops
+    strap_colour: tuple[int, int, int]
+    printed: bool  # the printed marking on one panel
+    placement: Placement
+
+
+def pick_surgical(rng: np.random.Generator) -> SurgicalStyle:
+    """The style `draw_surgical_mask` draws for this state of `rng` (draws from `rng`)."""
+    colour = SURGICAL_COLOURS[int(rng.choice(len(SURGICAL_COLOURS), p=SURGICAL_WEIGHTS))]
+    loops = _pick(rng, LOOP_COLOURS)
+    kind = SURGICAL_KINDS[int(rng.random() < 0.2)]
+    return SurgicalStyle(kind, colour, loops, float(rng.uniform(0.6, 1.3)),
+                         float(rng.uniform(0.39, 0.44)), _placement(rng))
+
+
+def pick_cloth(rng: np.random.Generator) -> ClothStyle:
+    """The style `draw_cloth_mask` draws for this state of `rng` (draws from `rng`)."""
+    kind = _pick(rng, CLOTH_KINDS)
+    pattern = _pick(rng, CLOTH_PATTERNS)
+    order = rng.permutation(len(CLOTH_COLOURS))[:3]
+    colours = CAMOUFLAGE if pattern == "camouflage" else tuple(CLOTH_COLOURS[int(i)] for i in order)
+    straps = CLOTH_STRAPS[int(rng.choice(3, p=(0.45, 0.4, 0.15)))]
+    return ClothStyle(kind, pattern, colours, straps, int(rng.integers(2**31)), _placement(rng))
+
+
+def pick_kn95(rng: np.random.Generator) -> Kn95Style:
+    """The style `draw_kn95_mask` draws for this state of `rng` (draws from `rng`)."""
+    kind = KN95_KINDS[int(rng.choice(3, p=(0.5, 0.2, 0.3)))]
+    colour = _pick(rng, KN95_COLOURS)
+    valve = VALVE_KINDS[int(rng.choice(3, p=(0.6, 0.25, 0.15)))]
+    head = bool(rng.random() < (0.8 if kind == "cup" else 0.25))
+    return Kn95Style(kind, colour, valve, _pick(rng, VALVE_COLOURS), head, _pick(rng, HEAD_STRAP_COLOURS),
+                     bool(rng.random() < 0.5), _placement(rng))
+
+
+def _band(distance: np.ndarray, width: float) -> np.ndarray:
+    """1 on a line where `distance` is 0, falling to 0 at `width` (a soft line of that half-width)."""
+    return np.clip(1.0 - np.abs(distance) / width, 0.0, 1.0)
+
+
+def _texture(shape: tuple[int, ...], seed: int, amount: float) -> np.ndarray:
+    """Fine multiplicative noise around 1 (sd `amount`): the fibres of a nonwoven or woven fabric."""
+    return 1.0 + np.random.default_rng(seed).normal(0.0, amount, shape).astype(np.float32)
+
+
+def _loops(c: _Canvas, colour, pairs, half_width: float = 0.012) -> None:
+    """Ear loops or ties: thin shaded bands from the mask's sides towards the ears."""
+    for p, q in pairs:
+        part = c.part(min(p[0], q[0]) - 0.03, max(p[0], q[0]) + 0.03, min(p[1], q[1]) - 0.03, max(p[1], q[1]) + 0.03)
+        sd = _segment(part, p, q, half_width)
+        part.paint(part.cover(sd), _shade(colour, np.zeros_like(sd), 1.0 - sd / half_width, ambient=0.6,
+                                          specular=0.05))
+
+
+def _begin(image: Image.Image, face_box, placement: Placement, extent) -> tuple[Image.Image, _Canvas | None]:
+    """A new RGB copy of `image` and the canvas over `extent` (face frame); no canvas for a box under MIN_FACE_PX
+    or a drawing wholly outside the photo (the copy is then the answer)."""
+    photo = image.convert("RGB")  # always a new image, drawn on in place: the input is untouched
+    if min(face_box[2] - face_box[0], face_box[3] - face_box[1]) < MIN_FACE_PX:
+        return photo, None
+    made = _canvas(photo.size, face_box, placement, extent)
+    return photo, (None if made is None else made[0])
+
+
+MASK_EXTENT = (-0.6, 0.6, -0.1, 0.68)  # the mask body (about +-0.46) and its loops or ties towards the ears
+
+
+def render_surgical_mask(image: Image.Image, face_box: tuple[int, int, int, int], style: SurgicalStyle) -> Image.Image:
+    """`draw_surgical_mask` with the style chosen."""
+    photo, full = _begin(image, face_box, style.placement, MASK_EXTENT)
+    if full is None:
+        return photo
+    hw0, top_c, bottom_c = style.half_width, (0.08 if style.kind == "low" else -0.03), 0.6
+    ear_top = 0.06 if style.kind == "low" else 0.0
+    _loops(full, style.loops, [((-hw0 + 0.01, top_c + 0.06), (-0.55, ear_top)),
+                               ((hw0 - 0.01, top_c + 0.06), (0.55, ear_top)),
+                               ((-hw0 + 0.01, bottom_c - 0.08), (-0.54, 0.24)),
+                               ((hw0 - 0.01, bottom_c - 0.08), (0.54, 0.24))])
+    c = full.part(-hw0 - 0.02, hw0 + 0.02, top_c - 0.02, bottom_c + 0.02)
+    across = np.clip(c.U / hw0, -1.0, 1.0)
+    top = top_c + 0.07 * across ** 2  # the nose wire bent over the nose bridge, lower over the cheeks
+    bottom = bottom_c - 0.06 * across ** 2  # under the chin
+    mid, half = (top_c + bottom_c) / 2, (bottom_c - top_c) / 2
+    hw = hw0 * (1.0 - 0.05 * ((c.V - mid) / half) ** 2)  # the sides curve a little round the cheeks
+    side_sd, tb_sd = hw - np.abs(c.U), np.minimum(c.V - top, bottom - c.V)
+    sd = np.minimum(side_sd, tb_sd)
+    y = np.clip((c.V - top) / (bottom - top), 0.0, 1.0)
+    nx, ny = c.U / hw * 0.75, (y - 0.45) * 0.9
+    shadow = np.ones_like(y)
+    for centre in (0.3, 0.5, 0.7):  # each pleat: the fabric tilts up towards the fold, a shadow line under it
+        d = (y - centre) / 0.12
+        ramp = np.where((d > -1.0) & (d < 0.0), d + 1.0, 0.0)
+        ny = ny - 0.55 * style.pleat_depth * ramp
+        shadow -= 0.3 * style.pleat_depth * _band(d - 0.08, 0.12)
+    binding = np.maximum(side_sd < 0.035, tb_sd < 0.02).astype(np.float32)
+    shadow *= 1.0 - 0.06 * binding - 0.12 * _band(side_sd - 0.035, 0.006) - 0.1 * _band(tb_sd - 0.02, 0.005)
+    wire = np.clip(1.0 - np.abs(c.U) / 0.15, 0.0, 1.0) ** 0.3  # the nose wire's ridge: light above, dark below
+    shadow += wire * (0.12 * _band(c.V - top - 0.012, 0.006) - 0.14 * _band(c.V - top - 0.026, 0.006))
+    shade = _shade(style.colour, nx, ny, ambient=0.5, diffuse=0.55, specular=0.04)
+    shade *= (shadow * _texture(shadow.shape, style.placement.grain_seed + 1, 0.025))[..., None]
+    c.paint(c.cover(sd), shade)
+    return _composite(photo, full, face_box, style.placement)
+
+
+def _cloth_pattern(c: _Canvas, style: ClothStyle) -> np.ndarray:
+    """The fabric's print, (H, W, 3) 0..255, in face-frame coordinates (the print moves with the mask)."""
+    rng = np.random.default_rng(style.pattern_seed)
+    ground, second, accent = (np.asarray(colour, np.float32) for colour in style.colours[:3])
+    U, V = c.U, c.V
+    weight = np.zeros_like(U)  # how much of `second` shows
+    if style.pattern == "stripes":
+        angle, period = rng.uniform(-0.6, 0.6) + _pick(rng, (0.0, math.pi / 2)), rng.uniform(0.05, 0.13)
+        t = (U * math.cos(angle) + V * math.sin(angle)) / period
+        weight = (np.mod(t, 1.0) < rng.uniform(0.3, 0.55)).astype(np.float32)
+    elif style.pattern == "checks":
+        period = rng.uniform(0.05, 0.11)
+        weight = 0.5 * (np.mod(U / period, 1.0) < 0.5) + 0.5 * (np.mod(V / period, 1.0) < 0.5)
+    elif style.pattern == "dots":
+        period, radius = rng.uniform(0.06, 0.11), rng.uniform(0.15, 0.3)
+        row = np.floor(V / period)
+        fu = np.mod(U / period + 0.5 * np.mod(row, 2.0), 1.0) - 0.5
+        fv = np.mod(V / period, 1.0) - 0.5
+        weight = np.clip((radius - np.hypot(fu, fv)) * period / c.aa + 0.5, 0.0, 1.0)
+    elif style.pattern in ("floral", "logo"):
+        accent_weight = np.zeros_like(U)
+        blobs = int(rng.integers(10, 18)) if style.pattern == "floral" else 1
+        for _ in range(blobs):
+            if style.pattern == "floral":
+                bx, by, r = rng.uniform(-0.45, 0.45), rng.uniform(-0.05, 0.65), rng.uniform(0.04, 0.08)
+            else:  # one printed emblem on a cheek panel
+                bx = _pick(rng, (-1, 1)) * rng.uniform(0.15, 0.24)
+                by, r = rng.uniform(0.2, 0.32), rng.uniform(0.06, 0.09)
+            du, dv = U - bx, V - by
+            radius = np.hypot(du, dv)
+            if style.pattern == "floral":  # petals round a centre
+                edge = r * (0.72 + 0.28 * np.cos(5.0 * np.arctan2(dv, du) + rng.uniform(0, 6.3)))
+                weight = np.maximum(weight, np.clip((edge - radius) / c.aa + 0.5, 0.0, 1.0))
+                accent_weight = np.maximum(accent_weight, np.clip((0.3 * r - radius) / c.aa + 0.5, 0.0, 1.0))
+            else:  # a ring with a bar of "lettering" beside it
+                weight = np.maximum(weight, _band(radius - r * 0.8, r * 0.2))
+                bar = np.minimum(r * 1.6 - np.abs(du), r * 0.18 - np.abs(dv - r * 1.5))
+                weight = np.maximum(weight, np.clip(bar / c.aa + 0.5, 0.0, 1.0))
+        rgb = ground + weight[..., None] * (second - ground)
+        return rgb + accent_weight[..., None] * (accent - rgb)
+    elif style.pattern == "camouflage":  # blobs of four colours from thresholded sums of waves
+        palette = np.asarray(CAMOUFLAGE, np.float32)
+        rgb = np.broadcast_to(palette[0], U.shape + (3,)).copy()
+        for layer in (1, 2, 3):
+            field = np.zeros_like(U)
+            for _ in range(3):
+                angle, freq = rng.uniform(0, 6.3), rng.uniform(9.0, 18.0)
+                field += np.sin(freq * (U * math.cos(angle) + V * math.sin(angle)) + rng.uniform(0, 6.3))
+            rgb[field > 1.0] = palette[layer]
+        return rgb
+    return ground + weight[..., None] * (second - ground)
+
+
+def render_cloth_mask(image: Image.Image, face_box: tuple[int, int, int, int], style: ClothStyle) -> Image.Image:
+    """`draw_cloth_mask` with the style chosen."""
+    photo, full = _begin(image, face_box, style.placement, MASK_EXTENT)
+    if full is None:
+        return photo
+    rng = np.random.default_rng(style.pattern_seed + 1)
+    hw0 = 0.42 if style.kind == "flat" else 0.41
+    strap_colour = style.colours[0] if style.straps != "elastic" else _pick(rng, ((30, 30, 32), (240, 240, 236)))
+    if style.straps == "ties":  # a tie at each corner, running back past the ears
+        _loops(full, strap_colour, [((-hw0 + 0.01, 0.08), (-0.6, 0.03)), ((hw0 - 0.01, 0.08), (0.6, 0.03)),
+                                    ((-hw0 + 0.01, 0.46), (-0.6, 0.5)), ((hw0 - 0.01, 0.46), (0.6, 0.5))], 0.012)
+    else:
+        width = 0.018 if style.straps == "fabric" else 0.011
+        _loops(full, strap_colour, [((-hw0 + 0.01, 0.1), (-0.55, 0.0)), ((hw0 - 0.01, 0.1), (0.55, 0.0)),
+                                    ((-hw0 + 0.01, 0.46), (-0.54, 0.25)), ((hw0 - 0.01, 0.46), (0.54, 0.25))], width)
+    c = full.part(-hw0 - 0.02, hw0 + 0.02, -0.06, 0.64)
+    across = np.clip(np.abs(c.U) / hw0, 0.0, 1.0)
+    if style.kind == "contoured":  # two panels sewn down the middle: peaked over the nose and at the chin
+        top, bottom = -0.03 + 0.13 * across ** 1.2, 0.61 - 0.17 * across ** 1.5
+        nx = 0.42 * np.tanh(c.U / 0.03) + 0.45 * c.U / hw0
+    else:
+        top, bottom = 0.0 + 0.05 * across ** 2, 0.58 - 0.06 * across ** 2
+        nx = 0.75 * c.U / hw0
+    side_sd, tb_sd = hw0 - np.abs(c.U), np.minimum(c.V - top, bottom - c.V)
+    corner = 0.04  # rounded corners
+    sd = np.minimum(np.minimum(side_sd, tb_sd),
+                    corner - np.hypot(np.maximum(corner - side_sd, 0.0), np.maximum(corner - tb_sd, 0.0)))
+    y = np.clip((c.V - top) / np.maximum(bottom - top, 1e-3), 0.0, 1.0)
+    ny = (y - 0.45) * 0.8
+    light = np.ones_like(y)
+    for _ in range(2):  # soft folds across the fabric
+        angle, freq = rng.uniform(-0.5, 0.5), rng.uniform(9.0, 16.0)
+        light += 0.07 * np.sin(freq * (c.V * math.cos(angle) + c.U * math.sin(angle)) + rng.uniform(0, 6.3))
+    if style.kind == "flat":  # pressed horizontal pleats, shallower than a surgical mask's
+        for centre in (0.35, 0.62):
+            light -= 0.16 * _band((y - centre) / 0.1, 0.5)
+    else:
+        light -= 0.3 * _band(c.U, 0.008)  # the centre seam
+    light -= 0.12 * _band(np.minimum(side_sd, tb_sd) - 0.022, 0.005)  # the hem's stitching
+    weave = 1.0 + 0.05 * np.sin(c.U * 520.0) * np.sin(c.V * 520.0)
+    light *= weave * _texture(light.shape, style.pattern_seed + 2, 0.04)
+    shade = _shade((255.0, 255.0, 255.0), nx, ny, ambient=0.5, diffuse=0.55, specular=0.02) / 255.0
+    c.paint(c.cover(sd), _cloth_pattern(c, style) * shade * light[..., None])
+    return _composite(photo, full, face_box, style.placement)
+
+
+def _valve_on(c: _Canvas, kind: str, cx: float, cy: float, colour) -> None:
+    """An exhalation valve: round (a domed cap with a ring of slots) or square (a block with horizontal slits)."""
+    c = c.part(cx - 0.1, cx + 0.1, cy - 0.1, cy + 0.1)
+    if kind == "round":
+        sd, nx, ny = _ellipse(c, cx, cy, 0.075, 0.075)
+        radius = np.hypot(nx, ny)
+        body = _shade(colour, nx * 0.7, ny * 0.7, ambient=0.5, specular=0.3)
+        body *= (1.0 - 0.35 * _band(radius - 0.7, 0.08) - 0.25 * ((np.sin(np.arctan2(ny, nx) * 8.0) > 0.5)
+                                                                & (radius > 0.35) & (radius < 0.62)))[..., None]
+    else:
+        du, dv = (c.U - cx) / 0.07, (c.V - cy) / 0.06
+        sd = np.minimum(0.07 - np.abs(c.U - cx), 0.06 - np.abs(c.V - cy))
+        body = _shade(colour, du * 0.5, dv * 0.5, ambient=0.5, specular=0.25)
+        body *= (1.0 - 0.4 * ((np.sin(dv * 10.0) > 0.6) & (np.abs(du) < 0.75)))[..., None]
+    c.paint(c.cover(sd + 0.01), _shade(_darker(colour, 0.5), np.zeros_like(sd), np.zeros_like(sd)))  # its rim
+    c.paint(c.cover(sd), body)
+
+
+def render_kn95_mask(image: Image.Image, face_box: tuple[int, int, int, int], style: Kn95Style) -> Image.Image:
+    """`draw_kn95_mask` with the style chosen."""
+    photo, full = _begin(image, face_box, style.placement, MASK_EXTENT)
+    if full is None:
+        return photo
+    kind = style.kind
+    hw0 = {"fold_flat": 0.42, "duckbill": 0.45, "cup": 0.37}[kind]
+    # where straps or loops are fixed: near the sides, closer to the seam on a duckbill (its sides are pointed)
+    anchor, upper, lower = (hw0 - 0.05, 0.22, 0.38) if kind == "duckbill" else (hw0 - 0.03, 0.12, 0.4)
+    if style.head_straps:  # two elastic straps round the head, out at the sides
+        _loops(full, style.strap_colour, [((-anchor, upper), (-0.58, -0.02)), ((anchor, upper), (0.58, -0.02)),
+                                          ((-anchor, lower), (-0.58, 0.5)), ((anchor, lower), (0.58, 0.5))], 0.012)
+    else:
+        loop = style.colour if style.colour[0] > 150 else (236, 236, 232)
+        _loops(full, loop, [((-anchor, upper), (-0.55, 0.0)), ((anchor, upper), (0.55, 0.0)),
+                            ((-anchor, lower), (-0.54, 0.25)), ((anchor, lower), (0.54, 0.25))], 0.011)
+    c = full.part(-hw0 - 0.02, hw0 + 0.02, -0.06, 0.66)
+    light = np.ones_like(c.U)
+    if kind == "cup":  # moulded dome with a rolled rim
+        sd, nx, ny = _ellipse(c, 0.0, 0.29, hw0, 0.32)
+        nx, ny = nx * 0.85, ny * 0.85
+        light -= 0.16 * _band(sd - 0.03, 0.008)  # the rim's inner edge
+        light += 0.08 * (sd < 0.03)
+        top = 0.29 - 0.32 * np.sqrt(np.clip(1.0 - (c.U / hw0) ** 2, 0.0, 1.0))
+    else:
+        across = np.clip(np.abs(c.U) / hw0, 0.0, 1.0)
+        if kind == "fold_flat":  # two panels meeting at a vertical fold, pointed at nose and chin
+            top, bottom = -0.04 + 0.15 * across ** 1.1, 0.64 - 0.34 * across ** 1.8
+            nx = 0.5 * np.tanh(c.U / 0.015) + 0.3 * c.U / hw0
+            ny = (c.V - 0.3) * 1.2
+            light -= 0.28 * _band(c.U, 0.006)
+        else:  # duckbill: a horizontal seam standing out in front of the mouth
+            top, bottom = 0.01 + 0.05 * across ** 2, 0.6 - 0.24 * across ** 2
+            seam = 0.3 + 0.02 * across ** 2
+            nx = 0.55 * c.U / hw0
+            ny = np.where(c.V < seam, -0.45, 0.5) + 0.2 * (c.V - seam)
+            light += 0.12 * _band(c.V - seam, 0.008) - 0.18 * _band(c.V - seam - 0.012, 0.008)
+        side_sd, tb_sd = hw0 - np.abs(c.U), np.minimum(c.V - top, bottom - c.V)
+        if kind == "duckbill":  # the sides come to a point at the seam: a lozenge seen from the front
+            side_sd = hw0 * (1.0 - 0.28 * np.abs(c.V - 0.3) / 0.3) - np.abs(c.U)
+        sd = np.minimum(side_sd, tb_sd)
+        light -= 0.14 * _band(sd - 0.028, 0.005)  # the heat-sealed border
+    # nose wire under the top edge, centred: a short ridge
+    wire = np.clip(1.0 - np.abs(c.U) / 0.16, 0.0, 1.0) ** 0.3
+    light += wire * (0.12 * _band(c.V - top - 0.02, 0.007) - 0.12 * _band(c.V - top - 0.036, 0.007))
+    if style.printed and kind != "cup":  # a line of small print on the wearer's right panel
+        text = np.minimum(0.09 - np.abs(c.U + 0.2), 0.012 - np.abs(c.V - 0.36))
+        light -= 0.35 * np.clip(text / c.aa + 0.5, 0.0, 1.0) * (np.sin(c.U * 260.0) > -0.2)
+    light *= _texture(light.shape, style.placement.grain_seed + 1, 0.03)
+    shade = _shade(style.colour, nx, ny, ambient=0.5, diffuse=0.55, specular=0.05)
+    c.paint(c.cover(sd), shade * light[..., None])
+    if style.valve:
+        _valve_on(c, style.valve, 0.0 if kind == "cup" else 0.17, 0.33, style.valve_colour)
+    return _composite(photo, full, face_box, style.placement)
+
+
+def draw_surgical_mask(image: Image.Image, face_box: tuple[int, int, int, int],
+                       rng: np.random.Generator) -> Image.Image:
+    """A new RGB image: a pleated surgical mask drawn over the face in `face_box`. Label: Medical.
+
+    From the nose bridge to under the chin (or, one time in five, worn low with the nose tip showing), three
+    pleats with a highlight above and a shadow under each fold, bound edges, a nose wire's ridge and white or blue
+    ear loops; the sides curve a little. Colour (`pick_surgical`): light blue most often, white, pale green, pink,
+    black. Randomness from `rng` only; lighting, grain, jitter and box handling as in `draw_respirator`.
+    """
+    return render_surgical_mask(image, face_box, pick_surgical(rng))
+
+
+def draw_cloth_mask(image: Image.Image, face_box: tuple[int, int, int, int], rng: np.random.Generator) -> Image.Image:
+    """A new RGB image: a fabric mask drawn over the face in `face_box`, nose to chin. Label: Cloth.
+
+    Contoured (two panels, a centre seam) or flat (two pressed pleats), CLOTH_KINDS; the print (CLOTH_PATTERNS:
+    solid, stripes, checks, dots, floral, camouflage, a printed emblem) in colours from CLOTH_COLOURS; a weave and
+    fibre noise, soft folds, a stitched hem; loops of the same fabric, thin elastic or ties (`pick_cloth`).
+    Randomness from `rng` only; lighting, grain, jitter and box handling as in `draw_respirator`.
+    """
+    return render_cloth_mask(image, face_box, pick_cloth(rng))
+
+
+def draw_kn95_mask(image: Image.Image, face_box: tuple[int, int, int, int], rng: np.random.Generator) -> Image.Image:
+    """A new RGB image: a KN95/FFP2-type mask drawn over the face in `face_box`. Label: KN95.
+
+    KN95_KINDS: fold-flat (two panels shaded apart by a vertical centre fold, heat-sealed border, often a line of
+    print), duckbill (a horizontal seam standing out) or moulded cup (3M 8210-like, a rolled rim); white, grey,
+    black, pink or blue; a round or square exhalation valve two times in five; ear loops or head straps; a nose
+    wire (`pick_kn95`). Randomness from `rng` only; lighting, grain, jitter and box handling as in `draw_respirator`.
+    """
+    return render_kn95_mask(image, face_box, pick_kn95(rng))

@@ -136,7 +136,10 @@ def _augmentation(training: dict) -> str:
 
 
 RENDERED = {"gas": "images with a respirator (labelled `Gas`)",
-            "shield": "images with a face shield (over a bare face or a mask, + `Shield`)"}
+            "shield": "images with a face shield (over a bare face or a mask, + `Shield`)",
+            "medical": "images with a drawn surgical mask (labelled `Medical`)",
+            "cloth": "images with a drawn cloth mask (labelled `Cloth`)",
+            "kn95": "images with a drawn KN95 (labelled `KN95`)"}
 
 
 def _lr_origin(training: dict) -> str:

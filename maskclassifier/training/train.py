@@ -123,9 +123,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="chance (0-1) that a training image is read in low light with sensor noise, "
                              "backlit or with a colour cast (default: 0)")
     parser.add_argument("--render", action="append", default=[], metavar="KIND=COUNT",
-                        help="add COUNT training images with a respirator (gas: labelled Gas) or a face shield "
-                             "(shield: over a bare face or a mask, + Shield) drawn on training images with one face "
-                             "found; drawn anew at each read (repeatable)")
+                        help="add COUNT training images with a respirator (gas: labelled Gas), a face shield "
+                             "(shield: over a bare face or a mask, + Shield), a surgical mask (medical: Medical), a "
+                             "cloth mask (cloth: Cloth) or a KN95 (kn95: KN95) drawn on training images with one "
+                             "face found (bare faces, but shields); drawn anew at each read (repeatable)")
     parser.add_argument("--init-from", type=Path, metavar="PKL",
                         help="start from this exported learner's weights (same architecture and categories), "
                              "e.g. to continue training at a larger --size; with another --head, only its body")
