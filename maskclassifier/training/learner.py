@@ -179,9 +179,8 @@ def add_renderings(data: LabelledData, counts: dict[str, int], seed: int) -> tup
     """`counts[kind]` more training rows per kind (RENDERING_SOURCES' keys: "gas", "shield", "medical", "cloth",
     "kn95"), each a training image with one known face (close-ups included) picked at random (`seed`) from
     RENDERING_SOURCES' labels, relabelled, with `render` set so that AugmentingReader draws the respirator,
-    shield or mask on it. Shields only where their edge or headband is
-    in view (`renderings.shield_edge_in_photo`). Returns the data and how many rows each kind
-    got (fewer than asked when there are not enough images with a face)."""
+    shield or mask on it. Shields only where their edge or headband is in view (`renderings.shield_edge_in_photo`).
+    Returns the data and how many rows each kind got (fewer than asked when too few images have a face)."""
     data = mark_faces(data)
     frame = data.frame.assign(render="") if "render" not in data.frame.columns else data.frame
     rng = np.random.default_rng(seed)

@@ -125,8 +125,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--render", action="append", default=[], metavar="KIND=COUNT",
                         help="add COUNT training images with a respirator (gas: labelled Gas), a face shield "
                              "(shield: over a bare face or a mask, + Shield), a surgical mask (medical: Medical), a "
-                             "cloth mask (cloth: Cloth) or a KN95 (kn95: KN95) drawn on training images with one "
-                             "face found (bare faces, but shields); drawn anew at each read (repeatable)")
+                             "cloth mask (cloth: Cloth) or a KN95 (kn95: KN95) drawn over the one face found in a "
+                             "training image of a bare face (shields also over masks); drawn anew at each read "
+                             "(repeatable)")
     parser.add_argument("--init-from", type=Path, metavar="PKL",
                         help="start from this exported learner's weights (same architecture and categories), "
                              "e.g. to continue training at a larger --size; with another --head, only its body")
