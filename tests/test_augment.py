@@ -70,6 +70,12 @@ def test_occluders_cover_the_lower_face_and_leave_the_eyes(face, name):
         assert mean_change(photo, out, top) < 0.5, (name, seed)  # nothing drawn well above the head
 
 
+def test_a_hand_over_a_face_whose_cheeks_are_outside_the_image_takes_a_listed_tone():
+    photo = Image.new("RGB", (60, 60), (200, 150, 120))
+    assert augment.face_tone(photo, (10, 70, 50, 120)) == augment.SKIN_TONES[4]
+    assert augment.draw_hand(photo, (10, 30, 50, 90), np.random.default_rng(0)).size == photo.size
+
+
 def test_low_light_darkens_and_adds_noise(face):
     photo, box = face
     out = augment.low_light(photo, box, np.random.default_rng(0))

@@ -51,10 +51,10 @@ def face_tone(image: Image.Image, box: Box) -> tuple[int, int, int]:
     pixels = np.asarray(image)
     rows = slice(int(y0 + 0.45 * height), int(y0 + 0.6 * height))
     patches = [pixels[rows, int(x0 + fx * width):int(x0 + (fx + 0.15) * width)] for fx in (0.15, 0.7)]
-    values = np.concatenate([patch.reshape(-1, 3) for patch in patches if patch.size])
-    if not len(values):
+    patches = [patch.reshape(-1, 3) for patch in patches if patch.size]
+    if not patches:  # the cheeks fall outside the image (a face cut off at the edge)
         return SKIN_TONES[4]
-    return tuple(int(v) for v in np.median(values, axis=0))
+    return tuple(int(v) for v in np.median(np.concatenate(patches), axis=0))
 
 
 def _tone(image: Image.Image, box: Box, rng: np.random.Generator) -> tuple[int, int, int]:
