@@ -38,40 +38,22 @@ from maskclassifier.web import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# What the shipped model (models/export.pkl and export.onnx answer alike, sha256 6ca28761 / c06de437) gets wrong,
-# (photo, mode) -> its answer: labels (the three most probable). Strict: when a new model gets one of them right,
-# the test fails until the line is removed here. "api" is POST /api/predict, "page" the page's automatic mode.
+# What the shipped model (models/export.pkl and export.onnx answer alike; model 9 of models/MODEL_CARD.md) gets
+# wrong, (photo, mode) -> its answer: labels (the three most probable). Strict: when a new model gets one of them
+# right, the test fails until the line is removed here. "api" is POST /api/predict, "page" the page's automatic mode.
+# Model 7, shipped before it, got 17 of the 35 wrong on the API's default and 12 on the page's (BENCHMARKS.md).
 SHIPPED_MODEL_GETS_WRONG = {
-    ("hand-across-medium", "api"): "Cloth (Cloth 0.64 - 0.03 KN95 0.03)",
-    ("hand-across-medium", "page"): "Cloth (Cloth 0.63 KN95 0.03 Medical 0.02)",
-    ("hand-across-dark", "api"): "Cloth (Cloth 0.66 - 0.06 Medical 0.02)",
-    ("hand-up-light", "api"): "- (- 0.50 No_mask! 0.09 KN95 0.03)",
-    ("hand-up-medium", "api"): "- (- 0.56 No_mask! 0.10 Cloth 0.02)",
-    ("hand-up-dark", "api"): "- (- 0.63 No_mask! 0.04 Cloth 0.03)",
-    ("phone", "api"): "- (- 0.91 No_mask! 0.02 KN95 0.01)",
-    ("phone", "page"): "- (- 0.87 No_mask! 0.03 Cloth 0.01)",
-    ("microphone", "page"): "- (- 0.48 KN95 0.04 Cloth 0.04)",
-    ("hair", "api"): "- (- 0.93 No_mask! 0.03 Cloth 0.01)",
-    ("hair", "page"): "- (- 0.57 Cloth 0.09 No_mask! 0.06)",
-    ("scarf-under-chin", "api"): "- (- 0.44 No_mask! 0.26 Shield 0.01)",
-    ("hand-beside-medical", "api"): "- (- 0.72 Cloth 0.09 Medical 0.03)",
-    ("hand-beside-medical", "page"): "- (- 0.66 Medical 0.10 Cloth 0.06)",
-    ("cloth-backlit", "api"): "- (- 0.60 Cloth 0.25 Shield 0.02)",
-    ("kn95-x0.35", "api"): "-, KN95 (- 0.73 KN95 0.57 Cloth 0.00)",
-    ("kn95-x0.35", "page"): "-, KN95 (- 0.64 KN95 0.48 Cloth 0.01)",
-    ("kn95-x0.2", "api"): "-, KN95 (- 0.55 KN95 0.48 Cloth 0.00)",
-    ("kn95-x0.2", "page"): "not confident (KN95 0.35 - 0.35 Cloth 0.02)",
-    ("kn95-backlit", "api"): "- (- 0.62 KN95 0.27 Shield 0.00)",
-    ("kn95-backlit", "page"): "not confident (- 0.32 KN95 0.24 Shield 0.02)",
-    # the drawn surgical mask is missed even at normal exposure (README, "The page"; tests/test_web.py)
-    ("medical-x0.5", "api"): "- (- 0.64 Cloth 0.09 Medical 0.02)",
-    ("medical-x0.5", "page"): "- (- 0.45 Cloth 0.09 Medical 0.06)",
-    ("medical-x0.35", "api"): "not confident (- 0.38 Cloth 0.11 Medical 0.04)",
-    ("medical-x0.35", "page"): "not confident (- 0.30 Cloth 0.12 Medical 0.11)",
-    ("medical-x0.2", "api"): "not confident (- 0.20 Cloth 0.20 Medical 0.04)",
-    ("medical-x0.2", "page"): "not confident (Cloth 0.25 - 0.16 Medical 0.15)",
-    ("medical-backlit", "api"): "- (- 0.74 Medical 0.03 Shield 0.01)",
-    ("medical-backlit", "page"): "- (- 0.47 Medical 0.06 Cloth 0.05)",
+    ("phone", "api"): "-, No_mask! (No_mask! 0.90 - 0.31 Gas 0.00)",
+    # a microphone's mesh ball at the mouth reads as a respirator's filter
+    ("microphone", "api"): "Gas (Gas 0.37 - 0.15 No_mask! 0.12)",
+    ("microphone", "page"): "Gas, No_mask! (Gas 0.35 No_mask! 0.34 - 0.08)",
+    ("hair", "api"): "- (- 0.86 No_mask! 0.03 Cloth 0.01)",
+    ("hair", "page"): "- (- 0.44 No_mask! 0.29 Cloth 0.12)",
+    # the drawn surgical mask in poor light, on the whole photo only: the page's close-up gets each one right
+    ("medical-x0.5", "api"): "not confident (Medical 0.27 - 0.11 Cloth 0.00)",
+    ("medical-x0.35", "api"): "not confident (Medical 0.25 - 0.10 KN95 0.01)",
+    ("medical-x0.2", "api"): "not confident (Medical 0.26 - 0.08 Cloth 0.02)",
+    ("medical-backlit", "api"): "not confident (- 0.22 Medical 0.15 KN95 0.01)",
 }
 
 MODES = {"api": "/api/predict", "page": "/api/predict?faces=auto"}

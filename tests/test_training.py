@@ -299,7 +299,7 @@ def model_card_runs() -> dict[int, list[str]]:
     """The options the model card quotes for each numbered run of the shipped model's chain."""
     card = (ROOT / "models" / "MODEL_CARD.md").read_text()
     section = card[card.index("How it was trained"):card.index("Also tried, not shipped")]
-    parts = re.split(r"^(\d)\. ", section, flags=re.MULTILINE)[1:]
+    parts = re.split(r"^(\d+)\. ", section, flags=re.MULTILINE)[1:]
     return {int(number): [token for span in re.findall(r"`(--[^`]+)`", text) if span != "--init-from"
                           for token in span.split()]
             for number, text in zip(parts[::2], parts[1::2])}
@@ -307,7 +307,7 @@ def model_card_runs() -> dict[int, list[str]]:
 
 def test_recipes_rebuild_the_shipped_models_chain():
     runs = model_card_runs()
-    assert sorted(runs) == list(range(1, 8))
+    assert sorted(runs) == list(range(1, len(list((ROOT / "recipes").glob("model*.args"))) + 1))
     defaults = vars(parse_args(["--csv", "labels.csv"]))
     previous = None
     for number, quoted in runs.items():
@@ -324,6 +324,9 @@ def test_recipes_rebuild_the_shipped_models_chain():
             previous["precision"], previous["bs"], previous["seed"], previous["oversample"], previous["face_crops"]) == (
         training["epochs"], training["frozen_epochs"], training["lr"], training["lr_mult"], training["head_features"],
         training["precision"], training["batch_size"], training["seed"], training["oversample"], True)
+    assert (previous["occluders"], previous["lighting"], previous["render_counts"]) == (
+        training["augmentation"]["occluders"], training["augmentation"]["lighting"],
+        training["augmentation"]["renderings"])
     assert (previous["size"], previous["presize"], previous["arch"], previous["tta"]) == (
         shipped["input_size"], shipped["preprocessing"]["presize"], shipped["architecture"], shipped["tta"])
 
