@@ -4,6 +4,7 @@ read by AugmentingReader for training rows only; the exported learner carries no
 from __future__ import annotations
 
 import json
+import random
 import zipfile
 
 import numpy as np
@@ -109,19 +110,22 @@ def test_reader_occludes_bare_training_faces_only_and_never_validation(tmp_path,
     photo, box = face
     bare, medical, valid, close_up = reader_rows(tmp_path, face)
     reader = AugmentingReader(tmp_path, Augmentation(occluders=1.0))
+    random.seed(0)  # the reader draws its choices from Python's random (fastai seeds it per data-loading worker)
     for _ in range(5):  # every read of a bare face gets an occluder
         assert mean_change(photo, reader(bare), lower_face(photo, box)) > 2
     assert np.array_equal(np.asarray(reader(medical)), np.asarray(photo))  # a mask's label would not survive
     assert reader(valid) == tmp_path / "face.png"  # validation: the plain ImageReader's answer
-    crop = reader(close_up)  # the close-up's own coordinates: the box moved with the crop
-    plain = ImageReader(tmp_path)(close_up)
-    assert crop.size == plain.size and mean_change(plain, crop, (10, 10, crop.width - 10, crop.height - 10)) > 2
+    plain = ImageReader(tmp_path)(close_up)  # the close-up's own coordinates: the box moved with the crop
+    reads = [reader(close_up) for _ in range(8)]  # a scarf under the chin may fall outside the close-up
+    assert all(read.size == plain.size for read in reads)
+    assert sum(mean_change(plain, read, (10, 10, plain.width - 10, plain.height - 10)) > 2 for read in reads) >= 5
 
 
 def test_reader_relights_any_training_row_by_chance(tmp_path, face):
     photo, _ = face
     rows = reader_rows(tmp_path, face)
     reader = AugmentingReader(tmp_path, Augmentation(lighting=0.5))
+    random.seed(0)
     changed = [not np.array_equal(np.asarray(reader(rows[1])), np.asarray(photo)) for _ in range(40)]
     assert 5 < sum(changed) < 35  # about half, drawn anew on each read
 
