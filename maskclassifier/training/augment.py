@@ -313,6 +313,17 @@ def parse_box(text: str) -> Box | None:
     return tuple(int(value) for value in text.split()) if text else None
 
 
+def face_in_view(row) -> Box | None:
+    """The row's face box (`face`, in pixels of its image) in pixels of what the row shows: the image, or for a
+    close-up (`crop` "x0 y0 x1 y1") that part of it; None when no single face is known."""
+    box = parse_box(row.get("face", ""))
+    crop = row.get("crop", "")
+    if box is None or not crop:
+        return box
+    left, top = (int(value) for value in crop.split()[:2])
+    return box[0] - left, box[1] - top, box[2] - left, box[3] - top
+
+
 @dataclass(frozen=True)
 class Augmentation:
     """What `train` changes in training images as it reads them (validation images are read as they are)."""
@@ -340,15 +351,11 @@ class AugmentingReader(ImageReader):
         if row["is_valid"]:
             return super().__call__(row)
         rng = np.random.default_rng(random.getrandbits(64))
-        with Image.open(self.images_root / row["fname"]) as opened:
-            image = opened.convert("RGB")
-        box = parse_box(row.get("face", ""))
-        crop = row.get("crop", "")
-        if crop:
-            left, top, right, bottom = (int(value) for value in crop.split())
-            image = image.crop((left, top, right, bottom))
-            if box is not None:
-                box = (box[0] - left, box[1] - top, box[2] - left, box[3] - top)
+        image = super().__call__(row)  # the photo's path, or the close-up the row's `crop` asks for
+        if not isinstance(image, Image.Image):
+            with Image.open(image) as opened:
+                image = opened.convert("RGB")
+        box = face_in_view(row)
         small = box is None or min(box[2] - box[0], box[3] - box[1]) < MIN_FACE
         render = row.get("render", "")
         if render and not small:

@@ -42,7 +42,7 @@ from fastai.metrics import F1ScoreMulti, accuracy_multi
 from fastai.torch_core import to_float
 from torchvision import models
 
-from maskclassifier.training.augment import Augmentation, AugmentingReader
+from maskclassifier.training.augment import Augmentation, AugmentingReader, face_in_view
 from maskclassifier.training.renderings import shield_edge_in_photo
 from maskclassifier.training.dataset import ImageReader, LabelledData, check_split, read_labelled_csv
 from maskclassifier.facebox import crop_box
@@ -167,12 +167,11 @@ RENDERING_SOURCES = {"gas": {"No_mask!": "Gas"},
 
 def _view_geometry(row, images_root: Path) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
     """The size of what a row shows (its image, or its `crop` of it) and its face's box in those pixels."""
-    box = tuple(int(value) for value in row["face"].split())
     if row.get("crop", ""):
         left, top, right, bottom = (int(value) for value in row["crop"].split())
-        return (right - left, bottom - top), (box[0] - left, box[1] - top, box[2] - left, box[3] - top)
+        return (right - left, bottom - top), face_in_view(row)
     with Image.open(images_root / row["fname"]) as image:
-        return image.size, box
+        return image.size, face_in_view(row)
 
 
 def add_renderings(data: LabelledData, counts: dict[str, int], seed: int) -> tuple[LabelledData, dict[str, int]]:
