@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -16,6 +17,13 @@ from maskclassifier.config import Settings
 from maskclassifier.web import create_app
 
 TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_cache_folder(tmp_path_factory) -> None:
+    """Training runs in the tests (subprocesses inherit it) keep their face boxes in a folder of the test run, not
+    in the owner's ~/.cache."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")

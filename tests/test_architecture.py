@@ -21,7 +21,7 @@ LAYERS = {
     "web": {"web", "web.api", "web.assets", "web.errors", "web.inference", "web.pages", "web.presenters", "web.uploads",
             "web.worker"},
     "training": {"training", "training.dataset", "training.metrics", "training.reports", "training.learner",
-                 "training.train", "training.evaluate", "training.repack", "training.renderings", "training.augment", "train", "evaluate",
+                 "training.train", "training.evaluate", "training.repack", "training.renderings", "training.augment", "training.facecache", "train", "evaluate",
                  "dataset"},
     # the owner's local cleaner: its own layer beside web and training, which never import it
     "clean": {"clean", "clean.__main__", "clean.app", "clean.review", "clean.ranking", "clean.scoring"},

@@ -4,6 +4,7 @@ read by AugmentingReader for training rows only; the exported learner carries no
 from __future__ import annotations
 
 import json
+import os
 import random
 import zipfile
 
@@ -146,6 +147,27 @@ def test_renderings_relabel_one_face_training_images_and_leave_validation(tmp_pa
     assert rows[-1]["face"] == "" and not rows[-1]["render"]
 
 
+def test_face_boxes_are_kept_between_runs_until_an_image_changes(tmp_path, face, capsys):
+    photo, box = face
+    for name in ("a.png", "b.png"):
+        photo.save(tmp_path / name)
+    Image.new("RGB", (200, 200), (90, 140, 60)).save(tmp_path / "grass.png")
+    frame = pd.DataFrame({"fname": ["a.png", "b.png", "grass.png", "a.png"], "labels": ["No_mask!"] * 4,
+                          "is_valid": [False, False, False, True]})
+    cache = tmp_path / "cache"
+    first = mark_faces(LabelledData(frame, tmp_path), cache).frame
+    assert first["face"].tolist()[2:] == ["", ""] and first["face"][0] == first["face"][1] != ""
+    assert "faces of 0 image(s) taken from" in capsys.readouterr().out
+    again = mark_faces(LabelledData(frame, tmp_path), cache).frame
+    assert again["face"].tolist() == first["face"].tolist()
+    assert "faces of 3 image(s) taken from" in capsys.readouterr().out  # the three training rows
+    Image.new("RGB", photo.size, (128, 128, 128)).save(tmp_path / "b.png")  # replaced: no face in it now
+    os.utime(tmp_path / "b.png", ns=(0, 10 ** 9))
+    changed = mark_faces(LabelledData(frame, tmp_path), cache).frame
+    assert "faces of 2 image(s) taken from" in capsys.readouterr().out
+    assert changed["face"].tolist() == [first["face"][0], "", "", ""]
+
+
 def test_training_cli_augments_records_it_and_exports_without_it(tmp_path):
     csv_path = write_labelled_set(tmp_path / "data", per_category=3)
     for index in range(2):
@@ -160,6 +182,7 @@ def test_training_cli_augments_records_it_and_exports_without_it(tmp_path):
                         *TINY_OPTIONS)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "--render: 1 gas, 2 shield images" in result.stdout
+    assert f"taken from {os.environ['XDG_CACHE_HOME']}/maskclassifier/faces-" in result.stdout
     sidecar = json.loads((out / "export.json").read_text())
     assert sidecar["training"]["augmentation"] == {"occluders": 0.5, "lighting": 0.3,
                                                    "renderings": {"gas": 1, "shield": 2}}

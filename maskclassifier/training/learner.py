@@ -45,6 +45,7 @@ from torchvision import models
 from maskclassifier.training.augment import Augmentation, AugmentingReader, face_in_view
 from maskclassifier.training.renderings import shield_edge_in_photo
 from maskclassifier.training.dataset import ImageReader, LabelledData, check_split, read_labelled_csv
+from maskclassifier.training.facecache import FaceCache
 from maskclassifier.facebox import crop_box
 from maskclassifier.faces import load_detector
 from maskclassifier.learner_file import read_learner
@@ -110,10 +111,11 @@ def load_labelled_csv(csv_path: Path, images_root: Path | None = None, merges: d
     return data
 
 
-def mark_faces(data: LabelledData) -> LabelledData:
+def mark_faces(data: LabelledData, cache: Path | None = None) -> LabelledData:
     """The data with a `face` column: for each training image with exactly one face found, that face's box
     ("x0 y0 x1 y1" in pixels of the image as fastai opens it, without EXIF rotation), else "". Validation rows
-    get "" (nothing is drawn on them). The face close-ups, occluders and renderings are placed with it.
+    get "" (nothing is drawn on them). The face close-ups, occluders and renderings are placed with it. With
+    `cache` (a folder), boxes found by the same detector in an earlier run are taken from there (FaceCache).
     TrainingError when the face detector's files are missing."""
     if "face" in data.frame.columns:
         return data
@@ -121,16 +123,25 @@ def mark_faces(data: LabelledData) -> LabelledData:
     if detector is None:
         raise TrainingError("finding the faces of the training images needs the face detector: models/mtcnn/*.onnx "
                             "are missing (python -m maskclassifier.export_mtcnn writes them)")
+    known = FaceCache(cache) if cache is not None else None
     frame = data.frame.assign(face="")
     training = frame.index[~frame["is_valid"]]
     for done, index in enumerate(training, start=1):
-        with Image.open(data.images_root / frame.at[index, "fname"]) as image:  # as fastai opens it: no EXIF rotation
-            faces = detector.detect(image.convert("RGB")).faces
-        if len(faces) == 1:
-            frame.at[index, "face"] = " ".join(str(value) for value in faces[0].box)
+        path = data.images_root / frame.at[index, "fname"]
+        box = known.get(path) if known is not None else None
+        if box is None:
+            with Image.open(path) as image:  # as fastai opens it: no EXIF rotation
+                faces = detector.detect(image.convert("RGB")).faces
+            box = " ".join(str(value) for value in faces[0].box) if len(faces) == 1 else ""
+            if known is not None:
+                known.put(path, box)
+        frame.at[index, "face"] = box
         if done % 200 == 0 or done == len(training):
             print(f"\rfinding faces: {done}/{len(training)} training images", end="", flush=True)
     print(flush=True)
+    if known is not None:
+        print(f"faces of {known.hits} image(s) taken from {known.path}", flush=True)
+        known.save()
     return LabelledData(frame, data.images_root, data.skipped, data.corrections)
 
 

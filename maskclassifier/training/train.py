@@ -26,7 +26,7 @@ import fastai  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from maskclassifier.training import metrics, reports  # noqa: E402
+from maskclassifier.training import facecache, metrics, reports  # noqa: E402
 from maskclassifier.config import Settings  # noqa: E402
 from maskclassifier.training.augment import Augmentation  # noqa: E402
 from maskclassifier.training.dataset import (  # noqa: E402
@@ -128,6 +128,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "cloth mask (cloth: Cloth) or a KN95 (kn95: KN95) drawn over the one face found in a "
                              "training image of a bare face (shields also over masks); drawn anew at each read "
                              "(repeatable)")
+    parser.add_argument("--face-cache", type=Path, default=facecache.DEFAULT_DIR, metavar="DIR",
+                        help="keep the face boxes of training images here between runs, per detector version "
+                             f"(default: {facecache.DEFAULT_DIR}; 'none' to find them every run)")
     parser.add_argument("--init-from", type=Path, metavar="PKL",
                         help="start from this exported learner's weights (same architecture and categories), "
                              "e.g. to continue training at a larger --size; with another --head, only its body")
@@ -256,20 +259,20 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
         print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}", flush=True)
     if data.corrections:
         print(corrections_line(data.corrections), flush=True)
+    augmentation = Augmentation(occluders=args.occluders, lighting=args.lighting)
+    if args.face_crops or args.render_counts or augmentation:
+        data = mark_faces(data, None if str(args.face_cache) == "none" else args.face_cache)
     training_data, face_crops = data, None
     if args.face_crops:
         training_data, added = add_face_crops(data, Settings.face_margin)
         face_crops = {"margin": Settings.face_margin, "added": added}
         print(f"--face-crops: {added} face close-ups added to the training images", flush=True)
     training_data = oversample(training_data, parse_oversample(args.oversample))
-    augmentation = Augmentation(occluders=args.occluders, lighting=args.lighting)
     renderings = None
     if args.render_counts:  # after oversampling: the counts asked for are the counts trained on
         training_data, renderings = add_renderings(training_data, args.render_counts, args.seed)
         print("--render: " + ", ".join(f"{count} {kind}" for kind, count in renderings.items()) +
               " images to draw on training images", flush=True)
-    elif augmentation:
-        training_data = mark_faces(training_data)
     train_images = int((~training_data.frame["is_valid"]).sum())
     batch_size = fit_batch_size(args.bs, train_images)
     if batch_size != args.bs:
