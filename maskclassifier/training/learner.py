@@ -141,7 +141,10 @@ def mark_faces(data: LabelledData, cache: Path | None = None) -> LabelledData:
     print(flush=True)
     if known is not None:
         print(f"faces of {known.hits} image(s) taken from {known.path}", flush=True)
-        known.save()
+        try:
+            known.save()
+        except OSError as exc:  # a read-only home or a full disk costs the next run 3 minutes, not this run
+            print(f"the face boxes were not kept: {exc}", flush=True)
     return LabelledData(frame, data.images_root, data.skipped, data.corrections)
 
 
