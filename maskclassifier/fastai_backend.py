@@ -99,11 +99,11 @@ class FastaiBackend:
         return fused if difference.max() <= FUSED_TOLERANCE else self.learner.model
 
     def _checked_direct_pipeline(self, probes: list[Image.Image], reference: np.ndarray) -> ValidationPipeline | None:
-        """The rebuilt pipeline without its identity resamples, else with them, if `self.model` answers on its
-        batches as it does on fastai's (`reference`)."""
-        for skip_identity_resamples in (True, False):
+        """The rebuilt pipeline with its resamples simplified, else the exact one (pipeline.batch_steps), if
+        `self.model` answers on its batches as it does on fastai's (`reference`)."""
+        for exact in (False, True):
             try:
-                pipeline = rebuild(self.learner.dls.valid, skip_identity_resamples)
+                pipeline = rebuild(self.learner.dls.valid, exact)
             except PipelineError:
                 return None
             if np.abs(_sigmoid_outputs(self.model, pipeline.batch(probes)) - reference).max() <= DIRECT_TOLERANCE:

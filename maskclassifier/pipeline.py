@@ -79,7 +79,7 @@ class Resample(nn.Module):
     """fastai's TensorImage.affine_coord with the identity matrix: grid_sample onto an identity grid of `size`."""
 
     def __init__(self, in_hw: tuple[int, int], out_hw: tuple[int, int], mode: str, padding: str,
-                 align_corners: bool):
+                 align_corners: bool, exact: bool = False):
         super().__init__()
         identity = torch.eye(3)[:2].unsqueeze(0)
         grid = F.affine_grid(identity, [1, 3, *out_hw], align_corners=align_corners)
@@ -87,8 +87,18 @@ class Resample(nn.Module):
         self.register_buffer("grid", grid)
         self.in_hw, self.out_hw = in_hw, out_hw
         self.mode, self.padding, self.align_corners = mode, padding, align_corners
+        shrinking = in_hw[0] >= out_hw[0] and in_hw[1] >= out_hw[1]
+        self.separable = not exact and mode == "bilinear" and (align_corners or shrinking)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.separable:
+            # The same samples as grid_sample on the identity grid: with align_corners output pixel i reads input
+            # i * (in - 1) / (out - 1), without it (i + 0.5) * in / out - 0.5; a bilinear resize computes exactly
+            # these (up to float rounding of the positions: at most 0.012 of 255 on noise), and when shrinking no
+            # sample falls outside the image, so padding never applies. It is a separable Resize in the ONNX graph
+            # instead of a GridSample, which gathered four pixels per output pixel through a per-pixel grid and
+            # took 38 % of the served forward pass (BENCHMARKS.md, int8 on model 9).
+            return F.interpolate(x, size=self.out_hw, mode="bilinear", align_corners=self.align_corners)
         grid = self.grid.expand(x.shape[0], -1, -1, -1)
         return F.grid_sample(x, grid, mode=self.mode, padding_mode=self.padding, align_corners=self.align_corners)
 
@@ -131,13 +141,14 @@ class Standardise(nn.Module):
         return {"op": "normalize", "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
 
 
-def batch_steps(after_batch, in_hw: tuple[int, int],
-                skip_identity_resamples: bool = True) -> tuple[list[nn.Module], tuple[int, int]]:
+def batch_steps(after_batch, in_hw: tuple[int, int], exact: bool = False) -> tuple[list[nn.Module], tuple[int, int]]:
     """The validation-split batch transforms, in pipeline order, as torch modules; and the final (height, width).
 
     On the validation split fastai's flip/rotate/zoom transform resamples the batch onto an identity grid of the
-    same size, which returns it unchanged up to float rounding; `skip_identity_resamples` leaves those out (the
-    caller checks the answers still match). A crop of the whole image is always left out."""
+    same size, which returns it unchanged up to float rounding, and a resample to another size reads the same
+    pixels as a bilinear resize. Unless `exact`, the identity resamples are left out and the others done as
+    resizes (Resample), both equal to fastai's up to float rounding (the caller checks the answers still match);
+    `exact` keeps fastai's own operations, bit for bit. A crop of the whole image is always left out."""
     steps: list[nn.Module] = []
     hw = in_hw
     for tfm in after_batch.fs:
@@ -145,8 +156,8 @@ def batch_steps(after_batch, in_hw: tuple[int, int],
             steps.append(ToFloat(tfm.div))
         elif isinstance(tfm, AffineCoordTfm):  # validation: identity matrix, no coordinate warp, resample to size
             out_hw = hw if tfm.size is None else _size_hw(tfm.size)
-            if not (skip_identity_resamples and out_hw == hw):
-                steps.append(Resample(hw, out_hw, tfm.mode, tfm.pad_mode, tfm.align_corners))
+            if exact or out_hw != hw:
+                steps.append(Resample(hw, out_hw, tfm.mode, tfm.pad_mode, tfm.align_corners, exact))
             hw = out_hw
         elif isinstance(tfm, RandomResizedCropGPU):  # validation: a center crop (valid_scale), then resample to size
             tfm.before_call(torch.zeros(1, 3, *hw), split_idx=1)
@@ -154,7 +165,7 @@ def batch_steps(after_batch, in_hw: tuple[int, int],
             if (height, width) != hw:
                 steps.append(Crop(top, left, height, width))
             # affine_coord's defaults, which RandomResizedCropGPU does not override
-            steps.append(Resample((height, width), _size_hw(tfm.size), tfm.mode, "reflection", True))
+            steps.append(Resample((height, width), _size_hw(tfm.size), tfm.mode, "reflection", True, exact))
             hw = _size_hw(tfm.size)
         elif isinstance(tfm, Normalize):
             steps.append(Standardise(tfm.mean, tfm.std))
@@ -203,11 +214,12 @@ class ValidationPipeline:
             return self.batch_steps(torch.from_numpy(pixels))
 
 
-def rebuild(valid_loader, skip_identity_resamples: bool = True) -> ValidationPipeline:
-    """The validation DataLoader's item and batch transforms without fastai; PipelineError when it cannot be."""
+def rebuild(valid_loader, exact: bool = False) -> ValidationPipeline:
+    """The validation DataLoader's item and batch transforms without fastai (`exact`: see batch_steps);
+    PipelineError when it cannot be."""
     if len(valid_loader.before_batch.fs):
         raise PipelineError(f"before_batch transforms {list(valid_loader.before_batch.fs)} are not supported")
     item = item_resize(valid_loader.after_item)
     resize = item_resize_from(item)
-    steps, out_hw = batch_steps(valid_loader.after_batch, (resize.height, resize.width), skip_identity_resamples)
+    steps, out_hw = batch_steps(valid_loader.after_batch, (resize.height, resize.width), exact)
     return ValidationPipeline(item, resize, BatchSteps(steps).eval(), out_hw)

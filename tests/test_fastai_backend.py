@@ -62,15 +62,18 @@ def test_flip_averages_each_image_with_its_mirror_image(learner_path, varied_ima
     assert np.abs(flipped - plain).max() > 1e-3  # the mirror image does change the answer
 
 
-def test_identity_resamples_are_left_out_only_while_the_answers_match(tiny_model, monkeypatch):
+def test_resamples_are_simplified_only_while_the_answers_match(tiny_model, monkeypatch):
     backend = load_fastai_backend(tiny_model)
-    exact = rebuild(backend.learner.dls.valid, skip_identity_resamples=False)
+    exact = rebuild(backend.learner.dls.valid, exact=True)
 
     def identities(pipeline):
         return [step for step in pipeline.steps if isinstance(step, Resample) and step.in_hw == step.out_hw]
 
     assert identities(exact) and not identities(backend.direct)
     assert len(backend.direct.steps) == len(exact.steps) - len(identities(exact))
+    resizes = [step for step in backend.direct.steps if isinstance(step, Resample)]
+    assert resizes and all(step.separable for step in resizes)
+    assert not any(step.separable for step in exact.steps if isinstance(step, Resample))
 
     monkeypatch.setattr(fastai_backend, "DIRECT_TOLERANCE", 0.0)  # now only the exact rebuild is good enough
     strict = load_fastai_backend(tiny_model)
@@ -117,8 +120,8 @@ def test_a_pipeline_that_cannot_be_rebuilt_runs_through_fastai(tiny_model, varie
 
 
 def test_a_rebuilt_pipeline_that_answers_differently_is_not_used(tiny_model, monkeypatch):
-    def wrong_resampling(valid_loader, skip_identity_resamples):
-        pipeline = rebuild(valid_loader, skip_identity_resamples)
+    def wrong_resampling(valid_loader, exact):
+        pipeline = rebuild(valid_loader, exact)
         resize = pipeline.resize
         return replace(pipeline, resize=ItemResize(resize.width, resize.height, Image.Resampling.NEAREST))
 
@@ -126,3 +129,18 @@ def test_a_rebuilt_pipeline_that_answers_differently_is_not_used(tiny_model, mon
     backend = load_fastai_backend(tiny_model)
     assert backend.direct is None
     assert backend.input_size == backend.learner_batch([Image.new("RGB", (64, 48))]).shape[-1]
+
+
+@pytest.mark.parametrize("in_hw, out_hw, align_corners", [
+    ((288, 288), (256, 256), True), ((288, 288), (256, 256), False), ((300, 220), (224, 160), True),
+    ((97, 301), (256, 256), True), ((256, 256), (256, 256), False), ((300, 220), (256, 256), False)])
+def test_a_resample_as_a_resize_reads_the_pixels_grid_sample_reads(in_hw, out_hw, align_corners):
+    pixels = torch.rand(2, 3, *in_hw, generator=torch.Generator().manual_seed(0)) * 255
+    step = Resample(in_hw, out_hw, "bilinear", "reflection", align_corners)
+    reference = torch.nn.functional.grid_sample(pixels, step.grid.expand(2, -1, -1, -1), mode="bilinear",
+                                                padding_mode="reflection", align_corners=align_corners)
+    enlarging = in_hw[0] < out_hw[0] or in_hw[1] < out_hw[1]
+    assert step.separable == (align_corners or not enlarging)  # enlarging without align_corners reads the padding
+    assert (step(pixels) - reference).abs().max() <= 0.02  # of 255: float rounding of the sample positions
+    exact = Resample(in_hw, out_hw, "bilinear", "reflection", align_corners, exact=True)
+    assert torch.equal(exact(pixels), reference)
