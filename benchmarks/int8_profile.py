@@ -4,7 +4,8 @@
 
 Both models (MODEL and the int8 twin its sidecar records, `python -m maskclassifier.quantize_onnx`) run `--runs`
 single-image forward passes on one ONNX Runtime thread, as the app serves them (graph optimisations on), with
-`SessionOptions.enable_profiling`. Each node's kernel time is summed by kind: Conv split into the first (full 3x3)
+`SessionOptions.enable_profiling`, their passes interleaved. Each node's kernel time (its median over the passes)
+is summed by kind: Conv split into the first (full 3x3)
 conv, depthwise (group > 1) and pointwise (1x1) convs, whatever op the optimiser made of them (`Conv`,
 `FusedConv`, `QLinearConv`, ...), and every other op type on its own (QuantizeLinear, DequantizeLinear, the
 graph's own preprocessing: GridSample, ...). The input is a fixed seeded random image: the kernels' time does not
@@ -34,7 +35,7 @@ CONV_OPS = {"Conv", "FusedConv", "QLinearConv", "NhwcFusedConv", "NchwcConv", "C
 
 
 def conv_kinds(optimized: Path) -> dict[str, str]:
-    """Node name -> 'Conv first/depthwise/pointwise' for every convolution of an optimised graph."""
+    """Node name -> 'Conv first/depthwise/pointwise, int8/float' for every convolution of an optimised graph."""
     model = onnx.load(str(optimized), load_external_data=False)
     weights = {tensor.name: list(tensor.dims) for tensor in model.graph.initializer}
     kinds = {}
@@ -44,43 +45,51 @@ def conv_kinds(optimized: Path) -> dict[str, str]:
         attributes = {attribute.name: onnx.helper.get_attribute_value(attribute) for attribute in node.attribute}
         weight = node.input[3] if node.op_type == "QLinearConv" else node.input[1]
         kernel = attributes.get("kernel_shape") or weights.get(weight, [0, 0, 0, 0])[2:]
+        precision = "int8" if node.op_type in ("QLinearConv", "ConvInteger") else "float"
         if attributes.get("group", 1) > 1:
-            kinds[node.name] = "Conv depthwise 3x3"
+            kinds[node.name] = f"Conv depthwise 3x3, {precision}"
         elif list(kernel) == [1, 1]:
-            kinds[node.name] = "Conv pointwise 1x1"
+            kinds[node.name] = f"Conv pointwise 1x1, {precision}"
         else:
-            kinds[node.name] = "Conv first 3x3"
+            kinds[node.name] = f"Conv first 3x3, {precision}"
     return kinds
 
 
-def profile(path: Path, runs: int, folder: Path) -> tuple[dict[str, float], float]:
-    """(ms per forward pass by kind, ms per forward pass in all kernels) on one thread."""
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.optimized_model_filepath = str(folder / (path.stem + ".optimized.onnx"))
-    options.enable_profiling = True
-    options.profile_file_prefix = str(folder / path.stem)
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    graph_input = session.get_inputs()[0]
+def profile(paths: dict[str, Path], runs: int, folder: Path) -> dict[str, tuple[dict[str, float], float]]:
+    """For each model: (ms per forward pass by kind, ms per forward pass in all kernels), one thread each, the
+    models' passes interleaved; each node's time is its median over the passes, so a pass slowed by another
+    process on a shared core counts little."""
+    sessions, optimized = {}, {}
+    for name, path in paths.items():
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        optimized[name] = folder / f"{name}.optimized.onnx"
+        options.optimized_model_filepath = str(optimized[name])
+        options.enable_profiling = True
+        options.profile_file_prefix = str(folder / name)
+        sessions[name] = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    graph_input = next(iter(sessions.values())).get_inputs()[0]
     height, width = graph_input.shape[1:3]
     pixels = np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8)
     for _ in range(3 + runs):  # three warm-up passes, left out below
-        session.run(None, {graph_input.name: pixels})
-    events = json.loads(Path(session.end_profiling()).read_text())
-    kinds = conv_kinds(Path(options.optimized_model_filepath))
-    node_events = [event for event in events if event.get("cat") == "Node" and event["name"].endswith("_kernel_time")]
-    # the last `runs` executions of each node: the three warm-up runs are left out
-    by_node: dict[str, list[float]] = defaultdict(list)
-    ops: dict[str, str] = {}
-    for event in node_events:
-        by_node[event["name"]].append(event["dur"])
-        ops[event["name"]] = event["args"]["op_name"]
-    totals: dict[str, float] = defaultdict(float)
-    for name, durations in by_node.items():
-        node = name[: -len("_kernel_time")]
-        kind = kinds.get(node, ops[name])
-        totals[kind] += sum(durations[-runs:]) / runs / 1000
-    return dict(totals), sum(totals.values())
+        for session in sessions.values():
+            session.run(None, {graph_input.name: pixels})
+    results = {}
+    for name, session in sessions.items():
+        events = json.loads(Path(session.end_profiling()).read_text())
+        kinds = conv_kinds(optimized[name])
+        by_node: dict[str, list[float]] = defaultdict(list)
+        ops: dict[str, str] = {}
+        for event in events:
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                by_node[event["name"]].append(event["dur"])
+                ops[event["name"]] = event["args"]["op_name"]
+        totals: dict[str, float] = defaultdict(float)
+        for node, durations in by_node.items():
+            kind = kinds.get(node[: -len("_kernel_time")], ops[node])
+            totals[kind] += float(np.median(durations[-runs:])) / 1000  # µs -> ms
+        results[name] = (dict(totals), sum(totals.values()))
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.model}'s sidecar records no int8 twin: run python -m maskclassifier.quantize_onnx first")
     models = {"float": args.model, "int8": args.model.with_name(section["file"])}
     with tempfile.TemporaryDirectory() as tmp:
-        results = {name: profile(path, args.runs, Path(tmp)) for name, path in models.items()}
+        results = profile(models, args.runs, Path(tmp))
     print(f"ONNX Runtime {onnxruntime.__version__}, 1 thread, {args.runs} profiled passes each, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; int8: {section.get('file')}")
     kinds = sorted(set(results["float"][0]) | set(results["int8"][0]),
