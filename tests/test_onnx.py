@@ -24,7 +24,7 @@ from PIL import Image
 from helpers import upload
 from datasets import CATEGORIES
 from maskclassifier.export_onnx import is_up_to_date, main
-from maskclassifier.quantize_onnx import main as quantize_main
+from maskclassifier.quantize_onnx import calibration_stride, main as quantize_main
 from maskclassifier.fastai_backend import load_fastai_backend
 from maskclassifier.errors import ModelLoadError
 from maskclassifier.model import decide, load_classifier
@@ -371,6 +371,11 @@ def test_keep_float_leaves_a_learner_module_in_float(notebook_onnx, labelled_set
     assert float_weights == [first]  # that conv reads its float weight; every other conv a dequantized one
     assert sum(node.op_type == "Conv" for node in int8_graph.node) == sum(node.op_type == "Conv"
                                                                           for node in float_graph.node) > 1
+
+
+def test_calibration_runs_in_chunks_that_divide_the_images():
+    # quantize_static refuses a chunk size (CalibStridedMinMax) that does not divide the number of images
+    assert [calibration_stride(count) for count in (200, 16, 30, 199, 1)] == [25, 16, 15, 1, 1]
 
 
 def _without_int8(float_path: Path) -> Path:
