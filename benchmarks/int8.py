@@ -87,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
           f"({cpu_flags()}), ONNX Runtime {onnxruntime.__version__}, {args.threads} thread(s), load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     section = sidecar.onnx_int8 or {}
+    calibration, kept = section.get("calibration", {}), section.get("keep_float", {})
     print(f"model {args.model} vs {section.get('file')} ({section.get('format')}, per-channel "
-          f"{section.get('per_channel')}, calibrated on {section.get('calibration', {}).get('images')} training "
-          f"images); {len(rows)} validation images at threshold {threshold:g}")
+          f"{section.get('per_channel')}, {calibration.get('method')} calibration on {calibration.get('images')} "
+          f"training images, {kept.get('nodes', 0)} nodes left in float: {' '.join(kept.get('modules', [])) or '-'}"
+          f"); {len(rows)} validation images at threshold {threshold:g}")
     float_labels = probabilities["float"] > threshold
     print("model | forward p50 wall | forward p50 CPU | exact-match | same labels as float | max |p - p_float|")
     p50 = {}

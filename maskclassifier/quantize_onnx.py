@@ -1,7 +1,8 @@
 """Quantize the ONNX twin to int8 (static, QDQ) with ONNX Runtime's quantization tools, calibrated on training images.
 
     python -m maskclassifier.quantize_onnx models/export.onnx --csv ../shared/data/masks/labels.csv
-        [--images-root DIR] [--calibration 200] [--seed 0] [--no-per-channel] [--format qdq|qoperator] [--serve]
+        [--images-root DIR] [--calibration 200] [--seed 0] [--no-per-channel] [--format qdq|qoperator]
+        [--calibrate-method minmax|percentile|entropy] [--percentile 99.99] [--keep-float PREFIX ...] [--serve]
 
 writes models/export.int8.onnx next to the float model and records it in the sidecar (models/export.json) as
 `onnx_int8`: the file and its sha256, the float file it was made from, the format and the calibration images.
@@ -9,10 +10,19 @@ Calibration uses `--calibration` training images (rows whose `is_valid` is not T
 decoded and resized exactly as the app does before the graph (`load_image`, then the item Resize), so the
 calibrated ranges are those of served inputs. `benchmarks/int8.py` compares the two models' speed and answers.
 
-Needs the full install (`onnx`; ONNX Runtime's quantizer imports it). Defaults are the variant that kept most of
-the float model's answers on the shipped model (see BENCHMARKS.md, "int8"): per-channel weights, uint8
-activations, MinMax calibration; the shipped model still lost accuracy with it, which is why the app serves the
-float model unless told otherwise.
+Mixed precision: `--keep-float PREFIX` leaves in float every node whose weight is a parameter of the learner's
+module PREFIX (its PyTorch path, e.g. `model.0.0.3` for a MobileNetV2 body's block 3, `model.1` for fastai's head),
+and every Add that sums such a node's output. ONNX Runtime's per-layer comparison (`qdq_loss_debug`) showed where
+the shipped MobileNetV2 loses its answers: the activations (not the weights) of the first blocks, at full
+resolution, of block 10 and of the 160-channel blocks 14-16, so for a `mobilenet_v2` model those and the head
+stay float by default.
+
+Needs the full install (`onnx`; ONNX Runtime's quantizer imports it). Defaults are the fastest variant tried that
+kept the shipped model's answers (BENCHMARKS.md, "int8 on model 9"): per-channel int8 weights, uint8 activations,
+percentile calibration (99.99), MobileNetV2's sensitive blocks in float. On model 9 that is exact-match within 0.5
+point and the float model's labels for 98.9-99.1 % of the validation images depending on the calibration images
+(the 99 % goal at the edge), for a forward pass only about 1.2x faster, which is why the app serves the float model
+unless told otherwise.
 """
 
 from __future__ import annotations
@@ -26,7 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import onnxruntime
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from maskclassifier.errors import ImageError, ModelLoadError
@@ -35,6 +46,17 @@ from maskclassifier.onnx import INT8_SECTION, OnnxBackend, load_onnx_backend
 from maskclassifier.sidecar import read_sidecar, sha256_file, sidecar_path
 
 FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+CALIBRATE_METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                     "entropy": CalibrationMethod.Entropy}
+DEFAULT_PERCENTILE = 99.99  # of each activation's calibrated values: ranges ignore the rarest 0.01 %
+# Learner modules left in float by default, by the sidecar's architecture. MobileNetV2 (fastai: body model.0.0,
+# head model.1): the first conv and blocks 1-3 (128 and 64 px), block 10 and the 160-channel blocks 14-16, where
+# qdq_loss_debug found the activations' SQNR dropping most, and the head; the smallest set of those tried that kept
+# 99 % of the shipped model's validation answers (BENCHMARKS.md, "int8 on model 9").
+DEFAULT_KEEP_FLOAT = {"mobilenet_v2": ("model.0.0.0", "model.0.0.1", "model.0.0.2", "model.0.0.3", "model.0.0.10",
+                                       "model.0.0.14", "model.0.0.15", "model.0.0.16", "model.1")}
+# calibration runs this many images at a time at most (ServedInputs), so its memory stays bounded
+_CALIBRATION_CHUNK = 25
 
 
 def int8_path(float_path: Path) -> Path:
@@ -51,15 +73,26 @@ def calibration_files(csv_path: Path, images_root: Path, count: int, seed: int) 
 
 
 class ServedInputs(CalibrationDataReader):
-    """The graph's input for each image, made as the app makes it; unreadable images are skipped and counted."""
+    """The graph's input for each image, made as the app makes it; unreadable images are skipped and counted.
+
+    ONNX Runtime's calibrators keep every image's activations until they compute the ranges (about 40 MB an image
+    for MobileNetV2 at 256 px: 400 images did not fit in this machine's memory), unless the reader has a length
+    and `set_range`: quantize_static then calibrates `CalibStridedMinMax` images at a time, merging the ranges or
+    histograms as it goes."""
 
     def __init__(self, backend: OnnxBackend, files: list[Path]):
         self.backend, self.files, self.used, self.skipped = backend, files, 0, 0
-        self._inputs = self._read()
+        self._inputs = self._read(files)
 
-    def _read(self) -> Iterator[dict]:
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._inputs = self._read(self.files[start_index:end_index])
+
+    def _read(self, files: list[Path]) -> Iterator[dict]:
         name = self.backend.session.get_inputs()[0].name
-        for file in self.files:
+        for file in files:
             try:
                 pixels = self.backend.resize(load_image(file.read_bytes()))
             except (OSError, ImageError):
@@ -72,11 +105,39 @@ class ServedInputs(CalibrationDataReader):
         return next(self._inputs, None)
 
 
+def calibration_stride(count: int, at_most: int = _CALIBRATION_CHUNK) -> int:
+    """The largest number of images, up to `at_most`, that divides `count` (quantize_static requires it)."""
+    return max(size for size in range(1, min(count, at_most) + 1) if count % size == 0)
+
+
+def float_nodes(model: onnx.ModelProto, prefixes: tuple[str, ...]) -> list[str]:
+    """Names of the nodes `--keep-float` leaves in float: each node with a weight (initializer) named PREFIX.*, and
+    each Add fed by one of them (a residual sum). ModelLoadError names a prefix that matches no node."""
+    weights = {tensor.name for tensor in model.graph.initializer}
+    chosen, outputs, unmatched = [], set(), set(prefixes)
+    for node in model.graph.node:
+        matched = [prefix for prefix in prefixes if any(name in weights and name.startswith(prefix + ".")
+                                                        for name in node.input)]
+        if matched:
+            chosen.append(node.name)
+            outputs.update(node.output)
+            unmatched.difference_update(matched)
+    if unmatched:
+        raise ModelLoadError(f"--keep-float {' '.join(sorted(unmatched))}: no layer of the model has weights named "
+                             f"so (give a learner module path, e.g. model.0.0.1)")
+    chosen += [node.name for node in model.graph.node if node.op_type == "Add" and outputs & set(node.input)]
+    return chosen
+
+
 def quantize(float_path: Path, files: list[Path], per_channel: bool = True, quant_format: str = "qdq",
-             serve: bool = False) -> dict:
+             serve: bool = False, calibrate_method: str = "percentile", percentile: float = DEFAULT_PERCENTILE,
+             keep_float: tuple[str, ...] | None = None) -> dict:
     """Write int8_path(float_path) and record it in the sidecar (`serve`: the app serves it unless ONNX_PRECISION
-    says otherwise); returns the sidecar's new `onnx_int8` section."""
+    says otherwise); returns the sidecar's new `onnx_int8` section. `keep_float`: learner module paths left in
+    float (None: DEFAULT_KEEP_FLOAT for the sidecar's architecture, () : quantize every layer it can)."""
     sidecar = read_sidecar(float_path)
+    if keep_float is None:
+        keep_float = DEFAULT_KEEP_FLOAT.get(str(sidecar.architecture if sidecar else ""), ())
     backend = load_onnx_backend(float_path, sidecar, threads=None)
     target = int8_path(float_path)
     prepared = target.with_name(target.stem + ".prepared.onnx")
@@ -84,8 +145,14 @@ def quantize(float_path: Path, files: list[Path], per_channel: bool = True, quan
     try:
         # shape inference and graph clean-up first, as ONNX Runtime's quantization guide recommends
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+        excluded = float_nodes(onnx.load(str(prepared)), tuple(keep_float))
+        method = CALIBRATE_METHODS[calibrate_method]
+        options = {"CalibStridedMinMax": calibration_stride(len(files))}  # despite its name, for every method
+        if method == CalibrationMethod.Percentile:
+            options["CalibPercentile"] = percentile
         quantize_static(str(prepared), str(target), reader, quant_format=FORMATS[quant_format],
-                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=method, nodes_to_exclude=excluded, extra_options=options)
     finally:
         prepared.unlink(missing_ok=True)
     if reader.used == 0:
@@ -99,8 +166,10 @@ def quantize(float_path: Path, files: list[Path], per_channel: bool = True, quan
         "per_channel": per_channel,
         "activations": "uint8",
         "weights": "int8",
-        "calibration": {"method": "minmax", "images": reader.used, "skipped": reader.skipped,
-                        "split": "training"},
+        "calibration": {"method": calibrate_method, "images": reader.used, "skipped": reader.skipped,
+                        "split": "training",
+                        **({"percentile": percentile} if calibrate_method == "percentile" else {})},
+        "keep_float": {"modules": list(keep_float), "nodes": len(excluded)},
         "serve": serve,
         "onnxruntime": onnxruntime.__version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -121,6 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-per-channel", dest="per_channel", action="store_false",
                         help="one scale per weight tensor instead of one per output channel")
     parser.add_argument("--format", choices=sorted(FORMATS), default="qdq")
+    parser.add_argument("--calibrate-method", choices=sorted(CALIBRATE_METHODS), default="percentile",
+                        help="how each activation's range is chosen from the calibration images (default percentile)")
+    parser.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
+                        help=f"with percentile calibration: the share of values each range covers "
+                             f"(default {DEFAULT_PERCENTILE})")
+    parser.add_argument("--keep-float", nargs="+", metavar="PREFIX",
+                        help="learner modules left in float, by PyTorch path (e.g. model.0.0.1 model.1); 'none' "
+                             "quantizes every layer; default: " + "; ".join(
+                                 f"{arch}: {' '.join(mods)}" for arch, mods in DEFAULT_KEEP_FLOAT.items())
+                             + ", nothing for other architectures")
     parser.add_argument("--serve", action="store_true",
                         help="record that the app serves the int8 model by default (ONNX_PRECISION overrides it)")
     args = parser.parse_args(argv)
@@ -128,11 +207,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("pass the float ONNX twin, e.g. models/export.onnx")
     if not 1 <= args.calibration <= 5000:
         parser.error("--calibration must be between 1 and 5000")
+    if not 50 < args.percentile <= 100:
+        parser.error("--percentile must be above 50 and at most 100")
+    if args.keep_float and "none" in args.keep_float and len(args.keep_float) > 1:
+        parser.error("--keep-float none cannot be combined with module paths")
+    keep_float = None if args.keep_float is None else tuple(p for p in args.keep_float if p != "none")
     files = calibration_files(args.csv, args.images_root or args.csv.parent, args.calibration, args.seed)
     if not files:
         parser.error(f"{args.csv} lists no training images")
     try:
-        section = quantize(args.model, files, args.per_channel, args.format, args.serve)
+        section = quantize(args.model, files, args.per_channel, args.format, args.serve, args.calibrate_method,
+                           args.percentile, keep_float)
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from fastai.data.transforms import IntToFloatTensor
 from fastai.vision.augment import RandomResizedCropGPU, Resize
@@ -23,7 +24,7 @@ from PIL import Image
 from helpers import upload
 from datasets import CATEGORIES
 from maskclassifier.export_onnx import is_up_to_date, main
-from maskclassifier.quantize_onnx import main as quantize_main
+from maskclassifier.quantize_onnx import calibration_stride, main as quantize_main
 from maskclassifier.fastai_backend import load_fastai_backend
 from maskclassifier.errors import ModelLoadError
 from maskclassifier.model import decide, load_classifier
@@ -323,6 +324,8 @@ def test_int8_twin_is_recorded_and_served_only_when_asked(quantized, labelled_se
     assert section["file"] == int8.name and section["sha256"] == sha256_file(int8)
     assert section["quantized_from"]["sha256"] == sha256_file(quantized) and section["serve"] is False
     assert section["calibration"]["images"] == 16 and section["format"] == "qdq" and section["per_channel"]
+    assert section["calibration"]["method"] == "percentile" and section["calibration"]["percentile"] == 99.99
+    assert section["keep_float"] == {"modules": [], "nodes": 0}  # a ResNet: no default float layers
     photos = [Image.open(labelled_set.parent / row.split(",")[0]).convert("RGB")
               for row in labelled_set.read_text().splitlines()[1:13]]
     default, as_float = load_classifier(quantized), load_classifier(quantized, onnx_precision="float")
@@ -346,6 +349,33 @@ def test_a_stale_or_missing_int8_twin_is_refused_with_the_command(quantized):
     with pytest.raises(ModelLoadError, match=r"is not the int8 twin .*sha256 differs.*quantize_onnx"):
         load_classifier(quantized)  # the sidecar says serve, so the default is int8 too
     assert load_classifier(quantized, onnx_precision="float").backend.architecture.endswith("(int8)") is False
+
+
+def test_keep_float_leaves_a_learner_module_in_float(notebook_onnx, labelled_set, tmp_path, capsys):
+    for file in (notebook_onnx, notebook_onnx.with_suffix(".json")):
+        shutil.copyfile(file, tmp_path / file.name)
+    float_path = tmp_path / notebook_onnx.name
+    float_graph = onnx.load(str(float_path)).graph
+    first = next(node for node in float_graph.node if node.op_type == "Conv").input[1]  # e.g. model.0.0.weight
+    module = first.rsplit(".", 1)[0]
+    arguments = [str(float_path), "--csv", str(labelled_set), "--calibration", "8", "--calibrate-method", "minmax"]
+    assert quantize_main([*arguments, "--keep-float", "model.9.9"]) == 2
+    assert "--keep-float model.9.9: no layer" in capsys.readouterr().err
+    assert not float_path.with_name("export.int8.onnx").exists()
+    assert quantize_main([*arguments, "--keep-float", module]) == 0
+    section = json.loads(float_path.with_suffix(".json").read_text())["onnx_int8"]
+    assert section["keep_float"] == {"modules": [module], "nodes": 1} and section["calibration"]["method"] == "minmax"
+    int8_graph = onnx.load(str(float_path.with_name("export.int8.onnx"))).graph
+    float_weights = [node.input[1] for node in int8_graph.node if node.op_type == "Conv"
+                     and node.input[1] in {tensor.name for tensor in int8_graph.initializer}]
+    assert float_weights == [first]  # that conv reads its float weight; every other conv a dequantized one
+    assert sum(node.op_type == "Conv" for node in int8_graph.node) == sum(node.op_type == "Conv"
+                                                                          for node in float_graph.node) > 1
+
+
+def test_calibration_runs_in_chunks_that_divide_the_images():
+    # quantize_static refuses a chunk size (CalibStridedMinMax) that does not divide the number of images
+    assert [calibration_stride(count) for count in (200, 16, 30, 199, 1)] == [25, 16, 15, 1, 1]
 
 
 def _without_int8(float_path: Path) -> Path:
