@@ -60,8 +60,8 @@ class FastaiBackend:
         self.architecture = getattr(arch, "__name__", None) or str(arch or type(learner.model).__name__)
         probes = probe_images()
         probe_batch = self.learner_batch(probes)
-        self.model = self._checked_fused_model(probe_batch)
-        self.direct = self._checked_direct_pipeline(probes, _sigmoid_outputs(self.model, probe_batch))
+        self.model, reference = self._checked_fused_model(probe_batch)
+        self.direct = self._checked_direct_pipeline(probes, reference)
         self.input_size = self.batch([Image.new("RGB", (64, 48))]).shape[-1]
 
     def learner_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
@@ -90,13 +90,18 @@ class FastaiBackend:
         path is checked against."""
         return _sigmoid_outputs(self.learner.model, self.learner_batch(images))
 
-    def _checked_fused_model(self, probe_batch: torch.Tensor) -> nn.Module:
+    def _checked_fused_model(self, probe_batch: torch.Tensor) -> tuple[nn.Module, np.ndarray]:
+        """The model to serve and its outputs on `probe_batch` (each forward pass of the 8 probes costs about
+        0.2 s of start-up on one thread, so none is run twice)."""
+        learner_outputs = _sigmoid_outputs(self.learner.model, probe_batch)
         try:
             fused = fuse(self.learner.model)
         except (TraceError, TypeError, RuntimeError, NotImplementedError, AttributeError):  # fx cannot trace it
-            return self.learner.model
-        difference = np.abs(_sigmoid_outputs(fused, probe_batch) - _sigmoid_outputs(self.learner.model, probe_batch))
-        return fused if difference.max() <= FUSED_TOLERANCE else self.learner.model
+            return self.learner.model, learner_outputs
+        fused_outputs = _sigmoid_outputs(fused, probe_batch)
+        if np.abs(fused_outputs - learner_outputs).max() <= FUSED_TOLERANCE:
+            return fused, fused_outputs
+        return self.learner.model, learner_outputs
 
     def _checked_direct_pipeline(self, probes: list[Image.Image], reference: np.ndarray) -> ValidationPipeline | None:
         """The rebuilt pipeline with its resamples simplified, else the exact one (pipeline.batch_steps), if
