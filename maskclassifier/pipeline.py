@@ -76,7 +76,8 @@ class ToFloat(nn.Module):
 
 
 class Resample(nn.Module):
-    """fastai's TensorImage.affine_coord with the identity matrix: grid_sample onto an identity grid of `size`."""
+    """fastai's TensorImage.affine_coord with the identity matrix: grid_sample onto an identity grid of `size`,
+    run as the bilinear resize that reads the same pixels where one does (`separable`), unless `exact`."""
 
     def __init__(self, in_hw: tuple[int, int], out_hw: tuple[int, int], mode: str, padding: str,
                  align_corners: bool, exact: bool = False):
