@@ -19,7 +19,11 @@ from maskclassifier.learner_file import read_learner
 from maskclassifier.tta import average_mirrored
 from maskclassifier.pipeline import PipelineError, ValidationPipeline, probe_images, rebuild
 
-DIRECT_TOLERANCE = 1e-5  # the rebuilt pipeline runs the same Pillow and torch operations as fastai's
+# The rebuilt pipeline runs fastai's Pillow steps and the same arithmetic, but its batch resample is a bilinear resize
+# rather than grid_sample (pipeline.Resample): the sample positions differ by float rounding, which moved the test
+# learners' probabilities by up to about 1.3e-5. As for the fused model, a 1e-4 shift changes an answer only for a
+# probability within 1e-4 of the threshold.
+DIRECT_TOLERANCE = 1e-4
 # Folding BatchNorm into the convolutions reorders float arithmetic: on the test learners the probabilities move by
 # up to about 1e-5, on the shipped model by under 1e-6. A 1e-4 shift changes an answer only for a probability
 # within 1e-4 of the threshold.
