@@ -3,8 +3,8 @@
     .venv/bin/python -m benchmarks.forward models/export.onnx OTHER.onnx [--runs 60]
 
 For comparing two exports of the same learner (e.g. an older graph: `git show COMMIT:models/export.onnx >
-/tmp/old.onnx`). Each graph gets one ONNX Runtime session on one thread, set as the app sets its own (one intra-op and one
-inter-op thread, CPU provider, default graph optimisations), the same seeded random uint8 image at the graph's item size (read from
+/tmp/old.onnx`). Each graph gets the ONNX Runtime session the app would open on one thread (`maskclassifier.onnx.open_session`),
+the same seeded random uint8 image at the graph's item size (read from
 its input shape, else 288 px), and `--runs` passes interleaved with the others' after one warm-up. It prints the
 p50 and p95 of each pass's thread CPU time (the whole pass runs on the calling thread with one intra-op thread,
 so a busy machine inflates it less than wall-clock) and the largest difference between the first graph's
@@ -21,13 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-
-
-def one_thread_session(path: Path) -> onnxruntime.InferenceSession:
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+from maskclassifier.onnx import open_session
 
 
 def item_size(session: onnxruntime.InferenceSession) -> tuple[int, int]:
@@ -44,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.runs <= 1000:
         parser.error("--runs must be 1 to 1000")
-    sessions = [one_thread_session(path) for path in args.models]
+    sessions = [open_session(path, 1) for path in args.models]
     height, width = item_size(sessions[0])
     pixels = np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8)
     answers = [session.run(None, {session.get_inputs()[0].name: pixels})[0] for session in sessions]

@@ -68,7 +68,9 @@ def _check_onnx_section(path: Path, sidecar: Sidecar | None) -> Sidecar:
     return sidecar
 
 
-def _session(path: Path, threads: int | None) -> onnxruntime.InferenceSession:
+def open_session(path: Path, threads: int | None) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session on the CPU as the app runs one: `threads` intra-op threads (None: every core), one
+    inter-op thread; ModelLoadError when ONNX Runtime cannot load the file."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, every core
     options.inter_op_num_threads = 1
@@ -125,7 +127,7 @@ def load_onnx_backend(path: Path, sidecar: Sidecar | None, threads: int | None =
         raise ModelLoadError(f"{sidecar_path(path)} has no usable vocab/preprocessing for {path.name} ({exc}); "
                              f"{_reexport_hint(path)}") from None
     served = _int8_twin(path, sidecar) if precision == "int8" else path
-    session = _session(served, threads)
+    session = open_session(served, threads)
     _check_signature(served, session, resize, len(vocab))
     architecture = str(sidecar.architecture or "unknown") + (" (int8)" if precision == "int8" else "")
     return OnnxBackend(session, vocab, architecture, resize, input_hw)

@@ -44,17 +44,21 @@ def face_geometry(box: Box) -> tuple[float, float, float, float]:
     return x0 + width / 2, y0 + 0.76 * height, width, height
 
 
+def _median_colour(patches: list[np.ndarray]) -> tuple[int, int, int] | None:
+    """The median RGB colour of the pixels of `patches` (slices of an image's array), or None when all are empty
+    (the region falls outside the image)."""
+    pixels = [patch.reshape(-1, 3) for patch in patches if patch.size]
+    return tuple(int(v) for v in np.median(np.concatenate(pixels), axis=0)) if pixels else None
+
+
 def face_tone(image: Image.Image, box: Box) -> tuple[int, int, int]:
     """The median colour of the cheeks (two patches beside the nose): the person's own skin tone."""
     x0, y0, x1, y1 = box
     width, height = x1 - x0, y1 - y0
     pixels = np.asarray(image)
     rows = slice(int(y0 + 0.45 * height), int(y0 + 0.6 * height))
-    patches = [pixels[rows, int(x0 + fx * width):int(x0 + (fx + 0.15) * width)] for fx in (0.15, 0.7)]
-    patches = [patch.reshape(-1, 3) for patch in patches if patch.size]
-    if not patches:  # the cheeks fall outside the image (a face cut off at the edge)
-        return SKIN_TONES[4]
-    return tuple(int(v) for v in np.median(np.concatenate(patches), axis=0))
+    tone = _median_colour([pixels[rows, int(x0 + fx * width):int(x0 + (fx + 0.15) * width)] for fx in (0.15, 0.7)])
+    return SKIN_TONES[4] if tone is None else tone  # None: the cheeks fall outside the image (a face cut off)
 
 
 def _tone(image: Image.Image, box: Box, rng: np.random.Generator) -> tuple[int, int, int]:
@@ -225,8 +229,7 @@ def hair_colour(image: Image.Image, box: Box) -> tuple[int, int, int] | None:
     top = int(y0 - 0.12 * (box[3] - y0))
     if top < 0:
         return None
-    strip = np.asarray(image)[top:int(y0), int(x0 + (x1 - x0) / 3):int(x1 - (x1 - x0) / 3)]
-    return tuple(int(v) for v in np.median(strip.reshape(-1, 3), axis=0)) if strip.size else None
+    return _median_colour([np.asarray(image)[top:int(y0), int(x0 + (x1 - x0) / 3):int(x1 - (x1 - x0) / 3)]])
 
 
 def draw_hair(image: Image.Image, box: Box, rng: np.random.Generator) -> Image.Image:

@@ -166,6 +166,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(exc))
     if args.bs < 2:
         parser.error("--bs must be at least 2 (BatchNorm cannot train on one image at a time)")
+    if str(args.face_cache) == "none":
+        args.face_cache = None
     return args
 
 
@@ -261,7 +263,7 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
         print(corrections_line(data.corrections), flush=True)
     augmentation = Augmentation(occluders=args.occluders, lighting=args.lighting)
     if args.face_crops or args.render_counts or augmentation:
-        data = mark_faces(data, None if str(args.face_cache) == "none" else args.face_cache)
+        data = mark_faces(data, args.face_cache)
     training_data, face_crops = data, None
     if args.face_crops:
         training_data, added = add_face_crops(data, Settings.face_margin)
