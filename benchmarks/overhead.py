@@ -10,8 +10,9 @@ For each backend the app serves (`models/export.onnx` through ONNX Runtime, what
   full request   real HTTP over loopback to gunicorn started with the Procfile's command (one worker): connect,
                  send the multipart upload, parse it, decode, preprocess, forward pass, thresholds, JSON, response.
                  The ONNX server runs under --slim-python (the slim install, as on Heroku) when it exists.
-  floor          what no serving design can avoid, timed in this process: `load_image` of the same bytes (the
-                 API decodes a photo whole, so that it gets the answer fastai's own pipeline gives) plus the
+  floor          what no serving design can avoid, timed in this process: decoding the same bytes as the API
+                 decodes them (`Classifier.decode`: whole, as fastai does, or with JPEG_DECODE=reduced in the
+                 environment, which the server reads too, at the reduced scale the whole-photo answer needs) plus the
                  served forward pass of the same backend object the app uses, on the batch the app makes:
                  `OnnxBackend.run` (the ONNX graph, with the batch steps baked into it, and the sigmoid) or
                  the fastai backend's served model (BatchNorm folded) and the sigmoid. With flip test-time
@@ -58,7 +59,6 @@ from PIL import Image
 from benchmarks.backends import free_port, photo_jpeg, training_running, worker_pid
 from benchmarks.load import ROOT, GunicornLog, procfile_web_command, wait_healthy
 from maskclassifier.config import settings_from_env
-from maskclassifier.images import load_image
 from maskclassifier.model import Classifier, load_classifier
 
 from hostile_corpus import Part, multipart  # noqa: E402  (tests/ is on sys.path via benchmarks.load)
@@ -215,14 +215,16 @@ def measure(model: Path, python: str, sizes: list[tuple[int, int]], rounds: int,
         for label, root in roots.items():
             servers[label] = Server.start(root, python, model)
         # Loaded while the workers boot: the same kind of backend object, with the worker's thread count.
-        served = Served(load_classifier(model, torch_threads=settings_from_env().torch_threads))
+        settings = settings_from_env()
+        served = Served(load_classifier(model, torch_threads=settings.torch_threads,
+                                        jpeg_decode=settings.jpeg_decode))
         for server in servers.values():
             server.wait()
         results = []
         for size in sizes:
             jpeg = photo_jpeg(size)
             body, content_type = multipart([Part("file", jpeg)])
-            image = load_image(jpeg)
+            image = served.classifier.decode(jpeg)
             batch = served.preprocess(image)
             result = SizeResult(size, len(jpeg) // 1024)
             for _ in range(2):  # the first requests and forward passes set up caches and thread pools
@@ -237,7 +239,7 @@ def measure(model: Path, python: str, sizes: list[tuple[int, int]], rounds: int,
                         lambda: post_photo(server.port, body, content_type), per_round)
                     result.worker_cpu.setdefault(label, []).append(
                         (process_cpu_seconds(server.worker) - worker_before) / per_round)
-                result.decode.time(lambda: load_image(jpeg), per_round)
+                result.decode.time(lambda: served.classifier.decode(jpeg), per_round)
                 result.preprocess.time(lambda: served.preprocess(image), per_round)
                 result.forward.time(lambda: served.forward(batch), per_round)
                 if not served.onnx:
@@ -255,7 +257,7 @@ def report(backend: str, model: Path, python: str, served: Served, results: list
            servers: dict[str, Server], rounds: int, per_round: int) -> list[str]:
     lines = [
         f"### {backend}: {model} ({served.backend.architecture}, input {served.backend.input_size} px, test-time "
-        f"augmentation {served.classifier.tta}); server: {python}",
+        f"augmentation {served.classifier.tta}, JPEG_DECODE={served.classifier.jpeg_decode}); server: {python}",
         f"{rounds} rounds of {per_round} timings of each kind; p50 wall-clock, CPU time in brackets (the worker's "
         "per request; this process's thread time for the floor and preprocessing)",
         "",

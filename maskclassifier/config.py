@@ -16,6 +16,7 @@ SLIM_MODEL_PATH = DEFAULT_MODEL_PATH.with_suffix(".onnx")  # what the slim insta
 DEFAULT_MAX_UPLOAD_MB = 10.0
 ONNX_PRECISIONS = ("float", "int8")  # ONNX_PRECISION: the float ONNX twin, or its int8 quantization
 MAX_FACE_MARGIN = 2.0  # FACE_MARGIN and evaluate --face-margin: at most twice the face box on every side
+JPEG_DECODES = ("exact", "reduced")  # JPEG_DECODE: see Settings.jpeg_decode
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,11 @@ class Settings:
     # "float" or "int8" (the int8 twin the sidecar records, for an .onnx model); None: "int8" when the sidecar's
     # onnx_int8 section says serve, else "float". The shipped int8 twin lost accuracy (BENCHMARKS.md, "int8").
     onnx_precision: str | None = None
+    # "exact": every photo is decoded as fastai decodes it, so the answers are learn.predict's to 1e-4 at any size.
+    # "reduced": for the whole-photo answer alone, a JPEG at least four times the item size on both sides is
+    # decoded by libjpeg at 1/2 to 1/8 scale: a 2048x1536 photo costs half the decode and item Resize, and the
+    # answers move a little (99.1 % the same labels on enlarged validation photos; BENCHMARKS.md, "reduced").
+    jpeg_decode: str = "exact"
 
     @property
     def max_upload_bytes(self) -> int:
@@ -88,7 +94,7 @@ def _seconds(environ: Mapping[str, str], name: str, default: float, low: float, 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from MODEL_PATH, MASK_THRESHOLD, MASK_TTA, MAX_UPLOAD_MB, PORT, TORCH_NUM_THREADS,
-    INFERENCE_SLOTS, QUEUE_TIMEOUT, UPLOAD_TIMEOUT, FACE_TIME_BUDGET, FACE_MARGIN and ONNX_PRECISION."""
+    INFERENCE_SLOTS, QUEUE_TIMEOUT, UPLOAD_TIMEOUT, FACE_TIME_BUDGET, FACE_MARGIN, ONNX_PRECISION and JPEG_DECODE."""
     environ = os.environ if environ is None else environ
     threshold = _number(environ, "MASK_THRESHOLD", None)
     if threshold is not None and not 0 < threshold < 1:
@@ -118,6 +124,9 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     onnx_precision = environ.get("ONNX_PRECISION", "").strip().lower() or None
     if onnx_precision is not None and onnx_precision not in ONNX_PRECISIONS:
         raise ConfigError(f"ONNX_PRECISION must be one of {', '.join(ONNX_PRECISIONS)}, got {onnx_precision!r}")
+    jpeg_decode = environ.get("JPEG_DECODE", "").strip().lower() or Settings.jpeg_decode
+    if jpeg_decode not in JPEG_DECODES:
+        raise ConfigError(f"JPEG_DECODE must be one of {', '.join(JPEG_DECODES)}, got {jpeg_decode!r}")
     model_path = Path(environ.get("MODEL_PATH", "").strip() or default_model_path())
     if onnx_precision == "int8" and model_path.suffix != ".onnx":
         raise ConfigError(f"ONNX_PRECISION=int8 needs an ONNX model (MODEL_PATH={model_path.with_suffix('.onnx')}), "
@@ -135,4 +144,5 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         face_time_budget_s=face_time_budget_s,
         face_margin=face_margin,
         onnx_precision=onnx_precision,
+        jpeg_decode=jpeg_decode,
     )

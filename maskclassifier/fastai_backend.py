@@ -17,7 +17,8 @@ from torch.fx.proxy import TraceError
 from maskclassifier.errors import ModelLoadError
 from maskclassifier.learner_file import read_learner
 from maskclassifier.tta import average_mirrored
-from maskclassifier.pipeline import PipelineError, ValidationPipeline, probe_images, rebuild
+from maskclassifier.pipeline import PipelineError, ValidationPipeline, item_resize, probe_images, rebuild
+from maskclassifier.resize import item_resize_from
 
 # The rebuilt pipeline runs fastai's Pillow steps and the same arithmetic, but its batch resample is a bilinear resize
 # rather than grid_sample (pipeline.Resample): the sample positions differ by float rounding, which moved the test
@@ -67,6 +68,7 @@ class FastaiBackend:
         self.model, reference = self._checked_fused_model(probe_batch)
         self.direct = self._checked_direct_pipeline(probes, reference)
         self.input_size = self.batch([Image.new("RGB", (64, 48))]).shape[-1]
+        self.item_size = _item_size(learner)
 
     def learner_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """A batch the way the learner's validation DataLoader builds it, from images that are already RGB."""
@@ -118,6 +120,15 @@ class FastaiBackend:
             if np.abs(_sigmoid_outputs(self.model, pipeline.batch(probes)) - reference).max() <= DIRECT_TOLERANCE:
                 return pipeline
         return None
+
+
+def _item_size(learner: Learner) -> tuple[int, int] | None:
+    """(width, height) of the learner's item Resize; None when its validation items are not one crop Resize."""
+    try:
+        resize = item_resize_from(item_resize(learner.dls.valid.after_item))
+    except (PipelineError, ValueError):
+        return None
+    return resize.width, resize.height
 
 
 def _sigmoid_outputs(model: nn.Module, batch: torch.Tensor) -> np.ndarray:

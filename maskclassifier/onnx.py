@@ -36,6 +36,7 @@ class OnnxBackend:
         self.architecture = architecture
         self.resize = resize
         self.input_size = input_hw[1]
+        self.item_size = (resize.width, resize.height)
         self._input_name = session.get_inputs()[0].name
 
     def probabilities(self, images: Sequence[Image.Image], flip: bool = False) -> np.ndarray:

@@ -106,6 +106,24 @@ def test_upright_jpegs_are_decoded_whole_as_fastai_decodes_them():
     assert np.array_equal(np.asarray(decoded), np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")))
 
 
+def test_a_jpeg_twice_the_size_asked_for_is_decoded_at_reduced_scale():
+    photo = gradient((2048, 1536))
+    jpeg = encode(photo, "JPEG", quality=95)
+    decoded = load_image(jpeg, at_least=(288, 288))
+    assert decoded.size == (512, 384)  # 1/4; 1/8 would be 256 x 192, under what was asked for
+    assert np.abs(np.asarray(decoded, int) - np.asarray(photo.resize((512, 384)), int)).mean() < 4
+    assert load_image(jpeg, at_least=(1024, 768)).size == (1024, 768)
+    assert load_image(jpeg, at_least=(1025, 768)).size == (2048, 1536)  # not twice on both sides: whole
+    assert load_image(encode(photo, "PNG"), at_least=(288, 288)).size == (2048, 1536)  # libjpeg's scaling only
+
+
+def test_a_sideways_jpeg_is_reduced_by_its_upright_size():
+    upright = gradient((600, 2000))
+    decoded = load_image(sideways_jpeg(upright), at_least=(288, 1000))  # stored 2000 x 600: asks 1000 x 288
+    assert decoded.size == (300, 1000)
+    assert np.abs(np.asarray(decoded, int) - np.asarray(upright.resize((300, 1000)), int)).mean() < 4
+
+
 def test_sideways_and_non_jpeg_photos_over_the_working_size_are_reduced():
     upright = gradient((9000, 2000))
     decoded = load_image(sideways_jpeg(upright))  # libjpeg decodes at 1/2, then the box filter halves again

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ({"PORT": "70000"}, "PORT must be between 1 and 65535"),
     ({"ONNX_PRECISION": "fp16"}, "ONNX_PRECISION must be one of float, int8"),
     ({"ONNX_PRECISION": "int8", "MODEL_PATH": "models/export.pkl"}, "ONNX_PRECISION=int8 needs an ONNX model"),
+    ({"JPEG_DECODE": "fast"}, "JPEG_DECODE must be one of exact, reduced"),
 ])
 def test_bad_settings_are_refused(environ, message):
     with pytest.raises(ConfigError, match=message):
@@ -37,8 +38,10 @@ def test_bad_settings_are_refused(environ, message):
 
 def test_settings_from_environment():
     settings = settings_from_env({"MODEL_PATH": "m/x.pkl", "MASK_THRESHOLD": "0.7", "MASK_TTA": "None",
-                                  "MAX_UPLOAD_MB": "3", "PORT": "8080"})
-    assert settings == Settings(model_path=Path("m/x.pkl"), threshold=0.7, tta="none", max_upload_mb=3, port=8080)
+                                  "MAX_UPLOAD_MB": "3", "PORT": "8080", "JPEG_DECODE": " Reduced"})
+    assert settings == Settings(model_path=Path("m/x.pkl"), threshold=0.7, tta="none", max_upload_mb=3, port=8080,
+                                jpeg_decode="reduced")
+    assert settings_from_env({}).jpeg_decode == "exact"
     assert settings_from_env({}).model_path == Path("models/export.pkl")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 from dataclasses import replace
@@ -17,6 +18,7 @@ from maskclassifier.facebox import Face
 from maskclassifier.faces import FaceAnalysis
 from maskclassifier.images import load_image
 from maskclassifier.model import Prediction
+from maskclassifier.training import evaluate
 from maskclassifier.web.assets import VERSIONED_CACHE_CONTROL
 from maskclassifier.web.pages import EXAMPLES
 from maskclassifier.web.presenters import headline_view, percent, place_badges, prediction_message
@@ -126,15 +128,28 @@ def test_model_endpoint(client, app):
     assert re.fullmatch(r"[0-9a-f]{64}", body["sha256"])
 
 
-def test_a_big_jpeg_gets_the_same_answer_on_every_path(app, client):
-    """The API, faces=off, faces=auto without a face and the page all decode the photo whole, as fastai does."""
-    backend = app.extensions["maskclassifier"].backend
+@pytest.mark.parametrize("jpeg_decode,decoded_size", [("exact", (1600, 1200)), ("reduced", (400, 300))])
+def test_a_big_jpeg_gets_one_whole_photo_answer_on_every_path(make_app, jpeg_decode, decoded_size, tmp_path):
+    """The API without faces, faces=off and evaluate decode a big JPEG alike: whole, as fastai does, or with
+    JPEG_DECODE=reduced at the scale the whole-photo answer needs (four times the 96 px item: libjpeg's 1/4 here).
+    The per-face modes always decode it whole."""
+    app = make_app(jpeg_decode=jpeg_decode)
+    classifier = app.extensions["maskclassifier"]
     jpeg = encode(face_like_image(["KN95"], seed=3, size=(1600, 1200)), "JPEG", quality=95)
-    whole = backend.probabilities([load_image(jpeg)])[0]
-    assert load_image(jpeg).size == (1600, 1200)
+    assert classifier.item_size == (96, 96)
+    decoded = classifier.decode(jpeg)
+    assert decoded.size == decoded_size and classifier.decode(jpeg, whole_photo=False).size == (1600, 1200)
+    expected = classifier.backend.probabilities([decoded])[0]
     for query in ("", "?faces=off"):
-        answer = client.post("/api/predict" + query, data=upload(jpeg)).get_json()["probabilities"]
-        assert list(answer.values()) == pytest.approx(whole, abs=1e-6)
+        answer = app.test_client().post("/api/predict" + query, data=upload(jpeg)).get_json()["probabilities"]
+        assert list(answer.values()) == pytest.approx(expected, abs=1e-6)
+    assert app.test_client().get("/api/model").get_json()["jpeg_decode"] == jpeg_decode
+    (tmp_path / "big.jpg").write_bytes(jpeg)
+    (tmp_path / "labels.csv").write_text("fname,labels\nbig.jpg,KN95\n")
+    evaluate.main(["--csv", str(tmp_path / "labels.csv"), "--model", str(classifier.path), "--jpeg-decode",
+                   jpeg_decode, "--predictions", str(tmp_path / "predictions.csv")])
+    row = next(csv.DictReader(open(tmp_path / "predictions.csv")))
+    assert [float(row[name]) for name in classifier.vocab] == pytest.approx(expected, abs=1e-4)
 
 
 def test_mask_tta_flip_answers_with_the_mean_of_the_photo_and_its_mirror_image(make_app):

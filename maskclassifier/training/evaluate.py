@@ -23,12 +23,12 @@ from sklearn.preprocessing import MultiLabelBinarizer
 
 from maskclassifier.training import metrics
 from maskclassifier.cli import silence_fastai_jit_warning
-from maskclassifier.config import (DEFAULT_MODEL_PATH, MAX_FACE_MARGIN, SLIM_MODEL_PATH, Settings,
+from maskclassifier.config import (DEFAULT_MODEL_PATH, JPEG_DECODES, MAX_FACE_MARGIN, SLIM_MODEL_PATH, Settings,
                                    default_model_path, full_install)
 from maskclassifier.training.dataset import (DatasetError, LabelledRows, corrections_line, parse_merges,
                                              read_labelled_rows)
 from maskclassifier.faces import FaceDetector, analyse, load_detector
-from maskclassifier.images import ImageError, load_image
+from maskclassifier.images import ImageError
 from maskclassifier.errors import ModelLoadError
 from maskclassifier.model import Classifier, load_classifier
 from maskclassifier.tta import TTA_CHOICES
@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tta", choices=TTA_CHOICES,
                         help="flip: average each image with its mirror image; none: the image alone "
                              "(default: the model's, from its JSON sidecar)")
+    parser.add_argument("--jpeg-decode", choices=JPEG_DECODES, default=Settings.jpeg_decode,
+                        help="as the server's JPEG_DECODE: exact (default) decodes every JPEG whole, as fastai does; "
+                             "reduced lets libjpeg decode big JPEGs at 1/2 to 1/8 scale for the whole-photo answer")
     parser.add_argument("--valid-only", action="store_true", help="only the rows with is_valid=True")
     parser.add_argument("--merge", action="append", default=[], metavar="OLD=NEW", help="rename a label first")
     parser.add_argument("--corrections", type=Path, metavar="FILE",
@@ -86,7 +89,8 @@ def predict_all(classifier: Classifier, data: LabelledRows, detector: FaceDetect
     rows, modes = [], []
     names = data.column("fname")
     for start in range(0, len(names), BATCH_SIZE):
-        batch = [load_image((data.images_root / name).read_bytes()) for name in names[start:start + BATCH_SIZE]]
+        batch = [classifier.decode((data.images_root / name).read_bytes(), whole_photo=detector is None)
+                 for name in names[start:start + BATCH_SIZE]]
         if detector is None:
             rows.append(classifier.probabilities(batch))
             modes += ["whole"] * len(batch)
@@ -109,12 +113,12 @@ def write_predictions(path: Path, data: LabelledRows, probs: np.ndarray, vocab: 
             writer.writerow([fname, labels, predicted, exact, *(f"{p:.4f}" for p in row)])
 
 
-def load_model(path: Path, threshold: float | None, tta: str | None) -> Classifier:
+def load_model(path: Path, threshold: float | None, tta: str | None, jpeg_decode: str) -> Classifier:
     """The classifier; ModelLoadError (one line) for a fastai .pkl in the slim install, which has no fastai."""
     if path.suffix == ".pkl" and not full_install():
         raise ModelLoadError(f"{path} is a fastai model, which needs the full install (requirements.txt); "
                              f"in the slim install pass its ONNX twin: --model {path.with_suffix('.onnx')}")
-    return load_classifier(path, threshold, tta=tta)
+    return load_classifier(path, threshold, tta=tta, jpeg_decode=jpeg_decode)
 
 
 def no_images_message(args: argparse.Namespace, data: LabelledRows) -> str:
@@ -130,7 +134,7 @@ def no_images_message(args: argparse.Namespace, data: LabelledRows) -> str:
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    classifier = load_model(args.model, args.threshold, args.tta)
+    classifier = load_model(args.model, args.threshold, args.tta, args.jpeg_decode)
     data = read_labelled_rows(args.csv, args.images_root, parse_merges(args.merge), corrections=args.corrections,
                               vocab=classifier.vocab)
     if data.corrections:

@@ -42,7 +42,7 @@ def predict():
     mode = requested_mode()
     data = uploaded_bytes()
     with slot_for(data):
-        image = load_image(data)
+        image = classifier().decode(data, whole_photo=mode in (None, "off"))
         if mode is None:  # without the parameter the answer is the whole-photo one, as before per-face mode
             prediction = classifier().predict(image)
             return jsonify({**prediction_json(prediction), **synthetic_json([prediction])})

@@ -29,7 +29,8 @@ MAX_EXPLAINED_FACES = 8  # faces explained per photo in per-face mode (0.1 s eac
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     app.extensions["maskclassifier"] = load_classifier(settings.model_path, settings.threshold,
-                                                       settings.torch_threads, settings.tta, settings.onnx_precision)
+                                                       settings.torch_threads, settings.tta, settings.onnx_precision,
+                                                       settings.jpeg_decode)
     app.extensions["face_detector"] = load_detector(settings.torch_threads)  # None without its files: no per-face mode
     app.extensions["inference_slots"] = InferenceSlots(settings.inference_slots, settings.queue_timeout_s)
 

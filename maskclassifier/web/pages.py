@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, Response, current_app, make_response, render
 from maskclassifier.categories import CATEGORIES, TONE_COLOURS
 from maskclassifier.errors import ImageError
 from maskclassifier.faces import TooManyFaces
-from maskclassifier.images import ACCEPT_ATTRIBUTE, load_image
+from maskclassifier.images import ACCEPT_ATTRIBUTE
 from maskclassifier.web.errors import ErrorReply, reply_for, with_headers
 from maskclassifier.web.inference import analyse_faces, classifier, face_detector, slot_for
 from maskclassifier.web.presenters import faces_view, headline_view, percent, preview_data_uri, result_view
@@ -113,7 +113,7 @@ def _classify():
     settings = current_app.config["SETTINGS"]
     synthetic = classifier().synthetic_categories  # answers in these carry the caveat that they were drawn
     with slot_for(data):  # decoding holds the photo's pixels: a bounded number at a time
-        image = load_image(data)
+        image = classifier().decode(data, whole_photo=mode == "off")
         try:
             analysis = analyse_faces(image, mode)
         except TooManyFaces as error:
