@@ -197,6 +197,9 @@ class Classifier:
             "sha256": self.sha256,
             "jpeg_decode": self.jpeg_decode,
         }
+        recheck = getattr(self.backend, "recheck", None)
+        if recheck is not None:  # int8, with answers near the threshold given by the float model
+            info["int8_recheck_margin"] = recheck.margin
         if self.synthetic_categories:
             info["synthetic_categories"] = self.synthetic_categories
             info["synthetic_note"] = synthetic_note(self.synthetic_categories)
@@ -223,13 +226,14 @@ def _check_python_version(model_path: Path, sidecar: Sidecar) -> None:
 
 
 def _load_backend(path: Path, sidecar: Sidecar | None, torch_threads: int | None,
-                  onnx_precision: str | None = None) -> Backend:
+                  onnx_precision: str | None, threshold: float) -> Backend:
     if path.suffix == ".onnx":
         from maskclassifier.onnx import load_onnx_backend
 
         recorded = sidecar.onnx_int8 if sidecar else None
         serve_int8 = "int8" if isinstance(recorded, dict) and recorded.get("serve") is True else None
-        return load_onnx_backend(path, sidecar, torch_threads, resolve(onnx_precision, serve_int8, "float"))
+        return load_onnx_backend(path, sidecar, torch_threads, resolve(onnx_precision, serve_int8, "float"),
+                                 recheck_threshold=threshold)
     if onnx_precision == "int8":
         raise ModelLoadError(f"int8 inference needs the ONNX twin: serve {path.with_suffix('.onnx')}, not {path}")
     _check_python_version(path, sidecar or Sidecar())
@@ -257,14 +261,13 @@ def load_classifier(model_path: Path, threshold: float | None = None, torch_thre
     if path.suffix not in (".pkl", ".onnx"):
         raise ModelLoadError(f"{path}: MODEL_PATH must end in .pkl (fastai export) or .onnx (ONNX export)")
     found = read_sidecar(path)
-    backend = _load_backend(path, found, torch_threads, onnx_precision)
     sidecar = found or Sidecar()
+    threshold = float(resolve(threshold, sidecar.threshold, DEFAULT_THRESHOLD))
+    backend = _load_backend(path, found, torch_threads, onnx_precision, threshold)
     if sidecar.vocab and list(sidecar.vocab) != list(backend.vocab):
         raise ModelLoadError(
             f"{sidecar_path(path)} lists categories {sidecar.vocab} but the model has {backend.vocab}; "
             "the sidecar belongs to another model: retrain, or delete the sidecar"
         )
-    return Classifier(backend=backend, path=path, threshold=float(resolve(threshold, sidecar.threshold,
-                                                                          DEFAULT_THRESHOLD)),
-                      sha256=sha256_file(path), sidecar=sidecar, tta=resolve(tta, sidecar.tta, DEFAULT_TTA),
-                      jpeg_decode=jpeg_decode)
+    return Classifier(backend=backend, path=path, threshold=threshold, sha256=sha256_file(path), sidecar=sidecar,
+                      tta=resolve(tta, sidecar.tta, DEFAULT_TTA), jpeg_decode=jpeg_decode)

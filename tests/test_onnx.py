@@ -28,6 +28,7 @@ from maskclassifier.quantize_onnx import calibration_stride, main as quantize_ma
 from maskclassifier.fastai_backend import load_fastai_backend
 from maskclassifier.errors import ModelLoadError
 from maskclassifier.model import decide, load_classifier
+from maskclassifier.onnx import INT8_RECHECK_MARGIN, FloatRecheck
 from maskclassifier.sidecar import sha256_file
 from maskclassifier.pipeline import PipelineError, batch_steps, item_resize
 from varied import varied_uploads
@@ -333,10 +334,33 @@ def test_int8_twin_is_recorded_and_served_only_when_asked(quantized, labelled_se
     assert default.backend.architecture == as_float.backend.architecture
     assert as_int8.backend.architecture.endswith("(int8)")
     float_probabilities = as_float.backend.probabilities(photos)
-    int8_probabilities = as_int8.backend.probabilities(photos)
     assert np.array_equal(default.backend.probabilities(photos), float_probabilities)
+    int8_session = as_int8.backend.session  # the int8 model alone, without the float recheck of unsure answers
+    int8_probabilities = int8_session.run(None, {int8_session.get_inputs()[0].name:
+                                                 np.stack([as_int8.backend.resize(photo) for photo in photos])})[0]
     difference = np.abs(int8_probabilities - float_probabilities)
     assert 0 < difference.max() < 0.2, difference.max()  # really another model, and close to the float one
+
+
+def test_int8_answers_near_the_threshold_are_the_float_models(quantized, labelled_set):
+    photos = [Image.open(labelled_set.parent / row.split(",")[0]).convert("RGB")
+              for row in labelled_set.read_text().splitlines()[1:13]]
+    as_float = load_classifier(quantized, onnx_precision="float")
+    served = load_classifier(quantized, onnx_precision="int8").backend
+    assert served.recheck.threshold == as_float.threshold and served.recheck.margin == INT8_RECHECK_MARGIN
+    assert load_classifier(quantized, onnx_precision="int8").describe()["int8_recheck_margin"] == INT8_RECHECK_MARGIN
+    assert "int8_recheck_margin" not in as_float.describe()
+    pixels = np.stack([served.resize(photo) for photo in photos])
+    float_rows = as_float.backend.run(pixels)
+    int8_rows = served.session.run(None, {served.session.get_inputs()[0].name: pixels})[0]
+    # a threshold one photo's answer sits on and a narrow margin, so that some rows are rechecked and others not
+    served.recheck = FloatRecheck(served.recheck.session, threshold=float(int8_rows[0, 0]), margin=1e-4)
+    unsure = served.recheck.unsure(int8_rows)
+    assert unsure[0] and not unsure.all()
+    answered = served.run(pixels)
+    np.testing.assert_array_equal(answered[unsure], float_rows[unsure])
+    np.testing.assert_array_equal(answered[~unsure], int8_rows[~unsure])
+    assert not np.array_equal(int8_rows[unsure], float_rows[unsure])  # the recheck changed something
 
 
 def test_a_stale_or_missing_int8_twin_is_refused_with_the_command(quantized):
