@@ -12,9 +12,9 @@ photos of the validation images: each is enlarged (Lanczos) until its short side
 Gaussian sensor noise of `--noise` levels (a phone photo's grain; without it an enlarged image is smooth and
 any two downscalers agree) and saved as a JPEG at `--quality` (4:2:0, as phone cameras save). Each big JPEG is
 then classified both ways ("whole" and "draft"), next to the original image, in one batch; the figures: how
-many get the same labels both ways, the largest and the 99th percentile probability difference, exact-match against the CSV's labels of
-the original, the whole decode and the draft decode, and the decode + item Resize CPU time of both ways (thread
-time, p50). Enlarged photos are not real big photos (their detail is invented by the noise), so this measures
+many get the same labels both ways, the largest and the 99th percentile probability difference, exact-match
+against the CSV's labels of the original, the whole decode and the draft decode, and the decode + item Resize CPU
+time of both ways (thread time, p50). Enlarged photos are not real big photos (their detail is invented by the noise), so this measures
 how far the two decodes move the answers, not which is right. Bounded: about 0.1 s per image at 1536 px and
 0.3 s at 3024 px on this 2-core machine.
 """

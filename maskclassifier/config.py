@@ -44,7 +44,8 @@ class Settings:
     # "exact": every photo is decoded as fastai decodes it, so the answers are learn.predict's to 1e-4 at any size.
     # "reduced": for the whole-photo answer alone, a JPEG at least four times the item size on both sides is
     # decoded by libjpeg at 1/2 to 1/8 scale: a 2048x1536 photo costs half the decode and item Resize, and the
-    # answers move a little (99.1 % the same labels on enlarged validation photos; BENCHMARKS.md, "reduced").
+    # answers move a little (99.1 % the same labels on enlarged validation photos; BENCHMARKS.md, "Issue 20
+    # again, model 12").
     jpeg_decode: str = "exact"
 
     @property
