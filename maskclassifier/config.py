@@ -39,7 +39,8 @@ class Settings:
     # exact-match) than with 30 % (0.883) or 100 % (0.904): the mask's edges and straps stay in view.
     face_margin: float = 0.6
     # "float" or "int8" (the int8 twin the sidecar records, for an .onnx model); None: "int8" when the sidecar's
-    # onnx_int8 section says serve, else "float". The shipped int8 twin lost accuracy (BENCHMARKS.md, "int8").
+    # onnx_int8 section says serve, else "float". int8 answers near the threshold come from the float model
+    # (onnx.INT8_RECHECK_MARGIN); int8 is 1.3x faster, not the 2x that would justify it by default (BENCHMARKS.md).
     onnx_precision: str | None = None
     # "exact": every photo is decoded as fastai decodes it, so the answers are learn.predict's to 1e-4 at any size.
     # "reduced": for the whole-photo answer alone, a JPEG at least four times the item size on both sides is

@@ -147,8 +147,9 @@ class Classifier:
     def decode(self, data: bytes, whole_photo: bool = True) -> Image.Image:
         """`images.load_image` of upload bytes, as fastai decodes them. With jpeg_decode "reduced" and for the
         whole-photo answer alone (`whole_photo`), a JPEG is decoded at the smallest of 1/1, 1/2, 1/4 and 1/8 scale
-        that keeps DECODE_HEADROOM times the item size: a 2048x1536 photo at 1024x768 (about 10 instead of 20 ms of
-        decode and item Resize). Per-face modes need the photo's detail, so they pass False. Raises ImageError."""
+        that keeps DECODE_HEADROOM times the item size: a 2048x1536 photo at 1024x768 (13.5 instead of 23.4 ms of
+        decode and item Resize; BENCHMARKS.md). Per-face modes need the photo's detail, so they pass False.
+        Raises ImageError."""
         size = self.item_size
         if self.jpeg_decode != "reduced" or not whole_photo or size is None:
             return load_image(data)

@@ -27,8 +27,8 @@ PRECISIONS = ("float", "int8")
 # An int8 answer with any category's probability this close to the threshold is answered by the float model
 # instead: int8 moves probabilities by up to about 0.3, but labels only change where they were near the threshold.
 # On model 12's 982 validation images 2.6 % were rechecked, which gave 99.9 % of them the float model's labels
-# (int8 alone: 98.6 %) at a mean forward pass 1.33x faster than float (int8 alone 1.37x); 0.05 rechecked 1.4 %
-# for 99.5 %, 0.15 rechecked 3.8 % for 100 % (BENCHMARKS.md, "Issue 20 again, model 12").
+# (int8 alone: 98.6 %) for a forward pass 1.30x faster than float's on average (int8 alone 1.37x); a margin of
+# 0.05 rechecked 1.4 % for 99.5 %, 0.15 rechecked 3.8 % for 100 % (BENCHMARKS.md, "Issue 20 again, model 12").
 INT8_RECHECK_MARGIN = 0.1
 
 _ORT_LOAD_ERRORS = (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NoSuchFile,
