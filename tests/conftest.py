@@ -70,9 +70,10 @@ def client(app):
     return app.test_client()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_app(settings):
-    """Build another app with some settings changed, e.g. make_app(threshold=0.99)."""
+    """Build another app with some settings changed, e.g. make_app(threshold=0.99) (the builder holds no state, so
+    module fixtures may use it too)."""
 
     def build(**changes):
         app = create_app(replace(settings, **changes))

@@ -128,6 +128,19 @@ def test_hostile_upload_gets_a_clear_answer_on_api_and_form(hostile_client, case
     assert hostile_client.get("/healthz").status_code == 200
 
 
+@pytest.fixture(scope="module")
+def reduced_decode_client(make_app) -> FlaskClient:
+    return make_app(jpeg_decode="reduced").test_client()
+
+
+def test_the_reduced_jpeg_decode_answers_every_hostile_upload_alike(reduced_decode_client, no_disk_writes):
+    """JPEG_DECODE=reduced has libjpeg decode big JPEGs at reduced scale: bombs, truncated, CMYK, sideways and
+    huge JPEGs must still get the same status and error code."""
+    assert reduced_decode_client.get("/api/model").get_json()["jpeg_decode"] == "reduced"
+    for case in CASES:
+        check_api(post(reduced_decode_client, "/api/predict", case), case)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_every_other_upload_address_refuses_the_same_files_the_same_way(hostile_client, case, no_disk_writes):
     """/api/annotate, /api/explain, /api/frame and the page's fragment (POST /result) share /api/predict's upload
