@@ -25,6 +25,7 @@ import argparse
 import io
 import platform
 import statistics
+from collections.abc import Callable
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,9 +56,20 @@ def cpu_ms(action) -> tuple[float, object]:
     return (time.thread_time() - start) * 1000, result
 
 
+def item_resize(classifier: Classifier) -> Callable[[Image.Image], object]:
+    """The Pillow item Resize the served backend runs on a decoded photo: the ONNX backend's, or the fastai
+    backend's rebuilt pipeline's; SystemExit for a learner served through fastai's own DataLoader."""
+    backend = classifier.backend
+    resize = getattr(backend, "resize", None) or getattr(getattr(backend, "direct", None), "resize", None)
+    if resize is None:
+        raise SystemExit(f"{classifier.path} is served through fastai's DataLoader: no item Resize to time here")
+    return resize
+
+
 def measure(classifier: Classifier, rows: list[dict], root: Path, short_side: int, noise: float,
             quality: int, headroom: int) -> dict:
-    resize = getattr(classifier.backend, "resize", None) or (lambda image: image)
+    resize = item_resize(classifier)
+    reduced = tuple(side * headroom for side in classifier.item_size)  # as Classifier.decode asks for
     labels = [row["labels"].split() for row in rows]
     probs = {"original": [], "whole": [], "draft": []}
     times = {"whole": [], "draft": []}
@@ -66,7 +78,6 @@ def measure(classifier: Classifier, rows: list[dict], root: Path, short_side: in
         original = load_image((root / row["fname"]).read_bytes())
         data = big_jpeg(original, short_side, noise, quality, seed=index)
         decoded = {}
-        reduced = tuple(side * headroom for side in classifier.item_size)  # as Classifier.decode asks for
         for way, at_least in (("whole", None), ("draft", reduced)):
             elapsed, decoded[way] = cpu_ms(lambda: load_image(data, at_least=at_least))
             resize_ms, _ = cpu_ms(lambda: resize(decoded[way]))

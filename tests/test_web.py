@@ -146,8 +146,8 @@ def test_a_big_jpeg_gets_one_whole_photo_answer_on_every_path(make_app, jpeg_dec
     assert app.test_client().get("/api/model").get_json()["jpeg_decode"] == jpeg_decode
     (tmp_path / "big.jpg").write_bytes(jpeg)
     (tmp_path / "labels.csv").write_text("fname,labels\nbig.jpg,KN95\n")
-    evaluate.main(["--csv", str(tmp_path / "labels.csv"), "--model", str(classifier.path), "--jpeg-decode",
-                   jpeg_decode, "--predictions", str(tmp_path / "predictions.csv")])
+    assert evaluate.main(["--csv", str(tmp_path / "labels.csv"), "--model", str(classifier.path), "--jpeg-decode",
+                          jpeg_decode, "--predictions", str(tmp_path / "predictions.csv")]) == 0
     row = next(csv.DictReader(open(tmp_path / "predictions.csv")))
     assert [float(row[name]) for name in classifier.vocab] == pytest.approx(expected, abs=1e-4)
 
