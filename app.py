@@ -2,7 +2,7 @@
 
 import sys
 
-from maskclassifier.errors import ConfigError, ModelLoadError
+from maskclassifier.core.errors import ConfigError, ModelLoadError
 from maskclassifier.web import create_app
 
 # gunicorn treats a worker that exits with status 3 as "failed to boot" and stops, instead of respawning it forever.

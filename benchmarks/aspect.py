@@ -14,7 +14,7 @@ each way of classifying the canvas against the subject's labels with the model's
   views-best  the same views; the answer of the view the model thinks least likely to be `-` (no face or mask)
   views-max   the same views; each category's highest probability over the views
   centre-then-best  the centre square's answer when it names a face category, else views-best
-  face-view   the app's rule (maskclassifier.model.answer_from_views; checked against the app's own answer)
+  face-view   the app's rule (maskclassifier.classifier.classifier.answer_from_views; checked against the app's own answer)
 
 It prints exact-match per way and position, and for reference on the plain subject images. `-` subjects are
 included: a way that finds masks in background views shows there. Bounded: --subjects images, 6 canvases each.
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskclassifier.model import answer_from_views, decide, load_classifier, square_views
+from maskclassifier.classifier.classifier import answer_from_views, decide, load_classifier, square_views
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "masks"

@@ -36,10 +36,10 @@ import json, sys, time
 from pathlib import Path
 started = time.perf_counter()
 phases = {}
-from maskclassifier.config import Settings
+from maskclassifier.core.config import Settings
 from maskclassifier.web import create_app
-from maskclassifier.model import load_classifier
-from maskclassifier.faces import load_detector
+from maskclassifier.classifier.classifier import load_classifier
+from maskclassifier.classifier.faces import load_detector
 phases["import the web app"] = time.perf_counter() - started
 mark = time.perf_counter()
 load_classifier(Path(sys.argv[1]), torch_threads=1)

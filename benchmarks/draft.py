@@ -34,9 +34,9 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.int8 import validation
-from maskclassifier.config import default_model_path
-from maskclassifier.images import load_image
-from maskclassifier.model import DECODE_HEADROOM, Classifier, decide, load_classifier
+from maskclassifier.core.config import default_model_path
+from maskclassifier.core.images import load_image
+from maskclassifier.classifier.classifier import DECODE_HEADROOM, Classifier, decide, load_classifier
 
 
 def big_jpeg(image: Image.Image, short_side: int, noise: float, quality: int, seed: int) -> bytes:

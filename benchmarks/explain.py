@@ -22,9 +22,9 @@ from pathlib import Path
 from PIL import Image
 from skimage import data
 
-from maskclassifier.config import Settings
-from maskclassifier.explain import explain
-from maskclassifier.images import load_image
+from maskclassifier.core.config import Settings
+from maskclassifier.classifier.explain import explain
+from maskclassifier.core.images import load_image
 from maskclassifier.web import create_app
 
 

@@ -12,7 +12,7 @@ and the stages of the API request measured on their own: decode, whole-photo cla
 classification of the face crops. "detector share" is detection's part of those four stages.
 
 --part detectors times the two MTCNN detectors on their own, interleaved, 1 thread each: the app's
-(`maskclassifier.mtcnn_onnx`, ONNX Runtime and NumPy) and facenet-pytorch's (torch), on a one-face 640x480 photo and
+(`maskclassifier.classifier.mtcnn_onnx`, ONNX Runtime and NumPy) and facenet-pytorch's (torch), on a one-face 640x480 photo and
 the 12-megapixel group photos (p50 of wall time and of the thread's CPU time, which a busy machine inflates less).
 
 --part served starts gunicorn the way the Procfile does (one worker, bound to a loopback port) in the full install
@@ -47,12 +47,12 @@ from PIL import Image
 from skimage import data
 
 from benchmarks.backends import ROOT, memory_mb, multipart, start_one_worker, wait_healthy, worker_pid
-from maskclassifier.faces import load_detector
+from maskclassifier.classifier.faces import load_detector
 from maskclassifier.web import create_app
-from maskclassifier.config import Settings
-from maskclassifier.errors import ConfigError, ModelLoadError
-from maskclassifier.facebox import face_crops
-from maskclassifier.images import load_image
+from maskclassifier.core.config import Settings
+from maskclassifier.core.errors import ConfigError, ModelLoadError
+from maskclassifier.core.facebox import face_crops
+from maskclassifier.core.images import load_image
 
 PHOTO_SIZE = (4000, 3000)  # 12 megapixels, a phone's default
 HEAD = (140, 20, 310, 230)  # the astronaut's head (and room for a mask) in her 512x512 photo

@@ -31,8 +31,8 @@ if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
 
 from helpers import FAULT_JPEG_QUALITY, encode, fault_cases, upload  # noqa: E402
-from maskclassifier.cli import silence_fastai_jit_warning  # noqa: E402
-from maskclassifier.config import Settings  # noqa: E402
+from maskclassifier.core.cli import silence_fastai_jit_warning  # noqa: E402
+from maskclassifier.core.config import Settings  # noqa: E402
 from maskclassifier.web import create_app  # noqa: E402
 
 MODES = {"API default": "/api/predict", "page default": "/api/predict?faces=auto"}

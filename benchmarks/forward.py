@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.forward models/export.onnx OTHER.onnx [--runs 60]
 
 For comparing two exports of the same learner (e.g. an older graph: `git show COMMIT:models/export.onnx >
-/tmp/old.onnx`). Each graph gets the ONNX Runtime session the app would open on one thread (`maskclassifier.onnx.open_session`),
+/tmp/old.onnx`). Each graph gets the ONNX Runtime session the app would open on one thread (`maskclassifier.classifier.onnx_backend.open_session`),
 the same seeded random uint8 image at the graph's item size (read from
 its input shape, else 288 px), and `--runs` passes interleaved with the others' after one warm-up. It prints the
 p50 and p95 of each pass's thread CPU time (the whole pass runs on the calling thread with one intra-op thread,
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from maskclassifier.onnx import open_session
+from maskclassifier.classifier.onnx_backend import open_session
 
 
 def item_size(session: onnxruntime.InferenceSession) -> tuple[int, int]:

@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.int8 --csv ../shared/data/masks/labels.csv [--model models/export.onnx]
         [--images-root DIR] [--timed 60] [--threads 1] [--limit N] [--save RUN.npz] [--against RUN.npz]
 
-The int8 model is the twin `python -m maskclassifier.quantize_onnx MODEL --csv LABELS.csv` wrote and recorded in
+The int8 model is the twin `python -m maskclassifier.modelfiles.quantize_onnx MODEL --csv LABELS.csv` wrote and recorded in
 MODEL's sidecar. Every validation image (is_valid True) is decoded and resized once as the app does it; three
 ways of answering then classify all of them (exact-match against the labels, at the sidecar's threshold, and the
 share of images given the very same labels as the float model): float, int8 alone, and int8 as the app serves it,
@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from maskclassifier.images import load_image
-from maskclassifier.onnx import OnnxBackend, load_onnx_backend
-from maskclassifier.sidecar import DEFAULT_THRESHOLD, read_sidecar, resolve
+from maskclassifier.core.images import load_image
+from maskclassifier.classifier.onnx_backend import OnnxBackend, load_onnx_backend
+from maskclassifier.core.sidecar import DEFAULT_THRESHOLD, read_sidecar, resolve
 
 
 def validation(csv_path: Path) -> list[dict]:

@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.int8_layers --csv ../shared/data/masks/labels.csv [--model models/export.onnx]
         [--images-root DIR] [--images 32] [--seed 1]
 
-For MODEL and the int8 twin its sidecar records (`python -m maskclassifier.quantize_onnx`), on `--images`
+For MODEL and the int8 twin its sidecar records (`python -m maskclassifier.modelfiles.quantize_onnx`), on `--images`
 validation images decoded and resized as the app does it: the weights' SQNR (float against dequantized, the worst
 ten; `create_weight_matching`, `compute_weight_error`), then every quantized activation in graph order with its
 SQNR in dB between the float model's tensor and the int8 model's dequantized one (`collect_activations`,
@@ -31,9 +31,9 @@ from onnxruntime.quantization.qdq_loss_debug import (collect_activations, comput
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from benchmarks.int8 import validation
-from maskclassifier.images import load_image
-from maskclassifier.onnx import INT8_SECTION, load_onnx_backend
-from maskclassifier.sidecar import read_sidecar
+from maskclassifier.core.images import load_image
+from maskclassifier.classifier.onnx_backend import INT8_SECTION, load_onnx_backend
+from maskclassifier.core.sidecar import read_sidecar
 
 CHUNK = 8
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     sidecar = read_sidecar(args.model)
     section = getattr(sidecar, INT8_SECTION, None) or {}
     if not section.get("file"):
-        parser.error(f"{args.model}'s sidecar records no int8 twin: run python -m maskclassifier.quantize_onnx first")
+        parser.error(f"{args.model}'s sidecar records no int8 twin: run python -m maskclassifier.modelfiles.quantize_onnx first")
     int8_path = args.model.with_name(section["file"])
     backend = load_onnx_backend(args.model, sidecar, threads=None)
     rows = validation(args.csv)

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.int8_profile [--model models/export.onnx] [--runs 30]
 
-Both models (MODEL and the int8 twin its sidecar records, `python -m maskclassifier.quantize_onnx`) run `--runs`
+Both models (MODEL and the int8 twin its sidecar records, `python -m maskclassifier.modelfiles.quantize_onnx`) run `--runs`
 single-image forward passes on one ONNX Runtime thread, as the app serves them (graph optimisations on), with
 `SessionOptions.enable_profiling`, their passes interleaved. Each node's kernel time (its median over the passes)
 is summed by kind: Conv split into the first (full 3x3)
@@ -28,8 +28,8 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from maskclassifier.onnx import INT8_SECTION
-from maskclassifier.sidecar import read_sidecar
+from maskclassifier.classifier.onnx_backend import INT8_SECTION
+from maskclassifier.core.sidecar import read_sidecar
 
 CONV_OPS = {"Conv", "FusedConv", "QLinearConv", "NhwcFusedConv", "NchwcConv", "ConvInteger"}
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be between 1 and 200")
     section = getattr(read_sidecar(args.model), INT8_SECTION, None) or {}
     if not section.get("file"):
-        parser.error(f"{args.model}'s sidecar records no int8 twin: run python -m maskclassifier.quantize_onnx first")
+        parser.error(f"{args.model}'s sidecar records no int8 twin: run python -m maskclassifier.modelfiles.quantize_onnx first")
     models = {"float": args.model, "int8": args.model.with_name(section["file"])}
     with tempfile.TemporaryDirectory() as tmp:
         results = profile(models, args.runs, Path(tmp))

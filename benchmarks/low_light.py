@@ -8,7 +8,7 @@ and Shield left out) in which the detector finds a face at normal exposure, dark
 and 0.2 of the light with sensor noise (tests/helpers.py `underexposed`). `-` validation images (no face) at the
 same exposures measure false faces. Each way of retrying is the detector's second pass on a copy made by
 Pillow's ImageOps, run only when the first pass finds nothing; the last row is the app's own rule
-(maskclassifier.faces.find_faces: the autocontrast pass only for a photo low in contrast). Bounded by --images.
+(maskclassifier.classifier.faces.find_faces: the autocontrast pass only for a photo low in contrast). Bounded by --images.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
 
 from helpers import underexposed  # noqa: E402
-from maskclassifier.faces import find_faces, load_detector, low_contrast  # noqa: E402
+from maskclassifier.classifier.faces import find_faces, load_detector, low_contrast  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "masks"
 EXPOSURES = (0.5, 0.35, 0.2)

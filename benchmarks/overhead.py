@@ -59,8 +59,8 @@ from PIL import Image
 
 from benchmarks.backends import free_port, photo_jpeg, training_running, worker_pid
 from benchmarks.load import ROOT, GunicornLog, procfile_web_command, wait_healthy
-from maskclassifier.config import settings_from_env
-from maskclassifier.model import Classifier, load_classifier
+from maskclassifier.core.config import settings_from_env
+from maskclassifier.classifier.classifier import Classifier, load_classifier
 
 from hostile_corpus import Part, multipart  # noqa: E402  (tests/ is on sys.path via benchmarks.load)
 

@@ -1,4 +1,4 @@
-"""Time per call of the synthetic respirators, face shields and surgical, cloth and KN95 masks (training.renderings).
+"""Time per call of the synthetic respirators, face shields and surgical, cloth and KN95 masks (training.synthetic.renderings).
 
     .venv/bin/python -m benchmarks.renderings [--calls 200] [--size 300]
 
@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 import numpy as np
 from PIL import Image, ImageDraw
 
-from maskclassifier.training.renderings import (
+from maskclassifier.training.synthetic.renderings import (
     pick_cloth, pick_kn95, pick_respirator, pick_shield, pick_surgical, render_cloth_mask, render_kn95_mask,
     render_respirator, render_shield, render_surgical_mask,
 )

@@ -1,4 +1,4 @@
-"""Writes the page's clickable examples into static/examples/, with a licence file beside each image.
+"""Writes the page's clickable examples into maskclassifier/web/static/examples/, with a licence file beside each image.
 
 Every image comes from scikit-image 0.26.0's bundled sample data (a dev requirement), whose photos are public
 domain or CC0: the astronaut Eileen Collins (NASA, public domain) and a coffee cup (CC0, Rachel Michetti). The
@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFilter
 from skimage import data
 
-OUT = Path(__file__).resolve().parent.parent / "static" / "examples"
+OUT = Path(__file__).resolve().parent.parent / "maskclassifier" / "web" / "static" / "examples"
 PORTRAIT = (96, 0, 352, 320)  # a 256 x 320 crop of the 512 x 512 astronaut photo around her head and shoulders
 GROUP_TILE = (140, 20, 310, 230)  # a tighter crop of the head for the group picture
 

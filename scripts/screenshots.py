@@ -22,7 +22,7 @@ from werkzeug.serving import make_server
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from maskclassifier.config import Settings  # noqa: E402
+from maskclassifier.core.config import Settings  # noqa: E402
 from maskclassifier.web import create_app  # noqa: E402
 
 DOCS = ROOT / "docs"

@@ -13,7 +13,7 @@ import pytest
 from datasets import PATCH_SIZE, face_like_image, write_labelled_set, write_patch_set
 from helpers import CHROMEDRIVER, CHROMIUM, NO_CHROMIUM, RecordUploads, encode
 
-from maskclassifier.config import Settings
+from maskclassifier.core.config import Settings
 from maskclassifier.web import create_app
 
 TESTS = Path(__file__).resolve().parent

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from maskclassifier.facebox import Face, FaceScan
+from maskclassifier.core.facebox import Face, FaceScan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -207,10 +207,10 @@ class FindsBrightFaces:
 
 # --- Fault photos (issue 17): occluders, low light, backlight and wide layouts made from the shipped examples ---
 # Drawn here, independently of any training code, so that a model trained with occluder augmentation is not tested
-# on its own drawings. Coordinates are in the examples' 256 x 320 portrait (static/examples/*.jpg, all the same crop
+# on its own drawings. Coordinates are in the examples' 256 x 320 portrait (maskclassifier/web/static/examples/*.jpg, all the same crop
 # of NASA's astronaut photo, scripts/make_examples.py's PORTRAIT).
-EXAMPLES = ROOT / "static" / "examples"
-# The app's detector (maskclassifier.faces.load_detector(1), MTCNN in ONNX Runtime) on no-mask.jpg; tests/test_faults.py
+EXAMPLES = ROOT / "maskclassifier" / "web" / "static" / "examples"
+# The app's detector (maskclassifier.classifier.faces.load_detector(1), MTCNN in ONNX Runtime) on no-mask.jpg; tests/test_faults.py
 # checks that it still finds this box.
 PORTRAIT_FACE = (84, 61, 172, 174)
 SKIN_TONES = {"light": (236, 196, 168), "medium": (192, 134, 94), "dark": (112, 72, 48)}

@@ -1,4 +1,5 @@
-"""The layers of the README's code map, checked on the source: imports point down, web and training never meet."""
+"""The layers of the README's code map are the package's folders, checked on the source: imports point down, and
+web, training, the cleaner and the model-file writers never meet."""
 
 from __future__ import annotations
 
@@ -12,23 +13,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "maskclassifier"
 
-# Lowest first; a module may import its own layer and the ones below. The README's "Code map" says the same.
-LAYERS = {
-    "leaves": {"errors", "categories", "tta", "capacity", "facebox", "resize", "images", "sidecar", "config",
-               "cli", "corrections"},
-    "classifier": {"pipeline", "learner_file", "fastai_backend", "onnx", "model", "mtcnn", "mtcnn_onnx", "faces",
-                   "drawing", "export_onnx", "export_mtcnn", "quantize_onnx", "explain"},
-    "web": {"web", "web.api", "web.assets", "web.errors", "web.inference", "web.pages", "web.presenters", "web.uploads",
-            "web.worker"},
-    "training": {"training", "training.dataset", "training.metrics", "training.reports", "training.learner",
-                 "training.train", "training.evaluate", "training.repack", "training.renderings", "training.augment", "training.facecache", "train", "evaluate",
-                 "dataset"},
-    # the owner's local cleaner: its own layer beside web and training, which never import it
-    "clean": {"clean", "clean.__main__", "clean.app", "clean.review", "clean.ranking", "clean.scoring"},
+# A module's layer is its folder; lowest first, a module may import its own layer and the ones below. The README's
+# "Code map" says the same.
+RANK = {
+    "core": 0,  # the leaves: Pillow and NumPy at most
+    "classifier": 1,  # the only layer that loads model files
+    "web": 2, "training": 2, "clean": 2,
+    "modelfiles": 2,  # the offline writers of models/: they write the backends' formats, so they import the backends
+    "commands": 3,  # the command shims at the package's root (python -m maskclassifier.train, ...)
 }
-RANK = {"leaves": 0, "classifier": 1, "web": 2, "training": 2, "clean": 2}
-SEPARATE = ("web", "training", "clean")  # the layers of rank 2 never import one another
-BACKENDS = {"fastai_backend", "onnx"}  # only the classifier layer loads a model file
+SEPARATE = ("web", "training", "clean", "modelfiles")  # the layers of rank 2 never import one another
+BACKENDS = {"classifier.fastai_backend", "classifier.onnx_backend"}
+BACKEND_USERS = {"classifier", "modelfiles"}  # only these load (or write) a model file
 
 
 def module_name(path: Path) -> str:
@@ -37,10 +33,15 @@ def module_name(path: Path) -> str:
 
 
 def layer_of(name: str) -> str:
-    for layer, names in LAYERS.items():
-        if name in names:
-            return layer
-    raise AssertionError(f"maskclassifier.{name} is in no layer: add it to LAYERS and to the README's code map")
+    folder = name.split(".")[0]
+    layer = folder if (PACKAGE / folder).is_dir() else "commands"
+    assert layer in RANK, f"maskclassifier/{folder}/ is in no layer: add it to RANK and to the README's code map"
+    return layer
+
+
+def is_module(name: str) -> bool:
+    path = PACKAGE / Path(*name.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
 
 
 def imports_of(path: Path) -> set[str]:
@@ -51,7 +52,7 @@ def imports_of(path: Path) -> set[str]:
             base = node.module.removeprefix("maskclassifier").lstrip(".")
             for alias in node.names:  # `from maskclassifier import metrics` names a module
                 candidate = f"{base}.{alias.name}".lstrip(".")
-                found.add(candidate if (PACKAGE / Path(*candidate.split("."))).with_suffix(".py").exists() else base)
+                found.add(candidate if is_module(candidate) else base)
         elif isinstance(node, ast.Import):
             found |= {alias.name.removeprefix("maskclassifier.") for alias in node.names
                       if alias.name.startswith("maskclassifier.")}
@@ -62,14 +63,15 @@ MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py")) if 
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
-def test_imports_point_down_and_web_and_training_never_meet(name):
+def test_imports_point_down_and_the_separate_layers_never_meet(name):
     layer = layer_of(name)
     for imported in imports_of(MODULES[name]):
+        assert imported in MODULES, f"{name} imports maskclassifier.{imported}, which does not exist"
         other = layer_of(imported)
         assert RANK[other] <= RANK[layer], f"{name} ({layer}) imports {imported} ({other}), a higher layer"
         assert layer == other or not {layer, other} <= set(SEPARATE), f"{name} ({layer}) imports {imported} ({other})"
         if imported in BACKENDS:
-            assert layer == "classifier", f"{name} ({layer}) imports the backend {imported}"
+            assert layer in BACKEND_USERS, f"{name} ({layer}) imports the backend {imported}"
 
 
 def test_there_is_no_import_cycle():
@@ -99,7 +101,7 @@ def test_there_is_no_import_cycle():
     ("maskclassifier.web", "torch"),
     ("maskclassifier", "flask"),
     ("maskclassifier.clean.app", "torch"),  # the cleaner's HTTP side: the model's scores come from clean.scoring
-    ("maskclassifier.corrections", "numpy"),  # a leaf of the standard library only
+    ("maskclassifier.core.corrections", "numpy"),  # a leaf of the standard library only
 ])
 def test_importing_a_layer_does_not_import_what_it_does_not_use(module, absent):
     code = f"import sys, {module}; print({absent!r} in sys.modules)"
@@ -108,9 +110,12 @@ def test_importing_a_layer_does_not_import_what_it_does_not_use(module, absent):
     assert result.stdout.strip() == "False", f"import {module} imported {absent}"
 
 
-def test_the_readme_code_map_names_every_module():
+def test_the_readme_code_map_describes_every_folder():
     readme = (ROOT / "README.md").read_text()
     code_map = readme[readme.index("## Code map"):]
     code_map = code_map[:code_map.index("\n## ", 1)]
-    for name, path in MODULES.items():
+    folders = {path.parent for path in PACKAGE.rglob("*.py")} - {PACKAGE}
+    for folder in sorted(folders):
+        assert f"`{folder.relative_to(ROOT).as_posix()}/`" in code_map, f"{folder} is missing from the README's code map"
+    for path in PACKAGE.glob("*.py"):  # the command shims at the root
         assert f"`{path.relative_to(ROOT).as_posix()}`" in code_map, f"{path} is missing from the README's code map"

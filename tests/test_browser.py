@@ -129,7 +129,7 @@ def test_on_a_phone_a_group_example_leads_with_the_faces_and_boxes_match_rows(op
     click_example(browser, "group")
     wait_for_result(browser)
     assert still_same_page(browser)
-    assert uploads.files == [(ROOT / "static/examples/group.jpg").read_bytes()], "one click sends the example"
+    assert uploads.files == [(ROOT / "maskclassifier/web/static/examples/group.jpg").read_bytes()], "one click sends the example"
 
     heading = by_css(browser, "#result-heading")[0]
     assert heading.text.startswith("4 faces: ")

@@ -6,7 +6,7 @@ import pytest
 from datasets import face_like_image
 from helpers import encode
 
-from maskclassifier.categories import CATEGORIES, UNSURE_COLOUR
+from maskclassifier.core.categories import CATEGORIES, UNSURE_COLOUR
 
 
 def severe_errors(browser) -> list[dict]:

@@ -1,4 +1,4 @@
-"""What the command-line tools share (maskclassifier/cli.py) and the install instructions they start from."""
+"""What the command-line tools share (maskclassifier/core/cli.py) and the install instructions they start from."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 import warnings
 from pathlib import Path
 
-from maskclassifier.cli import ArgsFileParser, silence_fastai_jit_warning
+from maskclassifier.core.cli import ArgsFileParser, silence_fastai_jit_warning
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCH_MESSAGE = "`torch.jit.script` is deprecated. Please switch to `torch.compile` or `torch.export`."

@@ -1,4 +1,4 @@
-"""The corrections file (maskclassifier/corrections.py) and `--corrections` in train and evaluate."""
+"""The corrections file (maskclassifier/core/corrections.py) and `--corrections` in train and evaluate."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from datasets import write_labelled_set
 from helpers import ROOT, TINY_OPTIONS
 
-from maskclassifier import corrections
-from maskclassifier.corrections import CorrectionsError, Recorder
-from maskclassifier.sidecar import sha256_file
+from maskclassifier.core import corrections
+from maskclassifier.core.corrections import CorrectionsError, Recorder
+from maskclassifier.core.sidecar import sha256_file
 
 VOCAB = ["-", "Cloth", "Gas", "KN95", "Medical", "No_mask!", "Shield"]
 ROWS = [{"fname": "a.jpg", "labels": "Cloth", "source": "x"},

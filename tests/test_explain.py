@@ -11,8 +11,8 @@ from helpers import FindsBrightFaces, encode, underexposed, upload
 from PIL import Image
 from skimage import data
 
-from maskclassifier.explain import Explanation, explain, overlay
-from maskclassifier.model import load_classifier
+from maskclassifier.classifier.explain import Explanation, explain, overlay
+from maskclassifier.classifier.classifier import load_classifier
 
 # A red and a blue patch in two different cells of each image: the map of "red" must sit on the red patch and
 # the map of "blue" on the blue one, so a map that highlights any object, or the centre, cannot pass.
@@ -36,7 +36,7 @@ def decorative(grid: np.ndarray, size: int = PATCH_SIZE) -> Explanation:
 
 @pytest.fixture(scope="module")
 def patch_onnx(patch_model) -> str:
-    from maskclassifier.export_onnx import export
+    from maskclassifier.modelfiles.export_onnx import export
 
     export(patch_model)
     return str(patch_model.with_suffix(".onnx"))
@@ -199,8 +199,8 @@ def test_api_frame_refuses_a_frame_that_is_a_photo(client):
 def test_a_model_that_cannot_be_explained_says_so(patch_model):
     from torch import nn
 
-    from maskclassifier.explain import ExplainUnavailable, UnknownCategory, feature_split
-    from maskclassifier.model import Classifier
+    from maskclassifier.classifier.explain import ExplainUnavailable, UnknownCategory, feature_split
+    from maskclassifier.classifier.classifier import Classifier
 
     class Unknown:
         vocab = ["red", "blue"]

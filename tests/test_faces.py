@@ -15,15 +15,16 @@ from skimage import data
 
 from helpers import TINY_OPTIONS, FindsBrightFaces, encode, run_module, sideways_jpeg, upload
 from datasets import HEAD_CENTRE, astronaut_head, write_labelled_set
-from maskclassifier.config import Settings
+from maskclassifier.core.config import Settings
 from maskclassifier.training.dataset import ImageReader, LabelledData
-from maskclassifier import facebox, mtcnn_onnx
-from maskclassifier.facebox import Face, crop_box, reading_order
-from maskclassifier import drawing
-from maskclassifier.drawing import colour_for
-from maskclassifier.faces import load_detector
-from maskclassifier.images import load_image
-from maskclassifier.model import Prediction
+from maskclassifier.classifier import mtcnn_onnx
+from maskclassifier.core import facebox
+from maskclassifier.core.facebox import Face, crop_box, reading_order
+from maskclassifier.classifier import drawing
+from maskclassifier.classifier.drawing import colour_for
+from maskclassifier.classifier.faces import load_detector
+from maskclassifier.core.images import load_image
+from maskclassifier.classifier.classifier import Prediction
 from maskclassifier.training.learner import add_face_crops
 from maskclassifier.web.presenters import friendly_name, percent
 
@@ -406,7 +407,7 @@ def test_a_dark_photo_gets_a_second_look_on_a_contrast_stretched_copy():
     """Dark photos: the detector looks again on an autocontrasted copy of the same size (boxes need no scaling);
     photos with a normal range, or in which a face was found, cost one pass. benchmarks/low_light.py measures it
     on real photos (87 % -> 97 % of faces found at 0.2 of the light)."""
-    from maskclassifier.faces import find_faces, low_contrast
+    from maskclassifier.classifier.faces import find_faces, low_contrast
     from helpers import underexposed
 
     photo, _ = group_photo(1, 2)

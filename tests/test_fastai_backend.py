@@ -17,10 +17,10 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 from torch.fx.proxy import TraceError
 
-import maskclassifier.fastai_backend as fastai_backend
-from maskclassifier.fastai_backend import FastaiBackend, load_fastai_backend
-from maskclassifier.pipeline import Resample, rebuild
-from maskclassifier.resize import ItemResize, fastai_crop_box
+import maskclassifier.classifier.fastai_backend as fastai_backend
+from maskclassifier.classifier.fastai_backend import FastaiBackend, load_fastai_backend
+from maskclassifier.classifier.pipeline import Resample, rebuild
+from maskclassifier.core.resize import ItemResize, fastai_crop_box
 from varied import varied_uploads
 
 

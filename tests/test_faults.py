@@ -4,7 +4,7 @@
 The photos are tests/helpers.py `fault_cases()` (benchmarks/faults.py prints the same table for any model, and
 saves the photos to look at):
 
-- occluders over the bare face (static/examples/no-mask.jpg), drawn here and not by any training code: a
+- occluders over the bare face (maskclassifier/web/static/examples/no-mask.jpg), drawn here and not by any training code: a
   skin-coloured hand (palm ellipse and four finger bars; light, medium and dark skin; fingers across the mouth or
   up over it), a phone held at the mouth, a handheld microphone, hair blown across the mouth, a scarf pulled down
   under the chin. Right: no mask category (nor `-`) above the threshold, so No_mask! or "not confident";
@@ -32,8 +32,8 @@ from pathlib import Path
 import pytest
 from helpers import FAULT_JPEG_QUALITY, PORTRAIT_FACE, encode, example, fault_cases, upload
 
-from maskclassifier.config import Settings
-from maskclassifier.faces import load_detector
+from maskclassifier.core.config import Settings
+from maskclassifier.classifier.faces import load_detector
 from maskclassifier.web import create_app
 
 ROOT = Path(__file__).resolve().parent.parent

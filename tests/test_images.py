@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from helpers import encode, png_claiming, sideways_jpeg
-from maskclassifier import images
-from maskclassifier.images import ImageError, load_image
+from maskclassifier.core import images
+from maskclassifier.core.images import ImageError, load_image
 
 
 def gradient(size=(40, 30)) -> Image.Image:

@@ -23,14 +23,14 @@ from PIL import Image
 
 from helpers import upload
 from datasets import CATEGORIES
-from maskclassifier.export_onnx import is_up_to_date, main
-from maskclassifier.quantize_onnx import calibration_stride, main as quantize_main
-from maskclassifier.fastai_backend import load_fastai_backend
-from maskclassifier.errors import ModelLoadError
-from maskclassifier.model import decide, load_classifier
-from maskclassifier.onnx import INT8_RECHECK_MARGIN, FloatRecheck
-from maskclassifier.sidecar import sha256_file
-from maskclassifier.pipeline import PipelineError, batch_steps, item_resize
+from maskclassifier.modelfiles.export_onnx import is_up_to_date, main
+from maskclassifier.modelfiles.quantize_onnx import calibration_stride, main as quantize_main
+from maskclassifier.classifier.fastai_backend import load_fastai_backend
+from maskclassifier.core.errors import ModelLoadError
+from maskclassifier.classifier.classifier import decide, load_classifier
+from maskclassifier.classifier.onnx_backend import INT8_RECHECK_MARGIN, FloatRecheck
+from maskclassifier.core.sidecar import sha256_file
+from maskclassifier.classifier.pipeline import PipelineError, batch_steps, item_resize
 from varied import varied_uploads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,7 +126,7 @@ def test_api_answers_the_same_through_the_onnx_app(make_app, notebook_onnx, face
 SLIM_SCRIPT = """
 import importlib.abc, io, json, sys
 from pathlib import Path
-from maskclassifier.model import load_classifier
+from maskclassifier.classifier.classifier import load_classifier
 from PIL import Image
 
 HEAVY = {"torch", "torchvision", "fastai", "facenet_pytorch"}
@@ -144,7 +144,7 @@ class SlimInstall(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, SlimInstall())
 from maskclassifier.web import create_app
-from maskclassifier.config import Settings
+from maskclassifier.core.config import Settings
 
 client = create_app(Settings(model_path=model_path, torch_threads=1)).test_client()
 buffer = io.BytesIO()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +13,12 @@ from pathlib import Path
 import torch
 
 from helpers import TINY_OPTIONS, run_module
-from maskclassifier.learner_file import read_learner
-from maskclassifier.sidecar import sha256_file
+from maskclassifier.classifier.learner_file import read_learner
+from maskclassifier.core.sidecar import sha256_file
 from maskclassifier.training import train as train_module
+from maskclassifier.training.dataset import ImageReader
 from maskclassifier.training.learner import project_references
+from maskclassifier.training.repack import moved_modules_lent
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,3 +83,11 @@ def test_repack_makes_an_old_export_portable_with_the_same_weights(labelled_set,
 
     again = run_module("maskclassifier.training.repack", str(old))
     assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def test_repack_reads_exports_that_name_a_moved_module():
+    """The shipped model's old export named maskclassifier.dataset.ImageReader: repack lends that name while reading."""
+    old = b"\x80\x02cmaskclassifier.dataset\nImageReader\nq\x00."  # protocol 2: GLOBAL, then STOP
+    with moved_modules_lent():
+        assert pickle.loads(old) is ImageReader
+    assert "maskclassifier.dataset" not in sys.modules

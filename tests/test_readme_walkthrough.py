@@ -18,7 +18,7 @@ import pytest
 from datasets import write_labelled_set
 from helpers import ROOT, TINY_OPTIONS
 
-from maskclassifier.sidecar import sha256_file
+from maskclassifier.core.sidecar import sha256_file
 
 RUN_PLACEHOLDER = "runs/YYYYMMDD-HHMMSS"
 

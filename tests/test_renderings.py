@@ -1,4 +1,4 @@
-"""The synthetic respirators, face shields and surgical, cloth and KN95 masks (maskclassifier.training.renderings) on
+"""The synthetic respirators, face shields and surgical, cloth and KN95 masks (maskclassifier.training.synthetic.renderings) on
 faces the test draws."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from datasets import face_like_image
-from maskclassifier.training.renderings import (
+from maskclassifier.training.synthetic.renderings import (
     CLOTH_KINDS, CLOTH_PATTERNS, CLOTH_STRAPS, KN95_KINDS, MIN_FACE_PX, RESPIRATOR_KINDS, SHIELD_KINDS, SURGICAL_KINDS,
     VALVE_KINDS, draw_cloth_mask, draw_kn95_mask, draw_respirator, draw_shield, draw_surgical_mask, pick_cloth,
     pick_kn95, pick_respirator, pick_shield, pick_surgical, render_cloth_mask, render_kn95_mask, render_respirator,

@@ -21,9 +21,9 @@ from PIL import Image
 from helpers import (encode, free_port, multipart, png_one_row_of, start_gunicorn, upload,
                      wait_until_healthy)
 from datasets import face_like_image
-from maskclassifier import mtcnn_onnx
-from maskclassifier.capacity import Busy, Deadline, InferenceSlots, OutOfTime
-from maskclassifier.model import VIEWS_ASPECT, answer_from_views, square_views
+from maskclassifier.classifier import mtcnn_onnx
+from maskclassifier.core.capacity import Busy, Deadline, InferenceSlots, OutOfTime
+from maskclassifier.classifier.classifier import VIEWS_ASPECT, answer_from_views, square_views
 from maskclassifier.web.worker import HEADER_TIMEOUT_S
 
 UPLOAD_TIMEOUT_S = 2
@@ -290,7 +290,7 @@ MEASURE_MEMORY = r"""
 import json, sys
 from pathlib import Path
 from maskclassifier.web import create_app
-from maskclassifier.config import Settings
+from maskclassifier.core.config import Settings
 
 def vm(field):
     for line in open("/proc/self/status"):
@@ -393,7 +393,7 @@ def test_every_path_gives_learn_predicts_answer_for_jpegs_of_any_size(request, l
     ((4001, 1999), (128, 96), Image.Resampling.LANCZOS), ((2600, 2500), (3000, 3000), Image.Resampling.BILINEAR),
 ])
 def test_a_big_crop_resized_in_strips_is_pixel_for_pixel_fastais_crop_then_resize(size, out, resample):
-    from maskclassifier.resize import ItemResize, fastai_crop_box
+    from maskclassifier.core.resize import ItemResize, fastai_crop_box
 
     photo = Image.fromarray(np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
     expected = photo.crop(fastai_crop_box(*size, *out)).resize(out, resample)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskclassifier.config import ConfigError, Settings, settings_from_env
-from maskclassifier.errors import ModelLoadError
-from maskclassifier.model import load_classifier
+from maskclassifier.core.config import ConfigError, Settings, settings_from_env
+from maskclassifier.core.errors import ModelLoadError
+from maskclassifier.classifier.classifier import load_classifier
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,6 +123,16 @@ def test_export_from_old_fastai_is_explained(tmp_path):
         load_classifier(path)
 
 
+def test_export_naming_a_moved_project_module_points_to_repack(tmp_path):
+    """Exports from before the training layer was a subpackage name maskclassifier.dataset.ImageReader, now gone."""
+    path = tmp_path / "export.pkl"
+    path.write_bytes(b"\x80\x02cmaskclassifier.dataset\nImageReader\nq\x00.")
+    with pytest.raises(ModelLoadError, match=r"'maskclassifier\.dataset'.*python -m maskclassifier\.training\.repack ") \
+            as caught:
+        load_classifier(path)
+    assert "\n" not in str(caught.value)
+
+
 def test_missing_model_and_wrong_suffix(tmp_path):
     with pytest.raises(ModelLoadError, match="model file not found: .*MODEL_PATH"):
         load_classifier(tmp_path / "nope.pkl")
@@ -153,7 +163,7 @@ def test_app_py_stops_on_a_bad_setting(tiny_model):
 
 
 def test_the_sidecar_is_typed_keeps_what_it_does_not_know_and_refuses_bad_values(tmp_path):
-    from maskclassifier.sidecar import Sidecar, read_sidecar, resolve
+    from maskclassifier.core.sidecar import Sidecar, read_sidecar, resolve
 
     model = tmp_path / "export.pkl"
     assert read_sidecar(model) is None
@@ -176,7 +186,7 @@ def test_the_sidecar_is_typed_keeps_what_it_does_not_know_and_refuses_bad_values
 def test_the_slim_install_serves_the_onnx_twin_by_default_and_explains_a_pkl(monkeypatch, model_copy):
     import importlib.util
 
-    from maskclassifier import config
+    from maskclassifier.core import config
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "fastai"

@@ -22,9 +22,9 @@ from datasets import write_labelled_set
 from helpers import TINY_OPTIONS, run_module
 from maskclassifier.training import metrics
 from maskclassifier.training.dataset import DatasetError, LabelledData, oversample
-from maskclassifier.learner_file import read_learner
-from maskclassifier.model import load_classifier
-from maskclassifier.sidecar import sha256_file
+from maskclassifier.classifier.learner_file import read_learner
+from maskclassifier.classifier.classifier import load_classifier
+from maskclassifier.core.sidecar import sha256_file
 from maskclassifier.training.train import parse_args
 from maskclassifier.training.learner import TrainingError, fit_batch_size, lr_find_steps
 

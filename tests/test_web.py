@@ -14,16 +14,17 @@ from datasets import face_like_image
 from helpers import encode, png_claiming, sideways_jpeg, upload
 from PIL import Image, ImageOps
 
-from maskclassifier.facebox import Face
-from maskclassifier.faces import FaceAnalysis
-from maskclassifier.images import load_image
-from maskclassifier.model import Prediction
+from maskclassifier.core.facebox import Face
+from maskclassifier.classifier.faces import FaceAnalysis
+from maskclassifier.core.images import load_image
+from maskclassifier.classifier.classifier import Prediction
 from maskclassifier.training import evaluate
 from maskclassifier.web.assets import VERSIONED_CACHE_CONTROL
 from maskclassifier.web.pages import EXAMPLES
 from maskclassifier.web.presenters import headline_view, percent, place_badges, prediction_message
 
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_FILES = ROOT / "maskclassifier" / "web" / "static" / "examples"
 
 
 def test_form_page(client):
@@ -39,7 +40,7 @@ def test_form_page(client):
 def test_without_javascript_the_form_has_one_picker_and_needs_a_file(client):
     page = client.get("/").get_data(as_text=True)
     button = re.search(r'<button id="submit-button"[^>]*>', page).group(0)
-    assert "disabled" not in button  # static/app.js disables it until a file is chosen
+    assert "disabled" not in button  # maskclassifier/web/static/app.js disables it until a file is chosen
     inputs = re.findall(r"<input[^>]*type=\"file\"[^>]*>", page)
     usable = [tag for tag in inputs if "disabled" not in tag]
     assert len(inputs) == 2 and len(usable) == 1, "the camera input is the script's to enable"
@@ -312,7 +313,7 @@ def test_the_fragment_is_the_pages_result(make_app, face_jpeg):
 
 def test_every_example_has_its_licence_beside_it_and_one_click_classifies_it(client):
     for name, _, _ in EXAMPLES:
-        image, notes = ROOT / "static/examples" / f"{name}.jpg", ROOT / "static/examples" / f"{name}.txt"
+        image, notes = EXAMPLE_FILES / f"{name}.jpg", EXAMPLE_FILES / f"{name}.txt"
         licence = notes.read_text()
         assert re.search(r"^Source: .+", licence, re.MULTILINE)
         assert re.search(r"^Licence: (Public domain|CC0 1\.0)", licence, re.MULTILINE), name
@@ -345,7 +346,7 @@ def test_the_shipped_model_on_the_examples(make_app):
     client = make_app(model_path=ROOT / "models/export.pkl", threshold=None).test_client()
     wrong = set()
     for name, intended in INTENDED.items():
-        body = client.post("/api/predict?faces=auto", data=upload((ROOT / f"static/examples/{name}.jpg").read_bytes()))
+        body = client.post("/api/predict?faces=auto", data=upload((EXAMPLE_FILES / f"{name}.jpg").read_bytes()))
         body = body.get_json()
         if name == "group":
             assert body["mode"] == "faces" and len(body["faces"]) == 4

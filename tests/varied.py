@@ -7,7 +7,7 @@ from PIL import Image
 
 from helpers import encode
 from datasets import CATEGORIES, face_like_image
-from maskclassifier.images import load_image
+from maskclassifier.core.images import load_image
 
 # Sizes include 1x1, strips 60:1 wide and tall, odd sizes, a 6-megapixel photo, and a height of 49 that
 # fastai's crop rounds down to 48 rows at presize 85.

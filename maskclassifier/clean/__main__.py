@@ -19,8 +19,8 @@ from pathlib import Path
 
 from werkzeug.serving import make_server
 
-from maskclassifier.cli import silence_fastai_jit_warning
-from maskclassifier.errors import ModelLoadError
+from maskclassifier.core.cli import silence_fastai_jit_warning
+from maskclassifier.core.errors import ModelLoadError
 
 HOST = "127.0.0.1"  # never another interface: the page can rewrite the owner's labels
 

@@ -1,5 +1,5 @@
 """The cleaner's state: the labelled CSV's rows (read once, never written), the model's view of each, and the
-decisions, kept in the corrections file (maskclassifier/corrections.py) as they are made. No HTTP, no torch.
+decisions, kept in the corrections file (maskclassifier/core/corrections.py) as they are made. No HTTP, no torch.
 """
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maskclassifier import corrections
+from maskclassifier.core import corrections
 from maskclassifier.clean import ranking
-from maskclassifier.corrections import Correction, CorrectionsError, Recorder
+from maskclassifier.core.corrections import Correction, CorrectionsError, Recorder
 
 
 class ReviewError(ValueError):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from maskclassifier import corrections as label_corrections
+from maskclassifier.core import corrections as label_corrections
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -135,7 +135,7 @@ def read_labelled_rows(csv_path: Path, images_root: Path | None = None, merges: 
 
     Without an is_valid column, a seeded random `valid_pct` of the rows is marked for validation (before any
     correction, so deleting an image does not move the others between the splits). `corrections`, a corrections
-    file (maskclassifier/corrections.py), is applied last; its labels must be categories of the CSV (after the
+    file (maskclassifier/core/corrections.py), is applied last; its labels must be categories of the CSV (after the
     merges) or of `vocab` (a model's). DatasetError (one line) for a missing file or column, an unlabelled row, a
     malformed CSV or an unusable corrections file.
     """

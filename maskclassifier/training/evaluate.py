@@ -22,16 +22,16 @@ import numpy as np
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from maskclassifier.training import metrics
-from maskclassifier.cli import silence_fastai_jit_warning
-from maskclassifier.config import (DEFAULT_MODEL_PATH, JPEG_DECODES, MAX_FACE_MARGIN, SLIM_MODEL_PATH, Settings,
+from maskclassifier.core.cli import silence_fastai_jit_warning
+from maskclassifier.core.config import (DEFAULT_MODEL_PATH, JPEG_DECODES, MAX_FACE_MARGIN, SLIM_MODEL_PATH, Settings,
                                    default_model_path, full_install)
 from maskclassifier.training.dataset import (DatasetError, LabelledRows, corrections_line, parse_merges,
                                              read_labelled_rows)
-from maskclassifier.faces import FaceDetector, analyse, load_detector
-from maskclassifier.images import ImageError
-from maskclassifier.errors import ModelLoadError
-from maskclassifier.model import Classifier, load_classifier
-from maskclassifier.tta import TTA_CHOICES
+from maskclassifier.classifier.faces import FaceDetector, analyse, load_detector
+from maskclassifier.core.images import ImageError
+from maskclassifier.core.errors import ModelLoadError
+from maskclassifier.classifier.classifier import Classifier, load_classifier
+from maskclassifier.core.tta import TTA_CHOICES
 
 BATCH_SIZE = 32
 
@@ -173,7 +173,7 @@ def _detector() -> FaceDetector:
     detector = load_detector()
     if detector is None:
         raise ModelLoadError("--faces auto needs the face detector: models/mtcnn/*.onnx are missing "
-                             "(python -m maskclassifier.export_mtcnn writes them, in the full install)")
+                             "(python -m maskclassifier.modelfiles.export_mtcnn writes them, in the full install)")
     return detector
 
 

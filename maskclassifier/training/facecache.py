@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from maskclassifier import mtcnn_onnx
+from maskclassifier.classifier import mtcnn_onnx
 
 DEFAULT_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "maskclassifier"
 

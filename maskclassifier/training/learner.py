@@ -42,14 +42,14 @@ from fastai.metrics import F1ScoreMulti, accuracy_multi
 from fastai.torch_core import to_float
 from torchvision import models
 
-from maskclassifier.training.augment import Augmentation, AugmentingReader, face_in_view
-from maskclassifier.training.renderings import shield_edge_in_photo
+from maskclassifier.training.synthetic.augment import Augmentation, AugmentingReader, face_in_view
+from maskclassifier.training.synthetic.renderings import shield_edge_in_photo
 from maskclassifier.training.dataset import ImageReader, LabelledData, check_split, read_labelled_csv
 from maskclassifier.training.facecache import FaceCache
-from maskclassifier.facebox import crop_box
-from maskclassifier.faces import load_detector
-from maskclassifier.learner_file import read_learner
-from maskclassifier.errors import ModelLoadError
+from maskclassifier.core.facebox import crop_box
+from maskclassifier.classifier.faces import load_detector
+from maskclassifier.classifier.learner_file import read_learner
+from maskclassifier.core.errors import ModelLoadError
 
 MOBILENET_WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 
@@ -122,7 +122,7 @@ def mark_faces(data: LabelledData, cache: Path | None = None) -> LabelledData:
     detector = load_detector()
     if detector is None:
         raise TrainingError("finding the faces of the training images needs the face detector: models/mtcnn/*.onnx "
-                            "are missing (python -m maskclassifier.export_mtcnn writes them)")
+                            "are missing (python -m maskclassifier.modelfiles.export_mtcnn writes them)")
     known = FaceCache(cache) if cache is not None else None
     frame = data.frame.assign(face="")
     training = frame.index[~frame["is_valid"]]

@@ -4,7 +4,8 @@
 
 Exports written before `export_portable` name this project's ImageReader by reference (the shipped model's did:
 `maskclassifier.dataset.ImageReader`), and fastai 2.8.12 then fails in the owner's notebook with
-"UnboundLocalError: cannot access local variable 'res'". This reads such an export here, writes it again with that
+"UnboundLocalError: cannot access local variable 'res'". This reads such an export here (lending the modules that
+have moved since, such as `maskclassifier.dataset`, under their old names while it reads), writes it again with that
 code pickled by value (same weights, vocab and transforms) and updates the sidecar's sha256. The ONNX twin is then
 stale by its record (not by its weights): re-export it with `python -m maskclassifier.export_onnx MODEL.pkl`.
 """
@@ -12,19 +13,40 @@ stale by its record (not by its weights): re-export it with `python -m maskclass
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from maskclassifier.cli import silence_fastai_jit_warning
+from maskclassifier.core.cli import silence_fastai_jit_warning
 
 silence_fastai_jit_warning()  # before fastai is imported
 
 import torch  # noqa: E402
 
-from maskclassifier.errors import ModelLoadError  # noqa: E402
-from maskclassifier.learner_file import read_learner  # noqa: E402
-from maskclassifier.sidecar import read_sidecar, sha256_file  # noqa: E402
+from maskclassifier.core.errors import ModelLoadError  # noqa: E402
+from maskclassifier.classifier.learner_file import read_learner  # noqa: E402
+from maskclassifier.core.sidecar import read_sidecar, sha256_file  # noqa: E402
 from maskclassifier.training.learner import TrainingError, export_portable, project_references  # noqa: E402
+
+
+# Project modules that old exports name by reference, and where that code lives now: the training layer's reader
+# was `maskclassifier.dataset` before it became a subpackage (the class is the same).
+MOVED_MODULES = {"maskclassifier.dataset": "maskclassifier.training.dataset"}
+
+
+@contextmanager
+def moved_modules_lent() -> Iterator[None]:
+    """While inside, the moved modules can be imported under their old names, so an old export unpickles."""
+    lent = [old for old in MOVED_MODULES if old not in sys.modules]
+    for old in lent:
+        sys.modules[old] = importlib.import_module(MOVED_MODULES[old])
+    try:
+        yield
+    finally:
+        for old in lent:
+            sys.modules.pop(old, None)
 
 
 def repack(model_path: Path) -> bool:
@@ -34,7 +56,8 @@ def repack(model_path: Path) -> bool:
     """
     if not project_references(model_path):
         return False
-    learn = read_learner(model_path)
+    with moved_modules_lent():
+        learn = read_learner(model_path)
     weights = {name: tensor.clone() for name, tensor in learn.model.state_dict().items()}
     learn.path = Path(".")  # fastai's default, as training exports
     partial = model_path.with_name(model_path.name + ".partial")

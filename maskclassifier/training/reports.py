@@ -132,7 +132,7 @@ def _augmentation(training: dict) -> str:
     if rendered:
         parts.append(" and ".join(f"{count} {RENDERED[kind]}" for kind, count in rendered.items()) +
                      " drawn anew at each read on training images with one face")
-    return f" Training-time augmentation (`maskclassifier/training/augment.py`): {'; '.join(parts)}." if parts else ""
+    return f" Training-time augmentation (`maskclassifier/training/synthetic/augment.py`): {'; '.join(parts)}." if parts else ""
 
 
 RENDERED = {"gas": "images with a respirator (labelled `Gas`)",

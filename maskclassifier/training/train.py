@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from maskclassifier.cli import ArgsFileParser, silence_fastai_jit_warning
+from maskclassifier.core.cli import ArgsFileParser, silence_fastai_jit_warning
 
 silence_fastai_jit_warning()  # before fastai is imported below: it warns at import time
 
@@ -27,8 +27,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from maskclassifier.training import facecache, metrics, reports  # noqa: E402
-from maskclassifier.config import Settings  # noqa: E402
-from maskclassifier.training.augment import Augmentation  # noqa: E402
+from maskclassifier.core.config import Settings  # noqa: E402
+from maskclassifier.training.synthetic.augment import Augmentation  # noqa: E402
 from maskclassifier.training.dataset import (  # noqa: E402
     DatasetError,
     corrections_line,
@@ -36,8 +36,8 @@ from maskclassifier.training.dataset import (  # noqa: E402
     parse_merges,
     parse_oversample,
 )
-from maskclassifier.sidecar import Sidecar, sha256_file  # noqa: E402
-from maskclassifier.tta import TTA_CHOICES  # noqa: E402
+from maskclassifier.core.sidecar import Sidecar, sha256_file  # noqa: E402
+from maskclassifier.core.tta import TTA_CHOICES  # noqa: E402
 from maskclassifier.training.learner import (  # noqa: E402
     ARCHITECTURES,
     LR_FALLBACK,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from flask import Flask
 
-from maskclassifier.config import Settings, settings_from_env
+from maskclassifier.core.config import Settings, settings_from_env
 from maskclassifier.web import api, assets, errors, inference, pages, uploads
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+HERE = Path(__file__).resolve().parent  # the page's templates/ and static/ are beside this file
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     Raises ConfigError or ModelLoadError with a one-line message when the app cannot start.
     """
     settings = settings or settings_from_env()
-    app = Flask(__name__, template_folder=str(PROJECT_ROOT / "templates"), static_folder=str(PROJECT_ROOT / "static"))
+    app = Flask(__name__, template_folder=str(HERE / "templates"), static_folder=str(HERE / "static"))
     app.config["SETTINGS"] = settings
     uploads.init_app(app)
     inference.init_app(app)

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from maskclassifier.categories import category
-from maskclassifier.explain import Explanation
-from maskclassifier.facebox import Face, crop_box
-from maskclassifier.faces import FaceAnalysis
-from maskclassifier.images import shrunk
-from maskclassifier.model import Prediction, synthetic_note
+from maskclassifier.core.categories import category
+from maskclassifier.classifier.explain import Explanation
+from maskclassifier.core.facebox import Face, crop_box
+from maskclassifier.classifier.faces import FaceAnalysis
+from maskclassifier.core.images import shrunk
+from maskclassifier.classifier.classifier import Prediction, synthetic_note
 
 PREVIEW_SIZE = 800
 FACE_THUMBNAIL_SIZE = 96

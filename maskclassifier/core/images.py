@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from maskclassifier.errors import ImageError
+from maskclassifier.core.errors import ImageError
 
 try:  # HEIC/HEIF (iPhone photos) when pillow-heif is installed
     import pillow_heif

@@ -1,6 +1,6 @@
 """Quantize the ONNX twin to int8 (static, QDQ) with ONNX Runtime's quantization tools, calibrated on training images.
 
-    python -m maskclassifier.quantize_onnx models/export.onnx --csv ../shared/data/masks/labels.csv
+    python -m maskclassifier.modelfiles.quantize_onnx models/export.onnx --csv ../shared/data/masks/labels.csv
         [--images-root DIR] [--calibration 200] [--seed 0] [--no-per-channel] [--format qdq|qoperator]
         [--calibrate-method minmax|percentile|entropy] [--percentile 99.99] [--keep-float PREFIX ...] [--serve]
 
@@ -42,10 +42,10 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from maskclassifier.errors import ImageError, ModelLoadError
-from maskclassifier.images import load_image
-from maskclassifier.onnx import INT8_SECTION, OnnxBackend, load_onnx_backend
-from maskclassifier.sidecar import read_sidecar, sha256_file, sidecar_path
+from maskclassifier.core.errors import ImageError, ModelLoadError
+from maskclassifier.core.images import load_image
+from maskclassifier.classifier.onnx_backend import INT8_SECTION, OnnxBackend, load_onnx_backend
+from maskclassifier.core.sidecar import read_sidecar, sha256_file, sidecar_path
 
 FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
 CALIBRATE_METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
@@ -182,7 +182,7 @@ def quantize(float_path: Path, files: list[Path], per_channel: bool = True, quan
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m maskclassifier.quantize_onnx", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m maskclassifier.modelfiles.quantize_onnx", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="the float ONNX twin (models/export.onnx)")
     parser.add_argument("--csv", type=Path, required=True, help="labelled CSV (fname, is_valid): calibration images")

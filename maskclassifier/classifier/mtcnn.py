@@ -1,8 +1,8 @@
 """The MTCNN face detector run by facenet-pytorch itself (torch), bounded in time and work.
 
-The app serves the torch-free twin, `maskclassifier.mtcnn_onnx`, which finds the same faces faster (see
+The app serves the torch-free twin, `maskclassifier.classifier.mtcnn_onnx`, which finds the same faces faster (see
 BENCHMARKS.md); this one is the reference the tests compare it with, and `load_detector("torch")` still serves it.
-Imports torch: only `maskclassifier.faces.load_detector` imports this module, and only when asked for it.
+Imports torch: only `maskclassifier.classifier.faces.load_detector` imports this module, and only when asked for it.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from facenet_pytorch.models.utils.detect_face import detect_face
 from PIL import Image
 from torch import nn
 
-from maskclassifier.capacity import Deadline
-from maskclassifier.facebox import FaceScan, face_scan
-from maskclassifier.images import shrunk
-from maskclassifier.mtcnn_onnx import DETECTION_MAX_SIDE, MAX_CANDIDATES_PER_SCALE, MIN_FACE_SIZE, MIN_SCORE
+from maskclassifier.core.capacity import Deadline
+from maskclassifier.core.facebox import FaceScan, face_scan
+from maskclassifier.core.images import shrunk
+from maskclassifier.classifier.mtcnn_onnx import DETECTION_MAX_SIDE, MAX_CANDIDATES_PER_SCALE, MIN_FACE_SIZE, MIN_SCORE
 
 # The bounds and thresholds are the torch-free detector's, so that both find the same faces (and the tests compare
 # them): the photo is shrunk to DETECTION_MAX_SIDE, faces from MIN_FACE_SIZE px are looked for, boxes under

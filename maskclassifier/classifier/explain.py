@@ -15,7 +15,7 @@ Two methods, one per backend:
 
 Both maps cover what the model saw, `Explanation.box`: the item Resize's centre crop of the photo, not the parts of
 a wide photo that the crop cuts off; for a photo the classifier answers from one of its square views (more than
-VIEWS_ASPECT:1, see `maskclassifier.model`), that view. Values are scaled to 0..1 (Grad-CAM: from its smallest to
+VIEWS_ASPECT:1, see `maskclassifier.classifier.classifier`), that view. Values are scaled to 0..1 (Grad-CAM: from its smallest to
 its largest value, as pytorch-grad-cam does; occlusion: by its largest value); a map whose every value is 0 means
 no part of the photo raised the category's score more than another.
 
@@ -30,11 +30,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
-from maskclassifier.capacity import Deadline
-from maskclassifier.categories import category as category_facts
-from maskclassifier.images import shrunk
-from maskclassifier.model import VIEWS_ASPECT, Classifier, answering_view, square_views
-from maskclassifier.resize import fastai_crop_box
+from maskclassifier.core.capacity import Deadline
+from maskclassifier.core.categories import category as category_facts
+from maskclassifier.core.images import shrunk
+from maskclassifier.classifier.classifier import VIEWS_ASPECT, Classifier, answering_view, square_views
+from maskclassifier.core.resize import fastai_crop_box
 
 OCCLUSION_GRID = 5  # cells per side: 26 forward passes, about 1.1 s for the shipped model on one core
 OCCLUSION_BATCH = 8  # copies per forward pass (as model.MAX_BATCH, for the same memory bound)
@@ -132,8 +132,8 @@ def _seen_box(image: Image.Image, item_width: int, item_height: int,
 
 
 def _fastai_seen_box(backend, image: Image.Image) -> tuple[int, int, int, int]:
-    from maskclassifier.pipeline import Crop, PipelineError, item_resize
-    from maskclassifier.resize import size_hw
+    from maskclassifier.classifier.pipeline import Crop, PipelineError, item_resize
+    from maskclassifier.core.resize import size_hw
 
     direct = backend.direct
     if direct is None:  # served through fastai's own DataLoader: its item Resize, if it can be read

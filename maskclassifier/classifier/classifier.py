@@ -16,10 +16,10 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from maskclassifier.config import full_install
-from maskclassifier.errors import ModelLoadError
-from maskclassifier.images import load_image
-from maskclassifier.sidecar import DEFAULT_THRESHOLD, DEFAULT_TTA, Sidecar, read_sidecar, resolve, sha256_file, sidecar_path
+from maskclassifier.core.config import full_install
+from maskclassifier.core.errors import ModelLoadError
+from maskclassifier.core.images import load_image
+from maskclassifier.core.sidecar import DEFAULT_THRESHOLD, DEFAULT_TTA, Sidecar, read_sidecar, resolve, sha256_file, sidecar_path
 
 # Images classified in one forward pass. A photo's 50 faces in one batch raised the worker's peak memory by
 # 780 MB (MobileNetV2's activations at 256 px are about 15 MB an image); batches of 8 are as fast on the CPU.
@@ -229,7 +229,7 @@ def _check_python_version(model_path: Path, sidecar: Sidecar) -> None:
 def _load_backend(path: Path, sidecar: Sidecar | None, torch_threads: int | None,
                   onnx_precision: str | None, threshold: float) -> Backend:
     if path.suffix == ".onnx":
-        from maskclassifier.onnx import load_onnx_backend
+        from maskclassifier.classifier.onnx_backend import load_onnx_backend
 
         recorded = sidecar.onnx_int8 if sidecar else None
         serve_int8 = "int8" if isinstance(recorded, dict) and recorded.get("serve") is True else None
@@ -241,7 +241,7 @@ def _load_backend(path: Path, sidecar: Sidecar | None, torch_threads: int | None
     if not full_install():
         raise ModelLoadError(f"{path} is a fastai export, which needs the full install (requirements.txt); this is "
                              f"the slim install: serve its ONNX twin with MODEL_PATH={path.with_suffix('.onnx')}")
-    from maskclassifier.fastai_backend import load_fastai_backend
+    from maskclassifier.classifier.fastai_backend import load_fastai_backend
 
     return load_fastai_backend(path, torch_threads)
 

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
 
-from maskclassifier.errors import ModelLoadError
-from maskclassifier.tta import TTA_CHOICES
+from maskclassifier.core.errors import ModelLoadError
+from maskclassifier.core.tta import TTA_CHOICES
 
 DEFAULT_THRESHOLD = 0.5  # without a sidecar: fastai's own default for accuracy_multi and MultiLabel losses
 DEFAULT_TTA = "none"
@@ -35,7 +35,7 @@ class Sidecar:
     original notebook's way) has no sidecar, and serving then falls back to the defaults.
 
     `preprocessing` says what the learner does before its model (presize, resize_method, size, normalize, and for
-    the ONNX graph its batch steps); `metrics` are the validation figures at `threshold` (maskclassifier.metrics);
+    the ONNX graph its batch steps); `metrics` are the validation figures at `threshold` (maskclassifier.training.metrics);
     `training` the run's options, data and timing; `onnx` the ONNX twin's file, digest and parity check;
     `onnx_int8` its int8 quantization's file, digest, source and calibration.
     """
@@ -53,7 +53,7 @@ class Sidecar:
     versions: dict = field(default_factory=dict)  # python, fastai, torch at training
     created: str | None = None  # ISO 8601, UTC
     onnx: dict | None = None
-    onnx_int8: dict | None = None  # the int8 twin of the ONNX file (python -m maskclassifier.quantize_onnx)
+    onnx_int8: dict | None = None  # the int8 twin of the ONNX file (python -m maskclassifier.modelfiles.quantize_onnx)
     extra: dict = field(default_factory=dict)  # keys this version does not know, kept when the file is rewritten
 
     @classmethod

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from fastai.learner import Learner
 
-from maskclassifier.errors import ModelLoadError
+from maskclassifier.core.errors import ModelLoadError
 
 
 def read_learner(path: Path) -> Learner:
@@ -30,6 +30,11 @@ def read_learner(path: Path) -> Learner:
             raise ModelLoadError(
                 f"{path} was exported with fastai < 2.8 (it needs fastcore.transform/dispatch, gone in fastai 2.8); "
                 "retrain it with this project's fastai 2.8.12 (python -m maskclassifier.train)"
+            ) from None
+        if (exc.name or "").split(".")[0] == "maskclassifier":  # project code it names by reference has moved
+            raise ModelLoadError(
+                f"{path} refers to this project's module {exc.name!r}, which no longer exists; rewrite it with: "
+                f"python -m maskclassifier.training.repack {path}"
             ) from None
         raise ModelLoadError(f"{path} needs the Python module {exc.name!r}, which is not installed") from None
     except AttributeError as exc:

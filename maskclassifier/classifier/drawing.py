@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from maskclassifier.categories import UNSURE_COLOUR, category
-from maskclassifier.facebox import Face
-from maskclassifier.images import shrunk
-from maskclassifier.model import Prediction
+from maskclassifier.core.categories import UNSURE_COLOUR, category
+from maskclassifier.core.facebox import Face
+from maskclassifier.core.images import shrunk
+from maskclassifier.classifier.classifier import Prediction
 
 ANNOTATED_MAX_SIDE = 1600  # long side of the annotated photo (page and /api/annotate)
 CAPTION_LABELS = 2  # labels written on the photo per face; the page's table lists them all

@@ -1,8 +1,8 @@
 """Per-face mode: find every face in a photo and classify each crop (drawing the answers is `drawing`'s job).
 
-The detector is MTCNN. The app runs its torch-free form (`maskclassifier.mtcnn_onnx`: facenet-pytorch's three
+The detector is MTCNN. The app runs its torch-free form (`maskclassifier.classifier.mtcnn_onnx`: facenet-pytorch's three
 networks exported to ONNX in models/mtcnn/, the rest in NumPy), in the full and the slim install alike; it finds
-the same faces as facenet-pytorch's own (`maskclassifier.mtcnn`, torch), and faster (BENCHMARKS.md). Both are
+the same faces as facenet-pytorch's own (`maskclassifier.classifier.mtcnn`, torch), and faster (BENCHMARKS.md). Both are
 imported only by `load_detector`. Without a detector (`load_detector` returns None: the ONNX files missing and no
 torch) `analyse` answers per-face requests with `FacesUnavailable`.
 """
@@ -15,10 +15,10 @@ from typing import Protocol
 
 from PIL import Image, ImageOps
 
-from maskclassifier.capacity import Deadline, OutOfTime
-from maskclassifier.facebox import Face, FaceScan, face_crops, scaled_box
-from maskclassifier.images import shrunk
-from maskclassifier.model import Classifier, Prediction, combine
+from maskclassifier.core.capacity import Deadline, OutOfTime
+from maskclassifier.core.facebox import Face, FaceScan, face_crops, scaled_box
+from maskclassifier.core.images import shrunk
+from maskclassifier.classifier.classifier import Classifier, Prediction, combine
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ class FacesUnavailable(RuntimeError):
 
 
 class FaceDetector(Protocol):
-    """What per-face mode needs of a detector (`maskclassifier.mtcnn_onnx.OnnxMtcnnDetector`, or
-    `maskclassifier.mtcnn.MtcnnDetector`)."""
+    """What per-face mode needs of a detector (`maskclassifier.classifier.mtcnn_onnx.OnnxMtcnnDetector`, or
+    `maskclassifier.classifier.mtcnn.MtcnnDetector`)."""
 
     def detect(self, image: Image.Image, deadline: Deadline | None = None) -> FaceScan:
         """Faces in reading order, at most MAX_FACES; raises OutOfTime when `deadline` passes first."""
@@ -67,15 +67,15 @@ def load_detector(threads: int | None = None, kind: str = "onnx") -> FaceDetecto
     if kind not in DETECTORS:
         raise ValueError(f"unknown detector {kind!r}; one of {', '.join(DETECTORS)}")
     if kind == "onnx":
-        from maskclassifier.mtcnn_onnx import MODEL_DIR, onnx_mtcnn_detector
+        from maskclassifier.classifier.mtcnn_onnx import MODEL_DIR, onnx_mtcnn_detector
         missing = [name for name in ("pnet", "rnet", "onet") if not (MODEL_DIR / f"{name}.onnx").is_file()]
         if missing:
-            logger.warning("per-face mode is off: %s missing in %s (python -m maskclassifier.export_mtcnn writes "
+            logger.warning("per-face mode is off: %s missing in %s (python -m maskclassifier.modelfiles.export_mtcnn writes "
                            "them)", ", ".join(f"{name}.onnx" for name in missing), MODEL_DIR)
             return None
         return onnx_mtcnn_detector(threads)
     try:
-        from maskclassifier.mtcnn import mtcnn_detector
+        from maskclassifier.classifier.mtcnn import mtcnn_detector
     except ImportError as exc:
         logger.warning("the torch face detector is not available: %s is not installed (the full install has it)",
                        exc.name)

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from maskclassifier.errors import ConfigError
-from maskclassifier.tta import TTA_CHOICES
+from maskclassifier.core.errors import ConfigError
+from maskclassifier.core.tta import TTA_CHOICES
 
 DEFAULT_MODEL_PATH = Path("models/export.pkl")
 SLIM_MODEL_PATH = DEFAULT_MODEL_PATH.with_suffix(".onnx")  # what the slim install (no fastai) serves by default

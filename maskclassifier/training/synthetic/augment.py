@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from maskclassifier.training import renderings
+from maskclassifier.training.synthetic import renderings
 from maskclassifier.training.dataset import ImageReader
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """fastai's validation pipeline, read from a learner and rebuilt without fastai's DataLoader.
 
 fastai's inference pipeline has two halves. The item transforms (Resize with method='crop') run in Pillow, so
-they are repeated with Pillow (`maskclassifier.resize`) and give the same pixels. The batch transforms (float
+they are repeated with Pillow (`maskclassifier.core.resize`) and give the same pixels. The batch transforms (float
 conversion, the resamples to `size` that the augmentation transforms still do on the validation split,
 normalisation) run in torch; here they become small torch modules, in pipeline order. The fastai backend runs
 them directly instead of building a `test_dl` per request, and the ONNX export bakes them into its graph. A
@@ -21,7 +21,7 @@ from fastai.vision.augment import AffineCoordTfm, RandomResizedCropGPU, Resize, 
 from PIL import Image
 from torch import nn
 
-from maskclassifier.resize import ItemResize, item_resize_from
+from maskclassifier.core.resize import ItemResize, item_resize_from
 
 
 class PipelineError(RuntimeError):
@@ -172,7 +172,7 @@ def batch_steps(after_batch, in_hw: tuple[int, int], exact: bool = False) -> tup
             steps.append(Standardise(tfm.mean, tfm.std))
         elif not _train_only(tfm):
             raise PipelineError(f"batch transform {tfm!r} runs at inference and has no equivalent outside fastai "
-                                "here; remove it from batch_tfms or extend maskclassifier.pipeline")
+                                "here; remove it from batch_tfms or extend maskclassifier.classifier.pipeline")
     return steps, hw
 
 

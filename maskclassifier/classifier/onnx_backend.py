@@ -17,12 +17,12 @@ import onnxruntime
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from PIL import Image
 
-from maskclassifier.errors import ModelLoadError
-from maskclassifier.sidecar import Sidecar, sha256_file, sidecar_path
-from maskclassifier.tta import average_mirrored
-from maskclassifier.resize import ItemResize, item_resize_from, size_hw
+from maskclassifier.core.errors import ModelLoadError
+from maskclassifier.core.sidecar import Sidecar, sha256_file, sidecar_path
+from maskclassifier.core.tta import average_mirrored
+from maskclassifier.core.resize import ItemResize, item_resize_from, size_hw
 
-INT8_SECTION = "onnx_int8"  # the sidecar's record of the int8 twin (python -m maskclassifier.quantize_onnx)
+INT8_SECTION = "onnx_int8"  # the sidecar's record of the int8 twin (python -m maskclassifier.modelfiles.quantize_onnx)
 PRECISIONS = ("float", "int8")
 # An int8 answer with any category's probability this close to the threshold is answered by the float model
 # instead: int8 moves probabilities by up to about 0.3, but labels only change where they were near the threshold.
@@ -122,7 +122,7 @@ def _check_signature(path: Path, session: onnxruntime.InferenceSession, resize: 
 def _int8_twin(path: Path, sidecar: Sidecar) -> Path:
     """The int8 file the sidecar records for the float `path`, checked; ModelLoadError with the command otherwise."""
     section = sidecar.onnx_int8
-    hint = f"quantize it with: python -m maskclassifier.quantize_onnx {path} --csv LABELS.csv"
+    hint = f"quantize it with: python -m maskclassifier.modelfiles.quantize_onnx {path} --csv LABELS.csv"
     if not isinstance(section, dict) or not isinstance(section.get("file"), str):
         raise ModelLoadError(f"int8 inference was asked for, but {sidecar_path(path)} records no int8 twin of "
                              f"{path.name}; {hint}")

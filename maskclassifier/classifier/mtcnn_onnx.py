@@ -1,10 +1,10 @@
 """The MTCNN face detector without torch: its three networks run in ONNX Runtime, the rest is NumPy.
 
-The networks are facenet-pytorch's, exported by `python -m maskclassifier.export_mtcnn` to models/mtcnn/ (MIT,
+The networks are facenet-pytorch's, exported by `python -m maskclassifier.modelfiles.export_mtcnn` to models/mtcnn/ (MIT,
 see LICENCE.md there). Everything around them repeats facenet-pytorch 2.6.0's `detect_face` step by step: the
 image pyramid (area resampling, which is an adaptive average pool), P-Net's candidate windows, NMS within each
 scale (IoU 0.5) and across scales (0.7), box regression, squaring, R-Net on 24 px crops (NMS 0.7), O-Net on 48 px
-crops, and the final NMS over the smaller box (0.7). It keeps the bounds of `maskclassifier.mtcnn`: the deadline is
+crops, and the final NMS over the smaller box (0.7). It keeps the bounds of `maskclassifier.classifier.mtcnn`: the deadline is
 checked before every network runs, and P-Net passes on at most MAX_CANDIDATES_PER_SCALE windows per scale.
 
 Differences from facenet-pytorch, none of which changes a face found in the tests' photos: the float16-stored
@@ -22,12 +22,12 @@ import numpy as np
 import onnxruntime
 from PIL import Image
 
-from maskclassifier.capacity import Deadline
-from maskclassifier.errors import ModelLoadError
-from maskclassifier.facebox import FaceScan, face_scan
-from maskclassifier.images import shrunk
+from maskclassifier.core.capacity import Deadline
+from maskclassifier.core.errors import ModelLoadError
+from maskclassifier.core.facebox import FaceScan, face_scan
+from maskclassifier.core.images import shrunk
 
-MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "mtcnn"
+MODEL_DIR = Path(__file__).resolve().parent.parent.parent / "models" / "mtcnn"
 DETECTION_MAX_SIDE = 1280  # the photo is shrunk to this long side for detection (MTCNN time grows with pixels)
 MIN_FACE_SIZE = 20  # pixels at detection scale: ~60 px in a 4000 px wide photo
 MIN_SCORE = 0.9  # MTCNN's own last stage keeps boxes above 0.7; below 0.9 they are mostly patterns, not faces
@@ -194,7 +194,7 @@ def crops(table: np.ndarray, bounds: np.ndarray, size: int) -> np.ndarray:
 class OnnxMtcnnDetector:
     """MTCNN on a shrunk copy of the photo, boxes scaled back to the photo's own pixels; no torch.
 
-    Same interface and bounds as `maskclassifier.mtcnn.MtcnnDetector` (see `maskclassifier.faces.FaceDetector`).
+    Same interface and bounds as `maskclassifier.classifier.mtcnn.MtcnnDetector` (see `maskclassifier.classifier.faces.FaceDetector`).
     """
 
     def __init__(self, sessions: dict[str, onnxruntime.InferenceSession]):
@@ -265,7 +265,7 @@ class OnnxMtcnnDetector:
 
 def onnx_mtcnn_detector(threads: int | None = None, model_dir: Path = MODEL_DIR) -> OnnxMtcnnDetector:
     """The detector with its three networks loaded from `model_dir`; ModelLoadError when a file is missing or
-    unreadable (re-create them with `python -m maskclassifier.export_mtcnn`, in the full install)."""
+    unreadable (re-create them with `python -m maskclassifier.modelfiles.export_mtcnn`, in the full install)."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, every core
     options.inter_op_num_threads = 1
@@ -280,5 +280,5 @@ def onnx_mtcnn_detector(threads: int | None = None, model_dir: Path = MODEL_DIR)
             sessions[name] = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises several unrelated types; one line for each
             raise ModelLoadError(f"cannot load the face detector's {path} ({str(exc).strip().splitlines()[0]}); "
-                                 "re-create it with: python -m maskclassifier.export_mtcnn") from None
+                                 "re-create it with: python -m maskclassifier.modelfiles.export_mtcnn") from None
     return OnnxMtcnnDetector(sessions)

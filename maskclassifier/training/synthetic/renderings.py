@@ -14,7 +14,7 @@ frame at a bounded resolution (at most `MAX_UNIT_PX` pixels per face unit), then
 with alpha, so a call costs about the same on any photo size.
 
 Face frame: the origin is the box centre and the unit `s` is the mean of the box's width and height, so the box
-spans about -0.5..0.5 both ways. MTCNN's box (maskclassifier.facebox.Face.box) reaches about from the eyebrows to
+spans about -0.5..0.5 both ways. MTCNN's box (maskclassifier.core.facebox.Face.box) reaches about from the eyebrows to
 the chin and from ear to ear: in that frame the eyes sit near v = -0.12 (u = +-0.2), the nose tip near v = 0.12,
 the mouth near v = 0.28 and the chin near v = 0.5 (read off faces of the project's dataset with their boxes).
 """

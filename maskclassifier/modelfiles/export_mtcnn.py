@@ -1,6 +1,6 @@
 """Export MTCNN's three networks (P-Net, R-Net, O-Net) to ONNX, for the torch-free face detector.
 
-    python -m maskclassifier.export_mtcnn [--out models/mtcnn]
+    python -m maskclassifier.modelfiles.export_mtcnn [--out models/mtcnn]
 
 The weights are facenet-pytorch 2.6.0's (`pnet.pt`, `rnet.pt`, `onet.pt` inside its wheel, MIT licence, which is
 copied next to the files as LICENCE.md). Each network is exported with its softmax, as facenet-pytorch runs it:
@@ -14,7 +14,7 @@ copied next to the files as LICENCE.md). Each network is exported with its softm
 The weights are stored as float16 (each Cast to float32 once, when ONNX Runtime loads the graph and folds the
 constants) so the three files take about 1 MB instead of 2 MB: models/ must stay under 25 MB in all. Rounding
 them moves the networks' outputs by about 1e-3; each export is checked against the torch network on random
-inputs and refused above PARITY_TOLERANCE. The pyramid, NMS and box regression are `maskclassifier.mtcnn_onnx`'s.
+inputs and refused above PARITY_TOLERANCE. The pyramid, NMS and box regression are `maskclassifier.classifier.mtcnn_onnx`'s.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 from onnx import helper, numpy_helper
 from torch import nn
 
-OUT_DIR = Path(__file__).resolve().parent.parent / "models" / "mtcnn"
+OUT_DIR = Path(__file__).resolve().parent.parent.parent / "models" / "mtcnn"
 OPSET = 18
 PARITY_TOLERANCE = 5e-3  # largest absolute difference in any output; float16 weights alone give about 1e-3
 PROBE_SIZES = {"pnet": (37, 53), "rnet": (24, 24), "onet": (48, 48)}
@@ -99,7 +99,7 @@ def licence_text() -> str:
     return (f"# Licence of the MTCNN weights in this folder\n\n"
             f"`pnet.onnx`, `rnet.onnx` and `onet.onnx` hold the weights of facenet-pytorch "
             f"{distribution.version} (`facenet_pytorch/data/*.pt`, shipped inside its wheel), converted to ONNX "
-            f"with `python -m maskclassifier.export_mtcnn` (weights stored as float16). facenet-pytorch is published "
+            f"with `python -m maskclassifier.modelfiles.export_mtcnn` (weights stored as float16). facenet-pytorch is published "
             f"under the MIT licence:\n\n" + Path(distribution.locate_file(licence)).read_text())
 
 
@@ -124,7 +124,7 @@ def export(out: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m maskclassifier.export_mtcnn", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m maskclassifier.modelfiles.export_mtcnn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=OUT_DIR, help=f"folder to write into (default: {OUT_DIR})")
     args = parser.parse_args(argv)

@@ -1,0 +1,1 @@
+"""Training-time drawing (Pillow and NumPy only): the changes labels survive, and synthetic masks over a face box."""
