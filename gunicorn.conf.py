@@ -29,7 +29,7 @@ threads = _whole_number("GUNICORN_THREADS", 32, 1, 256)
 # gthread, with a deadline on every read (maskclassifier/web/worker.py): a slow or stalled client holds one
 # thread for at most UPLOAD_TIMEOUT seconds instead of the whole worker, and the arbiter's heartbeat comes from the
 # worker's main loop, so a long request never gets the worker killed.
-worker_class = "maskclassifier.web.worker.DeadlineThreadWorker"
+worker_class = "maskclassifier.web.worker.FrontDoorWorker"
 # No preload: the model must be loaded (and torch initialised) in each worker after the fork,
 # otherwise torch's thread pools are forked half-initialised and the workers hang.
 preload_app = False

@@ -15,7 +15,13 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from maskclassifier.core.errors import ImageError
 from maskclassifier.classifier.faces import MODES
 
-MULTIPART_OVERHEAD = 64 * 1024  # boundaries and headers around the file in a multipart body
+MULTIPART_OVERHEAD = 64 * 1024
+try:  # gunicorn's body readers raise these for a malformed chunked body (a bad chunk size, a missing CRLF)
+    from gunicorn.http.errors import ParseException
+
+    _BODY_ERRORS: tuple[type[Exception], ...] = (ParseException,)
+except ImportError:  # pragma: no cover - served without gunicorn
+    _BODY_ERRORS = ()  # boundaries and headers around the file in a multipart body
 
 
 class InMemoryRequest(Request):
@@ -63,7 +69,7 @@ def buffer_body() -> None:
             received += len(chunk)
         timed_out = getattr(sock, "read_timed_out", False)
         complete = received >= wanted or (length is None and not timed_out)  # a chunked body ends itself
-    except OSError:  # gunicorn's NoMoreData: a chunked body cut short
+    except (OSError, *_BODY_ERRORS):  # gunicorn's NoMoreData, or a chunked body whose framing is broken
         timed_out, complete = getattr(sock, "read_timed_out", False), False
     if complete and set_deadline is not None:
         set_deadline(None)  # else it stays passed, so gunicorn drains nothing more and closes the connection
@@ -71,7 +77,8 @@ def buffer_body() -> None:
         if timed_out:
             raise _upload_timeout()
         raise ImageError(400, "upload_incomplete",
-                         "The upload stopped before the whole photo arrived. Please try again.")
+                         "The upload stopped before the whole photo arrived, or its chunked encoding was broken. "
+                         "Please try again.")
     if received > limit:
         raise RequestEntityTooLarge()
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -1,29 +1,49 @@
-"""gunicorn's threaded worker with read deadlines, so that slow or stalled clients cost a thread, never the worker.
+"""gunicorn's threaded worker with a front door: slow or stalled clients cost a socket, never a thread.
 
 gunicorn's `gthread` worker serves each connection on a thread of a pool while its main loop keeps answering the
-arbiter's heartbeat, so a slow upload no longer blocks every other request (as the sync worker did) and cannot get
-the worker killed. It still reads with no time limit: a client that sends its headers a line every few seconds, or
-its body a byte at a time, would hold a thread for ever. Here each connection's socket is wrapped in a
-DeadlineSocket: the request line and headers must arrive within HEADER_TIMEOUT_S of the thread starting to read
-them, and the web app (`maskclassifier.web.uploads.buffer_body`) gives the body its own deadline (UPLOAD_TIMEOUT) through
-`set_read_deadline`. A read past a deadline returns end-of-file, which gunicorn treats as a client that went away.
+arbiter's heartbeat, but a thread reads the request with blocking calls: 32 clients sending their bodies at 1 byte/s
+held all 32 threads for the whole upload deadline, and every other request, /healthz included, waited. Here the
+main loop reads each request, line, headers and body, without blocking (`maskclassifier.web.frontdoor.Arrival`)
+and hands the connection to a thread only once the whole request is in memory, so a thread never waits for a
+client. The door also answers what the app must not see (too slow, too large, malformed, too many uploads from one
+address, the body budget spent) with the app's JSON errors, and gunicorn's own error pages (400, 414, 431) become
+the same JSON with the app's security headers. Closing a connection after a refusal lingers in the event loop
+instead of blocking it.
 
-Used by gunicorn.conf.py as `worker_class = "maskclassifier.web.worker.DeadlineThreadWorker"`.
+Each socket is still wrapped in a DeadlineSocket whose reads give up after a deadline: should gunicorn's parser ever
+want more than the door saw as the whole request, a thread waits HEADER_TIMEOUT_S at most, not for ever.
+
+Used by gunicorn.conf.py as `worker_class = "maskclassifier.web.worker.FrontDoorWorker"`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
+import errno
+import selectors
 import socket
 import time
+from functools import partial
 from typing import Any
 
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.http.message import _ip_in_allow_list
+from gunicorn.workers.gthread import TConn, ThreadWorker
 
-# Request line and headers: a phone on a weak network sends them in one or two packets, well within this.
-HEADER_TIMEOUT_S = 10.0
+from maskclassifier.web.errors import SECURITY_HEADERS
+from maskclassifier.web.frontdoor import (CLIENT_SHARE, HEADER_TIMEOUT_S, READ_SIZE, Arrival, DoorPolicy, Refusal,
+                                         error_response)
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# After a refusal, the rest of what the client is sending is read and dropped for at most this long (and this
+# much) before the socket is closed: closing with unread data makes the kernel send a reset, which can destroy the
+# answer before the client reads it (RFC 9112, 9.6). gunicorn's own close does this with blocking reads on the main
+# loop, which stalled every other connection for up to 2 s a time.
+LINGER_S = 2.0
+LINGER_BYTES = 256 * 1024
+# gunicorn's own error pages, by status: the code the app's JSON gives them.
+GUNICORN_ERROR_CODES = {400: "malformed_request", 403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
+                        431: "headers_too_large", 501: "not_implemented", 500: "internal_error"}
 # glibc's allocator gives each thread that allocates its own arena (up to 8 per core) and keeps what is freed in
 # it; buffers over a threshold that grows to 32 MB with use come straight from the kernel and go straight back.
 # With 32 threads taking turns to decode photos, each arena kept the high-water mark of the photos it had seen: in a
@@ -69,37 +89,32 @@ def reuse_image_blocks() -> None:
     Image.core.set_blocks_max(PILLOW_BLOCKS_MAX)
 
 
-def _timeout_response() -> bytes:
-    body = json.dumps({"error": "request_timeout",
-                       "message": "The request's headers did not arrive in time. Please try again."}).encode()
-    return (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-
 
 class DeadlineSocket:
     """A client socket whose reads give up (return b"") once `deadline` (time.monotonic()) has passed.
 
-    Everything but `recv` is the wrapped socket's own, so gunicorn's poller, writes and close work unchanged.
-    Only the thread that serves the connection touches it, so the deadline needs no lock.
+    Everything but `recv` and `send` is the wrapped socket's own, so gunicorn's poller, writes and close work
+    unchanged. Only one thread at a time (the main loop's reads, or the thread serving a request) touches it.
     """
 
     def __init__(self, sock: socket.socket):
         self._sock = sock
         self.deadline: float | None = None
         self.read_timed_out = False
-        self.received = 0  # bytes read since the deadline was last set
-        self.in_headers = False  # the worker is reading a request's line and headers, not the app its body
+        self.continue_sent = False  # the door has answered "Expect: 100-continue"; gunicorn must not again
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
-    def start_headers(self, deadline: float) -> None:
-        """Called by the worker before it reads a request: `deadline` is for the request line and headers."""
-        self.deadline, self.read_timed_out, self.received, self.in_headers = deadline, False, 0, True
-
     def set_read_deadline(self, deadline: float | None) -> None:
-        """Called by the app for the body (None: no limit); from then on the headers have arrived."""
-        self.deadline, self.read_timed_out, self.received, self.in_headers = deadline, False, 0, False
+        """None: no limit. The app calls it for the body (now always in memory already)."""
+        self.deadline, self.read_timed_out = deadline, False
+
+    def send(self, data: bytes, *flags: int) -> int:
+        if self.continue_sent and bytes(data) == CONTINUE:
+            self.continue_sent = False
+            return len(data)
+        return self._sock.send(data, *flags)
 
     def recv(self, size: int, *flags: int) -> bytes:
         if self.deadline is None:
@@ -111,47 +126,291 @@ class DeadlineSocket:
         previous = self._sock.gettimeout()
         self._sock.settimeout(remaining)
         try:
-            data = self._sock.recv(size, *flags)
+            return self._sock.recv(size, *flags)
         except TimeoutError:
             self.read_timed_out = True
             return b""
         finally:
             self._sock.settimeout(previous)
-        self.received += len(data)
-        return data
 
 
-class DeadlineThreadWorker(ThreadWorker):
-    """gthread with a deadline on every read: HEADER_TIMEOUT_S for the request line and headers, then whatever
-    the app sets for the body; a client that sent part of a request before its deadline gets a JSON 408."""
+class _Captured:
+    """Takes what gunicorn's handle_error writes (its HTML page), so the worker can answer in JSON instead."""
+
+    def __init__(self):
+        self.data = b""
+
+    def gettimeout(self) -> float:
+        return 0.0
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def send(self, data: bytes) -> int:
+        self.data += bytes(data)
+        return len(data)
+
+    def sendall(self, data: bytes) -> None:
+        self.data += bytes(data)
+
+
+class FrontDoorWorker(ThreadWorker):
+    """gthread whose main loop reads every request whole (`Arrival`) before a thread serves it."""
 
     def init_process(self) -> None:
         if not limit_allocator_retention():
             self.log.warning("could not limit the C allocator's arenas: memory may grow with the threads")
         reuse_image_blocks()
-        super().init_process()
+        self.arrivals: set[TConn] = set()
+        self.lingering: dict[TConn, tuple[float, int]] = {}
+        self.uploads_by_client: dict[str, tuple[int, int]] = {}  # uploads, bytes reserved
+        self.reserved = 0
+        super().init_process()  # loads the app, then runs the loop
 
-    def enqueue_req(self, conn) -> None:
-        if not isinstance(conn.sock, DeadlineSocket):
-            conn.sock = DeadlineSocket(conn.sock)
-        super().enqueue_req(conn)
+    def run(self) -> None:
+        self.policy = self._door_policy()
+        super().run()
 
-    def handle(self, conn):
-        sock: DeadlineSocket = conn.sock
-        sock.start_headers(time.monotonic() + HEADER_TIMEOUT_S)
+    def _door_policy(self) -> DoorPolicy:
+        """The app's body limit and upload deadline (Flask's config), else Werkzeug-like defaults."""
+        config = getattr(self.wsgi, "config", {})
+        settings = config.get("SETTINGS")
+        return DoorPolicy(max_body_bytes=int(config.get("MAX_CONTENT_LENGTH") or 16 * 1024 * 1024),
+                          upload_timeout_s=float(getattr(settings, "upload_timeout_s", 60.0)))
+
+    # Connections arriving: read in the loop --------------------------------------------------------------------
+
+    def accept(self, listener) -> None:
         try:
-            result = super().handle(conn)
-            if result is False and sock.in_headers and sock.read_timed_out and sock.received:
-                self._send_timeout(sock)  # part of a request came, too slowly; no answer was sent yet
-            return result
-        finally:
-            sock.set_read_deadline(None)
+            client_sock, client_addr = listener.accept()
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())  # non-blocking
+        conn.sock = DeadlineSocket(conn.sock)
+        self._start_arrival(conn)
 
-    def _send_timeout(self, sock: DeadlineSocket) -> None:
-        """Best effort: the client may already be gone."""
+    def on_client_socket_readable(self, conn, client) -> None:
+        """A kept-alive connection sends its next request: read it in the loop too."""
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self._start_arrival(conn)
+        self._read_arrival(conn, client)
+
+    def _start_arrival(self, conn, leftover: bytes = b"") -> None:
+        conn.arrival = None
+        self.arrivals.add(conn)
+        conn.sock.setblocking(False)
         try:
-            sock.settimeout(2)
-            sock.sendall(_timeout_response())
+            conn.arrival = Arrival(self.policy, time.monotonic(), leftover)
+            self._admit(conn)
+        except Refusal as refusal:
+            self._refuse(conn, refusal)
+            return
+        if conn.arrival.complete:
+            self._dispatch(conn)
+        else:
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._read_arrival, conn))
+
+    def _read_arrival(self, conn, _sock) -> None:
+        arrival: Arrival = conn.arrival
+        try:
+            data = conn.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client went away; nobody to answer
+            self._drop(conn)
+            return
+        try:
+            arrival.feed(data, time.monotonic())
+            self._admit(conn)
+        except Refusal as refusal:
+            self._refuse(conn, refusal)
+            return
+        if arrival.complete:
+            self._dispatch(conn)
+
+    def _admit(self, conn) -> None:
+        """Once a request's headers are in: its client's uploads and the body budget, and "100 Continue"."""
+        arrival: Arrival = conn.arrival
+        if arrival.head is None or arrival.client:
+            return
+        arrival.client = self._client_key(conn, arrival)
+        reservation = arrival.body_reservation()
+        if reservation:
+            uploads, reserved = self.uploads_by_client.get(arrival.client, (0, 0))
+            if (uploads >= self.policy.per_client_uploads
+                    or reserved + reservation > self.policy.buffer_budget_bytes * CLIENT_SHARE):
+                raise Refusal(503, "busy", "Too many uploads are in progress from your network. Please wait for "
+                                           "them to finish and try again.", retry_after_s=10)
+            if self.reserved + reservation > self.policy.buffer_budget_bytes:
+                raise Refusal(503, "busy", "The server is receiving too many photos right now. "
+                                           "Please try again in a few seconds.", retry_after_s=5)
+            self.uploads_by_client[arrival.client] = (uploads + 1, reserved + reservation)
+            self.reserved += reservation
+            arrival.reserved = reservation
+        if arrival.wants_continue and not arrival.complete:
+            try:
+                conn.sock._sock.send(CONTINUE)
+                conn.sock.continue_sent = True
+            except OSError:
+                pass  # the client sends its body after a second or so anyway
+
+    def _client_key(self, conn, arrival: Arrival) -> str:
+        """X-Forwarded-For's last hop when the peer is a proxy gunicorn trusts (Heroku's router), else the peer."""
+        peer = conn.client[0] if isinstance(conn.client, tuple) else str(conn.client)
+        forwarded = arrival.header(b"x-forwarded-for")
+        if forwarded and _ip_in_allow_list(peer, self.cfg.forwarded_allow_ips, self.cfg.forwarded_allow_networks()):
+            return forwarded.decode("latin-1").rsplit(",", 1)[-1].strip() or peer
+        return peer
+
+    def _release(self, conn) -> None:
+        arrival: Arrival | None = getattr(conn, "arrival", None)
+        if arrival is None:
+            return
+        conn.arrival = None
+        if arrival.reserved:
+            self.reserved -= arrival.reserved
+            uploads, reserved = self.uploads_by_client.pop(arrival.client, (1, arrival.reserved))
+            if uploads > 1:
+                self.uploads_by_client[arrival.client] = (uploads - 1, reserved - arrival.reserved)
+
+    def _dispatch(self, conn) -> None:
+        """The whole request is in: gunicorn's parser reads it from memory on a thread."""
+        self._unregister(conn)
+        self.arrivals.discard(conn)
+        raw = bytes(conn.arrival.raw)
+        conn.arrival.raw = bytearray()  # the parser holds the bytes now
+        conn.init()  # creates the parser on a new connection (a kept-alive one has its own)
+        conn.parser.unreader.unread(raw)
+        conn.data_ready = True
+        self.enqueue_req(conn)
+
+    # Answers and closes in the loop --------------------------------------------------------------------------
+
+    def _refuse(self, conn, refusal: Refusal) -> None:
+        arrival = getattr(conn, "arrival", None)
+        self.log.info("refused a request from %s at the door: %s", getattr(arrival, "client", "") or conn.client,
+                      refusal)
+        self._send_quietly(conn, error_response(refusal.status, refusal.code, refusal.message, SECURITY_HEADERS,
+                                                refusal.retry_after_s))
+        self._linger(conn)
+
+    def _send_quietly(self, conn, data: bytes) -> None:
+        """Best effort without blocking: an error answer fits the socket's buffer; the client may be gone."""
+        try:
+            conn.sock._sock.send(data)
         except OSError:
             pass
-        self.log.info("closed a connection whose request did not arrive within %g s", HEADER_TIMEOUT_S)
+
+    def _linger(self, conn) -> None:
+        """Half-close, then drop what the client still sends for LINGER_S at most, in the loop."""
+        self._release(conn)
+        self._unregister(conn)
+        self.arrivals.discard(conn)
+        try:
+            conn.sock.setblocking(False)
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        self.lingering[conn] = (time.monotonic() + LINGER_S, 0)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._drain, conn))
+
+    def _drain(self, conn, _sock) -> None:
+        deadline, drained = self.lingering[conn]
+        try:
+            data = conn.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        drained += len(data)
+        if not data or drained >= LINGER_BYTES:
+            self._unregister(conn)
+            self.lingering.pop(conn, None)
+            self._close(conn)
+        else:
+            self.lingering[conn] = (deadline, drained)
+
+    def _drop(self, conn) -> None:
+        self._release(conn)
+        self._unregister(conn)
+        self.arrivals.discard(conn)
+        self._close(conn)
+
+    def _close(self, conn) -> None:
+        self.nr_conns -= 1
+        conn.close()
+
+    def _unregister(self, conn) -> None:
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def murder_pending(self) -> None:
+        """Each turn of the loop: arrivals that took too long, and lingering closes that are done."""
+        super().murder_pending()
+        now = time.monotonic()
+        for conn in list(self.arrivals):
+            arrival: Arrival | None = conn.arrival
+            if arrival is None:
+                continue
+            if not arrival.raw and (not self.alive or now - arrival.started > self.policy.header_timeout_s):
+                self._drop(conn)  # sent nothing: closed without an answer (and at once when the worker stops)
+                continue
+            refusal = arrival.overdue(now)
+            if refusal is not None:
+                self._refuse(conn, refusal)
+        for conn, (deadline, _) in list(self.lingering.items()):
+            if now >= deadline:
+                self._unregister(conn)
+                del self.lingering[conn]
+                self._close(conn)
+
+    def finish_request(self, conn, fs) -> None:
+        """A thread has answered: keep the connection for its next request (read by the door), or close it in the
+        loop. gunicorn's own version closes with blocking reads on the main loop and reads kept-alive requests on a
+        thread."""
+        self._release(conn)
+        try:
+            keep = bool(fs.result()) if not fs.cancelled() else False
+        except Exception:
+            keep = False
+        if keep and self.alive:
+            leftover = conn.parser.unreader.take_buffered()  # a pipelined next request
+            if leftover:
+                self._start_arrival(conn, leftover)
+                return
+            conn.sock.setblocking(False)
+            conn.set_timeout()
+            self.keepalived_conns.append(conn)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
+        elif keep:  # stopping: no next request
+            self._close(conn)
+        else:
+            self._linger(conn)
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        """gunicorn's own error pages (400 bad request line or chunk, 414, 431, 500) as the app's JSON errors."""
+        captured = _Captured()
+        super().handle_error(req, captured, addr, exc)  # classifies and logs as gunicorn does
+        try:
+            status = int(captured.data.split(b" ", 2)[1])
+        except (IndexError, ValueError):
+            status = 500
+        code = GUNICORN_ERROR_CODES.get(status, "bad_request")
+        message = ("Something went wrong on our side. Please try again." if status >= 500 and status != 501 else
+                   f"The request could not be read ({str(exc)[:200]}). Please upload the photo again.")
+        try:
+            client.setblocking(True)
+            client.settimeout(2)
+            client.sendall(error_response(status, code, message, SECURITY_HEADERS))
+        except OSError:
+            pass
+
