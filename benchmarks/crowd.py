@@ -1,7 +1,7 @@
 """A room of phones on conference Wi-Fi: slow uploads of big photos, group photos, hostile files and stalled sockets.
 
     .venv/bin/python -m benchmarks.crowd [--root DIR] [--model PATH] [--phones 20] [--duration 120] [--trickles 2]
-                                         [--seed 0] [--env KEY=VALUE ...]
+                                         [--attacker 0] [--seed 0] [--env KEY=VALUE ...]
 
 It starts the web command of DIR's Procfile (default: this checkout) with cwd DIR, this virtualenv's gunicorn,
 MODEL_PATH=--model (absolute), WEB_CONCURRENCY=1 and each --env KEY=VALUE (TORCH_NUM_THREADS, INFERENCE_SLOTS, ...),
@@ -21,7 +21,11 @@ body at that speed over a raw socket (Connection: close), read the whole answer 
 "Server time" runs from the last body byte sent to the end of the answer (waiting for a slot included), "total
 time" from connecting. `--trickles` more threads hold sockets open as a bad network or a slowloris would: half send
 a request line and then a header line every 2 s until the server closes, half connect and send nothing; each
-reconnects when closed. Requests under way when the duration ends are finished (each is bounded), then gunicorn is
+reconnects when closed. `--attacker N` adds one hostile laptop: N connections that send a photo upload's headers
+(Content-Length 300 KB) and then its body at 1 byte/s, reconnecting whenever the server closes one (issue 27: 32 of
+them stalled every other request for a minute). Each phone's requests carry an X-Forwarded-For address of its own and
+the attacker's all carry one other address, as Heroku's router would add them (gunicorn trusts it from 127.0.0.1);
+a stack that ignores the header is measured the same way. Requests under way when the duration ends are finished (each is bounded), then gunicorn is
 stopped; the run ends by itself.
 
 It prints the machine, the root's commit and the settings; per kind the requests and p50/p95 of server and total
@@ -110,10 +114,10 @@ class Payload:
     expected: frozenset[int] | None = None  # hostile cases: the right statuses; None: any answer but a 5xx
     expected_code: str | None = None
 
-    def head(self, port: int) -> bytes:
+    def head(self, port: int, forwarded_for: str = "") -> bytes:
         lines = [f"POST /api/predict{'?' + self.query if self.query else ''} HTTP/1.1", f"Host: 127.0.0.1:{port}",
                  "User-Agent: benchmarks.crowd", "Accept: application/json", f"Content-Length: {len(self.body)}",
-                 "Connection: close"]
+                 "Connection: close"] + ([f"X-Forwarded-For: {forwarded_for}"] if forwarded_for else [])
         if self.content_type is not None:
             lines.append(f"Content-Type: {self.content_type}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -289,7 +293,7 @@ def parse_response(raw: bytes) -> tuple[int | None, str | None, str | None, str]
 
 
 def post(port: int, payload: Payload, speed_kb_s: float | None, stop: threading.Event,
-         warm_up: bool = False) -> Answer:
+         warm_up: bool = False, forwarded_for: str = "") -> Answer:
     started = time.monotonic()
     failure, raw = "", b""
     try:
@@ -300,7 +304,7 @@ def post(port: int, payload: Payload, speed_kb_s: float | None, stop: threading.
                       warm_up)
     with sock:
         try:
-            sock.sendall(payload.head(port))
+            sock.sendall(payload.head(port, forwarded_for))
             send_throttled(sock, payload.body, None if speed_kb_s is None else speed_kb_s * 1000, stop)
         except InterruptedError:
             failure = "stopped"
@@ -332,7 +336,8 @@ def phone(index: int, port: int, payloads: dict[str, list[Payload]], seed: int, 
                 return
             budget[0] -= 1
         payload = rng.choice(payloads[rng.choices(kinds, weights)[0]])
-        answers.append(post(port, payload, rng.uniform(*SPEED_KB_S), stop))  # list.append is atomic
+        answers.append(post(port, payload, rng.uniform(*SPEED_KB_S), stop,  # list.append is atomic
+                            forwarded_for=phone_address(index)))
         stop.wait(rng.uniform(*LOOK_S))
 
 
@@ -341,7 +346,7 @@ def phone(index: int, port: int, payloads: dict[str, list[Payload]], seed: int, 
 
 @dataclass(frozen=True)
 class Trickle:
-    mode: str  # "headers": a header line every 2 s; "silent": nothing at all
+    mode: str  # "headers": a header line every 2 s; "silent": nothing at all; "body": a body at 1 byte/s
     lived_s: float
     closed_by_server: bool  # False: still open when the run ended (closed here)
     answer: str  # the status line the server sent, if any
@@ -351,8 +356,17 @@ class Trickle:
         return bool(re.match(r"HTTP/\d\.\d 408", self.answer))
 
 
-def trickle(index: int, port: int, stop_at: float, stop: threading.Event, out: list[Trickle]) -> None:
-    mode = "headers" if index % 2 == 0 else "silent"
+ATTACKER_ADDRESS = "198.51.100.66"  # documentation addresses (RFC 5737): header values only, never contacted
+ATTACKER_BODY_BYTES = 300_000
+
+
+def phone_address(index: int) -> str:
+    return f"203.0.113.{index % 250 + 1}"
+
+
+def trickle(index: int, port: int, stop_at: float, stop: threading.Event, out: list[Trickle],
+            mode: str = "") -> None:
+    mode = mode or ("headers" if index % 2 == 0 else "silent")
     while time.monotonic() < stop_at and not stop.is_set():
         try:
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -365,9 +379,14 @@ def trickle(index: int, port: int, stop_at: float, stop: threading.Event, out: l
             try:
                 if mode == "headers":
                     sock.sendall(b"POST /api/predict HTTP/1.1\r\n")
-                next_line = opened + TRICKLE_EVERY_S
+                elif mode == "body":
+                    sock.sendall(f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: multipart/"
+                                 f"form-data; boundary=x\r\nX-Forwarded-For: {ATTACKER_ADDRESS}\r\nContent-Length: "
+                                 f"{ATTACKER_BODY_BYTES}\r\nConnection: close\r\n\r\n".encode())
+                every_s = 1.0 if mode == "body" else TRICKLE_EVERY_S
+                next_line = opened + every_s
                 while not stop.is_set() and (now := time.monotonic()) < stop_at:
-                    wake = min(stop_at, next_line) if mode == "headers" else stop_at
+                    wake = min(stop_at, next_line) if mode != "silent" else stop_at
                     readable, _, _ = select.select([sock], [], [], max(0.0, min(1.0, wake - now)))
                     if readable:
                         chunk = sock.recv(4096)
@@ -375,11 +394,14 @@ def trickle(index: int, port: int, stop_at: float, stop: threading.Event, out: l
                             closed = True
                             break
                         received = (received + chunk)[:4096]
+                    elif mode == "body" and time.monotonic() >= next_line:
+                        sock.sendall(b"x")
+                        next_line += every_s
                     elif mode == "headers" and time.monotonic() >= next_line:
                         line = f"Host: 127.0.0.1:{port}" if sent == 0 else f"X-Trickle-{sent}: {sent}"
                         sock.sendall(line.encode() + b"\r\n")
                         sent += 1
-                        next_line += TRICKLE_EVERY_S
+                        next_line += every_s
             except OSError:  # reset, or a write after the server closed
                 closed = True
         out.append(Trickle(mode, time.monotonic() - opened, closed,
@@ -533,6 +555,8 @@ def run(args: argparse.Namespace, payloads: dict[str, list[Payload]], env: dict[
                    for index in range(args.phones)]
         threads += [threading.Thread(target=trickle, args=(index, port, stop_at, stop, trickles), daemon=True)
                     for index in range(args.trickles)]
+        threads += [threading.Thread(target=trickle, args=(index, port, stop_at, stop, trickles, "body"), daemon=True)
+                    for index in range(args.attacker)]
         for thread in threads:
             thread.start()
         # A request started just before the end sends for at most ~40 s (1.1 MB at 30 KB/s), then reads for 60.
@@ -604,7 +628,8 @@ def report(args: argparse.Namespace, payloads: dict[str, list[Payload]], setting
         f"Root: {args.root} at {commit_of(args.root)}; `{' '.join(procfile_web_command(args.root))}` with "
         f"{Path(sys.executable).parent / 'gunicorn'}, bound to 127.0.0.1; model {args.model}",
         f"Settings: {', '.join(settings)}",
-        f"{args.phones} phones and {args.trickles} trickling sockets for {args.duration:g} s (seed {args.seed}); "
+        f"{args.phones} phones, {args.trickles} trickling sockets and an attacker with {args.attacker} body "
+        f"tricklers for {args.duration:g} s (seed {args.seed}); "
         f"the last answer came {result.load_s:.1f} s after the start; cold start to /healthz "
         f"{result.cold_start_s:.1f} s; {result.shutdown}",
         f"Payloads: one-face {len(payloads['one-face'])} ({size_range(payloads['one-face'])}, "
@@ -643,7 +668,7 @@ def report(args: argparse.Namespace, payloads: dict[str, list[Payload]], setting
     lines += [f"  (answered, but the socket said: {note}) x {count}" for note, count in socket_notes.most_common(5)]
 
     lines += ["", "Trickling connections:"]
-    for mode in ("headers", "silent"):
+    for mode in ("headers", "silent", "body"):
         these = [t for t in result.trickles if t.mode == mode]
         if not these:
             continue
@@ -713,6 +738,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=120, help="seconds of load, 5 to 1800 (default: 120)")
     parser.add_argument("--trickles", type=int, default=2,
                         help="sockets that trickle headers or send nothing, 0 to 50 (default: 2)")
+    parser.add_argument("--attacker", type=int, default=0,
+                        help="one laptop's connections sending upload bodies at 1 byte/s, 0 to 100 (default: 0)")
     parser.add_argument("--seed", type=int, default=0, help="for the phones' choices (default: 0)")
     parser.add_argument("--one-face-mode", choices=("auto",), default=None,
                         help="send one-face photos with faces=auto, as the page's default mode does "
@@ -720,7 +747,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for the server, e.g. TORCH_NUM_THREADS=2 (repeatable)")
     args = parser.parse_args(argv)
-    if not (1 <= args.phones <= 200 and 5 <= args.duration <= 1800 and 0 <= args.trickles <= 50):
+    if not (1 <= args.phones <= 200 and 5 <= args.duration <= 1800 and 0 <= args.trickles <= 50
+            and 0 <= args.attacker <= 100):
         parser.error("out of range: see --help for the limits")
     args.root, args.model = args.root.resolve(), args.model.resolve()
     if not (args.root / "Procfile").is_file():
