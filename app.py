@@ -1,9 +1,19 @@
 """Entry point: `gunicorn app:app` (see Procfile) or `python app.py` for a local server."""
 
+import importlib.util
 import sys
 
-from maskclassifier.core.errors import ConfigError, ModelLoadError
-from maskclassifier.web import create_app
+# Started with a Python that lacks the requirements (e.g. the system's, outside .venv), the imports below would end
+# in a traceback about some module deep inside; say in one line what is missing and how to run it instead.
+_MISSING = [name for name in ("flask", "PIL", "numpy") if importlib.util.find_spec(name) is None]
+if _MISSING:
+    print(f"Cannot start the mask classifier: this Python ({sys.executable}) lacks {', '.join(_MISSING)}. "
+          "Run `make run`, which installs the requirements into .venv and starts the app, or use .venv/bin/python.",
+          file=sys.stderr)
+    sys.exit(1)
+
+from maskclassifier.core.errors import ConfigError, ModelLoadError  # noqa: E402 (after the check above)
+from maskclassifier.web import create_app  # noqa: E402
 
 # gunicorn treats a worker that exits with status 3 as "failed to boot" and stops, instead of respawning it forever.
 WORKER_BOOT_ERROR = 3

@@ -198,3 +198,24 @@ def test_the_slim_install_serves_the_onnx_twin_by_default_and_explains_a_pkl(mon
     assert "\n" not in str(caught.value)
     monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
     assert settings_from_env({}).model_path == config.DEFAULT_MODEL_PATH
+
+
+def test_the_full_install_starts_without_fastais_jit_warning(tiny_model):
+    """fastai's torch.jit.script FutureWarning printed at every full-install start; other warnings still show."""
+    code = ("import warnings; warnings.simplefilter('default'); from pathlib import Path; "
+            "from maskclassifier.classifier.classifier import load_classifier; "
+            f"load_classifier(Path({str(tiny_model)!r})); warnings.warn('still shown', UserWarning)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "jit.script" not in result.stderr and "still shown" in result.stderr
+
+
+def test_app_py_outside_the_project_venv_says_how_to_run_it_in_one_line(tmp_path):
+    """`python app.py` with a Python that lacks the requirements: one line, not a traceback."""
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    result = subprocess.run([str(bare / "bin" / "python"), "app.py"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "make run" in result.stderr and "flask" in result.stderr.lower()
