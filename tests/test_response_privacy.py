@@ -162,3 +162,76 @@ def test_a_photo_with_an_icc_profile_is_sent_converted_to_srgb(answering):
     assert red > 200 and blue < 60, colours
     red, green, blue = colours["tagged"]
     assert blue > 150 and red < 100, colours
+
+
+PHOTO_ADDRESSES = ["/", "/result", "/api/predict", "/api/predict?faces=on", "/api/annotate", "/api/explain",
+                   "/api/explain?format=png", "/api/frame"]
+
+
+@pytest.mark.parametrize("path", PHOTO_ADDRESSES)
+def test_answers_about_a_photo_are_never_cached(answering, face_jpeg, path):
+    response = answering.post(path, data=upload(face_jpeg))
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("path", PHOTO_ADDRESSES)
+@pytest.mark.parametrize("case", ["no_file", "not_an_image", "too_large", "bad_parameter", "malformed"])
+def test_errors_about_a_photo_are_never_cached(answering, path, case):
+    if case == "no_file":
+        response = answering.post(path, data={})
+    elif case == "not_an_image":
+        response = answering.post(path, data=upload(b"%PDF-1.4 not a photo"))
+    elif case == "too_large":
+        response = answering.post(path, data=upload(b"\xff" * (3 * 1024 * 1024)))
+    elif case == "bad_parameter":
+        response = answering.post(path + ("&" if "?" in path else "?") + "faces=sideways&format=gif",
+                                  data=upload(b"x"))
+    else:
+        response = answering.post(path, data=b"--x\r\nbroken", content_type="multipart/form-data; boundary=x")
+    assert 400 <= response.status_code < 500, response.status_code
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_static_files_keep_their_long_caching_and_pages_without_a_photo_are_untouched(answering):
+    page = answering.get("/")
+    assert "no-store" not in page.headers.get("Cache-Control", "")
+    script = re.search(r'src="(/static/app\.js\?v=\w+)"', page.get_data(as_text=True)).group(1)
+    assert answering.get(script).headers["Cache-Control"] == "public, max-age=31536000, immutable"
+
+
+HOSTILE = {"Host": "evil.example", "X-Forwarded-Proto": "javascript"}
+
+
+def get_raw(client, path: str, scheme: str = "http"):
+    """GET `path` exactly as given (the test client would read //static/x as a host), with a hostile Host, a
+    hostile X-Forwarded-Proto, and (as a proxy that trusts it would) that scheme."""
+    return client.get("/", environ_overrides={"PATH_INFO": path, "wsgi.url_scheme": scheme}, headers=HOSTILE)
+
+
+# Werkzeug's routing ignores leading slashes (//api/model is /api/model, served as such); a // inside a path is a
+# plain 404 now, where it was a redirect to the merged path on the client's host and scheme.
+WHAT_PATHS_GET = {"/static//x": 404, "//static/x": 404, "/static//app.js": 404, "//static//app.js": 404, "//": 200,
+                  "//api/model": 200, "/api//model": 404, "//result": 405}
+
+
+@pytest.mark.parametrize("path", WHAT_PATHS_GET)
+@pytest.mark.parametrize("scheme", ["http", "javascript"])
+def test_no_address_redirects_to_a_host_or_scheme_the_client_chose(answering, path, scheme):
+    response = get_raw(answering, path, scheme)
+    assert response.status_code == WHAT_PATHS_GET[path], (response.status_code, response.headers.get("Location"))
+    assert "Location" not in response.headers
+    assert "evil.example" not in response.get_data(as_text=True) and "javascript" not in response.headers.get(
+        "Content-Type", "")
+
+
+@pytest.mark.parametrize("scheme", ["http", "javascript"])
+def test_a_trailing_slash_redirect_is_a_path_on_this_site(make_app, scheme):
+    """The app has no address ending in / but the start page; one added later gets a relative redirect."""
+    app = make_app()
+    app.add_url_rule("/probe/", "probe", lambda: "probe")
+    response = get_raw(app.test_client(), "/probe", scheme)
+    assert response.status_code == 308 and response.headers["Location"] == "/probe/"
+    response = app.test_client().get("/", environ_overrides={"PATH_INFO": "/probe", "QUERY_STRING": "a=1"},
+                                     headers=HOSTILE)
+    assert response.headers["Location"] == "/probe/?a=1"
