@@ -3,8 +3,12 @@ what the server acknowledged, and no path gets a 500."""
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
+import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 from test_clean import cleaner, dataset  # noqa: F401 - the fixture is used by name
@@ -111,3 +115,20 @@ def test_a_reason_the_file_cannot_hold_is_refused_and_the_file_stays_readable(da
     assert client.post("/t0ken/api/undo").get_json()["item"]["fname"] == "images/0-0.jpg"
     restarted, _ = cleaner(dataset, tmp_path)
     assert restarted.test_client().get("/t0ken/api/items").get_json()["counts"]["decided"] == 0
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="needs node to run the page's script")
+def test_the_page_sends_one_decision_at_a_time_and_keeps_every_key_in_order():
+    """Keys pressed faster than a slow server answers (tests/clean_page_queue.js, a fake DOM and server): k d u 1 k
+    is keep a, delete b, undo (b), the 1 refused locally (b would have no label), keep b, each sent after the
+    previous answer. Sent at once, the undo overtook the decisions and they all went to the first card."""
+    script = Path(__file__).resolve().parent / "clean_page_queue.js"
+    page = Path(__file__).resolve().parent.parent / "maskclassifier" / "clean" / "static" / "clean.js"
+    result = json.loads(subprocess.run(["node", str(script), str(page)], capture_output=True, text=True, check=True,
+                                       timeout=60).stdout)
+    assert result["maxInFlight"] == 1
+    assert result["seen"] == [{"url": "api/decide", "fname": "a.jpg", "action": "keep"},
+                              {"url": "api/decide", "fname": "b.jpg", "action": "delete"},
+                              {"url": "api/undo"},
+                              {"url": "api/decide", "fname": "b.jpg", "action": "keep"}]
+    assert result["decided"] == ["keep", "keep", "", ""]
