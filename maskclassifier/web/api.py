@@ -14,8 +14,14 @@ from maskclassifier.images import claimed_pixels, load_image
 from maskclassifier.model import Prediction
 from maskclassifier.web.errors import json_reply, reply_for
 from maskclassifier.web.inference import analyse_faces, classifier, explain_faces, explain_image, frame_faces, slot_for
-from maskclassifier.web.presenters import (drawn_note, explanation_json, faces_json, jpeg, prediction_json,
-                                          without_metadata)
+from maskclassifier.web.presenters import (
+    drawn_note,
+    explanation_json,
+    faces_json,
+    jpeg,
+    prediction_json,
+    without_metadata,
+)
 from maskclassifier.web.uploads import requested_mode, uploaded_bytes
 
 # The live camera sends frames of about 640x480; a frame of more pixels than 1280x960 is refused before it is
