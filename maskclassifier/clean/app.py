@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, abort, current_app, jsonify, render_template, request, send_file
 from werkzeug.exceptions import HTTPException
@@ -28,6 +29,7 @@ def create_app(review: Review, token: str | None = None) -> Flask:
     """The cleaner for `review`, reachable under /TOKEN/ (a new secrets.token_urlsafe when not given)."""
     app = Flask(__name__, template_folder=str(HERE / "templates"), static_folder=None)
     app.config.update(REVIEW=review, TOKEN=token or secrets.token_urlsafe(24), MAX_CONTENT_LENGTH=MAX_BODY)
+    app.url_map.merge_slashes = False  # /TOKEN//x is a 404, not a redirect built from the request's Host
     app.register_blueprint(views, url_prefix=f"/{app.config['TOKEN']}")
     app.before_request(_require_token)
     app.after_request(_headers)
@@ -70,6 +72,10 @@ def _headers(response):
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"  # the token is in the URL
     response.headers["Cache-Control"] = "no-store"
+    if "Location" in response.headers:  # Werkzeug's /TOKEN -> /TOKEN/: a path on this server, not the Host's
+        parts = urlsplit(response.headers["Location"])
+        path = parts.path if parts.path.startswith("/") and not parts.path.startswith("//") else "/"
+        response.headers["Location"] = path + (f"?{parts.query}" if parts.query else "")
     return response
 
 
@@ -96,11 +102,13 @@ def items():
     filters = {name: request.args.get(name, "") for name in ("labelled", "predicted", "column", "value", "pair")}
     if filters["column"] and filters["column"] not in review.columns:
         abort(400, f"no column {filters['column']!r} (columns: {', '.join(review.columns)})")
-    found = review.items(how, undecided=request.args.get("undecided") == "1", **filters)
+    with review.lock:  # the list and its counts from one state, not from either side of a decision
+        found = review.items(how, undecided=request.args.get("undecided") == "1", **filters)
+        counts = review.counts()
     values = {name: sorted({row.get(name, "") for row in review.rows}) for name in review.columns}
     pairs = sorted({f"{old}>{new}" for item in review.items("csv") for old, new in item["pairs"]})
     return jsonify(items=found, order=how, vocab=review.vocab, has_model=review.has_model,
-                   threshold=review.threshold, values=values, pairs=pairs, counts=review.counts())
+                   threshold=review.threshold, values=values, pairs=pairs, counts=counts)
 
 
 @views.post("/api/decide")
@@ -111,16 +119,20 @@ def decide():
     labels = body.get("labels")
     if labels is not None and not (isinstance(labels, list) and all(isinstance(label, str) for label in labels)):
         abort(400, "labels must be a list of category names")
-    try:
-        item = _review().decide(body["fname"], body["action"], labels, str(body.get("reason") or ""))
-    except ReviewError as exc:
-        abort(422, str(exc))
-    return jsonify(item=item, counts=_review().counts())
+    review = _review()
+    with review.lock:  # the counts acknowledged with the decision are the state it made
+        try:
+            item = review.decide(body["fname"], body["action"], labels, str(body.get("reason") or ""))
+        except ReviewError as exc:
+            abort(422, str(exc))
+        return jsonify(item=item, counts=review.counts())
 
 
 @views.post("/api/undo")
 def undo():
-    return jsonify(item=_review().undo(), counts=_review().counts())
+    review = _review()
+    with review.lock:
+        return jsonify(item=review.undo(), counts=review.counts())
 
 
 @views.get("/image/<path:fname>")
@@ -128,8 +140,15 @@ def image(fname: str):
     """The photo, read-only: only an fname the CSV lists, and only a file inside the images root (no `..`, no
     absolute path, no symlink out of it)."""
     review = _review()
-    root = review.images_root.resolve()
-    path = (root / fname).resolve()
-    if not review.knows(fname) or not path.is_relative_to(root) or not path.is_file():
+    # Only names the CSV lists reach the file system: a NUL byte (ValueError in os.stat), a name too long for it
+    # or a file that cannot be read (OSError) were 500s.
+    if not review.knows(fname):
         abort(404, "no such image in the CSV")
-    return send_file(path, max_age=0)
+    root = review.images_root.resolve()
+    try:
+        path = (root / fname).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            abort(404, "no such image in the CSV")
+        return send_file(path, max_age=0)
+    except (OSError, ValueError):
+        abort(404, "the image listed in the CSV cannot be read")

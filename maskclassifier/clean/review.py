@@ -4,6 +4,7 @@ decisions, kept in the corrections file (maskclassifier/core/corrections.py) as 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,14 @@ from maskclassifier.core.corrections import Correction, CorrectionsError, Record
 
 class ReviewError(ValueError):
     """The CSV, the corrections file or a decision cannot be used; the message says why."""
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_labels_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -42,6 +51,10 @@ class Review:
     allowed: set[str] = field(default_factory=set)  # labels a relabel may use: the vocab's and the CSV's
     _index: dict[str, int] = field(default_factory=dict)
     _undo: list[tuple[str, Correction | None]] = field(default_factory=list)  # fname, the decision before
+    # The page's server answers requests on threads: one decision's append and another's undo (a truncate to the
+    # offset of the last row) interleaved tore rows and undid the wrong one, so a decision shown as saved came back
+    # undecided after a restart. Every change to the file and to the state, and every read of the state, holds it.
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
         self._index = {row["fname"]: i for i, row in enumerate(self.rows)}
@@ -72,14 +85,23 @@ class Review:
         }
 
     def items(self, how: str, **filters) -> list[dict]:
-        found = [self.item(row["fname"]) for row in self.rows]
+        with self.lock:
+            found = [self.item(row["fname"]) for row in self.rows]
         return [item for item in ranking.order(found, how) if ranking.matches(item, **filters)]
 
     def decide(self, fname: str, action: str, labels: list[str] | None = None, reason: str = "") -> dict:
         """Record a decision at once (appended and fsynced). relabel needs `labels` (at least one, all in the
         vocab); delete and keep take the labels as they are. ReviewError for anything else."""
+        with self.lock:
+            return self._decide(fname, action, labels, reason)
+
+    def _decide(self, fname: str, action: str, labels: list[str] | None, reason: str) -> dict:
         if not self.knows(fname):
             raise ReviewError(f"{fname!r} is not in the CSV")
+        if "\x00" in reason or not _encodable(reason):
+            # A NUL makes the file unreadable by the csv module (no restart); a lone surrogate cannot be written as
+            # UTF-8, and failed after the recorder had noted the row's offset, so a later undo undid the wrong row.
+            raise ReviewError("the reason must be plain text (no NUL byte, valid Unicode)")
         if action not in corrections.ACTIONS:
             raise ReviewError(f"action must be one of {', '.join(corrections.ACTIONS)}, got {action!r}")
         csv_labels = self.rows[self._index[fname]]["labels"].split()
@@ -102,6 +124,10 @@ class Review:
 
     def undo(self) -> dict | None:
         """Take back this session's last decision (its row is removed from the file); None when there is none."""
+        with self.lock:
+            return self._undo_last()
+
+    def _undo_last(self) -> dict | None:
         if not self._undo or not self.recorder.undo_last():
             return None
         fname, before = self._undo.pop()
@@ -111,7 +137,8 @@ class Review:
         return self.item(fname)
 
     def counts(self) -> dict[str, int]:
-        actions = [decision.action for decision in self.decisions.values()]
+        with self.lock:
+            actions = [decision.action for decision in self.decisions.values()]
         return {"images": len(self.rows), "decided": len(actions),
                 **{action: actions.count(action) for action in corrections.ACTIONS}}
 

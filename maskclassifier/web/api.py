@@ -5,15 +5,23 @@ from __future__ import annotations
 import time
 
 from flask import Blueprint, Flask, Response, jsonify, request
+from PIL import Image
 
-from maskclassifier.classifier.drawing import annotate, caption_lines, colour_for
-from maskclassifier.core.errors import ImageError
-from maskclassifier.classifier.explain import overlay, png
-from maskclassifier.core.images import claimed_pixels, load_image
 from maskclassifier.classifier.classifier import Prediction
+from maskclassifier.classifier.drawing import annotate, caption_lines, colour_for
+from maskclassifier.classifier.explain import OVERLAY_MAX_SIDE, Explanation, overlay, png
+from maskclassifier.core.errors import ImageError
+from maskclassifier.core.images import claimed_pixels, load_image
 from maskclassifier.web.errors import json_reply, reply_for
 from maskclassifier.web.inference import analyse_faces, classifier, explain_faces, explain_image, frame_faces, slot_for
-from maskclassifier.web.presenters import drawn_note, explanation_json, faces_json, jpeg, prediction_json
+from maskclassifier.web.presenters import (
+    drawn_note,
+    explanation_json,
+    faces_json,
+    jpeg,
+    prediction_json,
+    without_metadata,
+)
 from maskclassifier.web.uploads import requested_mode, uploaded_bytes
 
 # The live camera sends frames of about 640x480; a frame of more pixels than 1280x960 is refused before it is
@@ -83,7 +91,7 @@ def explained():
     with slot_for(data):
         image = load_image(data)
         explanation = explain_image(image, wanted)
-        picture = png(overlay(image, explanation))
+        picture = overlay_png(image, explanation)
         if as_png:
             response = Response(picture, mimetype="image/png")
             response.headers["X-Category"] = explanation.category
@@ -96,9 +104,14 @@ def explained():
             body["faces_found"] = found
             body["faces"] = [{"box": list(item.face.box), "crop": list(item.crop_box), "score": item.face.score,
                               **explanation_json(item.explanation,
-                                                 png(overlay(item.crop, item.explanation, FACE_OVERLAY_MAX_SIDE)))}
+                                                 overlay_png(item.crop, item.explanation, FACE_OVERLAY_MAX_SIDE))}
                              for item in faces]
     return jsonify(body)
+
+
+def overlay_png(image: Image.Image, explanation: Explanation, max_side: int = OVERLAY_MAX_SIDE) -> bytes:
+    """The heat-map overlay as a PNG without the upload's metadata (the PNG encoder writes an ICC profile it finds)."""
+    return png(without_metadata(overlay(image, explanation, max_side)))
 
 
 @bp.post("/api/frame")

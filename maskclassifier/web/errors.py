@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, jsonify, make_response, request
 from werkzeug.exceptions import HTTPException
@@ -92,9 +93,26 @@ def json_reply(reply: ErrorReply) -> Response:
 
 
 def add_security_headers(response: Response) -> Response:
+    if request.method not in ("GET", "HEAD"):
+        # Every request that can carry a photo is a POST, and its answer (the page with the preview, the JSON, the
+        # annotated JPEG, or an error about the photo) is about that photo: no browser or proxy keeps a copy.
+        response.headers["Cache-Control"] = "no-store"
+    relative_location(response)
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     return response
+
+
+def relative_location(response: Response) -> None:
+    """Make a redirect's Location a path on this site. Werkzeug builds the URLs of its own redirects (a missing
+    trailing slash) from the request's Host and scheme, which anyone can set, so the absolute form could send a
+    browser or a cache to another site; a path cannot. A path that starts with // would name a host: refused."""
+    location = response.headers.get("Location")
+    if location is None:
+        return
+    parts = urlsplit(location)
+    path = parts.path if parts.path.startswith("/") and not parts.path.startswith("//") else "/"
+    response.headers["Location"] = path + (f"?{parts.query}" if parts.query else "")
 
 
 def init_app(app: Flask, page_reply: Callable[[ErrorReply], Response]) -> None:
@@ -104,5 +122,7 @@ def init_app(app: Flask, page_reply: Callable[[ErrorReply], Response]) -> None:
         reply = reply_for(error)
         return json_reply(reply) if request.path.startswith(API_PATHS) else page_reply(reply)
 
+    # Werkzeug would answer //static/x (or /static//x) with a redirect to the merged path; a plain 404 instead.
+    app.url_map.merge_slashes = False
     app.register_error_handler(Exception, app_error)
     app.after_request(add_security_headers)

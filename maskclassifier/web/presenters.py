@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PIL import Image
+from PIL import Image, ImageCms
 
 from maskclassifier.core.categories import category
 from maskclassifier.classifier.explain import Explanation
@@ -60,10 +60,38 @@ def faces_json(analysis: FaceAnalysis) -> dict:
     return body
 
 
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def without_metadata(image: Image.Image) -> Image.Image:
+    """`image` with nothing of the upload's file but its pixels, for every image the app sends back.
+
+    Pillow keeps a decoded file's `info` (JPEG comment, EXIF with GPS, XMP, ICC profile, IPTC) through crops,
+    resizes and converts, and its encoders write some of it back (the JPEG comment, the ICC profile in a PNG): the
+    annotated photo repeated the upload's comment. An ICC profile is applied instead (the pixels converted to sRGB,
+    which browsers assume without one), so the colours stay right without sending it; a profile that cannot be read
+    or applied is dropped and the pixels are sent as they are. Never the caller's image: a copy when it had any.
+    """
+    if not image.info:
+        return image
+    profile = image.info.get("icc_profile")
+    clean = None
+    if profile and image.mode == "RGB":
+        try:
+            clean = ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(io.BytesIO(profile)), _SRGB,
+                                              outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError, TypeError):  # a broken or non-RGB profile
+            clean = None
+    clean = clean or image.copy()
+    clean.info = {}
+    return clean
+
+
 def jpeg(image: Image.Image) -> bytes:
-    """JPEG without chroma subsampling, which would smear the thin coloured boxes and captions."""
+    """JPEG without chroma subsampling, which would smear the thin coloured boxes and captions, and without any of
+    the upload's metadata (`without_metadata`)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85, subsampling=0)
+    without_metadata(image).save(buffer, format="JPEG", quality=85, subsampling=0)
     return buffer.getvalue()
 
 

@@ -1,4 +1,6 @@
 // The cleaner's page: cards rendered from api/items, decisions posted to api/decide at once, keys for everything.
+// Keys and clicks run one after another through `queued`: a decision is sent only once the previous answer has
+// come, so the server records them in the order they were made, and a card says saved only when the server did.
 // Plain JS, no library, nothing from the network but this server (URLs are relative to /TOKEN/).
 "use strict";
 
@@ -13,6 +15,15 @@ const $ = (id) => document.getElementById(id);
 const cards = $("cards");
 
 function say(text) { $("status").textContent = text; }
+
+// Every action (key, click, filter change) waits for the one before it: sent at once, a fast decision then undo
+// could reach the server in either order and the undo take back another decision than the one shown. Nothing
+// pressed meanwhile is dropped; a failure is said and the next action still runs.
+let pending = Promise.resolve();
+function queued(action) {
+  pending = pending.then(action).catch((error) => say(error.message));
+  return pending;
+}
 
 function imageUrl(fname) { return "image/" + fname.split("/").map(encodeURIComponent).join("/"); }
 
@@ -74,7 +85,7 @@ function card(item, index) {
   article.tabIndex = -1;
   article.dataset.index = index;
   article.dataset.fname = item.fname;
-  article.addEventListener("click", () => { current = index; focusCard(index); });
+  article.addEventListener("click", () => queued(() => { current = index; focusCard(index); }));
   fillCard(article, item);
   return article;
 }
@@ -101,7 +112,7 @@ function fillCard(article, item) {
     button.type = "button";
     button.textContent = `${i + 1} ${label}`;
     button.setAttribute("aria-pressed", item.labels.includes(label) && item.decision !== "delete" ? "true" : "false");
-    button.addEventListener("click", (event) => { event.stopPropagation(); select(article); toggle(i); });
+    button.addEventListener("click", (event) => { event.stopPropagation(); queued(() => { select(article); return toggle(i); }); });
     toggles.append(button);
   });
   const actions = document.createElement("div");
@@ -110,7 +121,7 @@ function fillCard(article, item) {
     const button = document.createElement("button");
     button.type = "button";
     button.textContent = `${key} ${text}`;
-    button.addEventListener("click", (event) => { event.stopPropagation(); select(article); action(); });
+    button.addEventListener("click", (event) => { event.stopPropagation(); queued(() => { select(article); return action(); }); });
     actions.append(button);
   }
   const parts = [image, name, decision, toggles];
@@ -180,11 +191,15 @@ function update(item, counts) {
 async function decide(body, thenNext) {
   const item = items[current];
   if (!item) return;
+  const index = current;
+  const shownDecision = index < shown ? cards.children[index].querySelector(".decision") : null;
+  if (shownDecision) { shownDecision.textContent = "saving…"; shownDecision.className = "decision saving"; }
   try {
     const data = await call("api/decide", {fname: item.fname, ...body});
     update(data.item, data.counts);
     if (thenNext) move(1);
   } catch (error) {
+    if (index < shown) fillCard(cards.children[index], item); // as the server last said
     say(`Not saved: ${error.message}`);
   }
 }
@@ -196,16 +211,16 @@ function toggle(i) {
   const at = labels.indexOf(vocab[i]);
   if (at >= 0) labels.splice(at, 1); else labels.push(vocab[i]);
   if (!labels.length) { say("An image keeps at least one label: add the right one first, or press d to delete it."); return; }
-  decide({action: "relabel", labels}, false);
+  return decide({action: "relabel", labels}, false);
 }
 
-function del() { decide({action: "delete"}, true); }
+function del() { return decide({action: "delete"}, true); }
 
 function keep() {
   const item = items[current];
   if (!item) return;
   if (item.decision) move(1); // already decided: keep that decision and go on
-  else decide({action: "keep"}, true);
+  else return decide({action: "keep"}, true);
 }
 
 async function undo() {
@@ -233,19 +248,19 @@ document.addEventListener("keydown", (event) => {
   if ($("help").open && event.key !== "?") return; // Esc closes the dialog itself
   const digit = Number(event.key);
   let done = true;
-  if (Number.isInteger(digit) && digit >= 1 && digit <= vocab.length) toggle(digit - 1);
-  else if (event.key === "d") del();
-  else if (event.key === "k") keep();
-  else if (event.key === "j" || event.key === "ArrowRight" || event.key === "ArrowDown") move(1);
-  else if (event.key === "h" || event.key === "ArrowLeft" || event.key === "ArrowUp") move(-1);
-  else if (event.key === "u") undo();
+  if (Number.isInteger(digit) && digit >= 1 && digit <= vocab.length) queued(() => toggle(digit - 1));
+  else if (event.key === "d") queued(del);
+  else if (event.key === "k") queued(keep);
+  else if (event.key === "j" || event.key === "ArrowRight" || event.key === "ArrowDown") queued(() => move(1));
+  else if (event.key === "h" || event.key === "ArrowLeft" || event.key === "ArrowUp") queued(() => move(-1));
+  else if (event.key === "u") queued(undo);
   else if (event.key === "?") help();
   else done = false;
   if (done) event.preventDefault();
 });
 
-$("filters").addEventListener("change", () => load().catch((error) => say(error.message)));
+$("filters").addEventListener("change", () => queued(() => load()));
 $("filters").addEventListener("submit", (event) => event.preventDefault());
 $("more").addEventListener("click", () => renderMore());
 $("help-close").addEventListener("click", () => $("help").close());
-load().catch((error) => say(`Cannot load the images: ${error.message}`));
+queued(() => load().catch((error) => say(`Cannot load the images: ${error.message}`)));
