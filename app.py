@@ -1,4 +1,5 @@
-"""Entry point: `gunicorn app:app` (see Procfile) or `python app.py` for a local server."""
+"""Entry point: `gunicorn app:app` (the Procfile and `make run` start it through bin/web and gunicorn.conf.py), or
+`python app.py` for Flask's development server, without gunicorn's worker, deadlines or worker count."""
 
 import importlib.util
 import sys

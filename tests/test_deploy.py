@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
 import subprocess
+import sys
 import urllib.request
 
 import pytest
 
 from helpers import encode
 from datasets import face_like_image
-from helpers import free_port, multipart, start_gunicorn, wait_until_healthy
+from helpers import ROOT, free_port, multipart, procfile_web_command, start_gunicorn, wait_until_healthy
+from maskclassifier.core.config import Settings, default_model_path
 
 
 def test_procfile_command_serves_predictions(tiny_model):
@@ -46,7 +51,8 @@ def test_gunicorn_stops_instead_of_respawning_when_the_model_is_missing(tmp_path
 # settings before it starts gunicorn.
 @pytest.mark.parametrize("name,value", [("WEB_CONCURRENCY", "0"), ("WEB_CONCURRENCY", "17"), ("WEB_CONCURRENCY", "abc"),
                                         ("WEB_CONCURRENCY", "2.5"), ("PORT", "70000"),
-                                        ("PORT", "http"), ("GUNICORN_THREADS", "-1")])
+                                        ("PORT", "http"), ("GUNICORN_THREADS", "-1"), ("WORKER_MEMORY_MB", "abc"),
+                                        ("WORKER_MEMORY_MB", "10")])
 def test_bad_gunicorn_settings_stop_it_with_one_line(tiny_model, name, value):
     process = start_gunicorn(tiny_model, free_port(), **{name: value})
     try:
@@ -57,3 +63,108 @@ def test_bad_gunicorn_settings_stop_it_with_one_line(tiny_model, name, value):
     assert process.returncode != 0
     assert f"Cannot start the mask classifier: {name} must be a whole number" in output
     assert "Traceback" not in output and len(output.strip().splitlines()) == 1, output
+
+
+# gunicorn.conf.py's own settings, read from these variables only (the shell's, and Heroku's DYNO, left out).
+CONFIG_VARIABLES = ("WEB_CONCURRENCY", "MEMORY_LIMIT_MB", "WORKER_MEMORY_MB", "MODEL_PATH", "DYNO",
+                    "FORWARDED_ALLOW_IPS", "HOST", "PORT", "GUNICORN_THREADS")
+
+
+def run_config(**environ: str) -> subprocess.CompletedProcess:
+    """gunicorn.conf.py run as bin/web runs it (runpy), in a process of its own: its settings as JSON on stdout."""
+    env = {name: value for name, value in os.environ.items() if name not in CONFIG_VARIABLES} | environ
+    code = ("import json, runpy; s = runpy.run_path('gunicorn.conf.py'); print(json.dumps({name: s[name] for name in "
+            "('workers', 'bind', 'forwarded_allow_ips', 'graceful_timeout', '_INSTALL')}))")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def config(**environ: str) -> tuple[dict, str]:
+    result = run_config(**environ)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout), result.stderr
+
+
+# 30 MB for the master, then 250 MB a slim worker, 450 MB a full one: 512 MB holds one of either; 1024 MB three
+# slim or two full ones. Heroku's buildpack sets WEB_CONCURRENCY=2 on a 512 MB dyno.
+@pytest.mark.parametrize("model,limit,asked,expected", [
+    ("models/export.pkl", "512", "2", 1), ("models/export.onnx", "512", "2", 1),
+    ("models/export.pkl", "1024", "4", 2), ("models/export.onnx", "1024", "4", 3),
+])
+def test_no_more_workers_start_than_the_memory_holds(model, limit, asked, expected):
+    settings, message = config(MODEL_PATH=model, MEMORY_LIMIT_MB=limit, WEB_CONCURRENCY=asked)
+    assert settings["workers"] == expected
+    lines = message.strip().splitlines()
+    assert len(lines) == 1, message
+    assert f"WEB_CONCURRENCY={asked} asks for {asked} gunicorn workers, but {limit} MB" in lines[0]
+    assert f"holds {expected}" in lines[0] and f"starting {expected}" in lines[0] and "WORKER_MEMORY_MB" in lines[0]
+
+
+@pytest.mark.parametrize("environ,expected", [
+    ({"MEMORY_LIMIT_MB": "max", "WEB_CONCURRENCY": "3"}, 3),  # no limit known: as asked
+    ({"MEMORY_LIMIT_MB": "1024", "WEB_CONCURRENCY": "2"}, 2),  # asked for no more than fit
+    ({"MEMORY_LIMIT_MB": "512"}, 1),  # WEB_CONCURRENCY unset: one
+    ({"MEMORY_LIMIT_MB": "256", "WEB_CONCURRENCY": "1"}, 1),  # at least one, even where its budget does not fit
+    ({"MEMORY_LIMIT_MB": "512", "WEB_CONCURRENCY": "2", "WORKER_MEMORY_MB": "230"}, 2),  # a smaller budget: more fit
+])
+def test_workers_as_asked_when_they_fit_or_no_limit_is_known(environ, expected):
+    settings, message = config(MODEL_PATH="models/export.pkl", **environ)
+    assert settings["workers"] == expected and message == ""
+
+
+def test_the_install_is_the_one_the_app_will_serve():
+    """With MODEL_PATH unset, the budget is that of the model maskclassifier.core.config picks in this install."""
+    settings, _ = config()
+    assert settings["_INSTALL"] == ("slim" if default_model_path().suffix == ".onnx" else "full")
+
+
+@pytest.mark.parametrize("name,value", [("MEMORY_LIMIT_MB", "lots"), ("MEMORY_LIMIT_MB", "10"), ("HOST", "example.com"),
+                                        ("FORWARDED_ALLOW_IPS", "10.0.0.1/8"), ("FORWARDED_ALLOW_IPS", "router")])
+def test_bad_memory_host_and_proxy_settings_stop_it_with_one_line(name, value):
+    result = run_config(**{name: value})
+    assert result.returncode == 3
+    assert result.stderr.startswith(f"Cannot start the mask classifier: {name} must be ") and value in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("environ,expected", [
+    ({}, "127.0.0.1,::1"),  # gunicorn may face clients itself: only a proxy on this machine is believed
+    ({"DYNO": "web.1"}, "*"),  # only Heroku's router reaches a dyno
+    ({"DYNO": "web.1", "FORWARDED_ALLOW_IPS": "10.0.0.0/8, 192.0.2.7"}, "10.0.0.0/8,192.0.2.7"),
+])
+def test_forwarded_headers_are_believed_from_heroku_s_router_or_this_machine_only(environ, expected):
+    assert config(**environ)[0]["forwarded_allow_ips"] == expected
+
+
+@pytest.mark.parametrize("environ,expected", [({"PORT": "8123"}, "0.0.0.0:8123"),
+                                              ({"HOST": "127.0.0.1", "PORT": "5000"}, "127.0.0.1:5000"),
+                                              ({"HOST": "::1"}, "[::1]:8000")])
+def test_it_listens_on_every_interface_unless_told_a_host(environ, expected):
+    assert config(**environ)[0]["bind"] == expected
+
+
+def test_requests_under_way_can_finish_before_heroku_kills_the_dyno():
+    """Heroku sends SIGTERM, then SIGKILL 30 s later: a request that has its photo when the SIGTERM comes must be
+    answered (it waits for a slot, then does its per-face work) within gunicorn's graceful timeout."""
+    graceful_timeout = config()[0]["graceful_timeout"]
+    assert Settings.queue_timeout_s + Settings.face_time_budget_s < graceful_timeout < 30
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_run_starts_the_procfile_s_stack_on_the_loopback():
+    env = {name: value for name, value in os.environ.items() if name not in ("HOST", "PORT")}
+    output = subprocess.run(["make", "-n", "run"], cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+                            timeout=60).stdout
+    command = shlex.split(output.strip().splitlines()[-1])
+    assert command[:3] == ["HOST=127.0.0.1", "PORT=5000", ".venv/bin/python"]
+    assert command[3:] == procfile_web_command()
+
+
+def test_bin_web_serves_on_the_host_it_is_given(tiny_model):
+    port = free_port()
+    process = start_gunicorn(tiny_model, port, HOST="127.0.0.1")
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", process)
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=60)
+    assert f"Listening at: http://127.0.0.1:{port}" in output

@@ -423,6 +423,112 @@ def test_an_exclusive_holder_waits_for_every_slot_and_runs_alone():
                 pass
 
 
+def until(condition, what: str) -> None:
+    """Wait for another thread to reach a state (polled; the bound only stops a broken build hanging the run)."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.005)
+
+
+def test_waiting_clients_take_turns_for_the_slots():
+    slots = InferenceSlots(1, max_wait_s=60)
+    served = []
+
+    def request(client: str, name: str) -> None:
+        with slots.hold(client=client):
+            served.append(name)
+
+    threads = []
+    with slots.hold(client="someone"):  # the one slot is taken while the queue forms
+        for name in ["A1", "A2", "A3", "A4", "A5", "B1"]:
+            threads.append(threading.Thread(target=request, args=(name[0], name)))
+            threads[-1].start()
+            until(lambda: slots.waiting == len(threads), f"{name} waits")  # so the queue's order is known
+    for thread in threads:
+        thread.join()
+    # in arrival order (semaphore order) B1 came sixth; in turns, A's first request, then B's, then A's others
+    assert served == ["A1", "B1", "A2", "A3", "A4", "A5"] and slots.waiting == 0
+
+
+def test_an_exclusive_holder_next_in_line_is_not_overtaken():
+    slots = InferenceSlots(2, max_wait_s=60)
+    events = []
+
+    def big() -> None:
+        with slots.hold(exclusive=True, client="A"):
+            events.append("big starts")
+            events.append("big ends")
+
+    def small() -> None:
+        with slots.hold(client="B"):
+            events.append("small starts")
+
+    with slots.hold(client="someone"):  # one of the two slots is taken: the big photo waits for it
+        first = threading.Thread(target=big)
+        first.start()
+        until(lambda: slots.waiting == 1, "the big photo waits")
+        second = threading.Thread(target=small)
+        second.start()
+        until(lambda: slots.waiting == 2 or events, "the small photo waits or runs")
+        assert events == []  # a slot is free, but the big photo is first in line for it
+    first.join()
+    second.join()
+    assert events == ["big starts", "big ends", "small starts"]
+
+
+def test_waiters_that_give_up_leave_the_line():
+    slots = InferenceSlots(1, max_wait_s=0.2)
+    outcomes = []
+
+    def request(client: str) -> None:
+        try:
+            with slots.hold(client=client):
+                outcomes.append("served")
+        except Busy as busy:
+            outcomes.append(busy.retry_after_s)
+
+    with slots.hold(client="someone"):
+        threads = [threading.Thread(target=request, args=(client,)) for client in "AAB"]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(outcomes) == 3 and all(isinstance(it, int) and 2 <= it <= 30 for it in outcomes)
+    assert slots.waiting == 0
+    request("A")  # nobody who gave up is still ahead of it
+    assert outcomes[-1] == "served"
+
+
+@pytest.mark.parametrize("dyno,peer,forwarded_for,key", [
+    ("", "127.0.0.1", "198.51.100.7", "198.51.100.7"),  # a proxy on this machine: its client's turn
+    ("", "127.0.0.1", "203.0.113.1, 198.51.100.7", "198.51.100.7"),  # the address the proxy saw, not the client's claim
+    ("", "203.0.113.9", "198.51.100.7", "203.0.113.9"),  # anyone else can write any X-Forwarded-For
+    ("", "203.0.113.9", None, "203.0.113.9"),
+    ("web.1", "10.1.2.3", "203.0.113.1, 198.51.100.7", "198.51.100.7"),  # on Heroku the router is the only peer
+])
+def test_each_request_waits_in_its_clients_turn(make_app, monkeypatch, face_jpeg, dyno, peer, forwarded_for, key):
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    monkeypatch.setenv("DYNO", dyno)
+    app = make_app()
+    clients = []
+    real_hold = app.extensions["inference_slots"].hold
+    monkeypatch.setattr(app.extensions["inference_slots"], "hold",
+                        lambda exclusive=False, client="": clients.append(client) or real_hold(exclusive, client))
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    response = app.test_client().post("/api/predict", data=upload(face_jpeg), headers=headers,
+                                      environ_base={"REMOTE_ADDR": peer})
+    assert response.status_code == 200 and clients == [key]
+
+
+def test_a_bad_forwarded_allow_ips_stops_the_app_with_one_line(make_app, monkeypatch):
+    from maskclassifier.errors import ConfigError
+
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "127.0.0.1,proxy.example")
+    with pytest.raises(ConfigError, match="^FORWARDED_ALLOW_IPS must be IP addresses or networks .* 'proxy.example'$"):
+        make_app()
+
+
 def test_photos_over_12_megapixels_take_every_slot(make_app, monkeypatch):
     from maskclassifier.web import inference
 
@@ -430,7 +536,7 @@ def test_photos_over_12_megapixels_take_every_slot(make_app, monkeypatch):
     app = make_app()
     real_hold = app.extensions["inference_slots"].hold
     monkeypatch.setattr(app.extensions["inference_slots"], "hold",
-                        lambda exclusive=False: taken.append(exclusive) or real_hold(exclusive))
+                        lambda exclusive=False, client="": taken.append(exclusive) or real_hold(exclusive, client))
     client = app.test_client()
     client.post("/api/predict", data=upload(encode(Image.new("RGB", (400, 300)))))
     monkeypatch.setattr(inference, "SHARED_SLOT_PIXELS", 100_000)

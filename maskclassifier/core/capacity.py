@@ -3,15 +3,18 @@
 Leaf module: no Flask, no torch. A gunicorn worker serves many connections on threads (slow uploads wait on
 their own thread), but decoding and classifying are CPU-bound and memory-hungry, so only `slots` requests run them
 at once; the others wait at most `max_wait_s` and are then told the server is busy (HTTP 503 with Retry-After)
-instead of queueing until the client or Heroku's router gives up.
+instead of queueing until the client or Heroku's router gives up. Waiting clients take turns (`client_key` says
+who a request is from, behind a trusted proxy too), so one client's many requests do not crowd out everyone else's.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -56,8 +59,14 @@ class Deadline:
 class InferenceSlots:
     """At most `slots` holders at once; a would-be holder waits at most `max_wait_s`, then gets Busy.
 
+    Waiters queue per client and clients take turns: the next slot goes to the first waiter of the client whose turn
+    it is, and a client that was just served goes to the back of the line. In semaphore order, 12 phones each
+    sending group photos turned 25-60 % of another user's predictions into 503 busy; in turns, that user waits for at
+    most one request of each other client.
+
     An exclusive holder takes every slot: a photo so big that two of them at once could exceed the worker's memory
-    bound runs alone. Exclusive holders queue one at a time for the slots, so two of them never hold half each.
+    bound runs alone. Once it is next in line, nothing overtakes it: the slots that come free stay free until it has
+    them all.
     """
 
     def __init__(self, slots: int, max_wait_s: float):
@@ -65,59 +74,124 @@ class InferenceSlots:
             raise ValueError(f"need slots >= 1 and max_wait_s >= 0, got {slots} and {max_wait_s}")
         self.slots = slots
         self.max_wait_s = max_wait_s
-        self._semaphore = threading.BoundedSemaphore(slots)
-        self._exclusive = threading.Lock()  # held while an exclusive holder gathers every slot
-        self._lock = threading.Lock()
-        self._waiting = 0
+        # One condition guards everything below; every change that can let a waiter in wakes them all (a worker has
+        # at most its few dozen threads waiting, so each checks whether it is now first in line, and cheaply).
+        self._changed = threading.Condition()
+        self._free = slots
+        self._turns: OrderedDict[str, deque[_Waiter]] = OrderedDict()  # client -> its waiters; first client is next
         self._recent_hold_s = 1.0  # moving average of how long a slot is held, for Retry-After
 
     @property
     def waiting(self) -> int:
-        return self._waiting
+        with self._changed:
+            return sum(len(queue) for queue in self._turns.values())
 
     @contextmanager
-    def hold(self, exclusive: bool = False) -> Iterator[None]:
-        """Hold a slot (every slot when `exclusive`) for the duration of the `with` block; raise Busy after waiting
-        `max_wait_s` in vain."""
-        with self._lock:
-            self._waiting += 1
+    def hold(self, exclusive: bool = False, client: str = "") -> Iterator[None]:
+        """Hold a slot (every slot when `exclusive`) for the duration of the `with` block, in `client`'s turn; raise
+        Busy after waiting `max_wait_s` in vain."""
         started = time.monotonic()
-        try:
-            acquired = self._acquire(self.slots if exclusive else 1, started + self.max_wait_s)
-        finally:
-            with self._lock:
-                self._waiting -= 1
-        if not acquired:
+        taken = self._acquire(_Waiter(self.slots if exclusive else 1), client, started + self.max_wait_s)
+        if not taken:
             raise Busy(time.monotonic() - started, self._retry_after_s())
         held_from = time.monotonic()
         try:
             yield
         finally:
-            for _ in range(acquired):
-                self._semaphore.release()
-            with self._lock:
+            with self._changed:
+                self._free += taken
                 self._recent_hold_s = 0.8 * self._recent_hold_s + 0.2 * (time.monotonic() - held_from)
+                self._changed.notify_all()
 
-    def _acquire(self, count: int, deadline: float) -> int:
-        """`count` slots by `deadline` (time.monotonic()): the number taken, or 0 (and none kept) on timeout."""
-        if count == 1:
-            return int(self._semaphore.acquire(timeout=max(0.0, deadline - time.monotonic())))
-        if not self._exclusive.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            return 0
-        taken = 0
-        try:
-            while taken < count and self._semaphore.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                taken += 1
-        finally:
-            self._exclusive.release()
-        if taken < count:
-            for _ in range(taken):
-                self._semaphore.release()
-            return 0
-        return taken
+    def _acquire(self, waiter: _Waiter, client: str, deadline: float) -> int:
+        """`waiter.count` slots in `client`'s turn by `deadline` (time.monotonic()): the number taken, or 0."""
+        with self._changed:
+            self._turns.setdefault(client, deque()).append(waiter)
+            while True:
+                # checked before the deadline, so a waiter woken late by its timeout still takes a slot freed for it
+                if self._next() is waiter and self._free >= waiter.count:
+                    self._free -= waiter.count
+                    self._leave(client, waiter, served=True)
+                    self._changed.notify_all()  # the next in line may fit in what is left
+                    return waiter.count
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._leave(client, waiter, served=False)
+                    self._changed.notify_all()  # if it was first in line (an exclusive one), those behind may fit
+                    return 0
+                self._changed.wait(remaining)
+
+    def _next(self) -> _Waiter | None:
+        """The first waiter of the client whose turn it is."""
+        for queue in self._turns.values():
+            return queue[0]
+        return None
+
+    def _leave(self, client: str, waiter: _Waiter, served: bool) -> None:
+        queue = self._turns[client]
+        queue.remove(waiter)
+        if not queue:
+            del self._turns[client]
+        elif served:
+            self._turns.move_to_end(client)  # served: the other clients' turns come first
 
     def _retry_after_s(self) -> int:
         """The queue ahead divided among the slots, in whole seconds: at least 2, so a page does not hammer."""
-        with self._lock:
-            ahead = self._waiting + self.slots
+        with self._changed:
+            ahead = sum(len(queue) for queue in self._turns.values()) + self.slots
             return max(2, min(30, math.ceil(ahead * self._recent_hold_s / self.slots)))
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """One request waiting for `count` slots (compared by identity: two waiters of a client are never equal)."""
+
+    count: int
+
+
+# Whose turn a request is: the address it came from, or, behind a proxy the server trusts, the address that proxy
+# saw. Only proxies may be believed: anyone else can write any X-Forwarded-For and take every client's turn.
+HEROKU_PROXIES = ("*",)  # every dyno has DYNO set, and only Heroku's router can reach a dyno's port
+LOCAL_PROXIES = ("127.0.0.1", "::1")  # elsewhere gunicorn may face clients itself: only a proxy on this machine
+
+
+def trusted_proxies(environ: Mapping[str, str]) -> list[str]:
+    """The peers whose X-Forwarded-* headers are believed, as gunicorn's `forwarded_allow_ips` takes them (addresses,
+    networks, or "*" for any): FORWARDED_ALLOW_IPS when set, else HEROKU_PROXIES on Heroku, else LOCAL_PROXIES.
+    ValueError, in one line, for an entry that is neither an address nor a network."""
+    raw = environ.get("FORWARDED_ALLOW_IPS", "").strip()
+    if not raw:
+        return list(HEROKU_PROXIES if environ.get("DYNO", "").strip() else LOCAL_PROXIES)
+    entries = [entry.strip() for entry in raw.split(",") if entry.strip()]
+    for entry in entries:
+        if entry != "*":
+            try:
+                ipaddress.ip_network(entry)  # strict, as gunicorn checks it: 10.0.0.1/8 is a mistake for 10.0.0.0/8
+            except ValueError:
+                raise ValueError(f"FORWARDED_ALLOW_IPS must be IP addresses or networks separated by commas, or *, "
+                                 f"got {entry!r}") from None
+    return entries
+
+
+def client_key(peer: str, forwarded_for: str | None, trusted: Iterable[str]) -> str:
+    """Whose turn a request is (InferenceSlots.hold's `client`): when `peer` is one of the `trusted` proxies (see
+    trusted_proxies), the last address in its X-Forwarded-For, the one that proxy saw connect (Heroku's router appends
+    it; what comes before is whatever the client sent); else `peer` itself."""
+    if forwarded_for and _is_trusted(peer, trusted):
+        last = forwarded_for.rsplit(",", 1)[-1].strip()
+        if last:
+            return last
+    return peer
+
+
+def _is_trusted(peer: str, trusted: Iterable[str]) -> bool:
+    """As gunicorn decides it for X-Forwarded-Proto: "*" trusts anyone, else the peer's address must be in one of the
+    addresses or networks."""
+    trusted = list(trusted)
+    if "*" in trusted:
+        return True
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(entry) for entry in trusted)

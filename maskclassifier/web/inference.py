@@ -5,19 +5,23 @@ No HTTP here: the views parse the request and call these; these call the classif
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from flask import Flask, current_app
+from flask import Flask, current_app, request
 from PIL import Image
 
-from maskclassifier.core.capacity import Deadline, InferenceSlots, OutOfTime
 from maskclassifier.classifier.explain import ExplainTooSlow, Explanation, explain
-from maskclassifier.core.facebox import Face, crop_box
 from maskclassifier.classifier.faces import (FaceAnalysis, FaceDetector, FacesUnavailable, analyse, analyse_frame,
                                   find_faces, load_detector)
-from maskclassifier.core.images import claimed_pixels
 from maskclassifier.classifier.classifier import Classifier, Prediction, load_classifier
+from maskclassifier.core import capacity
+from maskclassifier.core.capacity import Deadline, InferenceSlots, OutOfTime, trusted_proxies
+from maskclassifier.core.errors import ConfigError
+from maskclassifier.core.facebox import Face, crop_box
+from maskclassifier.core.images import claimed_pixels
 
 # Photos larger than this run alone, holding every inference slot. Below it, two at once stay within the memory
 # bound of one upload (300 MB): decoding, converting and classifying the faces of a 12-megapixel photo costs about
@@ -33,6 +37,10 @@ def init_app(app: Flask) -> None:
                                                        settings.jpeg_decode)
     app.extensions["face_detector"] = load_detector(settings.torch_threads)  # None without its files: no per-face mode
     app.extensions["inference_slots"] = InferenceSlots(settings.inference_slots, settings.queue_timeout_s)
+    try:  # the same peers gunicorn.conf.py gives gunicorn as forwarded_allow_ips (one rule, in capacity)
+        app.extensions["trusted_proxies"] = trusted_proxies(os.environ)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def classifier() -> Classifier:
@@ -47,10 +55,18 @@ def inference_slots() -> InferenceSlots:
     return current_app.extensions["inference_slots"]
 
 
+def client_key(environ: Mapping[str, object]) -> str:
+    """Whose turn a request is in the inference slots: its peer, or the client behind a trusted proxy
+    (capacity.client_key)."""
+    return capacity.client_key(str(environ.get("REMOTE_ADDR") or ""), environ.get("HTTP_X_FORWARDED_FOR"),
+                               current_app.extensions["trusted_proxies"])
+
+
 def slot_for(data: bytes) -> AbstractContextManager[None]:
-    """The inference slot an upload must hold while it is decoded and classified (all of them for a big photo);
-    Busy when none frees up in time."""
-    return inference_slots().hold(exclusive=claimed_pixels(data) > SHARED_SLOT_PIXELS)
+    """The inference slot an upload must hold while it is decoded and classified (all of them for a big photo), in
+    its client's turn; Busy when none frees up in time."""
+    return inference_slots().hold(exclusive=claimed_pixels(data) > SHARED_SLOT_PIXELS,
+                                  client=client_key(request.environ))
 
 
 def analyse_faces(image: Image.Image, mode: str) -> FaceAnalysis:
