@@ -4,13 +4,16 @@
 # Both create .venv (Python 3.11, see .python-version) and install the pinned requirements first: on Linux pip's
 # torch is the CUDA build, about 6.4 GB; without an NVIDIA GPU take the CPU-only wheels instead:
 #   PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu make install
+# `make run-slim` serves the ONNX twin (models/export.onnx) the same way from .venv-slim, which has ONNX Runtime,
+# Pillow and NumPy but no torch or fastai (requirements-slim.txt, a few hundred MB): what a 512 MB dyno runs best.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+SLIM_VENV := .venv-slim
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: install run test
+.PHONY: install run test install-slim run-slim
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt requirements-dev.txt pyproject.toml
@@ -24,6 +27,16 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt requirements-dev.tx
 # the Procfile's web command, with this venv's Python (bin/web starts gunicorn with the Python that runs it)
 run: install
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/python bin/web app:app --config gunicorn.conf.py
+
+install-slim: $(SLIM_VENV)/.installed
+
+$(SLIM_VENV)/.installed: requirements-slim.txt
+	test -x $(SLIM_VENV)/bin/python || $(PYTHON) -m venv $(SLIM_VENV)
+	$(SLIM_VENV)/bin/pip install -r requirements-slim.txt
+	touch $@
+
+run-slim: install-slim
+	HOST=$(HOST) PORT=$(PORT) MODEL_PATH=models/export.onnx $(SLIM_VENV)/bin/python bin/web app:app --config gunicorn.conf.py
 
 test: install
 	$(BIN)/python -m pytest

@@ -15,8 +15,15 @@ import time
 import pytest
 from helpers import free_port, multipart, start_gunicorn, wait_until_healthy
 
-from maskclassifier.web.frontdoor import (BODY_GRACE_S, MIN_BODY_RATE, PER_CLIENT_UPLOADS, Arrival, DoorPolicy, Refusal,
-                                         error_response)
+from maskclassifier.web.frontdoor import (
+    BODY_GRACE_S,
+    MIN_BODY_RATE,
+    PER_CLIENT_UPLOADS,
+    Arrival,
+    DoorPolicy,
+    Refusal,
+    error_response,
+)
 
 POLICY = DoorPolicy(max_body_bytes=1000, upload_timeout_s=60)
 

@@ -24,7 +24,7 @@ from datasets import face_like_image
 from maskclassifier.classifier import mtcnn_onnx
 from maskclassifier.core.capacity import Busy, Deadline, InferenceSlots, OutOfTime
 from maskclassifier.classifier.classifier import VIEWS_ASPECT, answer_from_views, square_views
-from maskclassifier.web.worker import HEADER_TIMEOUT_S
+from maskclassifier.web.frontdoor import HEADER_TIMEOUT_S
 
 UPLOAD_TIMEOUT_S = 2
 

@@ -27,12 +27,18 @@ import time
 from functools import partial
 from typing import Any
 
-from gunicorn.http.message import _ip_in_allow_list
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from maskclassifier.core.capacity import client_key
 from maskclassifier.web.errors import SECURITY_HEADERS
-from maskclassifier.web.frontdoor import (CLIENT_SHARE, HEADER_TIMEOUT_S, READ_SIZE, Arrival, DoorPolicy, Refusal,
-                                         error_response)
+from maskclassifier.web.frontdoor import (
+    CLIENT_SHARE,
+    READ_SIZE,
+    Arrival,
+    DoorPolicy,
+    Refusal,
+    error_response,
+)
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # After a refusal, the rest of what the client is sending is read and dropped for at most this long (and this
@@ -261,12 +267,11 @@ class FrontDoorWorker(ThreadWorker):
                 pass  # the client sends its body after a second or so anyway
 
     def _client_key(self, conn, arrival: Arrival) -> str:
-        """X-Forwarded-For's last hop when the peer is a proxy gunicorn trusts (Heroku's router), else the peer."""
+        """The app's rule (capacity.client_key) with gunicorn's trusted proxies: X-Forwarded-For's last hop behind
+        Heroku's router, else the peer."""
         peer = conn.client[0] if isinstance(conn.client, tuple) else str(conn.client)
         forwarded = arrival.header(b"x-forwarded-for")
-        if forwarded and _ip_in_allow_list(peer, self.cfg.forwarded_allow_ips, self.cfg.forwarded_allow_networks()):
-            return forwarded.decode("latin-1").rsplit(",", 1)[-1].strip() or peer
-        return peer
+        return client_key(peer, forwarded.decode("latin-1") if forwarded else None, self.cfg.forwarded_allow_ips)
 
     def _release(self, conn) -> None:
         arrival: Arrival | None = getattr(conn, "arrival", None)
@@ -372,6 +377,15 @@ class FrontDoorWorker(ThreadWorker):
                 self._unregister(conn)
                 del self.lingering[conn]
                 self._close(conn)
+
+    def handle(self, conn):
+        """On a thread: gunicorn parses the request from memory. Should its parser want more than the door saw as the
+        whole request, the socket's reads give up after HEADER_TIMEOUT_S instead of holding the thread."""
+        conn.sock.set_read_deadline(time.monotonic() + HEADER_TIMEOUT_S)
+        try:
+            return super().handle(conn)
+        finally:
+            conn.sock.set_read_deadline(None)
 
     def finish_request(self, conn, fs) -> None:
         """A thread has answered: keep the connection for its next request (read by the door), or close it in the
