@@ -288,10 +288,9 @@ class FrontDoorWorker(ThreadWorker):
         """The whole request is in: gunicorn's parser reads it from memory on a thread."""
         self._unregister(conn)
         self.arrivals.discard(conn)
-        raw = bytes(conn.arrival.raw)
-        conn.arrival.raw = bytearray()  # the parser holds the bytes now
         conn.init()  # creates the parser on a new connection (a kept-alive one has its own)
-        conn.parser.unreader.unread(raw)
+        conn.parser.unreader.unread(conn.arrival.raw)  # one copy, into the parser's buffer
+        conn.arrival.raw = bytearray()
         conn.data_ready = True
         self.enqueue_req(conn)
 
