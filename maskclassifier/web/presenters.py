@@ -154,12 +154,18 @@ def face_phrase(prediction: Prediction) -> str:
     return category(prediction.labels[0]).phrase
 
 
-def faces_summary(predictions: list[Prediction]) -> str:
-    """"4 faces: 3 with no mask, 1 not sure": the most common kind first, "not sure" last."""
+def faces_summary(predictions: list[Prediction], found: int | None = None) -> str:
+    """"4 faces: 3 with no mask, 1 not sure": the most common kind first, "not sure" last. When fewer faces were
+    classified than `found`, it says so in numbers: "50 of 81 faces classified: 26 with no mask, ..." (the
+    classified ones are a uniform sample, `faces.classify_faces`, so the shares stand for the crowd)."""
     counts = Counter(face_phrase(prediction) for prediction in predictions)
     order = sorted(counts, key=lambda phrase: (phrase == "not sure", -counts[phrase]))
     total = len(predictions)
-    return f"{total} face{'s' if total != 1 else ''}: " + ", ".join(f"{counts[phrase]} {phrase}" for phrase in order)
+    if found is not None and found > total:
+        counted = f"{total} of {found} faces classified"
+    else:
+        counted = f"{total} face{'s' if total != 1 else ''}"
+    return f"{counted}: " + ", ".join(f"{counts[phrase]} {phrase}" for phrase in order)
 
 
 def photo_title(prediction: Prediction) -> str:
@@ -183,7 +189,7 @@ def headline_view(analysis: FaceAnalysis, caveats: Mapping[str, str] | None = No
     if analysis.mode == "faces":
         tones = {tone_of(prediction) for prediction in analysis.predictions}
         tone = "warn" if "warn" in tones else "ok" if tones == {"ok"} else "neutral"
-        title = faces_summary(analysis.predictions)
+        title = faces_summary(analysis.predictions, analysis.found)
         because = None
         if _face_labels(analysis) != set(analysis.photo.labels):
             because = ("Judged as one picture, the photo reads differently (each face is small in it): trust the "
@@ -246,7 +252,7 @@ def place_badges(boxes: list[tuple[float, float, float, float]], size: tuple[int
             badge = Badge(min(max(0.0, x), size[0] - width), min(max(0.0, y), size[1] - height), width, height)
             if not any(badge.overlaps(other, gap) for other in placed):
                 break
-        placed.append(badge)  # the last candidate when the photo is full: cannot happen below MAX_FACES
+        placed.append(badge)  # the last candidate when the photo is full: a crowd of small faces near MAX_FACES
     return placed, font
 
 
