@@ -32,10 +32,8 @@ from maskclassifier.core.cli import silence_fastai_jit_warning  # noqa: E402
 
 silence_fastai_jit_warning()  # training.learner imports fastai, which warns at import time
 
-from maskclassifier.core.sidecar import (Sidecar, drawn_share, mostly_drawn, read_sidecar,  # noqa: E402
-                                         sha256_file)
-from maskclassifier.training.dataset import (DatasetError, parse_merges, read_labelled_rows,  # noqa: E402
-                                             training_examples)
+from maskclassifier.core.sidecar import Sidecar, drawn_share, mostly_drawn, read_sidecar, sha256_file  # noqa: E402
+from maskclassifier.training.dataset import DatasetError, parse_merges, read_labelled_rows, training_examples  # noqa: E402
 from maskclassifier.training.learner import rendered_categories  # noqa: E402
 
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from maskclassifier.classifier.mtcnn_onnx import MIN_SCORE
 from maskclassifier.core.capacity import OutOfTime
 from maskclassifier.core.facebox import FaceScan, face_scan
-from maskclassifier.classifier.mtcnn_onnx import MIN_SCORE
 
 
 @dataclass

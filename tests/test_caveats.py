@@ -25,7 +25,8 @@ from maskclassifier.training.reports import _synthetic_note
 EXAMPLES = {"-": {"real": 667, "drawn": 0}, "Cloth": {"real": 1038, "drawn": 302}, "Gas": {"real": 0, "drawn": 783},
             "KN95": {"real": 1120, "drawn": 250}, "Medical": {"real": 1018, "drawn": 291},
             "No_mask!": {"real": 1125, "drawn": 0}, "Shield": {"real": 8, "drawn": 1665}}
-SHIELD_NOTE = "Face shield: learned from 1,665 drawn pictures and 8 real photos, so its answers on real photos are less sure."
+SHIELD_NOTE = ("Face shield: learned from 1,665 drawn pictures and 8 real photos, so its answers on real photos are "
+               "less sure.")
 GAS_NOTE = ("Gas mask / respirator with filters: learned from 783 drawn pictures and no real photos, so its answers "
             "on real photos are less sure.")
 
@@ -74,7 +75,8 @@ def test_the_note_is_plain_and_counts_in_numbers():
     assert caveat("Shield", EXAMPLES["Shield"]) == SHIELD_NOTE
     assert caveat("Gas", EXAMPLES["Gas"]) == GAS_NOTE
     assert "1 real photo," in caveat("Shield", {"real": 1, "drawn": 1})
-    assert caveat("Shield") == "Face shield: learned from drawn pictures only, so its answers on real photos are less sure."
+    assert caveat("Shield") == ("Face shield: learned from drawn pictures only, so its answers on real photos are "
+                                "less sure.")
     assert caveat("Shield", EXAMPLES["Shield"]).isascii()  # it travels in an HTTP header too
 
 

@@ -15,8 +15,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import write_labelled_set
-from fastai.vision.all import (CategoryBlock, CrossEntropyLossFlat, DataBlock, ImageBlock, MultiCategoryBlock,
-                               RandomSplitter, Resize, vision_learner)
+from fastai.vision.all import (
+    CategoryBlock,
+    CrossEntropyLossFlat,
+    DataBlock,
+    ImageBlock,
+    MultiCategoryBlock,
+    RandomSplitter,
+    Resize,
+    vision_learner,
+)
 from PIL import Image
 from torchvision.models import resnet18
 

@@ -99,7 +99,7 @@ def test_training_writes_plots_metrics_and_model_card(trained):
     assert report["threshold"] == metrics.best_threshold(report["threshold_sweep"])
     assert report["cooccurrence"]["categories"] == VOCAB
     card = (out / "MODEL_CARD.md").read_text()
-    assert "Synthetic categories: `Gas`, `Shield`" in card
+    assert "Mostly drawn categories: `Gas`, `Medical`, `Shield`" in card and "`Shield`: 6 drawn and 0 real" in card
     assert "Drawn by tests/datasets.py, public domain." in card
     assert f"{report['exact_match']:.4f}" in card
 
