@@ -69,7 +69,12 @@ def test_training_writes_the_model_and_its_sidecar(trained):
     assert sidecar["preprocessing"] == {"presize": 85, "resize_method": "crop", "size": 64, "normalize": None}
     assert set(sidecar["metrics"]["per_class"]) == set(VOCAB)
     assert sidecar["training"]["dataset"]["skipped"] == 1
-    assert sidecar["training"]["dataset"]["synthetic_categories"] == ["Gas", "Shield"]
+    # 3 training images per label set (5, of which 2 validation): Gas and Shield rows are all marked synthetic, and
+    # Medical is half real (Surgical), half drawn (Surgical Shield): at least half drawn, so flagged too
+    examples = sidecar["training"]["dataset"]["examples"]
+    assert examples["Shield"] == {"real": 0, "drawn": 6} and examples["Medical"] == {"real": 3, "drawn": 3}
+    assert examples["Cloth"] == {"real": 3, "drawn": 0}  # the unreadable Cloth row is not an example
+    assert sidecar["training"]["dataset"]["synthetic_categories"] == ["Gas", "Medical", "Shield"]
     assert sidecar["training"]["lr"] > 0 and "lr_find suggests" in trained["stdout"]
     # 24 training images in batches of 4: lr_find runs 5 epochs' worth, not fastai's 100 steps
     assert "lr_find: 30 steps at rising learning rates to suggest one (6 training batches per epoch" in trained["stdout"]
@@ -94,7 +99,7 @@ def test_training_writes_plots_metrics_and_model_card(trained):
     assert report["threshold"] == metrics.best_threshold(report["threshold_sweep"])
     assert report["cooccurrence"]["categories"] == VOCAB
     card = (out / "MODEL_CARD.md").read_text()
-    assert "Synthetic categories: `Gas`, `Shield`" in card
+    assert "Mostly drawn categories: `Gas`, `Medical`, `Shield`" in card and "`Shield`: 6 drawn and 0 real" in card
     assert "Drawn by tests/datasets.py, public domain." in card
     assert f"{report['exact_match']:.4f}" in card
 

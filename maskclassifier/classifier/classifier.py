@@ -16,10 +16,12 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from maskclassifier.core.categories import category
 from maskclassifier.core.config import full_install
 from maskclassifier.core.errors import ModelLoadError
 from maskclassifier.core.images import load_image
-from maskclassifier.core.sidecar import DEFAULT_THRESHOLD, DEFAULT_TTA, Sidecar, read_sidecar, resolve, sha256_file, sidecar_path
+from maskclassifier.core.sidecar import (DEFAULT_THRESHOLD, DEFAULT_TTA, DRAWN_SHARE_FLAG, Sidecar, mostly_drawn,
+                                         read_sidecar, resolve, sha256_file, sidecar_path)
 
 # Images classified in one forward pass. A photo's 50 faces in one batch raised the worker's peak memory by
 # 780 MB (MobileNetV2's activations at 256 px are about 15 MB an image); batches of 8 are as fast on the CPU.
@@ -156,11 +158,31 @@ class Classifier:
         return load_image(data, at_least=(size[0] * DECODE_HEADROOM, size[1] * DECODE_HEADROOM))
 
     @property
+    def training_examples(self) -> dict[str, dict[str, int]] | None:
+        """Real and drawn training examples per category of the vocab, as training recorded them in the sidecar
+        ({"Shield": {"real": 8, "drawn": 1893}, ...}); None for a model trained before they were counted."""
+        recorded = self.sidecar.training_examples
+        if recorded is None:
+            return None
+        return {name: recorded[name] for name in self.vocab if name in recorded}
+
+    @property
     def synthetic_categories(self) -> list[str]:
-        """Categories the model learned from generated images only (the training CSV's `synthetic` column, as
-        training recorded it in the sidecar): their answers on real photos are less reliable than the figures say."""
-        recorded = (self.sidecar.training.get("dataset") or {}).get("synthetic_categories") or []
-        return [name for name in self.vocab if name in recorded]
+        """Categories the model learnt mostly from drawn examples (sidecar.mostly_drawn on the recorded counts; for
+        a sidecar without counts, the categories training marked as drawn throughout), in vocab order: their
+        answers on real photos are less sure than the figures say."""
+        examples = self.training_examples
+        if examples is not None:
+            flagged = mostly_drawn(examples)
+        else:
+            flagged = (self.sidecar.training.get("dataset") or {}).get("synthetic_categories") or []
+        return [name for name in self.vocab if name in flagged]
+
+    @property
+    def caveats(self) -> dict[str, str]:
+        """For each of `synthetic_categories`, the sentence every answer naming it carries (`caveat`)."""
+        examples = self.training_examples or {}
+        return {name: caveat(name, examples.get(name)) for name in self.synthetic_categories}
 
     def predict(self, image: Image.Image) -> Prediction:
         return self.predict_many([image])[0]
@@ -203,16 +225,34 @@ class Classifier:
             info["int8_recheck_margin"] = recheck.margin
         if self.synthetic_categories:
             info["synthetic_categories"] = self.synthetic_categories
-            info["synthetic_note"] = synthetic_note(self.synthetic_categories)
+            info["synthetic_note"] = " ".join(self.caveats.values())
+        if self.training_examples is not None:
+            info["training_examples"] = self.training_examples
+            info["synthetic_rule"] = (f"a category is listed when at least {DRAWN_SHARE_FLAG:.0%} of its training "
+                                      "examples were drawn")
         recorded = self.sidecar.to_json()
         return {**info, **{key: recorded[key] for key in ("metrics", "created", "versions") if key in recorded}}
 
 
-def synthetic_note(categories: Sequence[str]) -> str:
-    """The plain-words caveat for answers in categories learned from drawn examples only."""
-    return (f"{' and '.join(categories)} {'was' if len(categories) == 1 else 'were'} learned from drawn (synthetic) "
-            "examples, not photographs: answers in "
-            f"{'this category' if len(categories) == 1 else 'these categories'} are less reliable on real photos.")
+def caveat(name: str, counts: dict[str, int] | None = None) -> str:
+    """The plain-words caveat for answers naming `name`, a category learnt mostly from drawn examples, with its
+    training counts ({"real": n, "drawn": n}) when known: "Face shield: learned from 1,893 drawn pictures and 8
+    real photos, so its answers on real photos are less sure." ASCII only (it also travels in an HTTP header)."""
+    title = category(name).title
+    if counts is None:
+        return f"{title}: learned from drawn pictures only, so its answers on real photos are less sure."
+    real = counts["real"]
+    photos = "no real photos" if real == 0 else "1 real photo" if real == 1 else f"{real:,} real photos"
+    drawn = counts["drawn"]
+    return (f"{title}: learned from {drawn:,} drawn picture{'s' if drawn != 1 else ''} and {photos}, so its "
+            "answers on real photos are less sure.")
+
+
+def caveat_note(predictions: Sequence[Prediction], caveats: dict[str, str]) -> str | None:
+    """The caveats (Classifier.caveats) of the categories any of `predictions` names, in one string; None when
+    none does."""
+    named = [text for name, text in caveats.items() if any(name in prediction.labels for prediction in predictions)]
+    return " ".join(named) if named else None
 
 
 def _check_python_version(model_path: Path, sidecar: Sidecar) -> None:

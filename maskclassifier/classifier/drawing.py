@@ -85,3 +85,25 @@ def _draw_caption(draw: ImageDraw.ImageDraw, box: tuple[int, ...], lines: list[s
         y = box[1]
     draw.rectangle((x, y, x + band_width, y + band_height), fill=colour)
     draw.multiline_text((x + pad - left, y + pad - top), text, font=font, fill="white", spacing=1)
+
+
+def with_footnote(picture: Image.Image, text: str) -> Image.Image:
+    """`picture` with `text` written under it on a white band as wide as the picture, wrapped to fit: a caveat
+    that must stay with the photo when it is shared, without hiding any of it."""
+    font = ImageFont.load_default(size=max(12, round(picture.width / 60)))
+    measure = ImageDraw.Draw(picture)
+    pad = max(4, round(font.size / 2))
+    lines: list[str] = []
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and measure.textlength(candidate, font=font) <= picture.width - 2 * pad:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    line_height = round(font.size * 1.25)
+    band = Image.new("RGB", (picture.width, picture.height + len(lines) * line_height + 2 * pad), "white")
+    band.paste(picture.convert("RGB"), (0, 0))
+    draw = ImageDraw.Draw(band)
+    for index, line in enumerate(lines):
+        draw.text((pad, picture.height + pad + index * line_height), line, font=font, fill="#24292f")
+    return band

@@ -16,9 +16,10 @@ from typing import Protocol
 from PIL import Image, ImageOps
 
 from maskclassifier.core.capacity import Deadline, OutOfTime
-from maskclassifier.core.facebox import Face, FaceScan, face_crops, scaled_box
+from maskclassifier.core import facebox
+from maskclassifier.core.facebox import Face, FaceScan, face_crops, scaled_box, unbiased_order
 from maskclassifier.core.images import shrunk
-from maskclassifier.classifier.classifier import Classifier, Prediction, combine
+from maskclassifier.classifier.classifier import MAX_BATCH, Classifier, Prediction, combine
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ class FaceDetector(Protocol):
     `maskclassifier.classifier.mtcnn.MtcnnDetector`)."""
 
     def detect(self, image: Image.Image, deadline: Deadline | None = None) -> FaceScan:
-        """Faces in reading order, at most MAX_FACES; raises OutOfTime when `deadline` passes first."""
+        """Every face found, in reading order (`facebox.face_scan`); raises OutOfTime when `deadline` passes
+        first."""
 
 
 DETECTORS = ("onnx", "torch")  # MTCNN in NumPy + ONNX Runtime (the default, every install); facenet-pytorch's own
@@ -130,7 +132,7 @@ class FaceAnalysis:
     photo: Prediction  # the answer for the photo (in "close_up" mode the whole photo's and the face's, averaged)
     faces: list[Face] = field(default_factory=list)  # the classified faces (empty when mode is "whole")
     predictions: list[Prediction] = field(default_factory=list)  # one per face, from its crop alone
-    found: int | None = None  # faces detected (before the cap); None when detection did not run
+    found: int | None = None  # faces detected (classified or not); None when detection did not run
     note: str | None = None  # a sentence for the person when something is worth knowing
 
 
@@ -160,16 +162,43 @@ def analyse(detector: FaceDetector | None, classifier: Classifier, image: Image.
     if not scan.faces:
         return FaceAnalysis("whole", classifier.predict(image), found=0,
                             note="No face was found, so the whole photo was classified.")
-    # one batch: the whole photo, then each face
-    photo, *predictions = classifier.predict_many([image, *face_crops(image, scan.faces, margin)])
+    photo, faces, predictions = classify_faces(classifier, image, scan.faces, margin, deadline, whole_photo=True)
     if requested == "auto" and len(scan.faces) == 1:
-        return FaceAnalysis("close_up", combine([photo, predictions[0]]), scan.faces, predictions, scan.found,
+        return FaceAnalysis("close_up", combine([photo, predictions[0]]), faces, predictions, scan.found,
                             note="One face was found: the answer combines the whole photo and a close-up of the "
                                  "face. Choose 'every face' to see the face's own answer.")
     note = None
-    if scan.found > len(scan.faces):
-        note = f"{scan.found} faces were found; only the {len(scan.faces)} clearest were classified."
-    return FaceAnalysis("faces", photo, scan.faces, predictions, scan.found, note)
+    if len(faces) < scan.found:
+        why = (f"at most {facebox.MAX_FACES} are classified per photo" if len(faces) == facebox.MAX_FACES
+               else "there was no time for the rest")
+        note = (f"{scan.found} faces were found; {len(faces)} of them, picked at random so that the counts stay "
+                f"fair, were classified ({why}).")
+    return FaceAnalysis("faces", photo, faces, predictions, scan.found, note)
+
+
+def classify_faces(classifier: Classifier, image: Image.Image, faces: list[Face], margin: float,
+                   deadline: Deadline | None = None, whole_photo: bool = False,
+                   ) -> tuple[Prediction | None, list[Face], list[Prediction]]:
+    """Each face's crop classified, batch by batch, in `unbiased_order` (at most facebox.MAX_FACES), until `deadline`
+    passes (checked before every batch but the first, since torch cannot be interrupted): the faces done are a
+    uniform sample of `faces`, not the detector's surest. Returns the whole photo's answer (in the first batch,
+    with `whole_photo`; else None) and the classified faces with their answers, in reading order."""
+    order = unbiased_order(len(faces))[:facebox.MAX_FACES]
+    answers: dict[int, Prediction] = {}
+    photo, start = None, 0
+    while start < len(order):
+        if start and deadline is not None and deadline.remaining() <= 0:
+            break
+        first = whole_photo and start == 0  # the photo rides in the first batch
+        chosen = order[start:start + MAX_BATCH - int(first)]
+        crops = face_crops(image, [faces[i] for i in chosen], margin)
+        batch = classifier.predict_many([image, *crops] if first else crops)
+        if first:
+            photo, *batch = batch
+        answers.update(zip(chosen, batch, strict=True))
+        start += len(chosen)
+    done = sorted(answers)  # indices into `faces`, which are in reading order
+    return photo, [faces[i] for i in done], [answers[i] for i in done]
 
 
 def analyse_frame(detector: FaceDetector, classifier: Classifier, image: Image.Image, margin: float,
@@ -179,5 +208,6 @@ def analyse_frame(detector: FaceDetector, classifier: Classifier, image: Image.I
     small, scale = shrunk(image, FRAME_DETECTION_SIDE, Image.Resampling.BILINEAR, reducing_gap=2.0)
     scan = find_faces(detector, small, deadline)
     faces = [Face(scaled_box(face.box, 1 / scale, image.size), face.score) for face in scan.faces]
-    return list(zip(faces, classifier.predict_many(face_crops(image, faces, margin)), strict=True))
+    _, faces, predictions = classify_faces(classifier, image, faces, margin, deadline)
+    return list(zip(faces, predictions, strict=True))
 

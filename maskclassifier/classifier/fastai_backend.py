@@ -31,16 +31,59 @@ DIRECT_TOLERANCE = 1e-4
 FUSED_TOLERANCE = 1e-4
 
 
+# How a learner's targets are encoded, read from its data's target pipeline (kept by learn.export): fastai's
+# MultiCategoryBlock makes MultiCategorize then OneHotEncode, its CategoryBlock makes Categorize.
+MULTI_LABEL_TARGETS = ("MultiCategorize", "OneHotEncode", "EncodedMultiCategorize")
+SINGLE_LABEL_TARGETS = ("Categorize",)
+# Failing that, the loss: fastai's multi-label losses carry the decoding threshold (`thresh`); these are the
+# standard losses of each kind that do not.
+MULTI_LABEL_LOSSES = ("BCEWithLogitsLossFlat", "BCEWithLogitsLoss", "BCELossFlat", "BCELoss")
+SINGLE_LABEL_LOSSES = ("CrossEntropyLossFlat", "CrossEntropyLoss", "LabelSmoothingCrossEntropyFlat",
+                       "LabelSmoothingCrossEntropy", "FocalLossFlat", "NLLLoss")
+
+
+def label_kind(learner: Learner) -> tuple[str | None, str]:
+    """Whether the learner predicts several categories per image ("multi") or one ("single"), and what says so;
+    (None, why) when neither its data nor its loss tells.
+
+    The data decides first: a custom loss (a focal loss written in a training script, say) says nothing reliable
+    about the targets, and a multi-label loss need not have fastai's `thresh` (the served threshold comes from the
+    sidecar or MASK_THRESHOLD, never from the loss)."""
+    try:
+        target_steps = [type(step).__name__ for step in learner.dls.valid_ds.tls[-1].tfms.fs]
+    except (AttributeError, IndexError, TypeError):  # a learner without a DataBlock's datasets
+        target_steps = []
+    multi = [name for name in target_steps if name in MULTI_LABEL_TARGETS]
+    if multi:
+        return "multi", f"its targets are encoded by {' and '.join(multi)}, as MultiCategoryBlock does"
+    single = [name for name in target_steps if name in SINGLE_LABEL_TARGETS]
+    if single:
+        return "single", f"its targets are one category per image, encoded by {single[0]}, as CategoryBlock does"
+    loss = type(learner.loss_func).__name__
+    if hasattr(learner.loss_func, "thresh") or loss in MULTI_LABEL_LOSSES:
+        return "multi", f"its loss is {loss}"
+    if loss in SINGLE_LABEL_LOSSES:
+        return "single", f"its loss is {loss}, a single-label loss"
+    return None, f"its data has no category encoding and its loss ({loss}) is not a known one"
+
+
 def _check_multilabel(learner: Learner, path: Path) -> list[str]:
+    """The learner's vocab; ModelLoadError, saying why, unless it is a multi-label image classifier."""
     vocab = getattr(learner.dls, "vocab", None)
     if vocab is None or len(vocab) == 0:
         raise ModelLoadError(f"{path} has no category vocabulary; it is not an image classifier")
     if not isinstance(vocab[0], str):
         raise ModelLoadError(f"{path} is not a multi-label classifier; train it with MultiCategoryBlock")
-    if not hasattr(learner.loss_func, "thresh"):
+    kind, because = label_kind(learner)
+    if kind == "single":
         raise ModelLoadError(
-            f"{path} is a single-label classifier ({type(learner.loss_func).__name__}); "
+            f"{path} is a single-label classifier ({because}); "
             "this app needs a multi-label one (MultiCategoryBlock, sigmoid outputs)"
+        )
+    if kind is None:
+        raise ModelLoadError(
+            f"{path}: cannot tell whether it is a multi-label classifier ({because}); "
+            "this app needs one trained with MultiCategoryBlock (sigmoid outputs)"
         )
     return [str(name) for name in vocab]
 

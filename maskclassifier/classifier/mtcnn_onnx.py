@@ -254,7 +254,7 @@ class OnnxMtcnnDetector:
         return boxes[:, :5]
 
     def detect(self, image: Image.Image, deadline: Deadline | None = None) -> FaceScan:
-        """Faces in reading order, at most MAX_FACES; raises OutOfTime when `deadline` passes before a network runs."""
+        """Every face found, in reading order; raises OutOfTime when `deadline` passes before a network runs."""
         small, scale = shrunk(image, DETECTION_MAX_SIDE, Image.Resampling.BILINEAR, reducing_gap=2.0)
         if min(small.size) < MIN_FACE_SIZE:  # smaller than MTCNN's smallest window
             return FaceScan([], 0)

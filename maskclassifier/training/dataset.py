@@ -6,6 +6,7 @@ neither, so evaluate works in the slim install.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,6 +69,31 @@ class LabelledData:
     @property
     def vocab(self) -> list[str]:
         return sorted({label for labels in self.frame["labels"] for label in labels.split()})
+
+
+def training_examples(rows: Iterable[Mapping], vocab: Sequence[str],
+                      drawn_per_epoch: Mapping[str, int] | None = None) -> dict[str, dict[str, int]]:
+    """Training examples per category, real and drawn: {"Shield": {"real": 8, "drawn": 1893}, ...} for `vocab`.
+
+    `rows` are the labelled set's rows after corrections (dicts or DataFrame records with labels, is_valid and
+    optionally synthetic): each training row counts once for each of its labels, as drawn when its `synthetic`
+    is true (a generated image, or an overlay drawn onto a real face), else as real. Oversampling's repeats and
+    the face close-ups are views of these same images and are not counted again. `drawn_per_epoch` adds the
+    images drawn anew at every read (`--render KIND=N`, by the category of what is drawn: N per epoch, since each
+    epoch draws them afresh), all counted as drawn.
+    """
+    examples = {name: {"real": 0, "drawn": 0} for name in vocab}
+    for row in rows:
+        if _is_true(row["is_valid"]):
+            continue
+        kind = "drawn" if _is_true(row.get("synthetic", False)) else "real"
+        for label in str(row["labels"]).split():
+            if label in examples:
+                examples[label][kind] += 1
+    for name, count in (drawn_per_epoch or {}).items():
+        if name in examples:
+            examples[name]["drawn"] += int(count)
+    return examples
 
 
 def parse_merges(pairs: list[str]) -> dict[str, str]:

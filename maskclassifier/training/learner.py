@@ -179,6 +179,16 @@ RENDERING_SOURCES = {"gas": {"No_mask!": "Gas"},
                      "medical": {"No_mask!": "Medical"}, "cloth": {"No_mask!": "Cloth"}, "kn95": {"No_mask!": "KN95"}}
 
 
+def rendered_categories(counts: dict[str, int]) -> dict[str, int]:
+    """{"gas": 400, "shield": 450} (renderings per kind) -> {"Gas": 400, "Shield": 450}: each kind counted under the
+    category of the object it draws, the label every one of its renderings gets (RENDERING_SOURCES)."""
+    drawn: dict[str, int] = {}
+    for kind, count in counts.items():
+        (name,) = set.intersection(*(set(labels.split()) for labels in RENDERING_SOURCES[kind].values()))
+        drawn[name] = drawn.get(name, 0) + count
+    return drawn
+
+
 def _view_geometry(row, images_root: Path) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
     """The size of what a row shows (its image, or its `crop` of it) and its face's box in those pixels."""
     if row.get("crop", ""):

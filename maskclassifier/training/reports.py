@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless back
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from maskclassifier.core.sidecar import DRAWN_SHARE_FLAG  # noqa: E402
+
 
 def _save(figure, path: Path) -> Path:
     figure.tight_layout()
@@ -153,16 +155,26 @@ def _tta_line(tta: str) -> str:
     return "Test-time augmentation: none; each image is classified once."
 
 
+def _synthetic_note(dataset: dict) -> str:
+    """The model card's line on the categories learnt mostly from drawn examples, with their counts."""
+    synthetic = dataset.get("synthetic_categories") or []
+    if not synthetic:
+        return "No category was learnt mostly from drawn examples (marked synthetic in the training CSV, or --render)."
+    examples = dataset.get("examples") or {}
+    counts = "; ".join(f"`{name}`: {examples[name]['drawn']} drawn and {examples[name]['real']} real"
+                       for name in synthetic if name in examples)
+    return (f"**Mostly drawn categories: {', '.join(f'`{name}`' for name in synthetic)}.** At least "
+            f"{DRAWN_SHARE_FLAG:.0%} of their training examples were drawn (generated, or an overlay drawn onto a "
+            "real face), not photographed" + (f" ({counts}; the images drawn at each read by --render counted once, "
+                                              "for one epoch)" if counts else "") +
+            ". Scores on them measure how well the model recognises the drawings; expect lower accuracy on real "
+            "photographs. The app says so next to every answer that names them.")
+
+
 def model_card(sidecar: dict, dataset_md: Path | None) -> str:
     """MODEL_CARD.md from the sidecar's facts (template: model_card.md.j2): nothing in it is typed by hand."""
     metrics, training = sidecar["metrics"], sidecar["training"]
-    synthetic = training["dataset"].get("synthetic_categories") or []
-    synthetic_note = (
-        f"**Synthetic categories: {', '.join(f'`{name}`' for name in synthetic)}.** Every training and validation "
-        "image of these categories was generated (an overlay drawn onto real faces), not photographed. Scores on them "
-        "measure how well the model recognises the rendering; expect lower accuracy on real photographs."
-        if synthetic else "No category is marked synthetic in the training CSV."
-    )
+    synthetic_note = _synthetic_note(training["dataset"])
     target = training.get("target")
     return _TEMPLATES.get_template("model_card.md.j2").render(
         s=sidecar, t=training, m=metrics, vocab=sidecar["vocab"],

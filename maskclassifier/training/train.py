@@ -35,8 +35,9 @@ from maskclassifier.training.dataset import (  # noqa: E402
     oversample,
     parse_merges,
     parse_oversample,
+    training_examples,
 )
-from maskclassifier.core.sidecar import Sidecar, sha256_file  # noqa: E402
+from maskclassifier.core.sidecar import Sidecar, mostly_drawn, sha256_file  # noqa: E402
 from maskclassifier.core.tta import TTA_CHOICES  # noqa: E402
 from maskclassifier.training.learner import (  # noqa: E402
     ARCHITECTURES,
@@ -59,6 +60,7 @@ from maskclassifier.training.learner import (  # noqa: E402
     lr_find_steps,
     mark_faces,
     per_item_losses,
+    rendered_categories,
     scratch_directory,
     validation_predictions,
     with_plain_reader,
@@ -222,14 +224,10 @@ def choose_lr(learn, requested, out: Path) -> tuple[float, str]:
     return suggestion, "lr_find"
 
 
-def synthetic_categories(data) -> list[str]:
-    """Categories whose every image is marked synthetic in the CSV."""
-    frame = data.frame
-    if "synthetic" not in frame.columns:
-        return []
-    is_synthetic = frame["synthetic"].astype(str).str.strip().str.lower().isin({"true", "1", "yes"})
-    return [label for label in data.vocab
-            if is_synthetic[frame["labels"].str.split().map(lambda labels, label=label: label in labels)].all()]
+def examples_per_category(data, vocab: list[str], renderings: dict[str, int] | None) -> dict[str, dict[str, int]]:
+    """Real and drawn training examples per category (dataset.training_examples): the training split's images by
+    the CSV's `synthetic` column, plus the `--render` images, drawn anew each epoch, as that many drawn examples."""
+    return training_examples(data.frame.to_dict("records"), vocab, rendered_categories(renderings or {}))
 
 
 def write_top_losses(data, probs: np.ndarray, targets: np.ndarray, vocab: list[str], threshold: float,
@@ -311,6 +309,7 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
     (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
 
     normalize = _normalize_stats(dls)
+    examples = examples_per_category(data, vocab, renderings)
     valid_count = int(data.frame["is_valid"].sum())
     sidecar = Sidecar(
         model_file=model_path.name,
@@ -352,7 +351,10 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
                 "train_images": len(data.frame) - valid_count,
                 "valid_images": valid_count,
                 "skipped": len(data.skipped),
-                "synthetic_categories": synthetic_categories(data),
+                # the categories most of whose examples were drawn (sidecar.DRAWN_SHARE_FLAG), for the model card;
+                # the app applies the rule to `examples` itself
+                "synthetic_categories": mostly_drawn(examples),
+                "examples": examples,
                 "corrections": data.corrections,
             },
         },

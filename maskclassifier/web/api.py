@@ -8,13 +8,14 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from PIL import Image
 
 from maskclassifier.classifier.classifier import Prediction
-from maskclassifier.classifier.drawing import annotate, caption_lines, colour_for
+from maskclassifier.classifier.drawing import annotate, caption_lines, colour_for, with_footnote
 from maskclassifier.classifier.explain import OVERLAY_MAX_SIDE, Explanation, overlay, png
 from maskclassifier.core.errors import ImageError
 from maskclassifier.core.images import claimed_pixels, load_image
 from maskclassifier.web.errors import json_reply, reply_for
 from maskclassifier.web.inference import analyse_faces, classifier, explain_faces, explain_image, frame_faces, slot_for
 from maskclassifier.web.presenters import (
+    drawn_json,
     drawn_note,
     explanation_json,
     faces_json,
@@ -53,27 +54,26 @@ def predict():
         image = classifier().decode(data, whole_photo=mode in (None, "off"))
         if mode is None:  # without the parameter the answer is the whole-photo one, as before per-face mode
             prediction = classifier().predict(image)
-            return jsonify({**prediction_json(prediction), **synthetic_json([prediction])})
+            return jsonify({**prediction_json(prediction), **drawn_json([prediction], classifier().caveats)})
         analysis = analyse_faces(image, mode)
         return jsonify({**prediction_json(analysis.photo), **faces_json(analysis),
-                        **synthetic_json([analysis.photo, *analysis.predictions])})
-
-
-def synthetic_json(predictions: list[Prediction]) -> dict:
-    """`synthetic_note` when an answer names a category learned from drawn examples only (GET /api/model lists
-    them), so that no client shows such an answer without its caveat."""
-    note = drawn_note(predictions, classifier().synthetic_categories)
-    return {"synthetic_note": note} if note else {}
+                        **drawn_json([analysis.photo, *analysis.predictions], classifier().caveats)})
 
 
 @bp.post("/api/annotate")
 def annotated():
-    """The photo as a JPEG with every face boxed and labelled (no boxes when no face is found)."""
+    """The photo as a JPEG with every face boxed and labelled (no boxes when no face is found). When a face's
+    label names a category learnt mostly from drawn examples, its caveat is written under the photo (the JPEG is
+    what gets shared) and sent in the header X-Synthetic-Note."""
     data = uploaded_bytes()
     with slot_for(data):
         image = load_image(data)
         analysis = analyse_faces(image, "on")
-        response = Response(jpeg(annotate(image, analysis.faces, analysis.predictions)), mimetype="image/jpeg")
+        note = drawn_note(analysis.predictions, classifier().caveats)
+        picture = annotate(image, analysis.faces, analysis.predictions)
+        response = Response(jpeg(with_footnote(picture, note) if note else picture), mimetype="image/jpeg")
+    if note:
+        response.headers["X-Synthetic-Note"] = note
     response.headers["X-Faces-Found"] = str(analysis.found or 0)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -131,6 +131,7 @@ def frame():
         "faces": [{"box": list(face.box), "score": face.score, "labels": prediction.labels,
                    "caption": " ".join(caption_lines(number, prediction)), "colour": colour_for(prediction)}
                   for number, (face, prediction) in enumerate(found, start=1)],
+        **drawn_json([prediction for _, prediction in found], classifier().caveats),
         "server_ms": round((time.perf_counter() - started) * 1000, 1),
     })
 

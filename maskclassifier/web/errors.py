@@ -18,7 +18,8 @@ from maskclassifier.core.capacity import Busy
 from maskclassifier.core.errors import ImageError
 from maskclassifier.classifier.explain import ExplainTooSlow, ExplainUnavailable, UnknownCategory
 from maskclassifier.classifier.faces import FacesUnavailable, TooManyFaces
-from maskclassifier.web.presenters import prediction_json
+from maskclassifier.web.inference import classifier
+from maskclassifier.web.presenters import drawn_json, prediction_json
 from maskclassifier.web.uploads import request_too_large
 
 CONTENT_SECURITY_POLICY = (
@@ -58,7 +59,8 @@ def reply_for(error: Exception) -> ErrorReply:
                                        f"Please try again in {error.retry_after_s} seconds.",
                           headers=[("Retry-After", str(error.retry_after_s))])
     if isinstance(error, TooManyFaces):
-        return ErrorReply(422, "too_many_faces", error.message, {"photo": prediction_json(error.photo)})
+        photo = {**prediction_json(error.photo), **drawn_json([error.photo], classifier().caveats)}
+        return ErrorReply(422, "too_many_faces", error.message, {"photo": photo})
     if isinstance(error, UnknownCategory):
         return ErrorReply(400, "invalid_category", f"category must be one of the model's categories "
                                                    f"({', '.join(error.vocab)}); got {error.name[:40]!r}.")

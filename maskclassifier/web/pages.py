@@ -63,7 +63,7 @@ def render_page(status: int = 200, mode: str = "auto", **context) -> tuple[str, 
     return render_template(template, accept=ACCEPT_ATTRIBUTE, categories=CATEGORIES, mode=mode,
                            mode_choices=MODE_CHOICES, faces_available=face_detector() is not None,
                            upload_max_side=UPLOAD_MAX_SIDE, examples=EXAMPLES, tones=TONE_COLOURS,
-                           synthetic=classifier().synthetic_categories, **context), status
+                           caveats=classifier().caveats, **context), status
 
 
 def error_page(reply: ErrorReply, mode: str = "auto", **context) -> Response:
@@ -111,14 +111,14 @@ def _classify():
     example = request.form.get("example")
     data = example_bytes(example) if example else uploaded_bytes()
     settings = current_app.config["SETTINGS"]
-    synthetic = classifier().synthetic_categories  # answers in these carry the caveat that they were drawn
+    caveats = classifier().caveats  # answers naming these categories carry the caveat that they were mostly drawn
     with slot_for(data):  # decoding holds the photo's pixels: a bounded number at a time
         image = classifier().decode(data, whole_photo=mode == "off")
         try:
             analysis = analyse_faces(image, mode)
         except TooManyFaces as error:
-            return error_page(reply_for(error), mode, result=result_view(error.photo, synthetic),
+            return error_page(reply_for(error), mode, result=result_view(error.photo, caveats),
                               preview=preview_data_uri(image))
-        return render_page(mode=mode, result=result_view(analysis.photo, synthetic), preview=preview_data_uri(image),
-                           headline=headline_view(analysis, synthetic), example=example,
+        return render_page(mode=mode, result=result_view(analysis.photo, caveats), preview=preview_data_uri(image),
+                           headline=headline_view(analysis, caveats), example=example,
                            faces=faces_view(image, analysis, settings.face_margin, face_detector() is not None))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import io
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from PIL import Image, ImageCms
@@ -18,7 +18,7 @@ from maskclassifier.classifier.explain import Explanation
 from maskclassifier.core.facebox import Face, crop_box
 from maskclassifier.classifier.faces import FaceAnalysis
 from maskclassifier.core.images import shrunk
-from maskclassifier.classifier.classifier import Prediction, synthetic_note
+from maskclassifier.classifier.classifier import Prediction, caveat_note
 
 PREVIEW_SIZE = 800
 FACE_THUMBNAIL_SIZE = 96
@@ -121,11 +121,18 @@ def tone_of(prediction: Prediction) -> str:
     return category(prediction.labels[0]).tone if prediction.labels else "neutral"
 
 
-def drawn_note(predictions: list[Prediction], synthetic: Sequence[str]) -> str | None:
-    """The caveat for the categories learnt from drawn examples only (`Classifier.synthetic_categories`, Gas and
-    Shield for the shipped model) that any of these answers names; None when none does."""
-    named = [name for name in synthetic if any(name in prediction.labels for prediction in predictions)]
-    return synthetic_note(named) if named else None
+def drawn_note(predictions: Sequence[Prediction], caveats: Mapping[str, str]) -> str | None:
+    """The caveats (`Classifier.caveats`: the categories learnt mostly from drawn examples, Gas and Shield for the
+    shipped model, each with its training counts) of the categories any of these answers names; None when none
+    does."""
+    return caveat_note(predictions, dict(caveats))
+
+
+def drawn_json(predictions: Sequence[Prediction], caveats: Mapping[str, str]) -> dict:
+    """`{"synthetic_note": ...}` when any of these answers names a category learnt mostly from drawn examples, so
+    that no client shows such an answer without its caveat; else {}."""
+    note = drawn_note(predictions, caveats)
+    return {"synthetic_note": note} if note else {}
 
 
 def png_data_uri(data: bytes) -> str:
@@ -147,13 +154,13 @@ def explanation_json(explanation: Explanation, overlay_png: bytes) -> dict:
     }
 
 
-def result_view(prediction: Prediction, synthetic: Sequence[str] = ()) -> dict:
+def result_view(prediction: Prediction, caveats: Mapping[str, str] | None = None) -> dict:
     kind = "not_confident" if not prediction.labels else "noise" if prediction.labels[0] == "-" else "ok"
     return {
         "kind": kind,
         "tone": tone_of(prediction),
         "message": prediction_message(prediction),
-        "drawn": drawn_note([prediction], synthetic),
+        "drawn": drawn_note([prediction], caveats or {}),
         "threshold": prediction.threshold,
         "matches": [
             {"name": label, "title": friendly_name(label), "description": category(label).description,
@@ -175,12 +182,18 @@ def face_phrase(prediction: Prediction) -> str:
     return category(prediction.labels[0]).phrase
 
 
-def faces_summary(predictions: list[Prediction]) -> str:
-    """"4 faces: 3 with no mask, 1 not sure": the most common kind first, "not sure" last."""
+def faces_summary(predictions: list[Prediction], found: int | None = None) -> str:
+    """"4 faces: 3 with no mask, 1 not sure": the most common kind first, "not sure" last. When fewer faces were
+    classified than `found`, it says so in numbers: "50 of 81 faces classified: 26 with no mask, ..." (the
+    classified ones are a uniform sample, `faces.classify_faces`, so the shares stand for the crowd)."""
     counts = Counter(face_phrase(prediction) for prediction in predictions)
     order = sorted(counts, key=lambda phrase: (phrase == "not sure", -counts[phrase]))
     total = len(predictions)
-    return f"{total} face{'s' if total != 1 else ''}: " + ", ".join(f"{counts[phrase]} {phrase}" for phrase in order)
+    if found is not None and found > total:
+        counted = f"{total} of {found} faces classified"
+    else:
+        counted = f"{total} face{'s' if total != 1 else ''}"
+    return f"{counted}: " + ", ".join(f"{counts[phrase]} {phrase}" for phrase in order)
 
 
 def photo_title(prediction: Prediction) -> str:
@@ -192,18 +205,19 @@ def photo_title(prediction: Prediction) -> str:
     return " and ".join(friendly_name(label) for label in prediction.labels)
 
 
-def headline_view(analysis: FaceAnalysis, synthetic: Sequence[str] = ()) -> dict:
+def headline_view(analysis: FaceAnalysis, caveats: Mapping[str, str] | None = None) -> dict:
     """What the result leads with, in plain words: per face when faces were classified, else the photo's answer.
 
     `because` says why the answer could surprise: the whole photo of a group may read differently from its
     faces (each face is small in it), and a mask answer for a photo in which no face was found may be wrong.
-    `drawn` is the caveat for answers in `synthetic` categories (learnt from drawn examples only).
+    `drawn` is the caveat (`caveats`: Classifier.caveats) of the categories learnt mostly from drawn examples
+    that any answer shown names.
     """
     predictions = [analysis.photo]
     if analysis.mode == "faces":
         tones = {tone_of(prediction) for prediction in analysis.predictions}
         tone = "warn" if "warn" in tones else "ok" if tones == {"ok"} else "neutral"
-        title = faces_summary(analysis.predictions)
+        title = faces_summary(analysis.predictions, analysis.found)
         because = None
         if _face_labels(analysis) != set(analysis.photo.labels):
             because = ("Judged as one picture, the photo reads differently (each face is small in it): trust the "
@@ -217,7 +231,7 @@ def headline_view(analysis: FaceAnalysis, synthetic: Sequence[str] = ()) -> dict
         if analysis.found == 0 and analysis.photo.labels and analysis.photo.labels[0] != "-":
             because = ("No face was found in this photo, so the whole picture was judged; if there is no face in "
                        "it, this answer is likely wrong.")
-    return {"tone": tone, "title": title, "because": because, "drawn": drawn_note(predictions, synthetic)}
+    return {"tone": tone, "title": title, "because": because, "drawn": drawn_note(predictions, caveats or {})}
 
 
 def _face_labels(analysis: FaceAnalysis) -> set[str]:
@@ -266,7 +280,7 @@ def place_badges(boxes: list[tuple[float, float, float, float]], size: tuple[int
             badge = Badge(min(max(0.0, x), size[0] - width), min(max(0.0, y), size[1] - height), width, height)
             if not any(badge.overlaps(other, gap) for other in placed):
                 break
-        placed.append(badge)  # the last candidate when the photo is full: cannot happen below MAX_FACES
+        placed.append(badge)  # the last candidate when the photo is full: a crowd of small faces near MAX_FACES
     return placed, font
 
 

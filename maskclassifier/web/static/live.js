@@ -18,6 +18,7 @@
   var canvas = document.getElementById("live-canvas");
   var stats = document.getElementById("live-stats");
   var list = document.getElementById("live-faces");
+  var note = document.getElementById("live-note");  // the caveat for categories learnt mostly from drawings
   var url = section.getAttribute("data-url");
   var frame = document.createElement("canvas");  // the frame sent, at most FRAME_SIDE px
   var stream = null;
@@ -64,6 +65,7 @@
       }).then(function () {
         running = true;
         faces = [];
+        note.hidden = true;
         answered = [];
         view.hidden = false;
         stopButton.hidden = false;
@@ -139,8 +141,10 @@
     stats.textContent = rate.toFixed(1) + " frames per second · " + Math.round(mean) + " ms per answer";
   }
 
-  function showFaces(found) {
+  function showFaces(found, caveat) {
     faces = found;
+    note.textContent = caveat || "";
+    note.hidden = !caveat;
     list.textContent = "";
     found.forEach(function (face) {
       var item = document.createElement("li");
@@ -175,7 +179,7 @@
       return response.json().then(function (body) {
         if (current !== generation) { return { wait: 0 }; }
         if (!response.ok) { throw new Error(body.message || "The server could not read the frame."); }
-        showFaces(body.faces);
+        showFaces(body.faces, body.synthetic_note);
         showStats(performance.now() - sent);
         return { wait: 0 };
       });
