@@ -109,13 +109,13 @@ if workers < _ASKED:
           f"starting {workers}. To start more, set WORKER_MEMORY_MB lower (the MB one worker really needs), or "
           f"MEMORY_LIMIT_MB if the limit is wrong.",
           file=sys.stderr)
-# Threads per worker: a connection holds one while its request arrives (a phone on conference Wi-Fi can take
-# 20 s to send a photo) and while it waits for the model. Decoding and classifying are limited separately
-# (INFERENCE_SLOTS), so threads cost little CPU; each holds at most one upload (MAX_UPLOAD_MB) in memory.
+# Threads per worker: a request holds one from the moment it has wholly arrived (the worker's front door reads it
+# first, without a thread) until it is answered, mostly waiting for an inference slot (INFERENCE_SLOTS). Decoding
+# and classifying are limited by the slots, so threads cost little CPU; each holds at most one upload in memory.
 threads = _whole_number("GUNICORN_THREADS", 32, 1, 256)
-# gthread, with a deadline on every read (maskclassifier/web/worker.py): a slow or stalled client holds one
-# thread for at most UPLOAD_TIMEOUT seconds instead of the whole worker, and the arbiter's heartbeat comes from the
-# worker's main loop, so a long request never gets the worker killed.
+# gthread with a front door (maskclassifier/web/worker.py, web/frontdoor.py): the main loop reads each request whole
+# before a thread sees it, so a slow or idle client costs a socket, never a thread, and the arbiter's heartbeat comes
+# from that loop, so a long request never gets the worker killed.
 worker_class = "maskclassifier.web.worker.FrontDoorWorker"
 # No preload: the model must be loaded (and torch initialised) in each worker after the fork,
 # otherwise torch's thread pools are forked half-initialised and the workers hang.
@@ -126,7 +126,10 @@ timeout = 30
 # they hold (a request that has its photo is answered within QUEUE_TIMEOUT + FACE_TIME_BUDGET, 18 s by default),
 # and the master the rest to stop.
 graceful_timeout = 25
-keepalive = 5  # idle connections (and ones that never send a byte) are closed after this many seconds
+# Idle kept-alive connections are closed after this many seconds; they cost a socket, not a thread. Heroku's Router 2.0
+# keeps its idle connections to a dyno for 90 s: closing one first races with a request the router sends on it, so on
+# Heroku the dyno waits longer than the router. (A new connection must send its headers within 10 s either way.)
+keepalive = 95 if os.environ.get("DYNO", "").strip() else 5
 accesslog = "-"
 errorlog = "-"
 # Whose X-Forwarded-For and X-Forwarded-Proto gunicorn believes (and the app, for whose turn a request is): any peer

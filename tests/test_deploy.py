@@ -74,7 +74,7 @@ def run_config(**environ: str) -> subprocess.CompletedProcess:
     """gunicorn.conf.py run as bin/web runs it (runpy), in a process of its own: its settings as JSON on stdout."""
     env = {name: value for name, value in os.environ.items() if name not in CONFIG_VARIABLES} | environ
     code = ("import json, runpy; s = runpy.run_path('gunicorn.conf.py'); print(json.dumps({name: s[name] for name in "
-            "('workers', 'bind', 'forwarded_allow_ips', 'graceful_timeout', '_INSTALL')}))")
+            "('workers', 'bind', 'forwarded_allow_ips', 'graceful_timeout', 'keepalive', '_INSTALL')}))")
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -140,6 +140,13 @@ def test_forwarded_headers_are_believed_from_heroku_s_router_or_this_machine_onl
                                               ({"HOST": "::1"}, "[::1]:8000")])
 def test_it_listens_on_every_interface_unless_told_a_host(environ, expected):
     assert config(**environ)[0]["bind"] == expected
+
+
+def test_idle_connections_outlive_heroku_routers_on_heroku_only():
+    """Router 2.0 keeps an idle connection to the dyno for 90 s: the dyno closing it first races with a request the
+    router sends on it. Elsewhere idle connections go after 5 s (they cost a socket, not a thread, either way)."""
+    assert config(DYNO="web.1")[0]["keepalive"] > 90
+    assert config()[0]["keepalive"] == 5
 
 
 def test_requests_under_way_can_finish_before_heroku_kills_the_dyno():
