@@ -90,3 +90,16 @@ def test_real_shields_go_mostly_over_masks_and_screens_keep_labels(tmp_path, fac
     reader = AugmentingReader(tmp_path)
     for row in rendered.to_dict("records"):
         assert reader(row).size == photo.size
+
+
+def test_train_fraction_keeps_every_shield_and_all_validation():
+    from maskclassifier.training.dataset import subsample_training
+
+    labels = ["Shield"] * 5 + ["Medical Shield"] * 3 + ["No_mask!"] * 200 + ["Cloth"] * 10
+    frame = pd.DataFrame({"fname": [f"{i}.jpg" for i in range(len(labels))], "labels": labels,
+                          "is_valid": [False] * 208 + [True] * 10})
+    data = subsample_training(LabelledData(frame, None), 0.25, {"Shield"}, seed=0)
+    kept = data.frame
+    assert kept["labels"].str.contains("Shield").sum() == 8 and kept["is_valid"].sum() == 10
+    assert 25 <= (kept["labels"] == "No_mask!").sum() <= 75
+    assert subsample_training(LabelledData(frame, None), 1.0, {"Shield"}, seed=0).frame.equals(frame)

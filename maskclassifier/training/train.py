@@ -35,6 +35,7 @@ from maskclassifier.training.dataset import (  # noqa: E402
     oversample,
     parse_merges,
     parse_oversample,
+    subsample_training,
 )
 from maskclassifier.core.sidecar import Sidecar, sha256_file  # noqa: E402
 from maskclassifier.core.tta import TTA_CHOICES  # noqa: E402
@@ -112,6 +113,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "images after the CSV is read; the sidecar and model card record it")
     parser.add_argument("--oversample", action="append", default=[], metavar="LABEL=TIMES",
                         help="repeat training images with this label, e.g. --oversample Shield=3 (repeatable)")
+    parser.add_argument("--train-fraction", type=float, default=1.0, metavar="F",
+                        help="train on this random share (0-1, seeded) of the training images; images labelled "
+                             "Shield all stay, validation is untouched (default: 1, all): a short "
+                             "fine-tuning run on a busy machine")
     parser.add_argument("--face-crops", action="store_true",
                         help="also train on a close-up of the face of each training image with exactly one face "
                              "(found with MTCNN; needs facenet-pytorch): the view the web page's automatic mode "
@@ -165,6 +170,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--lr-mult must be 1 or more")
     if not 0 < args.valid_pct < 1:
         parser.error("--valid-pct must be between 0 and 1")
+    if not 0 < args.train_fraction <= 1:
+        parser.error("--train-fraction must be more than 0 and at most 1")
     for name in ("occluders", "lighting", "frames"):
         if not 0 <= getattr(args, name) <= 1:
             parser.error(f"--{name} must be between 0 and 1")
@@ -269,6 +276,11 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
         print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}", flush=True)
     if data.corrections:
         print(corrections_line(data.corrections), flush=True)
+    if args.train_fraction < 1:
+        before = int((~data.frame["is_valid"]).sum())
+        data = subsample_training(data, args.train_fraction, {"Shield"}, args.seed)
+        print(f"--train-fraction {args.train_fraction:g}: {int((~data.frame['is_valid']).sum())} of {before} "
+              "training images (all Shield images kept)", flush=True)
     augmentation = Augmentation(occluders=args.occluders, lighting=args.lighting, frames=args.frames)
     if args.face_crops or args.render_counts or augmentation:
         data = mark_faces(data, args.face_cache)
