@@ -137,8 +137,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="add COUNT training images with a respirator (gas: labelled Gas), a face shield "
                              "(shield: over a bare face or a mask, + Shield), a surgical mask (medical: Medical), a "
                              "cloth mask (cloth: Cloth), a KN95 (kn95: KN95), a clear shield as real ones look "
-                             "(realshield: mostly over a mask, + Shield) or a photo of a phone held up whose screen shows the face (screen: "
-                             "its labels kept) drawn over the one face found in a "
+                             "(realshield: mostly over a mask, + Shield) or a photo of a phone held up whose screen "
+                             "shows the face (screen: its labels kept) drawn over the one face found in a "
                              "training image of a bare face (shields also over masks); drawn anew at each read "
                              "(repeatable)")
     parser.add_argument("--face-cache", type=Path, default=facecache.DEFAULT_DIR, metavar="DIR",
