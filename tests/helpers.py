@@ -429,7 +429,8 @@ class FaultCase:
 
     kind "occluder": a bare face behind something that is not a mask; right when no mask category (nor `-`)
     passes the threshold, i.e. the answer is No_mask! or "not confident". kind "label": right when the answer
-    names `expected` first."""
+    names `expected` first. kind "no_shield" (issue 28): right when the answer does not name Shield (`expected`,
+    the example's own label, is what a person would answer, shown by benchmarks/faults.py, not checked)."""
 
     name: str
     kind: str
@@ -439,6 +440,8 @@ class FaultCase:
     def is_right(self, labels: list[str]) -> bool:
         if self.kind == "occluder":
             return set(labels) <= {"No_mask!"}
+        if self.kind == "no_shield":
+            return "Shield" not in labels
         return labels[:1] == [self.expected]
 
 
@@ -468,4 +471,166 @@ def fault_cases() -> list[FaultCase]:
                             lambda name=name, wide=wide, end=end: at_one_end(example(name), example("not-a-face"),
                                                                              wide, end, short=464))
                   for layout, wide, end in (("4:1-left", True, "start"), ("1:4-bottom", False, "end"))]
+    return cases
+
+
+# --- Shield's false friends (issue 28): frames, screens and see-through surfaces round a face ----------------------
+# Model 12 called a phone held up, its screen showing a masked face, "Face shield" (0.999). These photos put such
+# edges round the shipped examples; none shows a shield, so a right answer never names Shield. They are drawn here
+# with other code and other parameters than training's hard negatives (maskclassifier/training/synthetic/frames.py),
+# so the tests stay a blind check: the whole example photo (not a face close-up) on the phone's screen, a portrait
+# phone with side buttons, a camera hole and a thumb over its edge, on a desk-and-wall scene of its own (training:
+# the photo's own blurred enlargement behind a device with call buttons); a gilded moulded frame with a drop
+# shadow on a patterned wallpaper (training: flat bevelled bars, a plain wall); a sash window whose bars and
+# reflection are placed by hand round the portrait's face (training: random bars, a mirrored ghost); glasses
+# drawn as supersampled ellipse outlines with lens shine, and a cap's brim as a polygon with a stitched edge, in
+# face-box units (training: rectangles and chords in pixels).
+
+def _gradient(size: tuple[int, int], top: tuple[int, int, int], bottom: tuple[int, int, int]) -> Image.Image:
+    ramp = np.linspace(0.0, 1.0, size[1])[:, None, None]
+    pixels = np.asarray(top, dtype=np.float64) * (1 - ramp) + np.asarray(bottom, dtype=np.float64) * ramp
+    return Image.fromarray(np.repeat(pixels, size[0], axis=1).astype(np.uint8))
+
+
+def phone_showing(image: Image.Image, size: tuple[int, int] = (480, 600)) -> Image.Image:
+    """A photo of a smartphone held up in one hand, its screen showing `image` (a video call, a photo in the
+    gallery; the middle of the photo at the screen's 0.55 aspect, the whole face in view): the phone fills about
+    three quarters of the photo's height in front of a wall and a desk's edge."""
+    width, height = size
+    scene = _gradient(size, (196, 190, 178), (150, 142, 130))
+    draw = ImageDraw.Draw(scene)
+    draw.rectangle((0, round(height * 0.82), width, height), fill=(96, 70, 48))  # the desk
+    screen_h = round(height * 0.68)
+    screen_w = round(screen_h * 0.55)
+    shown_w = round(image.height * 0.55)
+    image = image.crop(((image.width - shown_w) // 2, 0, (image.width + shown_w) // 2, image.height))
+    bezel = 9
+    body_w, body_h = screen_w + 2 * bezel, screen_h + 2 * bezel + 22
+    phone = Image.new("RGBA", (body_w * SUPERSAMPLE, body_h * SUPERSAMPLE), (0, 0, 0, 0))
+    pdraw = ImageDraw.Draw(phone)
+    pdraw.rounded_rectangle((0, 0, phone.width - 1, phone.height - 1), radius=26 * SUPERSAMPLE,
+                            fill=(34, 36, 40, 255), outline=(150, 152, 158, 255),
+                            width=2 * SUPERSAMPLE)  # an aluminium rim
+    cam = (body_w / 2 * SUPERSAMPLE, (bezel + 6) * SUPERSAMPLE)
+    pdraw.ellipse((cam[0] - 8, cam[1] - 8, cam[0] + 8, cam[1] + 8), fill=(10, 10, 14, 255))
+    phone = phone.resize((body_w, body_h), Image.Resampling.LANCZOS)
+    phone.paste(image.resize((screen_w, screen_h), Image.Resampling.LANCZOS), (bezel, bezel + 14))
+    shine = Image.new("L", phone.size, 0)
+    ImageDraw.Draw(shine).polygon([(0, body_h * 0.15), (body_w * 0.35, 0), (body_w * 0.5, 0), (0, body_h * 0.3)],
+                                  fill=40)  # a faint reflection on the glass
+    phone = Image.composite(Image.new("RGBA", phone.size, (255, 255, 255, 255)), phone, shine)
+    mask = Image.new("L", phone.size, 0)
+    ImageDraw.Draw(mask).rounded_rectangle((0, 0, body_w - 1, body_h - 1), radius=26, fill=255)
+    phone.putalpha(mask)
+    phone = phone.rotate(4, resample=Image.Resampling.BICUBIC, expand=True)
+    left, top = (width - phone.width) // 2 + 10, round(height * 0.06)
+    scene.paste(phone, (left, top), phone)
+    draw = ImageDraw.Draw(scene)
+    skin, edge = _shade(SKIN_TONES["medium"], 1.0), _shade(SKIN_TONES["medium"], 0.8)
+    right = left + phone.width
+    draw.ellipse((right - 24, top + phone.height * 0.55, right + 30, top + phone.height * 0.72), fill=skin,
+                 outline=edge, width=2)  # the thumb over the right edge
+    draw.polygon([(left + phone.width * 0.2, top + phone.height - 4), (right - phone.width * 0.1, top + phone.height
+                  - 14), (right - phone.width * 0.15, height), (left + phone.width * 0.3, height)], fill=skin,
+                 outline=edge)  # the palm and wrist below
+    for k in range(3):  # fingertips round the left edge
+        y = top + phone.height * (0.5 + 0.1 * k)
+        draw.rounded_rectangle((left - 14, y, left + 10, y + 22), radius=10, fill=skin, outline=edge, width=2)
+    return scene
+
+
+def picture_frame(image: Image.Image, border: int = 34, margin: int = 60) -> Image.Image:
+    """`image` framed behind glass: a gilded moulded frame (three bands of gold, the middle one raised) with a
+    drop shadow, hung on striped wallpaper, and a soft glare across the glass."""
+    width, height = image.width + 2 * (border + margin), image.height + 2 * (border + margin)
+    wall = Image.new("RGB", (width, height), (214, 204, 182))
+    wdraw = ImageDraw.Draw(wall)
+    for x in range(0, width, 24):
+        wdraw.rectangle((x, 0, x + 9, height), fill=(200, 188, 164))
+    shadow = Image.new("L", wall.size, 0)
+    ImageDraw.Draw(shadow).rectangle((margin + 8, margin + 10, width - margin + 8, height - margin + 10), fill=150)
+    wall = Image.composite(Image.new("RGB", wall.size, (60, 50, 40)), wall, shadow.filter(ImageFilter.GaussianBlur(8)))
+    draw = ImageDraw.Draw(wall)
+    outer = (margin, margin, width - margin - 1, height - margin - 1)
+    for inset, colour in ((0, (150, 112, 40)), (border // 3, (214, 176, 80)), (2 * border // 3, (168, 128, 52))):
+        draw.rectangle((outer[0] + inset, outer[1] + inset, outer[2] - inset, outer[3] - inset), fill=colour)
+    draw.line((outer[0], outer[1], outer[0] + border, outer[1] + border), fill=(110, 80, 30), width=2)  # mitres
+    draw.line((outer[2], outer[1], outer[2] - border, outer[1] + border), fill=(110, 80, 30), width=2)
+    wall.paste(image, (margin + border, margin + border))
+    glare = Image.new("L", wall.size, 0)
+    inner = (margin + border, margin + border, width - margin - border, height - margin - border)
+    ImageDraw.Draw(glare).polygon([(inner[0], inner[1] + 40), (inner[0] + 60, inner[1]), (inner[0] + 110, inner[1]),
+                                   (inner[0], inner[1] + 95)], fill=70)
+    return Image.composite(Image.new("RGB", wall.size, (255, 255, 255)), wall,
+                           glare.filter(ImageFilter.GaussianBlur(6)))
+
+
+def through_window(image: Image.Image, box: tuple[int, int, int, int] = PORTRAIT_FACE) -> Image.Image:
+    """The person seen from outside through a sash window: a white-painted frame at the photo's edges, a glazing
+    bar each side of the face and a meeting rail below the chin (none over the face), and the sky reflected in the
+    glass as a bright gradient from the top left with one hard streak."""
+    x0, y0, x1, y1 = box
+    w, h = image.size
+    srgb = np.asarray(image.convert("RGB"), dtype=np.float64)
+    yy, xx = np.mgrid[0:h, 0:w]
+    sky = np.clip(1.0 - (xx / w + yy / h) / 1.3, 0.0, 1.0)[..., None] * 0.35  # the reflection, strongest top left
+    out = srgb * (1 - sky) + np.array([228.0, 236.0, 246.0]) * sky
+    out = Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(out)
+    streak = [(x1 + 8, 0), (x1 + 22, 0), (x1 - 40, h), (x1 - 54, h)]
+    layer = Image.new("L", out.size, 0)
+    ImageDraw.Draw(layer).polygon(streak, fill=90)
+    out = Image.composite(Image.new("RGB", out.size, (255, 255, 255)), out, layer.filter(ImageFilter.GaussianBlur(3)))
+    draw = ImageDraw.Draw(out)
+    paint, shadow = (238, 236, 230), (170, 168, 160)
+    for rect in ((0, 0, w, 14), (0, h - 14, w, h), (0, 0, 14, h), (w - 14, 0, w, h),  # the frame
+                 (x0 - 34, 0, x0 - 26, h), (x1 + 26, 0, x1 + 34, h),  # glazing bars beside the face
+                 (0, y1 + 48, w, y1 + 60)):  # the meeting rail, below the chin
+        draw.rectangle(rect, fill=paint)
+        draw.line((rect[0], rect[3], rect[2], rect[3]), fill=shadow, width=2)
+    return out
+
+
+def thick_glasses(image: Image.Image, box: tuple[int, int, int, int] = PORTRAIT_FACE,
+                  colour: tuple[int, int, int] = (20, 18, 16)) -> Image.Image:
+    """Heavy black rectangular-oval glasses at the eyes (u 0.27 and 0.69, v 0.35 in the face box of the
+    examples), with a bridge, temples to the ears and a white shine on each lens."""
+    layer = _Layer(image, box)
+    rim = layer.width(0.045)
+    for u in (0.27, 0.69):
+        layer.draw.ellipse(layer.rect(u - 0.17, 0.26, u + 0.17, 0.46), outline=(*colour, 255), width=rim)
+        layer.draw.ellipse(layer.rect(u - 0.1, 0.29, u - 0.04, 0.33), fill=(255, 255, 255, 150))
+    layer.draw.line([layer.xy(0.43, 0.33), layer.xy(0.48, 0.31), layer.xy(0.53, 0.33)], fill=(*colour, 255),
+                    width=rim)
+    layer.draw.line([layer.xy(0.10, 0.33), layer.xy(-0.04, 0.36)], fill=(*colour, 255), width=rim)
+    layer.draw.line([layer.xy(0.86, 0.33), layer.xy(1.02, 0.36)], fill=(*colour, 255), width=rim)
+    return layer.done()
+
+
+def cap_visor(image: Image.Image, box: tuple[int, int, int, int] = PORTRAIT_FACE,
+              colour: tuple[int, int, int] = (28, 44, 96)) -> Image.Image:
+    """A navy baseball cap: the crown over the hair and forehead down to the brows, and its stiff brim sticking out
+    towards the camera over the brows, a stitched line along it and its shadow over the eyes."""
+    layer = _Layer(image, box)
+    layer.draw.chord(layer.rect(-0.12, -0.75, 1.12, 0.30), 180, 360, fill=(*colour, 255))
+    layer.draw.rectangle(layer.rect(-0.12, -0.25, 1.12, 0.2), fill=(*colour, 255))
+    layer.draw.polygon([layer.xy(0.10, 0.17), layer.xy(0.90, 0.17), layer.xy(1.02, 0.30), layer.xy(0.74, 0.37),
+                        layer.xy(0.26, 0.37), layer.xy(-0.02, 0.30)], fill=_shade(colour, 0.8))  # the brim
+    layer.draw.line([layer.xy(0.0, 0.29), layer.xy(0.26, 0.34), layer.xy(0.74, 0.34), layer.xy(1.0, 0.29)],
+                    fill=(200, 200, 210, 255), width=layer.width(0.008))  # its stitching
+    layer.draw.polygon([layer.xy(0.05, 0.37), layer.xy(0.95, 0.37), layer.xy(0.9, 0.45), layer.xy(0.1, 0.45)],
+                       fill=(0, 0, 0, 70))  # its shadow
+    layer.draw.ellipse(layer.rect(0.45, -0.72, 0.55, -0.66), fill=_shade(colour, 0.7))  # the button on top
+    return layer.done()
+
+
+NO_SHIELD_PHOTOS = {"phone-showing": phone_showing, "picture-frame": picture_frame, "window": through_window,
+                    "thick-glasses": thick_glasses, "cap-visor": cap_visor}
+
+
+def shield_fault_cases() -> list[FaultCase]:
+    """Issue 28's photos (see above), 20: a phone held up showing each example, and each example framed, behind a
+    window, in thick glasses and in a cap. Right: no Shield in the answer (whatever else it says)."""
+    cases = [FaultCase(f"{kind}-{name}", "no_shield", label, lambda draw=draw, name=name: draw(example(name)))
+             for kind, draw in NO_SHIELD_PHOTOS.items() for name, label in EXAMPLE_LABELS.items()]
     return cases

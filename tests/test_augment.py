@@ -184,7 +184,7 @@ def test_training_cli_augments_records_it_and_exports_without_it(tmp_path):
     assert "--render: 1 gas, 2 shield images" in result.stdout
     assert f"taken from {os.environ['XDG_CACHE_HOME']}/maskclassifier/faces-" in result.stdout
     sidecar = json.loads((out / "export.json").read_text())
-    assert sidecar["training"]["augmentation"] == {"occluders": 0.5, "lighting": 0.3,
+    assert sidecar["training"]["augmentation"] == {"occluders": 0.5, "lighting": 0.3, "frames": 0.0,
                                                    "renderings": {"gas": 1, "shield": 2}}
     card = (out / "MODEL_CARD.md").read_text()
     assert "50% of the reads of a bare face" in card and "1 images with a respirator" in card

@@ -135,6 +135,19 @@ def oversample(data: LabelledData, factors: dict[str, int]) -> LabelledData:
     return LabelledData(frame.loc[frame.index.repeat(repeats)].reset_index(drop=True), data.images_root, data.skipped)
 
 
+def subsample_training(data: LabelledData, fraction: float, keep: set[str], seed: int) -> LabelledData:
+    """The data with only `fraction` of its training rows (picked at random with `seed`), except rows with a label
+    in `keep`, which all stay; validation is left alone, so the scores stay comparable. For a short fine-tuning
+    run on a busy machine: an epoch over fewer images."""
+    if fraction >= 1:
+        return data
+    frame = data.frame
+    rng = np.random.default_rng(seed)
+    kept = frame["labels"].map(lambda labels: bool(set(labels.split()) & keep))
+    chosen = frame["is_valid"] | kept | (rng.random(len(frame)) < fraction)
+    return LabelledData(frame[chosen].reset_index(drop=True), data.images_root, data.skipped, data.corrections)
+
+
 def _merge_labels(labels: str, merges: dict[str, str]) -> str:
     merged = [merges.get(label, label) for label in labels.split()]
     return " ".join(dict.fromkeys(merged))  # drop duplicates, keep order

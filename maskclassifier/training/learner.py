@@ -176,7 +176,17 @@ def add_face_crops(data: LabelledData, margin: float) -> tuple[LabelledData, int
 RENDERING_SOURCES = {"gas": {"No_mask!": "Gas"},
                      "shield": {"No_mask!": "Shield", "Medical": "Medical Shield", "Cloth": "Cloth Shield",
                                 "KN95": "KN95 Shield"},
-                     "medical": {"No_mask!": "Medical"}, "cloth": {"No_mask!": "Cloth"}, "kn95": {"No_mask!": "KN95"}}
+                     "medical": {"No_mask!": "Medical"}, "cloth": {"No_mask!": "Cloth"}, "kn95": {"No_mask!": "KN95"},
+                     # issue 28. A realistic shield (renderings.draw_real_shield), mostly over a mask: see
+                     # REAL_SHIELD_ON_MASKS. A photo of a phone showing the row's face (frames.render_screen_photo):
+                     # the screen's face is the photo's main subject, so its labels stay (never Shield, nor `-`).
+                     "realshield": {"No_mask!": "Shield", "Medical": "Medical Shield", "Cloth": "Cloth Shield",
+                                    "KN95": "KN95 Shield"},
+                     "screen": {"No_mask!": "No_mask!", "Medical": "Medical", "Cloth": "Cloth", "KN95": "KN95"}}
+# Real shields are mostly worn over a mask (issue 28: model 12 lost the shield over surgical and KN95 masks). Of the
+# `--render realshield` rows, this share goes on masked faces: real masked photos, and bare faces that get a drawn
+# surgical, cloth or KN95 mask first (render "medical+realshield", labels "Medical Shield"); the rest on bare faces.
+REAL_SHIELD_ON_MASKS = 0.85
 
 
 def rendered_categories(counts: dict[str, int]) -> dict[str, int]:
@@ -184,7 +194,10 @@ def rendered_categories(counts: dict[str, int]) -> dict[str, int]:
     category of the object it draws, the label every one of its renderings gets (RENDERING_SOURCES)."""
     drawn: dict[str, int] = {}
     for kind, count in counts.items():
-        (name,) = set.intersection(*(set(labels.split()) for labels in RENDERING_SOURCES[kind].values()))
+        common = set.intersection(*(set(labels.split()) for labels in RENDERING_SOURCES[kind].values()))
+        if len(common) != 1:  # "screen": a phone drawn round the row's own face, which keeps its labels
+            continue
+        (name,) = common
         drawn[name] = drawn.get(name, 0) + count
     return drawn
 
@@ -211,23 +224,53 @@ def add_renderings(data: LabelledData, counts: dict[str, int], seed: int) -> tup
     for kind, count in counts.items():
         relabel = RENDERING_SOURCES[kind]
         pool = frame[(~frame["is_valid"]) & (frame["face"] != "") & frame["labels"].isin(relabel)]
-        if kind == "shield":  # a shield whose edge and headband fall outside a tight crop is only a haze
+        if kind in ("shield", "realshield"):  # a shield whose edge and band fall outside a tight crop is only a haze
             pool = pool[[shield_edge_in_photo(*_view_geometry(row, data.images_root)) for _, row in pool.iterrows()]]
-        picked = pool.iloc[rng.permutation(len(pool))[:count]].copy()
-        picked["labels"] = picked["labels"].map(relabel)
-        picked["render"] = kind
+        if kind == "realshield":
+            picked = _real_shield_rows(pool, count, rng)
+        else:
+            picked = pool.iloc[rng.permutation(len(pool))[:count]].copy()
+            picked["labels"] = picked["labels"].map(relabel)
+            picked["render"] = kind
         added.append(picked)
         made[kind] = len(picked)
     combined = pd.concat([frame[~frame["is_valid"]], *added, frame[frame["is_valid"]]], ignore_index=True)
     return LabelledData(combined, data.images_root, data.skipped, data.corrections), made
 
 
+def _real_shield_rows(pool: pd.DataFrame, count: int, rng: np.random.Generator) -> pd.DataFrame:
+    """`count` rows of `pool` (one-face training images) for `--render realshield`: REAL_SHIELD_ON_MASKS of them
+    masked (half real masked photos, half bare faces with a drawn mask under the shield), the rest bare."""
+    masked_pool = pool[pool["labels"].isin(["Medical", "Cloth", "KN95"])]
+    bare_pool = pool[pool["labels"] == "No_mask!"]
+    on_masks = round(count * REAL_SHIELD_ON_MASKS)
+    real_masks = min(len(masked_pool), on_masks // 2)
+    drawn_masks = min(len(bare_pool), on_masks - real_masks)
+    bare = min(len(bare_pool), count - real_masks - drawn_masks)
+
+    def some(frame: pd.DataFrame, n: int) -> pd.DataFrame:
+        return frame.iloc[rng.choice(len(frame), n, replace=len(frame) < n)].copy() if n else frame.iloc[:0].copy()
+
+    masked = some(masked_pool, real_masks)
+    masked["labels"] = masked["labels"] + " Shield"
+    masked["render"] = "realshield"
+    drawn = some(bare_pool, drawn_masks)
+    kinds = rng.choice(["medical", "cloth", "kn95"], len(drawn), p=[0.5, 0.2, 0.3])  # surgical and KN95 most
+    drawn["labels"] = [{"medical": "Medical", "cloth": "Cloth", "kn95": "KN95"}[k] + " Shield" for k in kinds]
+    drawn["render"] = [f"{k}+realshield" for k in kinds]
+    plain = some(bare_pool, bare)
+    plain["labels"] = "Shield"
+    plain["render"] = "realshield"
+    return pd.concat([masked, drawn, plain])
+
+
 def build_dataloaders(data: LabelledData, size: int, presize: int, batch_size: int, seed: int,
-                      num_workers: int | None = None, augmentation: Augmentation | None = None):
+                      num_workers: int | None = None, augmentation: Augmentation | None = None,
+                      donors: dict | None = None):
     """The notebook's DataBlock: presize with an item Resize, then augment and resize to `size` on the batch.
     With `augmentation` (or rows to render: a `render` column), training images are read with AugmentingReader."""
     augmenting = bool(augmentation) or "render" in data.frame.columns
-    reader = AugmentingReader(data.images_root, augmentation or Augmentation()) if augmenting else \
+    reader = AugmentingReader(data.images_root, augmentation or Augmentation(), donors or {}) if augmenting else \
         ImageReader(data.images_root)
     block = DataBlock(
         blocks=(ImageBlock, MultiCategoryBlock(vocab=data.vocab)),
@@ -240,6 +283,22 @@ def build_dataloaders(data: LabelledData, size: int, presize: int, batch_size: i
     kwargs = {} if num_workers is None else {"num_workers": num_workers}
     torch.manual_seed(seed)
     return block.dataloaders(data.frame, bs=batch_size, seed=seed, device=torch.device("cpu"), **kwargs)
+
+
+def frame_donors(data: LabelledData) -> dict[str, tuple[tuple[str, str, str], ...]]:
+    """labels -> ((fname, face box, crop), ...) of the training rows with one known face whose labels a frame
+    drawing keeps: the faces a phone beside a face may show (AugmentingReader.donors), by the labels they share."""
+    frame = data.frame
+    if "face" not in frame.columns:
+        return {}
+    rows = frame[(~frame["is_valid"]) & (frame["face"] != "")]
+    if "render" in rows.columns:
+        rows = rows[rows["render"] == ""]
+    crops = rows["crop"] if "crop" in rows.columns else pd.Series("", index=rows.index)
+    donors: dict[str, list] = {}
+    for fname, labels, face, crop in zip(rows["fname"], rows["labels"], rows["face"], crops, strict=True):
+        donors.setdefault(labels, []).append((fname, face, crop))
+    return {labels: tuple(pool) for labels, pool in donors.items()}
 
 
 def with_plain_reader(learn, data: LabelledData, size: int, presize: int, batch_size: int, seed: int,

@@ -130,9 +130,13 @@ def _augmentation(training: dict) -> str:
     if augmentation.get("lighting"):
         parts.append(f"{augmentation['lighting']:.0%} of all training reads in low light with sensor noise, "
                      "backlit or with a colour cast")
+    if augmentation.get("frames"):
+        parts.append(f"{augmentation['frames']:.0%} of the reads of a bare or masked face (one face found) with a "
+                     "picture frame, a window, thick glasses, a cap's visor or a helmet, or a phone held up beside "
+                     "the face drawn round it, labels kept (`frames.py`)")
     rendered = augmentation.get("renderings") or {}
     if rendered:
-        parts.append(" and ".join(f"{count} {RENDERED[kind]}" for kind, count in rendered.items()) +
+        parts.append(" and ".join(f"{count} {RENDERED.get(kind, kind)}" for kind, count in rendered.items()) +
                      " drawn anew at each read on training images with one face")
     return f" Training-time augmentation (`maskclassifier/training/synthetic/augment.py`): {'; '.join(parts)}." if parts else ""
 
@@ -141,7 +145,11 @@ RENDERED = {"gas": "images with a respirator (labelled `Gas`)",
             "shield": "images with a face shield (over a bare face or a mask, + `Shield`)",
             "medical": "images with a drawn surgical mask (labelled `Medical`)",
             "cloth": "images with a drawn cloth mask (labelled `Cloth`)",
-            "kn95": "images with a drawn KN95 (labelled `KN95`)"}
+            "kn95": "images with a drawn KN95 (labelled `KN95`)",
+            "realshield": "images with a clear face shield drawn as real ones look (forehead band, glare, a visible "
+                          "lower edge; 85 % over a real or drawn mask, + `Shield`)",
+            "screen": "photos of a phone or tablet held up whose screen shows the face (its labels kept, never "
+                      "`Shield`)"}
 
 
 def _lr_origin(training: dict) -> str:

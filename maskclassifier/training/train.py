@@ -35,6 +35,7 @@ from maskclassifier.training.dataset import (  # noqa: E402
     oversample,
     parse_merges,
     parse_oversample,
+    subsample_training,
     training_examples,
 )
 from maskclassifier.core.sidecar import Sidecar, mostly_drawn, sha256_file  # noqa: E402
@@ -54,6 +55,7 @@ from maskclassifier.training.learner import (  # noqa: E402
     build_learner,
     export_portable,
     find_lr,
+    frame_donors,
     fit_batch_size,
     load_initial_weights,
     load_labelled_csv,
@@ -113,6 +115,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "images after the CSV is read; the sidecar and model card record it")
     parser.add_argument("--oversample", action="append", default=[], metavar="LABEL=TIMES",
                         help="repeat training images with this label, e.g. --oversample Shield=3 (repeatable)")
+    parser.add_argument("--train-fraction", type=float, default=1.0, metavar="F",
+                        help="train on this random share (0-1, seeded) of the training images; images labelled "
+                             "Shield all stay, validation is untouched (default: 1, all): a short "
+                             "fine-tuning run on a busy machine")
     parser.add_argument("--face-crops", action="store_true",
                         help="also train on a close-up of the face of each training image with exactly one face "
                              "(found with MTCNN; needs facenet-pytorch): the view the web page's automatic mode "
@@ -121,13 +127,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="chance (0-1) that a training image of a bare face (No_mask!, one face found) is read "
                              "with a hand, phone, microphone, hair or a scarf pulled down drawn over its lower face, "
                              "keeping its label (default: 0)")
+    parser.add_argument("--frames", type=float, default=0.0, metavar="P",
+                        help="chance (0-1) that a training image of a bare or masked face (one face found) is read "
+                             "with a picture frame, a window, thick glasses, a cap's visor or a helmet, or a phone "
+                             "held up beside the face drawn round it, keeping its labels: hard negatives for Shield "
+                             "(issue 28; default: 0)")
     parser.add_argument("--lighting", type=float, default=0.0, metavar="P",
                         help="chance (0-1) that a training image is read in low light with sensor noise, "
                              "backlit or with a colour cast (default: 0)")
     parser.add_argument("--render", action="append", default=[], metavar="KIND=COUNT",
                         help="add COUNT training images with a respirator (gas: labelled Gas), a face shield "
                              "(shield: over a bare face or a mask, + Shield), a surgical mask (medical: Medical), a "
-                             "cloth mask (cloth: Cloth) or a KN95 (kn95: KN95) drawn over the one face found in a "
+                             "cloth mask (cloth: Cloth), a KN95 (kn95: KN95), a clear shield as real ones look "
+                             "(realshield: mostly over a mask, + Shield) or a photo of a phone held up whose screen "
+                             "shows the face (screen: its labels kept) drawn over the one face found in a "
                              "training image of a bare face (shields also over masks); drawn anew at each read "
                              "(repeatable)")
     parser.add_argument("--face-cache", type=Path, default=facecache.DEFAULT_DIR, metavar="DIR",
@@ -159,7 +172,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--lr-mult must be 1 or more")
     if not 0 < args.valid_pct < 1:
         parser.error("--valid-pct must be between 0 and 1")
-    for name in ("occluders", "lighting"):
+    if not 0 < args.train_fraction <= 1:
+        parser.error("--train-fraction must be more than 0 and at most 1")
+    for name in ("occluders", "lighting", "frames"):
         if not 0 <= getattr(args, name) <= 1:
             parser.error(f"--{name} must be between 0 and 1")
     try:
@@ -259,7 +274,12 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
         print(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}", flush=True)
     if data.corrections:
         print(corrections_line(data.corrections), flush=True)
-    augmentation = Augmentation(occluders=args.occluders, lighting=args.lighting)
+    if args.train_fraction < 1:
+        before = int((~data.frame["is_valid"]).sum())
+        data = subsample_training(data, args.train_fraction, {"Shield"}, args.seed)
+        print(f"--train-fraction {args.train_fraction:g}: {int((~data.frame['is_valid']).sum())} of {before} "
+              "training images (all Shield images kept)", flush=True)
+    augmentation = Augmentation(occluders=args.occluders, lighting=args.lighting, frames=args.frames)
     if args.face_crops or args.render_counts or augmentation:
         data = mark_faces(data, args.face_cache)
     training_data, face_crops = data, None
@@ -279,7 +299,9 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
         print(f"--bs {args.bs} is more than the {train_images} training images: training with batches of "
               f"{batch_size}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    dls = build_dataloaders(training_data, args.size, args.presize, batch_size, args.seed, args.workers, augmentation)
+    donors = frame_donors(training_data) if args.frames else None
+    dls = build_dataloaders(training_data, args.size, args.presize, batch_size, args.seed, args.workers, augmentation,
+                            donors)
     learn = build_learner(dls, args.arch, args.pretrained, head_features=args.head, workdir=workdir)
     initialised = load_initial_weights(learn, args.init_from) if args.init_from else None
     if initialised == "body":
@@ -336,7 +358,8 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
             "merges": args.merge,
             "oversample": args.oversample,
             "face_crops": face_crops,
-            "augmentation": {"occluders": args.occluders, "lighting": args.lighting, "renderings": renderings or {}},
+            "augmentation": {"occluders": args.occluders, "lighting": args.lighting, "frames": args.frames,
+                             "renderings": renderings or {}},
             "init_from": None if args.init_from is None else {"file": args.init_from.name,
                                                               "sha256": sha256_file(args.init_from),
                                                               "took": initialised},

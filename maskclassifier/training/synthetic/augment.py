@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from maskclassifier.training.synthetic import renderings
+from maskclassifier.training.synthetic import frames, renderings
 from maskclassifier.training.dataset import ImageReader
 
 if TYPE_CHECKING:
@@ -371,7 +371,12 @@ def relight(image: Image.Image, box: Box | None, rng: np.random.Generator) -> Im
 # drawn ordinary masks balance the drawn occluders, respirators and shields: drawn-ness alone must not mean "no mask"
 RENDERINGS = {"gas": renderings.draw_respirator, "shield": renderings.draw_shield,
               "medical": renderings.draw_surgical_mask, "cloth": renderings.draw_cloth_mask,
-              "kn95": renderings.draw_kn95_mask}
+              "kn95": renderings.draw_kn95_mask,
+              # issue 28: a clear shield as real ones look, and a photo of a phone showing the row's face
+              "realshield": renderings.draw_real_shield, "screen": frames.render_screen_photo}
+# renderings after which the face box no longer holds (the face is now small, on a screen): nothing more is drawn
+# on the face, and the lighting change takes the whole photo
+MOVES_THE_FACE = {"screen"}
 
 
 def parse_box(text: str) -> Box | None:
@@ -396,9 +401,12 @@ class Augmentation:
 
     occluders: float = 0.0  # chance that a No_mask! image with one known face gets an occluder over its mouth
     lighting: float = 0.0  # chance that any training image gets a lighting change
+    # chance that an image of a bare or masked face (labels within frames.KEEPS_LABELS, one known face) gets a
+    # frame, window, glasses, visor or a phone beside the face drawn round it, keeping its labels (issue 28)
+    frames: float = 0.0
 
     def __bool__(self) -> bool:
-        return self.occluders > 0 or self.lighting > 0
+        return self.occluders > 0 or self.lighting > 0 or self.frames > 0
 
 
 @dataclass(frozen=True)
@@ -412,6 +420,27 @@ class AugmentingReader(ImageReader):
     """
 
     augmentation: Augmentation = Augmentation()
+    # labels -> ((fname, face box, crop), ...): training photos with one face, for the phone beside a face to show
+    # a face of the same labels (train.py fills it when --frames is on)
+    donors: dict = field(default_factory=dict, hash=False, compare=False)
+
+    def _donor(self, labels: str, rng: np.random.Generator) -> tuple[Image.Image, Box | None] | None:
+        pool = self.donors.get(labels, ())
+        if not pool:
+            return None
+        fname, face, crop = pool[int(rng.integers(len(pool)))]
+        donor_row = {"fname": fname, "face": face, "crop": crop}
+        image = ImageReader.__call__(self, donor_row)
+        if not isinstance(image, Image.Image):
+            with Image.open(image) as opened:
+                image = opened.convert("RGB")
+        return image, face_in_view(donor_row)
+
+    def _frame(self, image: Image.Image, box: Box, labels: str, rng: np.random.Generator) -> Image.Image:
+        kind = frames.frame_kind(rng)
+        if kind == "screen_beside":
+            return frames.draw_screen_beside(image, box, rng, self._donor(labels, rng))
+        return frames.FRAMES[kind](image, box, rng)
 
     def __call__(self, row) -> Path | Image.Image:
         if row["is_valid"]:
@@ -424,10 +453,16 @@ class AugmentingReader(ImageReader):
         box = face_in_view(row)
         small = box is None or min(box[2] - box[0], box[3] - box[1]) < MIN_FACE
         render = row.get("render", "")
-        if render and not small:
-            image = RENDERINGS[render](image, box, rng)
-        elif row["labels"] == "No_mask!" and not small and rng.random() < self.augmentation.occluders:
+        kinds = render.split("+") if render else []  # e.g. "medical+realshield": a drawn mask, then a shield over it
+        if kinds and not small:
+            for kind in kinds:
+                image = RENDERINGS[kind](image, box, rng)
+        framable = (not small and not (set(kinds) - {"medical", "cloth", "kn95"})
+                    and set(row["labels"].split()) <= frames.KEEPS_LABELS)
+        if framable and rng.random() < self.augmentation.frames:
+            image = self._frame(image, box, row["labels"], rng)
+        elif not kinds and row["labels"] == "No_mask!" and not small and rng.random() < self.augmentation.occluders:
             image = occlude(image, box, rng)
         if rng.random() < self.augmentation.lighting:
-            image = relight(image, box, rng)
+            image = relight(image, None if MOVES_THE_FACE & set(kinds) else box, rng)
         return image

@@ -827,3 +827,96 @@ def draw_kn95_mask(image: Image.Image, face_box: tuple[int, int, int, int], rng:
     wire (`pick_kn95`). Randomness from `rng` only; lighting, grain, jitter and box handling as in `draw_respirator`.
     """
     return render_kn95_mask(image, face_box, pick_kn95(rng))
+
+
+# --- realistic face shields (issue 28) ----------------------------------------------------------------------------
+# Model 12 found the shield on 3 of 9 real photos and lost it when worn over a mask. Real shields are clear plastic
+# (no tint, hardly any haze: the face behind is sharp), held by a thick foam or plastic forehead band with a
+# bracket, and what shows them is glare: broad soft highlights where the curved plastic mirrors a window, narrow
+# streaks, and bright cut edges, the lower one usually in view below the chin. Mostly worn over a mask, so
+# `--render realshield` draws them over masked faces far more often than over bare ones (learner.add_renderings).
+
+REAL_BAND_COLOURS = ((236, 236, 230), (245, 245, 240), (58, 108, 200), (32, 32, 34), (200, 40, 40), (120, 124, 130))
+
+
+@dataclass(frozen=True)
+class RealShieldStyle:
+    band: tuple[int, int, int]
+    band_height: float  # the foam band's height, face units (0.08-0.16)
+    bracket: bool  # a clear plastic bracket line under the band
+    bottom: float  # the lower edge's lowest point, face units below the box centre (0.7-1.05)
+    half_width: float  # 0.6-0.76
+    sag: float  # how much the lower edge curves up at the sides (0-0.2)
+    edge: float  # the bright cut edge's half-width (0.008-0.025)
+    edge_alpha: float  # 0.55-0.95
+    highlights: tuple[tuple[float, float, float], ...]  # broad vertical glare: (u, half-width, alpha)
+    streaks: tuple[tuple[float, float, float, float], ...]  # narrow diagonal glare as ShieldStyle.reflections
+    haze: float  # 0-0.06
+    lift: float  # 0-0.08: the plastic adds a little light everywhere
+    placement: Placement
+
+
+def pick_real_shield(rng: np.random.Generator) -> RealShieldStyle:
+    """The style `draw_real_shield` draws for this state of `rng`."""
+    highlights = tuple((float(rng.uniform(0.3, 0.62)) * _pick(rng, (-1, 1)), float(rng.uniform(0.04, 0.14)),
+                        float(rng.uniform(0.15, 0.45))) for _ in range(int(rng.integers(1, 3))))
+    streaks = tuple((float(rng.uniform(-0.5, 0.5)), float(rng.uniform(0.8, 3.0)) * _pick(rng, (-1, 1)),
+                     float(rng.uniform(0.015, 0.06)), float(rng.uniform(0.2, 0.55)))
+                    for _ in range(int(rng.integers(1, 4))))
+    return RealShieldStyle(_pick(rng, REAL_BAND_COLOURS), float(rng.uniform(0.08, 0.16)), bool(rng.random() < 0.6),
+                           float(rng.uniform(0.7, 1.05)), float(rng.uniform(0.6, 0.76)), float(rng.uniform(0.0, 0.2)),
+                           float(rng.uniform(0.008, 0.025)), float(rng.uniform(0.55, 0.95)), highlights, streaks,
+                           float(rng.uniform(0.0, 0.06)), float(rng.uniform(0.0, 0.08)),
+                           _placement(rng, scale=0.07, shift=0.04, angle=5.0))
+
+
+def render_real_shield(image: Image.Image, face_box: tuple[int, int, int, int], style: RealShieldStyle) -> Image.Image:
+    """`draw_real_shield` with the style chosen."""
+    top = -0.6
+    extent = (-style.half_width - 0.04, style.half_width + 0.04, top - style.band_height - 0.04, style.bottom + 0.05)
+    photo, c = _begin(image, face_box, style.placement, extent)
+    if c is None:
+        return photo
+    lower = style.bottom - style.sag * (c.U / style.half_width) ** 2
+    visor_sd = np.minimum(np.minimum(style.half_width - np.abs(c.U), c.V - top), lower - c.V)
+    inside = c.cover(visor_sd)
+    if style.haze > 0 or style.lift > 0:  # clear plastic: the face stays sharp, a touch flatter and lighter
+        x0, y0, _, _ = c.region
+        crop = photo.crop(c.region)
+        grey = tuple(int(v) for v in np.asarray(crop).reshape(-1, 3).mean(axis=0))
+        under = Image.blend(crop, Image.new("RGB", crop.size, grey), style.haze)
+        under = Image.blend(under, Image.new("RGB", crop.size, (255, 255, 255)), style.lift)
+        weight = Image.fromarray((inside * 255.0 + 0.5).astype(np.uint8), "L").resize(crop.size, Image.BILINEAR)
+        photo.paste(Image.composite(under, crop, weight), (x0, y0))
+    for u, half, alpha in style.highlights:  # the curved plastic mirroring a window: broad, soft, vertical
+        profile = np.clip(1.0 - np.abs(c.U - u) / half, 0.0, 1.0) ** 2
+        fade = np.clip((c.V - top) / 0.4, 0.0, 1.0) * np.clip((lower - c.V) / 0.3, 0.3, 1.0)
+        c.paint(profile * fade * alpha * inside, (255.0, 255.0, 255.0))
+    for offset, slope, width, alpha in style.streaks:
+        _reflection(c, offset, slope, width, alpha, inside)
+    # the cut edges: a bright line with a dark one inside it, strongest along the lower edge
+    rim = c.cover(visor_sd) * (1.0 - c.cover(visor_sd - 2 * style.edge))
+    lower_weight = np.clip((c.V - 0.2) / 0.4, 0.35, 1.0)
+    c.paint(rim * style.edge_alpha * lower_weight, (246.0, 249.0, 252.0))
+    c.paint(c.cover(visor_sd - 2 * style.edge) * (1.0 - c.cover(visor_sd - 3 * style.edge)) * 0.25 * lower_weight,
+            (50.0, 54.0, 60.0))
+    band_top, band_bottom = top - style.band_height, top + 0.02
+    band = c.part(-style.half_width, style.half_width, band_top - 0.01, band_bottom + 0.03)
+    band_sd = np.minimum(style.half_width * 0.97 - np.abs(band.U),
+                         np.minimum(band.V - band_top, band_bottom - band.V))
+    across = (band.V - (band_top + band_bottom) / 2) / (band_bottom - band_top) * 1.6
+    foam = _texture(band_sd.shape, style.placement.grain_seed, 0.04)[..., None]
+    band.paint(band.cover(band_sd), _shade(style.band, band.U / style.half_width * 0.5, across, ambient=0.55,
+                                           specular=0.12) * foam)
+    if style.bracket:  # the clear bracket the visor clips into, under the foam
+        bracket_sd = np.minimum(style.half_width * 0.95 - np.abs(band.U), 0.018 - np.abs(band.V - band_bottom - 0.012))
+        band.paint(band.cover(bracket_sd) * 0.7, (200.0, 206.0, 214.0))
+    return _composite(photo, c, face_box, style.placement)
+
+
+def draw_real_shield(image: Image.Image, face_box: tuple[int, int, int, int],
+                     rng: np.random.Generator) -> Image.Image:
+    """A new RGB image: a clear face shield as real ones look (see above) over the face in `face_box`, whatever
+    is on the face left visible under it. Label: the image's labels plus Shield. Randomness from `rng` only;
+    lighting, grain and box handling as in `draw_respirator`."""
+    return render_real_shield(image, face_box, pick_real_shield(rng))
