@@ -52,7 +52,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -597,7 +597,7 @@ def report(args: argparse.Namespace, payloads: dict[str, list[Payload]], setting
     load = [a for a in result.answers if not a.warm_up]
     load_avg = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     lines = [
-        f"# Crowd of phones, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"# Crowd of phones, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"Machine: {os.cpu_count()} cores ({processor()}), load average {load_avg} at the end, "
         f"Python {platform.python_version()}, torch {torch_build()}",

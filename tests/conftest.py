@@ -10,9 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
 from datasets import PATCH_SIZE, face_like_image, write_labelled_set, write_patch_set
 from helpers import CHROMEDRIVER, CHROMIUM, NO_CHROMIUM, RecordUploads, encode
-
 from maskclassifier.core.config import Settings
 from maskclassifier.web import create_app
 
@@ -118,7 +118,8 @@ def open_browser(chromium):
     """
 
     def start(phone: bool = False, javascript: bool = True, camera: str | None = None):
-        fake_camera = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream") if camera == "fake" else ()
+        fake_camera = (("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream") if camera == "fake"
+                       else ())
         driver = chromium("--hide-scrollbars", *fake_camera)
         if not javascript:
             # The page's one script is never loaded, so the page is what a browser without JavaScript gets (the

@@ -13,15 +13,22 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import TINY_OPTIONS, run_module
 from datasets import astronaut_head, write_labelled_set
+from helpers import TINY_OPTIONS, run_module
 from maskclassifier.classifier.faces import load_detector
 from maskclassifier.classifier.learner_file import read_learner
+from maskclassifier.training.dataset import ImageReader, LabelledData
+from maskclassifier.training.learner import (
+    add_renderings,
+    build_dataloaders,
+    build_learner,
+    load_labelled_csv,
+    mark_faces,
+    project_references,
+    with_plain_reader,
+)
 from maskclassifier.training.synthetic import augment
 from maskclassifier.training.synthetic.augment import Augmentation, AugmentingReader
-from maskclassifier.training.dataset import ImageReader, LabelledData
-from maskclassifier.training.learner import (add_renderings, build_dataloaders, build_learner, load_labelled_csv,
-                                             mark_faces, project_references, with_plain_reader)
 
 CHANGES = {**augment.OCCLUDERS, **augment.LIGHTING}
 

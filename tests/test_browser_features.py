@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from datasets import face_like_image
 from helpers import encode
-
 from maskclassifier.core.categories import CATEGORIES, UNSURE_COLOUR
 
 

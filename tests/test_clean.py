@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import write_labelled_set
-from helpers import CHROMEDRIVER, CHROMIUM, NO_CHROMIUM, ROOT
 from werkzeug.serving import make_server
 
+from datasets import write_labelled_set
+from helpers import CHROMEDRIVER, CHROMIUM, NO_CHROMIUM, ROOT
 from maskclassifier.clean import ranking
 from maskclassifier.clean.__main__ import build, parse_args
 from maskclassifier.clean.review import ReviewError, open_review

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+
 from datasets import write_labelled_set
 from helpers import ROOT, TINY_OPTIONS
-
 from maskclassifier.core import corrections
 from maskclassifier.core.corrections import CorrectionsError, Recorder
 from maskclassifier.core.sidecar import sha256_file

@@ -8,9 +8,8 @@ import urllib.request
 
 import pytest
 
-from helpers import encode
 from datasets import face_like_image
-from helpers import free_port, multipart, start_gunicorn, wait_until_healthy
+from helpers import encode, free_port, multipart, start_gunicorn, wait_until_healthy
 
 
 def test_procfile_command_serves_predictions(tiny_model):

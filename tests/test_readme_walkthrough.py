@@ -15,9 +15,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from datasets import write_labelled_set
 from helpers import ROOT, TINY_OPTIONS
-
 from maskclassifier.core.sidecar import sha256_file
 
 RUN_PLACEHOLDER = "runs/YYYYMMDD-HHMMSS"

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maskclassifier.core import corrections
 from maskclassifier.clean import ranking
+from maskclassifier.core import corrections
 from maskclassifier.core.corrections import Correction, CorrectionsError, Recorder
 
 

@@ -1,7 +1,7 @@
 """Faces found in a photo, in pixels of the photo: the boxes, their reading order and the crops around them.
 
-Leaf module (Pillow only): the detectors (`maskclassifier.classifier.mtcnn_onnx`, `maskclassifier.classifier.mtcnn`), per-face mode
-(`maskclassifier.classifier.faces`) and training's face close-ups share these.
+Leaf module (Pillow only): the detectors (`maskclassifier.classifier.mtcnn_onnx`, `maskclassifier.classifier.mtcnn`),
+per-face mode (`maskclassifier.classifier.faces`) and training's face close-ups share these.
 """
 
 from __future__ import annotations

@@ -6,11 +6,11 @@ import time
 
 from flask import Blueprint, Flask, Response, jsonify, request
 
-from maskclassifier.classifier.drawing import annotate, caption_lines, colour_for
-from maskclassifier.core.errors import ImageError
-from maskclassifier.classifier.explain import overlay, png
-from maskclassifier.core.images import claimed_pixels, load_image
 from maskclassifier.classifier.classifier import Prediction
+from maskclassifier.classifier.drawing import annotate, caption_lines, colour_for
+from maskclassifier.classifier.explain import overlay, png
+from maskclassifier.core.errors import ImageError
+from maskclassifier.core.images import claimed_pixels, load_image
 from maskclassifier.web.errors import json_reply, reply_for
 from maskclassifier.web.inference import analyse_faces, classifier, explain_faces, explain_image, frame_faces, slot_for
 from maskclassifier.web.presenters import drawn_note, explanation_json, faces_json, jpeg, prediction_json

@@ -11,13 +11,20 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 from PIL import Image
 
-from maskclassifier.core.capacity import Deadline, InferenceSlots, OutOfTime
-from maskclassifier.classifier.explain import ExplainTooSlow, Explanation, explain
-from maskclassifier.core.facebox import Face, crop_box
-from maskclassifier.classifier.faces import (FaceAnalysis, FaceDetector, FacesUnavailable, analyse, analyse_frame,
-                                  find_faces, load_detector)
-from maskclassifier.core.images import claimed_pixels
 from maskclassifier.classifier.classifier import Classifier, Prediction, load_classifier
+from maskclassifier.classifier.explain import ExplainTooSlow, Explanation, explain
+from maskclassifier.classifier.faces import (
+    FaceAnalysis,
+    FaceDetector,
+    FacesUnavailable,
+    analyse,
+    analyse_frame,
+    find_faces,
+    load_detector,
+)
+from maskclassifier.core.capacity import Deadline, InferenceSlots, OutOfTime
+from maskclassifier.core.facebox import Face, crop_box
+from maskclassifier.core.images import claimed_pixels
 
 # Photos larger than this run alone, holding every inference slot. Below it, two at once stay within the memory
 # bound of one upload (300 MB): decoding, converting and classifying the faces of a 12-megapixel photo costs about

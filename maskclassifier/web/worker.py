@@ -5,8 +5,9 @@ arbiter's heartbeat, so a slow upload no longer blocks every other request (as t
 the worker killed. It still reads with no time limit: a client that sends its headers a line every few seconds, or
 its body a byte at a time, would hold a thread for ever. Here each connection's socket is wrapped in a
 DeadlineSocket: the request line and headers must arrive within HEADER_TIMEOUT_S of the thread starting to read
-them, and the web app (`maskclassifier.web.uploads.buffer_body`) gives the body its own deadline (UPLOAD_TIMEOUT) through
-`set_read_deadline`. A read past a deadline returns end-of-file, which gunicorn treats as a client that went away.
+them, and the web app (`maskclassifier.web.uploads.buffer_body`) gives the body its own deadline (UPLOAD_TIMEOUT)
+through `set_read_deadline`. A read past a deadline returns end-of-file, which gunicorn treats as a client that went
+away.
 
 Used by gunicorn.conf.py as `worker_class = "maskclassifier.web.worker.DeadlineThreadWorker"`.
 """
