@@ -1,12 +1,13 @@
-# `make run` serves the shipped model on http://127.0.0.1:5000 ; `make test` runs the test suite.
-# Both create .venv (Python 3.11, see .python-version) and install the pinned requirements first: on Linux pip's
+# `make run` serves the shipped model on http://127.0.0.1:5000 ; `make check` is the daily loop (ruff, then the tests
+# not marked slow: under 2 minutes on 2 cores); `make test` runs the whole test suite.
+# Each creates .venv (Python 3.11, see .python-version) and install the pinned requirements first: on Linux pip's
 # torch is the CUDA build, about 6.4 GB; without an NVIDIA GPU take the CPU-only wheels instead:
 #   PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu make install
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test
+.PHONY: install run check test
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt requirements-dev.txt pyproject.toml
@@ -19,6 +20,10 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt requirements-dev.tx
 
 run: install
 	$(BIN)/python app.py
+
+check: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow"
 
 test: install
 	$(BIN)/python -m pytest

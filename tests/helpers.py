@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from maskclassifier.core.facebox import Face, FaceScan
@@ -32,6 +33,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 NO_CHROMIUM = "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+
+
+def require_chromium() -> None:
+    """Skip the test without Chromium and chromedriver, or fail it where REQUIRE_BROWSER=1 (.ci/run sets it, so that
+    CI cannot pass with the browser tests silently skipped)."""
+    if CHROMIUM and CHROMEDRIVER:
+        return
+    if os.environ.get("REQUIRE_BROWSER") == "1":
+        pytest.fail(f"REQUIRE_BROWSER=1, but this {NO_CHROMIUM}", pytrace=False)
+    pytest.skip(NO_CHROMIUM)
 
 # The training CLI's smallest real run: a from-scratch learner, one epoch at 64 px.
 TINY_OPTIONS = ["--no-pretrained", "--size", "64", "--epochs", "1", "--frozen-epochs", "0", "--bs", "8",

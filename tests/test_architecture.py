@@ -95,8 +95,8 @@ def test_there_is_no_import_cycle():
 
 @pytest.mark.parametrize("module,absent", [
     ("maskclassifier.training", "flask"),
-    ("maskclassifier.training.metrics", "flask"),
-    ("maskclassifier.train", "flask"),
+    pytest.param("maskclassifier.training.metrics", "flask", marks=pytest.mark.slow),  # imports scikit-learn
+    pytest.param("maskclassifier.train", "flask", marks=pytest.mark.slow),  # imports fastai and torch
     ("maskclassifier.web", "fastai"),
     ("maskclassifier.web", "torch"),
     ("maskclassifier", "flask"),

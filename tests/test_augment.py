@@ -175,6 +175,7 @@ def test_face_boxes_are_kept_between_runs_until_an_image_changes(tmp_path, face,
     assert changed["face"].tolist() == [first["face"][0], "", "", ""]
 
 
+@pytest.mark.slow  # trains for real
 def test_training_cli_augments_records_it_and_exports_without_it(tmp_path):
     csv_path = write_labelled_set(tmp_path / "data", per_category=3)
     for index in range(2):

@@ -10,9 +10,14 @@ import pytest
 from PIL import Image
 
 from datasets import face_like_image
-from helpers import CHROMEDRIVER, CHROMIUM, NO_CHROMIUM, ROOT, axe_violations, encode
+from helpers import ROOT, axe_violations, encode, require_chromium
 
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=NO_CHROMIUM)
+pytestmark = pytest.mark.slow  # headless Chromium
+
+
+@pytest.fixture(autouse=True)
+def chromium_present():
+    require_chromium()  # skipped without it, failed where REQUIRE_BROWSER=1 (CI)
 
 
 def by_css(driver, selector):

@@ -8,6 +8,8 @@ from datasets import face_like_image
 from helpers import encode
 from maskclassifier.core.categories import CATEGORIES, UNSURE_COLOUR
 
+pytestmark = pytest.mark.slow  # headless Chromium
+
 
 def severe_errors(browser) -> list[dict]:
     return [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]

@@ -11,6 +11,8 @@ import pytest
 from datasets import face_like_image
 from helpers import encode, free_port, multipart, start_gunicorn, wait_until_healthy
 
+pytestmark = pytest.mark.slow  # each test starts gunicorn
+
 
 def test_procfile_command_serves_predictions(tiny_model):
     port = free_port()

@@ -123,6 +123,7 @@ def box_iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
+@pytest.mark.slow  # loads torch's MTCNN too: ~10 s
 def test_the_torch_free_detector_finds_the_faces_facenet_pytorch_finds(detector, torch_detector):
     """Issue 20's goal: on the per-face tests' photos, the same faces (box IoU >= 0.8 for >= 95 % of them)."""
     photos = [group_photo(2, 3)[0], masked(*group_photo(1, 3)), group_photo(1, 3, scale=2.0)[0],
@@ -342,6 +343,7 @@ def test_without_the_detector_files_the_app_starts_and_per_face_mode_says_why(ma
     assert client.post("/", data={**upload(encode(photo)), "faces": "on"}).status_code == 501
 
 
+@pytest.mark.slow  # ~4 s
 def test_evaluate_scores_the_answers_of_automatic_mode(app, settings, tmp_path, capsys, monkeypatch):
     from maskclassifier.training import evaluate
 
@@ -386,6 +388,7 @@ def test_face_crops_add_a_close_up_of_each_one_face_training_image(tmp_path):
     assert close_up.mode == "RGB" and close_up.size == (box[2] - box[0], box[3] - box[1])
 
 
+@pytest.mark.slow  # trains for real
 def test_training_cli_with_face_crops_records_them(tmp_path):
     csv_path = write_labelled_set(tmp_path / "data", per_category=3)
     for index in range(2):

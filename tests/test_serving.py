@@ -78,6 +78,7 @@ def fast_predictions(port: int, jpeg: bytes, seconds: float) -> list[int | None]
     return statuses
 
 
+@pytest.mark.slow  # the module's gunicorn
 def test_a_stalled_upload_gets_a_json_408_and_delays_no_one_else(server, face_jpeg):
     head, body = request_bytes(face_jpeg)
     with socket.create_connection(("127.0.0.1", server)) as slow:
@@ -92,6 +93,7 @@ def test_a_stalled_upload_gets_a_json_408_and_delays_no_one_else(server, face_jp
     assert len(statuses) >= 5 and set(statuses) == {200}
 
 
+@pytest.mark.slow  # the module's gunicorn
 def test_a_trickling_upload_is_cut_at_the_deadline(server, face_jpeg):
     """A byte at a time keeps every single read short: the deadline is for the whole body."""
     head, body = request_bytes(face_jpeg)
@@ -111,6 +113,7 @@ def test_a_trickling_upload_is_cut_at_the_deadline(server, face_jpeg):
     assert time.monotonic() - started < UPLOAD_TIMEOUT_S + 6
 
 
+@pytest.mark.slow  # the module's gunicorn
 def test_a_chunked_upload_is_read_whole_or_cut_at_the_deadline(server, face_jpeg):
     body, content_type = multipart("file", "photo.jpg", face_jpeg, "image/jpeg")
     head = (f"POST /api/predict HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n"
@@ -125,6 +128,7 @@ def test_a_chunked_upload_is_read_whole_or_cut_at_the_deadline(server, face_jpeg
     assert status == 408 and json.loads(answer)["error"] == "upload_timeout"
 
 
+@pytest.mark.slow  # the module's gunicorn
 def test_connections_that_send_nothing_or_trickle_headers_are_closed_without_blocking(server, face_jpeg):
     idle = socket.create_connection(("127.0.0.1", server))
     trickle = socket.create_connection(("127.0.0.1", server))
@@ -247,6 +251,7 @@ def test_per_face_work_past_the_budget_is_a_422_with_the_whole_photo_answer(make
     assert page.status_code == 422 and "too many faces" in text and "How sure the model is" in text
 
 
+@pytest.mark.slow  # ~5 s
 def test_a_photo_of_hundreds_of_faces_is_answered_with_bounded_candidates(make_app, monkeypatch):
     """P-Net passes on at most MAX_CANDIDATES_PER_SCALE windows per scale; the answer keeps the surest faces."""
     proposals = []
@@ -319,6 +324,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.slow  # a fresh Python serves uploads: over a minute
 def test_no_upload_raises_peak_memory_by_more_than_300_mb(tiny_model, tmp_path, face_jpeg):
     paths = []
     for name, (make, _) in MEMORY_CASES.items():
@@ -343,6 +349,7 @@ def test_no_upload_raises_peak_memory_by_more_than_300_mb(tiny_model, tmp_path, 
 PARITY_SIZES = [(256, 256), (1000, 1000), (3000, 2000), (5000, 3000), (97, 301), (1200, 300)]
 
 
+@pytest.mark.slow  # fastai's own DataLoader on every size
 @pytest.mark.parametrize("learner", ["tiny_model", "cli_model"])
 def test_every_path_gives_learn_predicts_answer_for_jpegs_of_any_size(request, learner, tmp_path, make_app):
     from fastai.learner import load_learner

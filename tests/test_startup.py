@@ -68,6 +68,7 @@ def test_threshold_defaults_to_half_without_sidecar(model_copy):
     assert load_classifier(model_copy).threshold == 0.5
 
 
+@pytest.mark.slow  # ~4 s
 def test_test_time_augmentation_comes_from_the_sidecar_unless_overridden(model_copy):
     assert load_classifier(model_copy).tta == "none"  # no sidecar: each image once
     write_sidecar(model_copy, tta="flip")

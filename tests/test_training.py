@@ -61,6 +61,7 @@ def trained(tmp_path_factory):
     return {"csv": csv_path, "out": out, "stdout": result.stdout, "stderr": result.stderr}
 
 
+@pytest.mark.slow  # trains for real
 def test_training_writes_the_model_and_its_sidecar(trained):
     out = trained["out"]
     sidecar = json.loads((out / "export.json").read_text())
@@ -87,6 +88,7 @@ def test_training_writes_the_model_and_its_sidecar(trained):
     assert classifier.vocab == VOCAB and classifier.threshold == sidecar["threshold"]
 
 
+@pytest.mark.slow  # trains for real
 def test_training_writes_plots_metrics_and_model_card(trained):
     out = trained["out"]
     for name in ("threshold_sweep.png", "confusion.png", "top_losses.png", "lr_find.png"):
@@ -102,6 +104,7 @@ def test_training_writes_plots_metrics_and_model_card(trained):
     assert f"{report['exact_match']:.4f}" in card
 
 
+@pytest.mark.slow  # trains for real
 def test_training_continues_from_an_exported_learner_with_oversampling(trained, tmp_path):
     start = trained["out"] / "export.pkl"
     out = tmp_path / "continued"
@@ -131,6 +134,7 @@ def test_training_continues_from_an_exported_learner_with_oversampling(trained, 
     assert convolutions and all(torch.allclose(before[name], after[name], atol=1e-6) for name in convolutions)
 
 
+@pytest.mark.slow  # trains for real
 def test_lr_mult_sets_how_much_slower_the_body_learns(trained, tmp_path):
     start = trained["out"] / "export.pkl"
     out = tmp_path / "head-only"
@@ -153,6 +157,7 @@ def first_norm(learner) -> torch.nn.BatchNorm1d:
     return next(layer for layer in learner.model[1] if isinstance(layer, torch.nn.BatchNorm1d))
 
 
+@pytest.mark.slow  # trains for real
 def test_training_takes_only_the_body_for_another_head_in_bfloat16(trained, tmp_path):
     # The start's first head BatchNorm gets weights no fresh head has (a one-epoch run may leave them at 1.0 to
     # within 1e-6, as a fresh one is): the new head, of another width, must not carry them over.
@@ -184,6 +189,7 @@ def test_training_takes_only_the_body_for_another_head_in_bfloat16(trained, tmp_
     assert not torch.allclose(first_norm(after).weight, torch.full_like(first_norm(after).weight, 2.0), atol=0.5)
 
 
+@pytest.mark.slow  # trains for real
 def test_training_refuses_a_start_that_does_not_fit(trained, tiny_model):
     wrong_categories = run_module("maskclassifier.train", "--csv", str(trained["csv"]),
                                   "--out", str(trained["out"] / "x"),
@@ -223,6 +229,7 @@ def test_batch_size_is_capped_by_the_training_images():
         fit_batch_size(64, 1)
 
 
+@pytest.mark.slow  # trains for real
 def test_tiny_data_with_the_defaults_trains_into_a_new_run_folder(tmp_path):
     """A newcomer's first run: 16 training images, --bs 64 and --lr auto by default, no --out."""
     write_labelled_set(tmp_path / "data", per_category=3)
@@ -264,6 +271,7 @@ def test_tiny_data_with_the_defaults_trains_into_a_new_run_folder(tmp_path):
     assert sha256_file(tmp_path / run / "export.pkl") == sidecar["sha256"]
 
 
+@pytest.mark.slow  # trains for real
 @pytest.mark.parametrize("signum,exit_code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_stopped_run_leaves_no_lr_find_files(tmp_path, labelled_set, signum, exit_code):
     """lr_find saves the weights while it runs; stopped then, the run removes them (Python's default SIGTERM
@@ -355,6 +363,7 @@ def test_oversampling_repeats_training_rows_only():
         oversample(LabelledData(frame, Path(".")), {"Gas": 2})
 
 
+@pytest.mark.slow  # trains for real
 def test_evaluate_prints_the_table_and_writes_predictions(trained, tmp_path):
     predictions = tmp_path / "predictions.csv"
     result = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]),
@@ -375,6 +384,7 @@ def test_evaluate_prints_the_table_and_writes_predictions(trained, tmp_path):
     assert result.returncode == 0 and "each image averaged with its mirror image" in result.stdout
 
 
+@pytest.mark.slow  # trains for real
 def test_evaluate_reports_exact_match_per_value_of_a_column(trained, tmp_path):
     predictions = tmp_path / "predictions.csv"
     result = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]),
@@ -394,6 +404,7 @@ def test_evaluate_reports_exact_match_per_value_of_a_column(trained, tmp_path):
     assert missing.returncode == 2 and "has no column source for --by" in missing.stderr
 
 
+@pytest.mark.slow  # trains for real
 def test_evaluate_refuses_labels_the_model_does_not_know(trained):
     result = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]),
                         "--model", str(trained["out"] / "export.pkl"))
@@ -401,6 +412,7 @@ def test_evaluate_refuses_labels_the_model_does_not_know(trained):
     assert "Surgical are not categories of this model" in result.stderr and "--merge" in result.stderr
 
 
+@pytest.mark.slow  # trains for real
 @pytest.mark.parametrize("change,message", [
     (lambda df: df.drop(columns=["labels"]), "has no column labels"),
     (lambda df: df.assign(is_valid=False), "the validation set is empty"),

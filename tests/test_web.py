@@ -340,6 +340,7 @@ INTENDED = {"no-mask": ["No_mask!"], "cloth": ["Cloth"], "kn95": ["KN95"], "medi
 SHIPPED_MODEL_GETS_WRONG: set[str] = set()
 
 
+@pytest.mark.slow  # loads the shipped model and answers every example: ~6 s
 def test_the_shipped_model_on_the_examples(make_app):
     """Classified through the app, as one click on the page does (automatic mode)."""
     client = make_app(model_path=ROOT / "models/export.pkl", threshold=None).test_client()
