@@ -1,7 +1,8 @@
 # `make run` serves the shipped model on http://127.0.0.1:5000 with the Procfile's stack (gunicorn through bin/web and
-# gunicorn.conf.py: its worker class, deadlines and inference slots), only to this machine; `make test` runs the
-# test suite. `python app.py` is Flask's development server, without any of that.
-# Both create .venv (Python 3.11, see .python-version) and install the pinned requirements first: on Linux pip's
+# gunicorn.conf.py: its worker class, front door and inference slots), only to this machine; `make check` is the
+# daily loop (ruff, then the tests not marked slow); `make test` runs the whole test suite. `python app.py` is
+# Flask's development server, without any of that.
+# Each creates .venv (Python 3.11, see .python-version) and installs the pinned requirements first: on Linux pip's
 # torch is the CUDA build, about 6.4 GB; without an NVIDIA GPU take the CPU-only wheels instead:
 #   PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu make install
 # `make run-slim` serves the ONNX twin (models/export.onnx) the same way from .venv-slim, which has ONNX Runtime,
@@ -13,7 +14,7 @@ SLIM_VENV := .venv-slim
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: install run test install-slim run-slim
+.PHONY: install run check test install-slim run-slim
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt requirements-dev.txt pyproject.toml
@@ -37,6 +38,10 @@ $(SLIM_VENV)/.installed: requirements-slim.txt
 
 run-slim: install-slim
 	HOST=$(HOST) PORT=$(PORT) MODEL_PATH=models/export.onnx $(SLIM_VENV)/bin/python bin/web app:app --config gunicorn.conf.py
+
+check: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow"
 
 test: install
 	$(BIN)/python -m pytest

@@ -1,5 +1,6 @@
 """gunicorn settings for a crowd of phones on one small dyno; read by the Procfile's
-`bin/web app:app --config gunicorn.conf.py` (which runs this file first, to check the settings, then gunicorn). The README's "Serving" section says why each one is what it is."""
+`bin/web app:app --config gunicorn.conf.py` (which runs this file first, to check the settings, then gunicorn).
+The README's "Serving" section says why each one is what it is."""
 
 import importlib.util
 import ipaddress

@@ -14,7 +14,8 @@ each way of classifying the canvas against the subject's labels with the model's
   views-best  the same views; the answer of the view the model thinks least likely to be `-` (no face or mask)
   views-max   the same views; each category's highest probability over the views
   centre-then-best  the centre square's answer when it names a face category, else views-best
-  face-view   the app's rule (maskclassifier.classifier.classifier.answer_from_views; checked against the app's own answer)
+  face-view   the app's rule (maskclassifier.classifier.classifier.answer_from_views; checked against the app's
+              own answer)
 
 It prints exact-match per way and position, and for reference on the plain subject images. `-` subjects are
 included: a way that finds masks in background views shows there. Bounded: --subjects images, 6 canvases each.
@@ -29,7 +30,7 @@ import pickle
 import random
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,7 @@ def main() -> None:
         args.save.write_bytes(pickle.dumps({"vocab": vocab, "threshold": threshold, "canvases": raw}))
     ways = ("centre", "pad", "views-mean", "views-best", "views-max", "centre-then-best", "face-view")
     places = [f"{orientation}-{position}" for orientation in ("wide", "tall") for position in POSITIONS]
-    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {args.model.name}, threshold {threshold}, "
+    print(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {args.model.name}, threshold {threshold}, "
           f"{len(subjects)} validation subjects on {args.aspect}:1 canvases, {elapsed:.0f} s")
     print(f"plain subject images: exact-match {np.mean(hits[('plain', '-')]):.3f}")
     print("| way | " + " | ".join(places) + " | all | face subjects | `-` subjects |")

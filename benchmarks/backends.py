@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -160,7 +160,8 @@ def report(results: dict[str, Result], model: Path, requests: int, torch_version
         ("worker peak RSS (VmHWM)", [f"{r.peak_rss_mb:.0f} MB" for r in results.values()]),
     ]
     lines = [
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores "
+        f"({platform.processor() or platform.machine()}), "
         f"Python {platform.python_version()}, model {model.with_suffix('')}.{{pkl,onnx}}",
         "",
         "| | " + " | ".join(names) + " |",

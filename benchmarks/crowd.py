@@ -25,8 +25,8 @@ reconnects when closed. `--attacker N` adds one hostile laptop: N connections th
 (Content-Length 300 KB) and then its body at 1 byte/s, reconnecting whenever the server closes one (issue 27: 32 of
 them stalled every other request for a minute). Each phone's requests carry an X-Forwarded-For address of its own and
 the attacker's all carry one other address, as Heroku's router would add them (gunicorn trusts it from 127.0.0.1);
-a stack that ignores the header is measured the same way. Requests under way when the duration ends are finished (each is bounded), then gunicorn is
-stopped; the run ends by itself.
+a stack that ignores the header is measured the same way. Requests under way when the duration ends are finished
+(each is bounded), then gunicorn is stopped; the run ends by itself.
 
 It prints the machine, the root's commit and the settings; per kind the requests and p50/p95 of server and total
 time; the answers by status and error code; the share of 503 busy; unexpected answers (no HTTP answer, a 5xx other
@@ -56,7 +56,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -621,7 +621,7 @@ def report(args: argparse.Namespace, payloads: dict[str, list[Payload]], setting
     load = [a for a in result.answers if not a.warm_up]
     load_avg = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     lines = [
-        f"# Crowd of phones, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"# Crowd of phones, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"Machine: {os.cpu_count()} cores ({processor()}), load average {load_avg} at the end, "
         f"Python {platform.python_version()}, torch {torch_build()}",

@@ -14,9 +14,9 @@ any two downscalers agree) and saved as a JPEG at `--quality` (4:2:0, as phone c
 then classified both ways ("whole" and "draft"), next to the original image, in one batch; the figures: how
 many get the same labels both ways, the largest and the 99th percentile probability difference, exact-match
 against the CSV's labels of the original, the whole decode and the draft decode, and the decode + item Resize CPU
-time of both ways (thread time, p50). Enlarged photos are not real big photos (their detail is invented by the noise), so this measures
-how far the two decodes move the answers, not which is right. Bounded: about 0.1 s per image at 1536 px and
-0.3 s at 3024 px on this 2-core machine.
+time of both ways (thread time, p50). Enlarged photos are not real big photos (their detail is invented by the noise),
+so this measures how far the two decodes move the answers, not which is right. Bounded: about 0.1 s per image at 1536 px
+and 0.3 s at 3024 px on this 2-core machine.
 """
 
 from __future__ import annotations
@@ -25,18 +25,18 @@ import argparse
 import io
 import platform
 import statistics
-from collections.abc import Callable
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from benchmarks.int8 import validation
+from maskclassifier.classifier.classifier import DECODE_HEADROOM, Classifier, decide, load_classifier
 from maskclassifier.core.config import default_model_path
 from maskclassifier.core.images import load_image
-from maskclassifier.classifier.classifier import DECODE_HEADROOM, Classifier, decide, load_classifier
 
 
 def big_jpeg(image: Image.Image, short_side: int, noise: float, quality: int, seed: int) -> bytes:
@@ -79,11 +79,12 @@ def measure(classifier: Classifier, rows: list[dict], root: Path, short_side: in
         data = big_jpeg(original, short_side, noise, quality, seed=index)
         decoded = {}
         for way, at_least in (("whole", None), ("draft", reduced)):
-            elapsed, decoded[way] = cpu_ms(lambda: load_image(data, at_least=at_least))
-            resize_ms, _ = cpu_ms(lambda: resize(decoded[way]))
+            elapsed, decoded[way] = cpu_ms(lambda data=data, at_least=at_least: load_image(data, at_least=at_least))
+            resize_ms, _ = cpu_ms(lambda image=decoded[way]: resize(image))
             times[way].append(elapsed + resize_ms)
         scales.append(decoded["whole"].width / decoded["draft"].width)
-        for way, values in zip(probs, classifier.probabilities([original, decoded["whole"], decoded["draft"]])):
+        answered = classifier.probabilities([original, decoded["whole"], decoded["draft"]])
+        for way, values in zip(probs, answered, strict=True):
             probs[way].append(values)
     probs = {way: np.array(values) for way, values in probs.items()}
     answers = {way: [decide(row, classifier.vocab, classifier.threshold).labels for row in values]
@@ -92,18 +93,19 @@ def measure(classifier: Classifier, rows: list[dict], root: Path, short_side: in
     return {
         "short_side": short_side, "images": len(rows),
         "scales": sorted({round(scale) for scale in scales}),
-        "same_labels": np.mean([set(a) == set(b) for a, b in zip(answers["whole"], answers["draft"])]),
+        "same_labels": np.mean([set(a) == set(b) for a, b in zip(answers["whole"], answers["draft"], strict=True)]),
         "max_difference": float(difference.max()), "p99_difference": float(np.percentile(difference, 99)),
-        "exact": {way: np.mean([set(answer) == set(truth) for answer, truth in zip(values, labels)])
+        "exact": {way: np.mean([set(answer) == set(truth) for answer, truth in zip(values, labels, strict=True)])
                   for way, values in answers.items()},
-        "same_as_original": {way: np.mean([set(a) == set(b) for a, b in zip(answers["original"], answers[way])])
-                             for way in ("whole", "draft")},
+        "same_as_original": {
+            way: np.mean([set(a) == set(b) for a, b in zip(answers["original"], answers[way], strict=True)])
+            for way in ("whole", "draft")},
         "ms": {way: statistics.median(values) for way, values in times.items()},
     }
 
 
 def report(classifier: Classifier, results: list[dict], args: argparse.Namespace) -> None:
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"# {now}, {platform.node()}, {classifier.path} (threshold {classifier.threshold:g}, item size "
           f"{classifier.item_size}), headroom {args.headroom}, noise {args.noise:g}, JPEG quality {args.quality}")
     print("| short side | images | draft scale | same labels, draft vs whole | largest / p99 difference | "

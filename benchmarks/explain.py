@@ -22,8 +22,8 @@ from pathlib import Path
 from PIL import Image
 from skimage import data
 
-from maskclassifier.core.config import Settings
 from maskclassifier.classifier.explain import explain
+from maskclassifier.core.config import Settings
 from maskclassifier.core.images import load_image
 from maskclassifier.web import create_app
 

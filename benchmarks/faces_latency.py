@@ -12,8 +12,9 @@ and the stages of the API request measured on their own: decode, whole-photo cla
 classification of the face crops. "detector share" is detection's part of those four stages.
 
 --part detectors times the two MTCNN detectors on their own, interleaved, 1 thread each: the app's
-(`maskclassifier.classifier.mtcnn_onnx`, ONNX Runtime and NumPy) and facenet-pytorch's (torch), on a one-face 640x480 photo and
-the 12-megapixel group photos (p50 of wall time and of the thread's CPU time, which a busy machine inflates less).
+(`maskclassifier.classifier.mtcnn_onnx`, ONNX Runtime and NumPy) and facenet-pytorch's (torch), on a one-face 640x480
+photo and the 12-megapixel group photos (p50 of wall time and of the thread's CPU time, which a busy machine inflates
+less).
 
 --part served starts gunicorn the way the Procfile does (one worker, bound to a loopback port) in the full install
 (.venv, MODEL.pkl) and in the slim one (.venv-slim, MODEL.onnx; see benchmarks/backends.py for how to make it) and
@@ -48,11 +49,11 @@ from skimage import data
 
 from benchmarks.backends import ROOT, memory_mb, multipart, start_one_worker, wait_healthy, worker_pid
 from maskclassifier.classifier.faces import load_detector
-from maskclassifier.web import create_app
 from maskclassifier.core.config import Settings
 from maskclassifier.core.errors import ConfigError, ModelLoadError
 from maskclassifier.core.facebox import face_crops
 from maskclassifier.core.images import load_image
+from maskclassifier.web import create_app
 
 PHOTO_SIZE = (4000, 3000)  # 12 megapixels, a phone's default
 HEAD = (140, 20, 310, 230)  # the astronaut's head (and room for a mask) in her 512x512 photo
@@ -208,7 +209,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=Path("models/export.pkl"))
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the app's, cores / WEB_CONCURRENCY)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: the app's, cores / WEB_CONCURRENCY)")
     parser.add_argument("--part", choices=["groups", "detectors", "served", "all"], default="groups")
     parser.add_argument("--requests", type=int, default=40, help="--part served: requests per install (1-500)")
     parser.add_argument("--full-python", type=Path, default=ROOT / ".venv/bin/python")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     classifier = app.extensions["maskclassifier"]
     shown = args.model.resolve()
     shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
-    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {shown} (sha256 {classifier.sha256[:12]}, "
+    print(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {shown} (sha256 {classifier.sha256[:12]}, "
           f"threshold {classifier.threshold:g}), {len(cases)} fault photos, {elapsed:.0f} s")
     print("| photo | a person says | " + " | ".join(MODES) + " |")
     print("|---|---|" + "---|" * len(MODES))

@@ -3,10 +3,10 @@
     .venv/bin/python -m benchmarks.forward models/export.onnx OTHER.onnx [--runs 60]
 
 For comparing two exports of the same learner (e.g. an older graph: `git show COMMIT:models/export.onnx >
-/tmp/old.onnx`). Each graph gets the ONNX Runtime session the app would open on one thread (`maskclassifier.classifier.onnx_backend.open_session`),
-the same seeded random uint8 image at the graph's item size (read from
-its input shape, else 288 px), and `--runs` passes interleaved with the others' after one warm-up. It prints the
-p50 and p95 of each pass's thread CPU time (the whole pass runs on the calling thread with one intra-op thread,
+/tmp/old.onnx`). Each graph gets the ONNX Runtime session the app would open on one thread
+(`maskclassifier.classifier.onnx_backend.open_session`), the same seeded random uint8 image at the graph's item size
+(read from its input shape, else 288 px), and `--runs` passes interleaved with the others' after one warm-up. It prints
+the p50 and p95 of each pass's thread CPU time (the whole pass runs on the calling thread with one intra-op thread,
 so a busy machine inflates it less than wall-clock) and the largest difference between the first graph's
 probabilities and each other's. Bounded: under 10 s for two graphs at 60 runs.
 """
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     answers = [session.run(None, {session.get_inputs()[0].name: pixels})[0] for session in sessions]
     times: list[list[float]] = [[] for _ in sessions]
     for _ in range(args.runs):
-        for session, spent in zip(sessions, times):
+        for session, spent in zip(sessions, times, strict=True):
             start = time.thread_time()
             session.run(None, {session.get_inputs()[0].name: pixels})
             spent.append(time.thread_time() - start)
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{' '.join(f'{value:.2f}' for value in os.getloadavg())}, ONNX Runtime {onnxruntime.__version__}, "
           f"1 thread, {args.runs} passes each, a {width}x{height} image")
     print("graph | forward p50 thread CPU | p95 | largest |p - p_first|")
-    for path, spent, answer in zip(args.models, times, answers):
+    for path, spent, answer in zip(args.models, times, answers, strict=True):
         print(f"{path} | {np.median(spent) * 1000:.2f} ms | {np.percentile(spent, 95) * 1000:.2f} ms | "
               f"{float(np.abs(answer - answers[0]).max()):.1e}")
     return 0

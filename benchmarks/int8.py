@@ -3,8 +3,8 @@
     .venv/bin/python -m benchmarks.int8 --csv ../shared/data/masks/labels.csv [--model models/export.onnx]
         [--images-root DIR] [--timed 60] [--threads 1] [--limit N] [--save RUN.npz] [--against RUN.npz]
 
-The int8 model is the twin `python -m maskclassifier.modelfiles.quantize_onnx MODEL --csv LABELS.csv` wrote and recorded in
-MODEL's sidecar. Every validation image (is_valid True) is decoded and resized once as the app does it; three
+The int8 model is the twin `python -m maskclassifier.modelfiles.quantize_onnx MODEL --csv LABELS.csv` wrote and recorded
+in MODEL's sidecar. Every validation image (is_valid True) is decoded and resized once as the app does it; three
 ways of answering then classify all of them (exact-match against the labels, at the sidecar's threshold, and the
 share of images given the very same labels as the float model): float, int8 alone, and int8 as the app serves it,
 where an image with a category within `onnx.INT8_RECHECK_MARGIN` of the threshold is answered by the float model
@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from maskclassifier.core.images import load_image
 from maskclassifier.classifier.onnx_backend import OnnxBackend, load_onnx_backend
+from maskclassifier.core.images import load_image
 from maskclassifier.core.sidecar import DEFAULT_THRESHOLD, read_sidecar, resolve
 
 

@@ -25,14 +25,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader
-from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_weight_error,
-                                                     create_activation_matching, create_weight_matching,
-                                                     modify_model_output_intermediate_tensors)
+from onnxruntime.quantization.qdq_loss_debug import (
+    collect_activations,
+    compute_weight_error,
+    create_activation_matching,
+    create_weight_matching,
+    modify_model_output_intermediate_tensors,
+)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from benchmarks.int8 import validation
-from maskclassifier.core.images import load_image
 from maskclassifier.classifier.onnx_backend import INT8_SECTION, load_onnx_backend
+from maskclassifier.core.images import load_image
 from maskclassifier.core.sidecar import read_sidecar
 
 CHUNK = 8
@@ -79,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     sidecar = read_sidecar(args.model)
     section = getattr(sidecar, INT8_SECTION, None) or {}
     if not section.get("file"):
-        parser.error(f"{args.model}'s sidecar records no int8 twin: run python -m maskclassifier.modelfiles.quantize_onnx first")
+        parser.error(f"{args.model}'s sidecar records no int8 twin: "
+                     "run python -m maskclassifier.modelfiles.quantize_onnx first")
     int8_path = args.model.with_name(section["file"])
     backend = load_onnx_backend(args.model, sidecar, threads=None)
     rows = validation(args.csv)

@@ -2,8 +2,8 @@
 
     .venv/bin/python -m benchmarks.int8_profile [--model models/export.onnx] [--runs 30]
 
-Both models (MODEL and the int8 twin its sidecar records, `python -m maskclassifier.modelfiles.quantize_onnx`) run `--runs`
-single-image forward passes on one ONNX Runtime thread, as the app serves them (graph optimisations on), with
+Both models (MODEL and the int8 twin its sidecar records, `python -m maskclassifier.modelfiles.quantize_onnx`) run
+`--runs` single-image forward passes on one ONNX Runtime thread, as the app serves them (graph optimisations on), with
 `SessionOptions.enable_profiling`, their passes interleaved. Each node's kernel time (its median over the passes)
 is summed by kind: Conv split into the first (full 3x3)
 conv, depthwise (group > 1) and pointwise (1x1) convs, whatever op the optimiser made of them (`Conv`,
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be between 1 and 200")
     section = getattr(read_sidecar(args.model), INT8_SECTION, None) or {}
     if not section.get("file"):
-        parser.error(f"{args.model}'s sidecar records no int8 twin: run python -m maskclassifier.modelfiles.quantize_onnx first")
+        parser.error(f"{args.model}'s sidecar records no int8 twin: "
+                     "run python -m maskclassifier.modelfiles.quantize_onnx first")
     models = {"float": args.model, "int8": args.model.with_name(section["file"])}
     with tempfile.TemporaryDirectory() as tmp:
         results = profile(models, args.runs, Path(tmp))

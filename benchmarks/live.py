@@ -5,9 +5,9 @@
 The video is 40 frames of 640x480 (what the page sends): scikit-image's public-domain astronaut photo's head moving
 across and growing on the coffee photo, as JPEGs of quality 80, as the page encodes them. gunicorn runs as the
 Procfile says with one worker (WEB_CONCURRENCY=1) on a loopback port; one client sends frame after frame over one
-keep-alive connection, each only after the answer to the one before, as maskclassifier/web/static/live.js does, for `--seconds`.
-It prints answered frames per second, latency p50/p95, the share of frames where the face was found, and the
-server's own time per frame. Goal: at least 3 answered frames per second for one face. Bounded: about 1 minute.
+keep-alive connection, each only after the answer to the one before, as maskclassifier/web/static/live.js does, for
+`--seconds`. It prints answered frames per second, latency p50/p95, the share of frames where the face was found, and
+the server's own time per frame. Goal: at least 3 answered frames per second for one face. Bounded: about 1 minute.
 """
 
 from __future__ import annotations

@@ -33,9 +33,8 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-
 
 from benchmarks.backends import free_port, memory_mb, percentile_ms, photo_jpeg, training_running
 
@@ -245,7 +244,7 @@ def report(outcomes: list[Outcome], warmed: list[Outcome], elapsed: float, event
         "RSS growth < 10 %": growth < 10,
     }
     lines = [
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores "
         f"({platform.processor() or platform.machine()}), Python {platform.python_version()}",
         f"gunicorn from the Procfile, {workers} worker(s), model {args.model}, "
         f"cold start to /healthz {cold_start:.1f} s",

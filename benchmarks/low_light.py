@@ -8,7 +8,8 @@ and Shield left out) in which the detector finds a face at normal exposure, dark
 and 0.2 of the light with sensor noise (tests/helpers.py `underexposed`). `-` validation images (no face) at the
 same exposures measure false faces. Each way of retrying is the detector's second pass on a copy made by
 Pillow's ImageOps, run only when the first pass finds nothing; the last row is the app's own rule
-(maskclassifier.classifier.faces.find_faces: the autocontrast pass only for a photo low in contrast). Bounded by --images.
+(maskclassifier.classifier.faces.find_faces: the autocontrast pass only for a photo low in contrast). Bounded by
+--images.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import random
 import sys
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -80,7 +81,7 @@ def main() -> None:
                 for name, retry in RETRIES.items():
                     hits[(name, exposure, kind)].append(found(dark, retry))
     elapsed = time.perf_counter() - started
-    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {len(subjects)} face photos (found at normal "
+    print(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {len(subjects)} face photos (found at normal "
           f"exposure) and {len(background)} no-face photos, {elapsed:.0f} s; "
           f"{sum(low_contrast(image) for image in subjects)} of the face photos are low in contrast as they are")
     print("| second pass | " + " | ".join(f"faces found at x{e}" for e in EXPOSURES)

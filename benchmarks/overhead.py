@@ -51,7 +51,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +59,9 @@ from PIL import Image
 
 from benchmarks.backends import free_port, photo_jpeg, training_running, worker_pid
 from benchmarks.load import ROOT, GunicornLog, procfile_web_command, wait_healthy
-from maskclassifier.core.config import settings_from_env
-from maskclassifier.classifier.classifier import Classifier, load_classifier
-
 from hostile_corpus import Part, multipart  # noqa: E402  (tests/ is on sys.path via benchmarks.load)
+from maskclassifier.classifier.classifier import Classifier, load_classifier
+from maskclassifier.core.config import settings_from_env
 
 GOAL_RATIO = 1.2  # issue 20, part 2
 OLD_GOAL_RATIO = 1.3  # the goal before issue 20: full request / the learner's own forward pass (fastai only)
@@ -237,16 +236,18 @@ def measure(model: Path, python: str, sizes: list[tuple[int, int]], rounds: int,
                 for label, server in servers.items():
                     worker_before = process_cpu_seconds(server.worker)
                     result.requests.setdefault(label, Timings()).time(
-                        lambda: post_photo(server.port, body, content_type), per_round)
+                        lambda port=server.port, body=body, content_type=content_type:
+                            post_photo(port, body, content_type),
+                        per_round)
                     result.worker_cpu.setdefault(label, []).append(
                         (process_cpu_seconds(server.worker) - worker_before) / per_round)
-                result.decode.time(lambda: served.classifier.decode(jpeg), per_round)
-                result.preprocess.time(lambda: served.preprocess(image), per_round)
-                result.forward.time(lambda: served.forward(batch), per_round)
+                result.decode.time(lambda jpeg=jpeg: served.classifier.decode(jpeg), per_round)
+                result.preprocess.time(lambda image=image: served.preprocess(image), per_round)
+                result.forward.time(lambda batch=batch: served.forward(batch), per_round)
                 if not served.onnx:
-                    result.learner_forward.time(lambda: served.learner_forward(batch), per_round)
+                    result.learner_forward.time(lambda batch=batch: served.learner_forward(batch), per_round)
             if not served.onnx:
-                result.test_dl.time(lambda: served.test_dl(image), per_round)
+                result.test_dl.time(lambda image=image: served.test_dl(image), per_round)
             results.append(result)
     finally:
         for server in servers.values():
@@ -267,7 +268,7 @@ def report(backend: str, model: Path, python: str, served: Served, results: list
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        for label, server in servers.items():
+        for label in servers:
             request_ms, worker_cpu_ms = r.requests[label].wall_ms, r.worker_cpu_ms(label)
             rest = request_ms - r.floor_ms - r.preprocess.wall_ms
             rest_cpu = worker_cpu_ms - r.floor_cpu_ms - r.preprocess.cpu_ms
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     backends = ["onnx", "fastai"] if args.backend == "both" else [args.backend]
     lines = [
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores "
         f"({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
         f"threads per inference {settings_from_env().torch_threads}",
         "",

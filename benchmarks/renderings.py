@@ -1,4 +1,5 @@
-"""Time per call of the synthetic respirators, face shields and surgical, cloth and KN95 masks (training.synthetic.renderings).
+"""Time per call of the synthetic respirators, face shields and surgical, cloth and KN95 masks
+(training.synthetic.renderings).
 
     .venv/bin/python -m benchmarks.renderings [--calls 200] [--size 300]
 
@@ -15,14 +16,22 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from maskclassifier.training.synthetic.renderings import (
-    pick_cloth, pick_kn95, pick_respirator, pick_shield, pick_surgical, render_cloth_mask, render_kn95_mask,
-    render_respirator, render_shield, render_surgical_mask,
+    pick_cloth,
+    pick_kn95,
+    pick_respirator,
+    pick_shield,
+    pick_surgical,
+    render_cloth_mask,
+    render_kn95_mask,
+    render_respirator,
+    render_shield,
+    render_surgical_mask,
 )
 
 DRAWINGS = (("respirator", pick_respirator, render_respirator), ("shield", pick_shield, render_shield),
@@ -47,7 +56,7 @@ def main() -> None:
              "close-up": (side // 4, side // 5, side * 3 // 4, side * 3 // 4),
              "filling": (-side // 20, -side // 20, side + side // 20, side + side // 10)}
     print(f"renderings on a {side}x{side} photo, {args.calls} calls each, "
-          f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(f"{'face':<12} {'drawing':<32} {'calls':>5} {'median ms':>10} {'p95 ms':>8} {'CPU median ms':>14}")
     for face, box in boxes.items():
         image = photo(side, box)

@@ -1,4 +1,5 @@
-"""`python -m maskclassifier.evaluate`: the evaluation command, kept at this name (see maskclassifier.training.evaluate)."""
+"""`python -m maskclassifier.evaluate`: the evaluation command, kept at this name
+(see maskclassifier.training.evaluate)."""
 
 import sys
 

@@ -1,4 +1,5 @@
-"""`python -m maskclassifier.export_onnx`: the re-export command, kept at this name (see maskclassifier.modelfiles.export_onnx)."""
+"""`python -m maskclassifier.export_onnx`: the re-export command, kept at this name
+(see maskclassifier.modelfiles.export_onnx)."""
 
 import sys
 

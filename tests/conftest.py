@@ -10,13 +10,27 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from datasets import PATCH_SIZE, face_like_image, write_labelled_set, write_patch_set
-from helpers import CHROMEDRIVER, CHROMIUM, NO_CHROMIUM, RecordUploads, encode
 
+from datasets import PATCH_SIZE, face_like_image, write_labelled_set, write_patch_set
+from helpers import CHROMEDRIVER, CHROMIUM, RecordUploads, encode, require_chromium
 from maskclassifier.core.config import Settings
 from maskclassifier.web import create_app
 
 TESTS = Path(__file__).resolve().parent
+
+# Fixtures that train or export a model (tens of seconds to minutes on 2 cores) or drive Chromium: every test that
+# needs one, directly, through another fixture or as a fixture parameter, is marked slow (`make check` leaves it out).
+SLOW_FIXTURES = {"cli_model", "trained_onnx", "notebook_onnx", "patch_model", "chromium"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        needed = set(item.fixturenames)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None:  # e.g. params=["tiny_model", "cli_model"], resolved with request.getfixturevalue
+            needed |= {value for value in callspec.params.values() if isinstance(value, str)}
+        if needed & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -118,7 +132,8 @@ def open_browser(chromium):
     """
 
     def start(phone: bool = False, javascript: bool = True, camera: str | None = None):
-        fake_camera = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream") if camera == "fake" else ()
+        fake_camera = (("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream") if camera == "fake"
+                       else ())
         driver = chromium("--hide-scrollbars", *fake_camera)
         if not javascript:
             # The page's one script is never loaded, so the page is what a browser without JavaScript gets (the
@@ -194,8 +209,7 @@ def chromium(tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip(NO_CHROMIUM)
+    require_chromium()
     drivers = []
 
     def start(*flags: str):

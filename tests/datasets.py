@@ -96,7 +96,7 @@ def write_patch_set(root: Path, count: int = 160) -> Path:
         labels = [[], ["red"], ["blue"], ["red", "blue"]][index % 4]
         cells = rng.choice(PATCH_CELLS * PATCH_CELLS, size=2, replace=False)
         fname = f"{index}.png"
-        patch_image(dict(zip(labels, (int(cell) for cell in cells))), seed=index).save(root / fname)
+        patch_image(dict(zip(labels, (int(cell) for cell in cells), strict=False)), seed=index).save(root / fname)
         rows.append({"fname": fname, "labels": " ".join(labels), "is_valid": index % 8 == 0})
     return write_rows(rows, root / "labels.csv")
 

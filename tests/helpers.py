@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from maskclassifier.core.facebox import Face, FaceScan
@@ -33,8 +34,19 @@ CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 NO_CHROMIUM = "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
 
+
+def require_chromium() -> None:
+    """Skip the test without Chromium and chromedriver, or fail it where REQUIRE_BROWSER=1 (.ci/run sets it, so that
+    CI cannot pass with the browser tests silently skipped)."""
+    if CHROMIUM and CHROMEDRIVER:
+        return
+    if os.environ.get("REQUIRE_BROWSER") == "1":
+        pytest.fail(f"REQUIRE_BROWSER=1, but this {NO_CHROMIUM}", pytrace=False)
+    pytest.skip(NO_CHROMIUM)
+
 # The training CLI's smallest real run: a from-scratch learner, one epoch at 64 px.
-TINY_OPTIONS = ["--no-pretrained", "--size", "64", "--epochs", "1", "--frozen-epochs", "0", "--bs", "8", "--workers", "0"]
+TINY_OPTIONS = ["--no-pretrained", "--size", "64", "--epochs", "1", "--frozen-epochs", "0", "--bs", "8",
+                "--workers", "0"]
 
 
 def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:
@@ -207,11 +219,11 @@ class FindsBrightFaces:
 
 # --- Fault photos (issue 17): occluders, low light, backlight and wide layouts made from the shipped examples ---
 # Drawn here, independently of any training code, so that a model trained with occluder augmentation is not tested
-# on its own drawings. Coordinates are in the examples' 256 x 320 portrait (maskclassifier/web/static/examples/*.jpg, all the same crop
-# of NASA's astronaut photo, scripts/make_examples.py's PORTRAIT).
+# on its own drawings. Coordinates are in the examples' 256 x 320 portrait (maskclassifier/web/static/examples/*.jpg,
+# all the same crop of NASA's astronaut photo, scripts/make_examples.py's PORTRAIT).
 EXAMPLES = ROOT / "maskclassifier" / "web" / "static" / "examples"
-# The app's detector (maskclassifier.classifier.faces.load_detector(1), MTCNN in ONNX Runtime) on no-mask.jpg; tests/test_faults.py
-# checks that it still finds this box.
+# The app's detector (maskclassifier.classifier.faces.load_detector(1), MTCNN in ONNX Runtime) on no-mask.jpg;
+# tests/test_faults.py checks that it still finds this box.
 PORTRAIT_FACE = (84, 61, 172, 174)
 SKIN_TONES = {"light": (236, 196, 168), "medium": (192, 134, 94), "dark": (112, 72, 48)}
 SUPERSAMPLE = 4  # occluders are drawn 4x larger and shrunk, for smooth edges

@@ -13,15 +13,22 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import TINY_OPTIONS, run_module
 from datasets import astronaut_head, write_labelled_set
+from helpers import TINY_OPTIONS, run_module
 from maskclassifier.classifier.faces import load_detector
 from maskclassifier.classifier.learner_file import read_learner
+from maskclassifier.training.dataset import ImageReader, LabelledData
+from maskclassifier.training.learner import (
+    add_renderings,
+    build_dataloaders,
+    build_learner,
+    load_labelled_csv,
+    mark_faces,
+    project_references,
+    with_plain_reader,
+)
 from maskclassifier.training.synthetic import augment
 from maskclassifier.training.synthetic.augment import Augmentation, AugmentingReader
-from maskclassifier.training.dataset import ImageReader, LabelledData
-from maskclassifier.training.learner import (add_renderings, build_dataloaders, build_learner, load_labelled_csv,
-                                             mark_faces, project_references, with_plain_reader)
 
 CHANGES = {**augment.OCCLUDERS, **augment.LIGHTING}
 
@@ -168,6 +175,7 @@ def test_face_boxes_are_kept_between_runs_until_an_image_changes(tmp_path, face,
     assert changed["face"].tolist() == [first["face"][0], "", "", ""]
 
 
+@pytest.mark.slow  # trains for real
 def test_training_cli_augments_records_it_and_exports_without_it(tmp_path):
     csv_path = write_labelled_set(tmp_path / "data", per_category=3)
     for index in range(2):

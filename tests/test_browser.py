@@ -7,11 +7,17 @@ import base64
 import io
 
 import pytest
-from datasets import face_like_image
-from helpers import CHROMEDRIVER, CHROMIUM, NO_CHROMIUM, ROOT, axe_violations, encode
 from PIL import Image
 
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=NO_CHROMIUM)
+from datasets import face_like_image
+from helpers import ROOT, axe_violations, encode, require_chromium
+
+pytestmark = pytest.mark.slow  # headless Chromium
+
+
+@pytest.fixture(autouse=True)
+def chromium_present():
+    require_chromium()  # skipped without it, failed where REQUIRE_BROWSER=1 (CI)
 
 
 def by_css(driver, selector):
@@ -129,7 +135,8 @@ def test_on_a_phone_a_group_example_leads_with_the_faces_and_boxes_match_rows(op
     click_example(browser, "group")
     wait_for_result(browser)
     assert still_same_page(browser)
-    assert uploads.files == [(ROOT / "maskclassifier/web/static/examples/group.jpg").read_bytes()], "one click sends the example"
+    example = ROOT / "maskclassifier/web/static/examples/group.jpg"
+    assert uploads.files == [example.read_bytes()], "one click sends the example"
 
     heading = by_css(browser, "#result-heading")[0]
     assert heading.text.startswith("4 faces: ")

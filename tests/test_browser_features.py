@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+
 from datasets import face_like_image
 from helpers import encode
-
 from maskclassifier.core.categories import CATEGORIES, UNSURE_COLOUR
+
+pytestmark = pytest.mark.slow  # headless Chromium
 
 
 def severe_errors(browser) -> list[dict]:

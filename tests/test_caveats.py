@@ -8,11 +8,11 @@ import json
 from dataclasses import replace
 
 import pytest
+from PIL import Image
+
 from datasets import face_like_image
 from fakes import Countdown, KnownFaces
 from helpers import encode, upload
-from PIL import Image
-
 from maskclassifier.classifier.classifier import caveat
 from maskclassifier.core.errors import ModelLoadError
 from maskclassifier.core.sidecar import DRAWN_SHARE_FLAG, Sidecar, drawn_share, mostly_drawn

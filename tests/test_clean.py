@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import write_labelled_set
-from helpers import CHROMEDRIVER, CHROMIUM, NO_CHROMIUM, ROOT
 from werkzeug.serving import make_server
 
+from datasets import write_labelled_set
+from helpers import ROOT
 from maskclassifier.clean import ranking
 from maskclassifier.clean.__main__ import build, parse_args
 from maskclassifier.clean.review import ReviewError, open_review
@@ -136,6 +136,7 @@ def test_decisions_survive_a_restart_and_filters_apply(dataset, tmp_path):
         open_review(other, other.parent, tmp_path / "fixes.csv")
 
 
+@pytest.mark.slow  # scores every image through the model: ~10 s
 def test_with_a_model_images_are_ranked_by_loss_and_scores_are_cached(dataset, tmp_path, tiny_model, capsys):
     app, review = cleaner(dataset, tmp_path, tiny_model)
     assert "scoring images with export.pkl: 16/16" in capsys.readouterr().err
@@ -152,6 +153,7 @@ def test_with_a_model_images_are_ranked_by_loss_and_scores_are_cached(dataset, t
     assert [s.probabilities for s in again.scored] == [s.probabilities for s in review.scored]
 
 
+@pytest.mark.slow  # starts the cleaner's server
 def test_the_command_listens_on_loopback_only_behind_a_token(dataset, tmp_path):
     before = fingerprint(dataset.parent)
     process = subprocess.Popen([sys.executable, "-m", "maskclassifier.clean", "--csv", str(dataset), "--port", "0",
@@ -176,7 +178,6 @@ def test_the_command_listens_on_loopback_only_behind_a_token(dataset, tmp_path):
     assert fingerprint(dataset.parent) == before
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=NO_CHROMIUM)
 def test_the_keyboard_flow_in_a_real_browser(browser, dataset, tmp_path, tiny_model):
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from test_clean import cleaner, dataset  # noqa: F401 - the fixture is used by name
 
 ITERATIONS = 6

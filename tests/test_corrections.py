@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+
 from datasets import write_labelled_set
 from helpers import ROOT, TINY_OPTIONS
-
 from maskclassifier.core import corrections
 from maskclassifier.core.corrections import CorrectionsError, Recorder
 from maskclassifier.core.sidecar import sha256_file
@@ -109,6 +109,7 @@ def elsewhere_env() -> dict:
     return {"cwd": ROOT, "capture_output": True, "text": True, "timeout": 900}
 
 
+@pytest.mark.slow  # trains for real
 def test_train_and_evaluate_apply_a_corrections_file_and_record_it(tmp_path):
     csv_path = write_labelled_set(tmp_path / "data", per_category=4)
     original = csv_path.read_bytes()

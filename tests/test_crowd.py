@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import Countdown, KnownFaces
-from helpers import PORTRAIT_FACE, encode, upload
 from PIL import Image
 
+from fakes import Countdown, KnownFaces
+from helpers import PORTRAIT_FACE, encode, upload
 from maskclassifier.classifier import faces as faces_module
 from maskclassifier.classifier.classifier import Classifier
 from maskclassifier.core import facebox

@@ -12,9 +12,8 @@ import urllib.request
 
 import pytest
 
-from helpers import encode
 from datasets import face_like_image
-from helpers import ROOT, free_port, multipart, procfile_web_command, start_gunicorn, wait_until_healthy
+from helpers import ROOT, encode, free_port, multipart, procfile_web_command, start_gunicorn, wait_until_healthy
 from maskclassifier.core.config import Settings, default_model_path
 
 

@@ -6,13 +6,13 @@ import io
 
 import numpy as np
 import pytest
-from datasets import PATCH_SIZE, face_like_image, patch_cell_box, patch_image
-from helpers import FindsBrightFaces, encode, underexposed, upload
 from PIL import Image
 from skimage import data
 
-from maskclassifier.classifier.explain import Explanation, explain, overlay
+from datasets import PATCH_SIZE, face_like_image, patch_cell_box, patch_image
+from helpers import FindsBrightFaces, encode, underexposed, upload
 from maskclassifier.classifier.classifier import load_classifier
+from maskclassifier.classifier.explain import Explanation, explain, overlay
 
 # A red and a blue patch in two different cells of each image: the map of "red" must sit on the red patch and
 # the map of "blue" on the blue one, so a map that highlights any object, or the centre, cannot pass.
@@ -199,8 +199,8 @@ def test_api_frame_refuses_a_frame_that_is_a_photo(client):
 def test_a_model_that_cannot_be_explained_says_so(patch_model):
     from torch import nn
 
-    from maskclassifier.classifier.explain import ExplainUnavailable, UnknownCategory, feature_split
     from maskclassifier.classifier.classifier import Classifier
+    from maskclassifier.classifier.explain import ExplainUnavailable, UnknownCategory, feature_split
 
     class Unknown:
         vocab = ["red", "blue"]

@@ -13,21 +13,19 @@ import pytest
 from PIL import Image, ImageColor, ImageDraw
 from skimage import data
 
-from helpers import TINY_OPTIONS, FindsBrightFaces, encode, run_module, sideways_jpeg, upload
 from datasets import HEAD_CENTRE, astronaut_head, write_labelled_set
-from maskclassifier.core.config import Settings
-from maskclassifier.training.dataset import ImageReader, LabelledData
-from maskclassifier.classifier import mtcnn_onnx
-from maskclassifier.core import facebox
-from maskclassifier.core.facebox import Face, crop_box, reading_order
-from maskclassifier.classifier import drawing
+from helpers import TINY_OPTIONS, FindsBrightFaces, encode, run_module, sideways_jpeg, upload
+from maskclassifier.classifier import drawing, mtcnn_onnx
+from maskclassifier.classifier.classifier import Prediction
 from maskclassifier.classifier.drawing import colour_for
 from maskclassifier.classifier.faces import load_detector
+from maskclassifier.core import facebox
+from maskclassifier.core.config import Settings
+from maskclassifier.core.facebox import Face, crop_box, reading_order
 from maskclassifier.core.images import load_image
-from maskclassifier.classifier.classifier import Prediction
+from maskclassifier.training.dataset import ImageReader, LabelledData
 from maskclassifier.training.learner import add_face_crops
 from maskclassifier.web.presenters import friendly_name, percent
-
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +59,7 @@ def contains(box, point) -> bool:
 def masked(photo: Image.Image, centres) -> Image.Image:
     """A surgical-blue and a dark cloth mask drawn over the nose and mouth of the first two faces."""
     draw = ImageDraw.Draw(photo)
-    for (x, y), colour in zip(centres[:2], [(120, 180, 220), (30, 30, 30)]):
+    for (x, y), colour in zip(centres[:2], [(120, 180, 220), (30, 30, 30)], strict=False):
         draw.polygon([(x - 32, y - 6), (x + 32, y - 6), (x + 28, y + 34), (x, y + 48), (x - 28, y + 34)], fill=colour)
     return photo
 
@@ -74,7 +72,7 @@ def test_every_face_of_a_group_photo_is_found_in_reading_order(detector):
     photo, centres = group_photo(2, 3)
     scan = detector.detect(photo)
     assert scan.found == 6 and len(scan.faces) == 6
-    for face, centre in zip(scan.faces, centres):  # rows top to bottom, each left to right
+    for face, centre in zip(scan.faces, centres, strict=True):  # rows top to bottom, each left to right
         assert contains(face.box, centre), (face.box, centre)
         assert face.score >= mtcnn_onnx.MIN_SCORE
         assert 40 < face.box[2] - face.box[0] < 120  # a face, not the whole tile
@@ -85,7 +83,7 @@ def test_masked_faces_are_found_too(detector):
     photo, centres = group_photo(1, 3)
     scan = detector.detect(masked(photo, centres))
     assert len(scan.faces) == 3
-    assert all(contains(face.box, centre) for face, centre in zip(scan.faces, centres))
+    assert all(contains(face.box, centre) for face, centre in zip(scan.faces, centres, strict=True))
 
 
 def test_a_photo_without_faces_finds_none(detector):
@@ -103,7 +101,7 @@ def test_detection_input_is_bounded_and_boxes_come_back_in_photo_pixels(detector
     scan = detector.detect(photo)
     assert max(seen[0][:2]) == 400
     assert len(scan.faces) == 3
-    for face, centre in zip(scan.faces, centres):
+    for face, centre in zip(scan.faces, centres, strict=True):
         assert contains(face.box, centre)
         assert face.box[2] - face.box[0] > 120  # in the 1100 px photo's pixels, not the 400 px copy's
 
@@ -125,6 +123,7 @@ def box_iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
+@pytest.mark.slow  # loads torch's MTCNN too: ~10 s
 def test_the_torch_free_detector_finds_the_faces_facenet_pytorch_finds(detector, torch_detector):
     """Issue 20's goal: on the per-face tests' photos, the same faces (box IoU >= 0.8 for >= 95 % of them)."""
     photos = [group_photo(2, 3)[0], masked(*group_photo(1, 3)), group_photo(1, 3, scale=2.0)[0],
@@ -176,7 +175,7 @@ def test_api_reports_each_face_with_the_same_classifier_threshold_and_margin(mak
     assert set(body) >= {"labels", "probabilities", "threshold", "message"}  # the whole-photo answer is still there
     decoded = Image.open(io.BytesIO(encode(photo))).convert("RGB")
     classifier = app.extensions["maskclassifier"]
-    for face, centre in zip(body["faces"], centres):
+    for face, centre in zip(body["faces"], centres, strict=True):
         assert contains(face["box"], centre) and 0.9 <= face["score"] <= 1
         expected = classifier.predict(decoded.crop(crop_box(tuple(face["box"]), decoded.size, 0.5)))
         assert face["probabilities"] == pytest.approx(expected.probabilities, abs=1e-5)
@@ -189,7 +188,7 @@ def test_boxes_are_in_upright_pixels_after_an_exif_rotation(client):
     upright, centres = group_photo(1, 3)
     body = client.post("/api/predict", data={**upload(sideways_jpeg(upright)), "faces": "on"}).get_json()
     assert body["mode"] == "faces" and len(body["faces"]) == 3
-    for face, centre in zip(body["faces"], centres):
+    for face, centre in zip(body["faces"], centres, strict=True):
         assert contains(face["box"], centre), (face["box"], centre)
         assert face["box"][2] <= upright.width and face["box"][3] <= upright.height
 
@@ -317,7 +316,7 @@ def test_form_shows_the_photo_with_numbered_boxes_and_one_row_per_face(client):
                       r'data-box="(\d+),(\d+),(\d+),(\d+)">', page)
     boxes = re.findall(r'<rect class="box" x="(\d+)" y="(\d+)" width="(\d+)" height="(\d+)"', page)
     assert len(rows) == 4 and len(boxes) == 4
-    for row, (x, y, width, height), centre in zip(rows, boxes, centres):
+    for row, (x, y, width, height), centre in zip(rows, boxes, centres, strict=True):
         assert contains([int(value) for value in row], centre)
         assert [int(x), int(y), int(x) + int(width), int(y) + int(height)] == [int(value) for value in row]
     assert f'viewBox="0 0 {photo.width} {photo.height}"' in page  # the boxes are in the photo's own pixels
@@ -344,6 +343,7 @@ def test_without_the_detector_files_the_app_starts_and_per_face_mode_says_why(ma
     assert client.post("/", data={**upload(encode(photo)), "faces": "on"}).status_code == 501
 
 
+@pytest.mark.slow  # ~4 s
 def test_evaluate_scores_the_answers_of_automatic_mode(app, settings, tmp_path, capsys, monkeypatch):
     from maskclassifier.training import evaluate
 
@@ -359,7 +359,8 @@ def test_evaluate_scores_the_answers_of_automatic_mode(app, settings, tmp_path, 
     client = app.test_client()
     for row in csv.DictReader(open(predictions)):
         body = client.post("/api/predict?faces=auto", data=upload((tmp_path / row["fname"]).read_bytes())).get_json()
-        assert {name: float(row[name]) for name in body["probabilities"]} == pytest.approx(body["probabilities"], abs=1e-4)
+        written = {name: float(row[name]) for name in body["probabilities"]}
+        assert written == pytest.approx(body["probabilities"], abs=1e-4)
 
     monkeypatch.setattr(mtcnn_onnx, "MODEL_DIR", tmp_path / "nowhere")  # the detector's files missing
     assert evaluate.main(argv + ["--faces", "auto"]) == 2
@@ -387,6 +388,7 @@ def test_face_crops_add_a_close_up_of_each_one_face_training_image(tmp_path):
     assert close_up.mode == "RGB" and close_up.size == (box[2] - box[0], box[3] - box[1])
 
 
+@pytest.mark.slow  # trains for real
 def test_training_cli_with_face_crops_records_them(tmp_path):
     csv_path = write_labelled_set(tmp_path / "data", per_category=3)
     for index in range(2):
@@ -407,8 +409,8 @@ def test_a_dark_photo_gets_a_second_look_on_a_contrast_stretched_copy():
     """Dark photos: the detector looks again on an autocontrasted copy of the same size (boxes need no scaling);
     photos with a normal range, or in which a face was found, cost one pass. benchmarks/low_light.py measures it
     on real photos (87 % -> 97 % of faces found at 0.2 of the light)."""
-    from maskclassifier.classifier.faces import find_faces, low_contrast
     from helpers import underexposed
+    from maskclassifier.classifier.faces import find_faces, low_contrast
 
     photo, _ = group_photo(1, 2)
     dark = underexposed(photo, 0.2, seed=1)

@@ -4,9 +4,9 @@
 The photos are tests/helpers.py `fault_cases()` (benchmarks/faults.py prints the same table for any model, and
 saves the photos to look at):
 
-- occluders over the bare face (maskclassifier/web/static/examples/no-mask.jpg), drawn here and not by any training code: a
-  skin-coloured hand (palm ellipse and four finger bars; light, medium and dark skin; fingers across the mouth or
-  up over it), a phone held at the mouth, a handheld microphone, hair blown across the mouth, a scarf pulled down
+- occluders over the bare face (maskclassifier/web/static/examples/no-mask.jpg), drawn here and not by any training
+  code: a skin-coloured hand (palm ellipse and four finger bars; light, medium and dark skin; fingers across the mouth
+  or up over it), a phone held at the mouth, a handheld microphone, hair blown across the mouth, a scarf pulled down
   under the chin. Right: no mask category (nor `-`) above the threshold, so No_mask! or "not confident";
 - the reverse check: the KN95, surgical and cloth examples with a hand at the side of the mask. Right: the mask;
 - the four examples at 0.5, 0.35 and 0.2 of the light with sensor noise (tests/helpers.py `underexposed`), and
@@ -34,10 +34,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import FAULT_JPEG_QUALITY, PORTRAIT_FACE, encode, example, fault_cases, shield_fault_cases, upload
 
-from maskclassifier.core.config import Settings
+from helpers import FAULT_JPEG_QUALITY, PORTRAIT_FACE, encode, example, fault_cases, shield_fault_cases, upload
 from maskclassifier.classifier.faces import load_detector
+from maskclassifier.core.config import Settings
 from maskclassifier.web import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +89,7 @@ def photos() -> dict[str, bytes]:
 def test_the_faults_are_drawn_where_the_app_finds_the_face():
     """PORTRAIT_FACE, where the occluders are drawn, is the app's own face box on the bare-face example."""
     found = load_detector(1).detect(example("no-mask")).faces
-    assert len(found) == 1 and all(abs(a - b) <= 3 for a, b in zip(found[0].box, PORTRAIT_FACE)), found
+    assert len(found) == 1 and all(abs(a - b) <= 3 for a, b in zip(found[0].box, PORTRAIT_FACE, strict=True)), found
 
 
 def test_every_fault_kind_is_made():

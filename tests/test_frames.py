@@ -9,9 +9,9 @@ import random
 import numpy as np
 import pandas as pd
 import pytest
-from datasets import astronaut_head
 from PIL import Image
 
+from datasets import astronaut_head
 from maskclassifier.classifier.faces import load_detector
 from maskclassifier.training.dataset import LabelledData
 from maskclassifier.training.learner import REAL_SHIELD_ON_MASKS, add_renderings, frame_donors, mark_faces

@@ -13,8 +13,8 @@ import threading
 import time
 
 import pytest
-from helpers import free_port, multipart, start_gunicorn, wait_until_healthy
 
+from helpers import free_port, multipart, start_gunicorn, wait_until_healthy
 from maskclassifier.web.frontdoor import (
     BODY_GRACE_S,
     MIN_BODY_RATE,

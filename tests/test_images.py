@@ -17,7 +17,8 @@ def gradient(size=(40, 30)) -> Image.Image:
     width, height = size
     x = np.linspace(0, 255, width, dtype=np.uint8)
     y = np.linspace(0, 255, height, dtype=np.uint8)
-    rgb = np.stack([np.tile(x, (height, 1)), np.tile(y[:, None], (1, width)), np.full((height, width), 90, np.uint8)], -1)
+    rgb = np.stack([np.tile(x, (height, 1)), np.tile(y[:, None], (1, width)), np.full((height, width), 90, np.uint8)],
+                   -1)
     return Image.fromarray(rgb, "RGB")
 
 

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from helpers import free_port, multipart, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from datasets import write_labelled_set
 from fastai.vision.all import (
     CategoryBlock,
     CrossEntropyLossFlat,
@@ -28,6 +27,7 @@ from fastai.vision.all import (
 from PIL import Image
 from torchvision.models import resnet18
 
+from datasets import write_labelled_set
 from maskclassifier.classifier.classifier import load_classifier
 from maskclassifier.classifier.fastai_backend import label_kind
 from maskclassifier.core.categories import CATEGORIES

@@ -21,16 +21,17 @@ from fastai.vision.core import imagenet_stats
 from fasttransform import Pipeline, Transform
 from PIL import Image
 
-from helpers import upload
 from datasets import CATEGORIES
-from maskclassifier.modelfiles.export_onnx import is_up_to_date, main
-from maskclassifier.modelfiles.quantize_onnx import calibration_stride, main as quantize_main
-from maskclassifier.classifier.fastai_backend import load_fastai_backend
-from maskclassifier.core.errors import ModelLoadError
+from helpers import upload
 from maskclassifier.classifier.classifier import decide, load_classifier
+from maskclassifier.classifier.fastai_backend import load_fastai_backend
 from maskclassifier.classifier.onnx_backend import INT8_RECHECK_MARGIN, FloatRecheck
-from maskclassifier.core.sidecar import sha256_file
 from maskclassifier.classifier.pipeline import PipelineError, batch_steps, item_resize
+from maskclassifier.core.errors import ModelLoadError
+from maskclassifier.core.sidecar import sha256_file
+from maskclassifier.modelfiles.export_onnx import is_up_to_date, main
+from maskclassifier.modelfiles.quantize_onnx import calibration_stride
+from maskclassifier.modelfiles.quantize_onnx import main as quantize_main
 from varied import varied_uploads
 
 ROOT = Path(__file__).resolve().parent.parent

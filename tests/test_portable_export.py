@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from helpers import TINY_OPTIONS, run_module
@@ -44,6 +45,7 @@ def load_outside_project(model: Path, folder: Path) -> subprocess.CompletedProce
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # a fresh Python loads fastai and the model
 def test_the_shipped_model_loads_outside_the_project(tmp_path):
     model = ROOT / "models" / "export.pkl"
     assert project_references(model) == set()
@@ -60,6 +62,7 @@ def test_a_trained_model_loads_outside_the_project(cli_model, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+@pytest.mark.slow  # trains for real
 def test_repack_makes_an_old_export_portable_with_the_same_weights(labelled_set, tmp_path, monkeypatch):
     """An export made the old way (plain learn.export: ImageReader pickled by reference) fails outside the project
     as it failed in the owner's notebook; repack rewrites it with the same weights and updates its sidecar."""

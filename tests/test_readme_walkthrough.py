@@ -15,10 +15,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from datasets import write_labelled_set
 from helpers import ROOT, TINY_OPTIONS
-
 from maskclassifier.core.sidecar import sha256_file
+
+pytestmark = pytest.mark.slow  # a fresh clone, trained in for real
 
 RUN_PLACEHOLDER = "runs/YYYYMMDD-HHMMSS"
 

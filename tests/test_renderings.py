@@ -1,5 +1,5 @@
-"""The synthetic respirators, face shields and surgical, cloth and KN95 masks (maskclassifier.training.synthetic.renderings) on
-faces the test draws."""
+"""The synthetic respirators, face shields and surgical, cloth and KN95 masks
+(maskclassifier.training.synthetic.renderings) on faces the test draws."""
 
 from __future__ import annotations
 
@@ -9,10 +9,31 @@ from PIL import Image, ImageDraw
 
 from datasets import face_like_image
 from maskclassifier.training.synthetic.renderings import (
-    CLOTH_KINDS, CLOTH_PATTERNS, CLOTH_STRAPS, KN95_KINDS, MIN_FACE_PX, RESPIRATOR_KINDS, SHIELD_KINDS, SURGICAL_KINDS,
-    VALVE_KINDS, draw_cloth_mask, draw_kn95_mask, draw_respirator, draw_shield, draw_surgical_mask, pick_cloth,
-    pick_kn95, pick_respirator, pick_shield, pick_surgical, render_cloth_mask, render_kn95_mask, render_respirator,
-    render_shield, render_surgical_mask, shield_edge_in_photo,
+    CLOTH_KINDS,
+    CLOTH_PATTERNS,
+    CLOTH_STRAPS,
+    KN95_KINDS,
+    MIN_FACE_PX,
+    RESPIRATOR_KINDS,
+    SHIELD_KINDS,
+    SURGICAL_KINDS,
+    VALVE_KINDS,
+    draw_cloth_mask,
+    draw_kn95_mask,
+    draw_respirator,
+    draw_shield,
+    draw_surgical_mask,
+    pick_cloth,
+    pick_kn95,
+    pick_respirator,
+    pick_shield,
+    pick_surgical,
+    render_cloth_mask,
+    render_kn95_mask,
+    render_respirator,
+    render_shield,
+    render_surgical_mask,
+    shield_edge_in_photo,
 )
 
 SIZE = 192

@@ -9,9 +9,10 @@ import re
 import struct
 
 import pytest
+from PIL import Image, ImageCms
+
 from datasets import face_like_image
 from helpers import upload
-from PIL import Image, ImageCms
 
 COMMENT = b"secret-comment-5f3a"
 XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'

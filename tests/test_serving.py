@@ -18,13 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import (encode, free_port, multipart, png_one_row_of, start_gunicorn, upload,
-                     wait_until_healthy)
 from datasets import face_like_image
+from helpers import encode, free_port, multipart, png_one_row_of, start_gunicorn, upload, wait_until_healthy
 from maskclassifier.classifier import mtcnn_onnx
+from maskclassifier.classifier.classifier import VIEWS_ASPECT, answer_from_views, square_views
 from maskclassifier.core import facebox
 from maskclassifier.core.capacity import Busy, Deadline, InferenceSlots, OutOfTime
-from maskclassifier.classifier.classifier import VIEWS_ASPECT, answer_from_views, square_views
 from maskclassifier.web.frontdoor import HEADER_TIMEOUT_S
 
 UPLOAD_TIMEOUT_S = 2
@@ -387,7 +386,7 @@ def test_every_path_gives_learn_predicts_answer_for_jpegs_of_any_size(request, l
     predictions = tmp_path / "predictions.csv"
     assert evaluate.main(["--csv", str(tmp_path / "labels.csv"), "--model", str(model_path),
                           "--predictions", str(predictions)]) == 0
-    for row, expected in zip(csv.DictReader(open(predictions)), answers):
+    for row, expected in zip(csv.DictReader(open(predictions)), answers, strict=True):
         np.testing.assert_allclose([float(row[name]) for name in learn.dls.vocab], expected, atol=1e-4)
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from maskclassifier.classifier.classifier import load_classifier
 from maskclassifier.core.config import ConfigError, Settings, settings_from_env
 from maskclassifier.core.errors import ModelLoadError
-from maskclassifier.classifier.classifier import load_classifier
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,6 +68,7 @@ def test_threshold_defaults_to_half_without_sidecar(model_copy):
     assert load_classifier(model_copy).threshold == 0.5
 
 
+@pytest.mark.slow  # ~4 s
 def test_test_time_augmentation_comes_from_the_sidecar_unless_overridden(model_copy):
     assert load_classifier(model_copy).tta == "none"  # no sidecar: each image once
     write_sidecar(model_copy, tta="flip")
@@ -127,8 +128,8 @@ def test_export_naming_a_moved_project_module_points_to_repack(tmp_path):
     """Exports from before the training layer was a subpackage name maskclassifier.dataset.ImageReader, now gone."""
     path = tmp_path / "export.pkl"
     path.write_bytes(b"\x80\x02cmaskclassifier.dataset\nImageReader\nq\x00.")
-    with pytest.raises(ModelLoadError, match=r"'maskclassifier\.dataset'.*python -m maskclassifier\.training\.repack ") \
-            as caught:
+    hint = r"'maskclassifier\.dataset'.*python -m maskclassifier\.training\.repack "
+    with pytest.raises(ModelLoadError, match=hint) as caught:
         load_classifier(path)
     assert "\n" not in str(caught.value)
 

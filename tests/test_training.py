@@ -20,13 +20,13 @@ from PIL import Image
 
 from datasets import write_labelled_set
 from helpers import TINY_OPTIONS, run_module
+from maskclassifier.classifier.classifier import load_classifier
+from maskclassifier.classifier.learner_file import read_learner
+from maskclassifier.core.sidecar import sha256_file
 from maskclassifier.training import metrics
 from maskclassifier.training.dataset import DatasetError, LabelledData, oversample
-from maskclassifier.classifier.learner_file import read_learner
-from maskclassifier.classifier.classifier import load_classifier
-from maskclassifier.core.sidecar import sha256_file
-from maskclassifier.training.train import parse_args
 from maskclassifier.training.learner import TrainingError, fit_batch_size, lr_find_steps
+from maskclassifier.training.train import parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = ["-", "Cloth", "Gas", "KN95", "Medical", "No_mask!", "Shield"]
@@ -51,14 +51,17 @@ def trained(tmp_path_factory):
     (root / "data" / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with open(csv_path, "a") as handle:
         handle.write("images/broken.jpg,Cloth,False,False\n")
-    (root / "data" / "DATASET.md").write_text("# Test set\n\n## Sources\n\nDrawn by tests/datasets.py, public domain.\n\n## Counts\n")
+    (root / "data" / "DATASET.md").write_text("# Test set\n\n## Sources\n\n"
+                                              "Drawn by tests/datasets.py, public domain.\n\n## Counts\n")
     out = root / "models"
-    result = run_module("maskclassifier.train", "--csv", str(csv_path), "--out", str(out), "--merge", "Surgical=Medical",
+    result = run_module("maskclassifier.train", "--csv", str(csv_path), "--out", str(out),
+                        "--merge", "Surgical=Medical",
                         *TINY_OPTIONS, "--bs", "4")  # 6 batches per epoch: enough for lr_find
     assert result.returncode == 0, result.stderr[-3000:]
     return {"csv": csv_path, "out": out, "stdout": result.stdout, "stderr": result.stderr}
 
 
+@pytest.mark.slow  # trains for real
 def test_training_writes_the_model_and_its_sidecar(trained):
     out = trained["out"]
     sidecar = json.loads((out / "export.json").read_text())
@@ -77,7 +80,8 @@ def test_training_writes_the_model_and_its_sidecar(trained):
     assert sidecar["training"]["dataset"]["synthetic_categories"] == ["Gas", "Medical", "Shield"]
     assert sidecar["training"]["lr"] > 0 and "lr_find suggests" in trained["stdout"]
     # 24 training images in batches of 4: lr_find runs 5 epochs' worth, not fastai's 100 steps
-    assert "lr_find: 30 steps at rising learning rates to suggest one (6 training batches per epoch" in trained["stdout"]
+    assert ("lr_find: 30 steps at rising learning rates to suggest one (6 training batches per epoch"
+            in trained["stdout"])
     assert JIT_WARNING not in trained["stderr"]
     assert sidecar["training"]["lr_from"] == "lr_find" and sidecar["training"]["init_from"] is None
     options = sidecar["training"]["options"]
@@ -89,6 +93,7 @@ def test_training_writes_the_model_and_its_sidecar(trained):
     assert classifier.vocab == VOCAB and classifier.threshold == sidecar["threshold"]
 
 
+@pytest.mark.slow  # trains for real
 def test_training_writes_plots_metrics_and_model_card(trained):
     out = trained["out"]
     for name in ("threshold_sweep.png", "confusion.png", "top_losses.png", "lr_find.png"):
@@ -104,10 +109,12 @@ def test_training_writes_plots_metrics_and_model_card(trained):
     assert f"{report['exact_match']:.4f}" in card
 
 
+@pytest.mark.slow  # trains for real
 def test_training_continues_from_an_exported_learner_with_oversampling(trained, tmp_path):
     start = trained["out"] / "export.pkl"
     out = tmp_path / "continued"
-    result = run_module("maskclassifier.train", "--csv", str(trained["csv"]), "--out", str(out), "--merge", "Surgical=Medical",
+    result = run_module("maskclassifier.train", "--csv", str(trained["csv"]), "--out", str(out),
+                        "--merge", "Surgical=Medical",
                         *TINY_OPTIONS, "--lr", "1e-12", "--init-from", str(start), "--oversample", "Shield=3",
                         "--tta", "flip")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -132,10 +139,12 @@ def test_training_continues_from_an_exported_learner_with_oversampling(trained, 
     assert convolutions and all(torch.allclose(before[name], after[name], atol=1e-6) for name in convolutions)
 
 
+@pytest.mark.slow  # trains for real
 def test_lr_mult_sets_how_much_slower_the_body_learns(trained, tmp_path):
     start = trained["out"] / "export.pkl"
     out = tmp_path / "head-only"
-    result = run_module("maskclassifier.train", "--csv", str(trained["csv"]), "--out", str(out), "--merge", "Surgical=Medical",
+    result = run_module("maskclassifier.train", "--csv", str(trained["csv"]), "--out", str(out),
+                        "--merge", "Surgical=Medical",
                         *TINY_OPTIONS, "--lr", "1e-2", "--lr-mult", "1e9", "--init-from", str(start))
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((out / "export.json").read_text())["training"]["lr_mult"] == 1e9
@@ -145,7 +154,7 @@ def test_lr_mult_sets_how_much_slower_the_body_learns(trained, tmp_path):
     body_before, body_after = before[0].state_dict(), after[0].state_dict()
     convolutions = [name for name, tensor in body_before.items() if tensor.dim() == 4]
     assert convolutions and all(torch.allclose(body_before[name], body_after[name], atol=1e-6) for name in convolutions)
-    head_weights = [(a, b) for a, b in zip(before[1].parameters(), after[1].parameters()) if a.dim() == 2]
+    head_weights = [(a, b) for a, b in zip(before[1].parameters(), after[1].parameters(), strict=True) if a.dim() == 2]
     assert head_weights and all(not torch.allclose(a, b, atol=1e-4) for a, b in head_weights)
 
 
@@ -153,6 +162,7 @@ def first_norm(learner) -> torch.nn.BatchNorm1d:
     return next(layer for layer in learner.model[1] if isinstance(layer, torch.nn.BatchNorm1d))
 
 
+@pytest.mark.slow  # trains for real
 def test_training_takes_only_the_body_for_another_head_in_bfloat16(trained, tmp_path):
     # The start's first head BatchNorm gets weights no fresh head has (a one-epoch run may leave them at 1.0 to
     # within 1e-6, as a fresh one is): the new head, of another width, must not carry them over.
@@ -162,12 +172,15 @@ def test_training_takes_only_the_body_for_another_head_in_bfloat16(trained, tmp_
     learner.path = Path(".")
     learner.export(start.resolve())
     out = tmp_path / "new-head"
-    result = run_module("maskclassifier.train", "--csv", str(trained["csv"]), "--out", str(out), "--merge", "Surgical=Medical",
-                        *TINY_OPTIONS, "--lr", "1e-12", "--init-from", str(start), "--head", "16", "--precision", "bf16")
+    result = run_module("maskclassifier.train", "--csv", str(trained["csv"]), "--out", str(out),
+                        "--merge", "Surgical=Medical",
+                        *TINY_OPTIONS, "--lr", "1e-12", "--init-from", str(start), "--head", "16",
+                        "--precision", "bf16")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "took the body" in result.stdout
     training = json.loads((out / "export.json").read_text())["training"]
-    assert training["init_from"]["took"] == "body" and training["head_features"] == 16 and training["precision"] == "bf16"
+    assert (training["init_from"]["took"] == "body" and training["head_features"] == 16
+            and training["precision"] == "bf16")
     assert "Started from the body's weights of `export.pkl`" in (out / "MODEL_CARD.md").read_text()
     before, after = (read_learner(path) for path in (start, out / "export.pkl"))
     assert [type(cb).__name__ for cb in after.cbs] == [type(cb).__name__ for cb in before.cbs]  # no bf16 callback left
@@ -181,12 +194,15 @@ def test_training_takes_only_the_body_for_another_head_in_bfloat16(trained, tmp_
     assert not torch.allclose(first_norm(after).weight, torch.full_like(first_norm(after).weight, 2.0), atol=0.5)
 
 
+@pytest.mark.slow  # trains for real
 def test_training_refuses_a_start_that_does_not_fit(trained, tiny_model):
-    wrong_categories = run_module("maskclassifier.train", "--csv", str(trained["csv"]), "--out", str(trained["out"] / "x"),
+    wrong_categories = run_module("maskclassifier.train", "--csv", str(trained["csv"]),
+                                  "--out", str(trained["out"] / "x"),
                                   *TINY_OPTIONS, "--init-from", str(trained["out"] / "export.pkl"))
     assert wrong_categories.returncode == 2 and "--init-from" in wrong_categories.stderr
     assert "Surgical" in wrong_categories.stderr and "Traceback" not in wrong_categories.stderr
-    wrong_architecture = run_module("maskclassifier.train", "--csv", str(trained["csv"]), "--out", str(trained["out"] / "x"),
+    wrong_architecture = run_module("maskclassifier.train", "--csv", str(trained["csv"]),
+                                    "--out", str(trained["out"] / "x"),
                                     "--merge", "Surgical=Medical", *TINY_OPTIONS, "--init-from", str(tiny_model))
     assert wrong_architecture.returncode == 2
     assert "is not a learner of this architecture" in wrong_architecture.stderr
@@ -218,6 +234,7 @@ def test_batch_size_is_capped_by_the_training_images():
         fit_batch_size(64, 1)
 
 
+@pytest.mark.slow  # trains for real
 def test_tiny_data_with_the_defaults_trains_into_a_new_run_folder(tmp_path):
     """A newcomer's first run: 16 training images, --bs 64 and --lr auto by default, no --out."""
     write_labelled_set(tmp_path / "data", per_category=3)
@@ -234,7 +251,8 @@ def test_tiny_data_with_the_defaults_trains_into_a_new_run_folder(tmp_path):
     training = json.loads((tmp_path / run / "export.json").read_text())["training"]
     assert training["batch_size"] == 16 and training["options"]["bs"] == 64 and training["options"]["out"] == str(run)
     assert training["lr"] == 1e-3 and training["lr_from"] == "default" and not (tmp_path / run / "lr_find.png").exists()
-    assert "learning rate 1.00e-03 (fastai's default: too little data for lr_find)" in (tmp_path / run / "MODEL_CARD.md").read_text()
+    card = (tmp_path / run / "MODEL_CARD.md").read_text()
+    assert "learning rate 1.00e-03 (fastai's default: too little data for lr_find)" in card
     # lr_find kept its weights in a temporary folder, now removed: nothing (no models/) in the current directory.
     assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "runs", "tmp"]
     assert not list((tmp_path / "tmp").glob("maskclassifier-train-*"))
@@ -243,8 +261,8 @@ def test_tiny_data_with_the_defaults_trains_into_a_new_run_folder(tmp_path):
     again = subprocess.run([*command, "--out", str(run), "--lr", "1e-3"], capture_output=True, text=True, timeout=900,
                            **elsewhere(tmp_path))
     assert again.returncode == 2 and "Traceback" not in again.stderr
-    assert again.stderr.strip() == (f"error: {run} already holds a trained model (export.pkl, export.json, MODEL_CARD.md, "
-                                    "metrics.json, threshold_sweep.png, confusion.png, top_losses.png); "
+    assert again.stderr.strip() == (f"error: {run} already holds a trained model (export.pkl, export.json, "
+                                    "MODEL_CARD.md, metrics.json, threshold_sweep.png, confusion.png, top_losses.png); "
                                     "pass --overwrite to replace it, or leave out --out to train into a new folder "
                                     "under runs/")
     assert sha256_file(tmp_path / run / "export.pkl") == shipped
@@ -254,9 +272,11 @@ def test_tiny_data_with_the_defaults_trains_into_a_new_run_folder(tmp_path):
     assert replaced.returncode == 0, replaced.stderr[-3000:]
     training = json.loads((tmp_path / run / "export.json").read_text())["training"]
     assert training["options"]["overwrite"] is True and training["lr_from"] == "--lr"
-    assert sha256_file(tmp_path / run / "export.pkl") == json.loads((tmp_path / run / "export.json").read_text())["sha256"]
+    sidecar = json.loads((tmp_path / run / "export.json").read_text())
+    assert sha256_file(tmp_path / run / "export.pkl") == sidecar["sha256"]
 
 
+@pytest.mark.slow  # trains for real
 @pytest.mark.parametrize("signum,exit_code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_stopped_run_leaves_no_lr_find_files(tmp_path, labelled_set, signum, exit_code):
     """lr_find saves the weights while it runs; stopped then, the run removes them (Python's default SIGTERM
@@ -309,7 +329,7 @@ def model_card_runs() -> dict[int, list[str]]:
     parts = re.split(r"^(\d+)\. ", section, flags=re.MULTILINE)[1:]
     return {int(number): [token for span in re.findall(r"`(--[^`]+)`", text) if span != "--init-from"
                           for token in span.split()]
-            for number, text in zip(parts[::2], parts[1::2])}
+            for number, text in zip(parts[::2], parts[1::2], strict=True)}
 
 
 def test_recipes_rebuild_the_shipped_models_chain():
@@ -328,7 +348,8 @@ def test_recipes_rebuild_the_shipped_models_chain():
     shipped = json.loads((ROOT / "models" / "export.json").read_text())
     training = shipped["training"]
     assert (previous["epochs"], previous["frozen_epochs"], previous["lr"], previous["lr_mult"], previous["head"],
-            previous["precision"], previous["bs"], previous["seed"], previous["oversample"], previous["face_crops"]) == (
+            previous["precision"], previous["bs"], previous["seed"], previous["oversample"],
+            previous["face_crops"]) == (
         training["epochs"], training["frozen_epochs"], training["lr"], training["lr_mult"], training["head_features"],
         training["precision"], training["batch_size"], training["seed"], training["oversample"], True)
     assert (previous["occluders"], previous["lighting"], previous["render_counts"]) == (
@@ -347,9 +368,11 @@ def test_oversampling_repeats_training_rows_only():
         oversample(LabelledData(frame, Path(".")), {"Gas": 2})
 
 
+@pytest.mark.slow  # trains for real
 def test_evaluate_prints_the_table_and_writes_predictions(trained, tmp_path):
     predictions = tmp_path / "predictions.csv"
-    result = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]), "--model", str(trained["out"] / "export.pkl"),
+    result = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]),
+                        "--model", str(trained["out"] / "export.pkl"),
                         "--merge", "Surgical=Medical", "--valid-only", "--predictions", str(predictions))
     assert result.returncode == 0, result.stderr[-2000:]
     sidecar = json.loads((trained["out"] / "export.json").read_text())
@@ -360,14 +383,17 @@ def test_evaluate_prints_the_table_and_writes_predictions(trained, tmp_path):
     assert len(rows) == sidecar["training"]["dataset"]["valid_images"]
     assert set(rows[0]) == {"fname", "labels", "predicted", "exact", *VOCAB}
 
-    result = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]), "--model", str(trained["out"] / "export.pkl"),
+    result = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]),
+                        "--model", str(trained["out"] / "export.pkl"),
                         "--merge", "Surgical=Medical", "--valid-only", "--tta", "flip")
     assert result.returncode == 0 and "each image averaged with its mirror image" in result.stdout
 
 
+@pytest.mark.slow  # trains for real
 def test_evaluate_reports_exact_match_per_value_of_a_column(trained, tmp_path):
     predictions = tmp_path / "predictions.csv"
-    result = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]), "--model", str(trained["out"] / "export.pkl"),
+    result = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]),
+                        "--model", str(trained["out"] / "export.pkl"),
                         "--merge", "Surgical=Medical", "--by", "labels", "--predictions", str(predictions))
     assert result.returncode == 0, result.stderr[-2000:]
     rows = list(csv.DictReader(open(predictions)))
@@ -377,21 +403,26 @@ def test_evaluate_reports_exact_match_per_value_of_a_column(trained, tmp_path):
         assert re.search(rf"^{re.escape(labels)} +{len(group)} +{wrong} +{1 - wrong / len(group):.4f}$",
                          result.stdout, re.MULTILINE), result.stdout
 
-    missing = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]), "--model", str(trained["out"] / "export.pkl"),
+    missing = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]),
+                         "--model", str(trained["out"] / "export.pkl"),
                          "--merge", "Surgical=Medical", "--by", "source")
     assert missing.returncode == 2 and "has no column source for --by" in missing.stderr
 
 
+@pytest.mark.slow  # trains for real
 def test_evaluate_refuses_labels_the_model_does_not_know(trained):
-    result = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]), "--model", str(trained["out"] / "export.pkl"))
+    result = run_module("maskclassifier.evaluate", "--csv", str(trained["csv"]),
+                        "--model", str(trained["out"] / "export.pkl"))
     assert result.returncode == 2
     assert "Surgical are not categories of this model" in result.stderr and "--merge" in result.stderr
 
 
+@pytest.mark.slow  # trains for real
 @pytest.mark.parametrize("change,message", [
     (lambda df: df.drop(columns=["labels"]), "has no column labels"),
     (lambda df: df.assign(is_valid=False), "the validation set is empty"),
-    (lambda df: df.assign(labels=np.where(df["is_valid"] & (df["labels"] == "Gas"), "Gas", df["labels"].str.replace("Gas", "Cloth"))),
+    (lambda df: df.assign(labels=np.where(df["is_valid"] & (df["labels"] == "Gas"), "Gas",
+                                          df["labels"].str.replace("Gas", "Cloth"))),
      "Gas have no training images"),
 ])
 def test_training_refuses_unusable_data_with_a_clear_error(tmp_path, change, message):

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import face_like_image
-from helpers import encode, png_claiming, sideways_jpeg, upload
 from PIL import Image, ImageOps
 
-from maskclassifier.core.facebox import Face
-from maskclassifier.classifier.faces import FaceAnalysis
-from maskclassifier.core.images import load_image
+from datasets import face_like_image
+from helpers import encode, png_claiming, sideways_jpeg, upload
 from maskclassifier.classifier.classifier import Prediction
+from maskclassifier.classifier.faces import FaceAnalysis
+from maskclassifier.core.facebox import Face
 from maskclassifier.training import evaluate
 from maskclassifier.web.assets import VERSIONED_CACHE_CONTROL
 from maskclassifier.web.pages import EXAMPLES
@@ -115,8 +114,8 @@ def test_form_says_not_confident_and_still_shows_bars(make_app, face_jpeg):
     (["No_mask!"], "No mask on the face"),
 ])
 def test_prediction_messages(labels, expected):
-    prediction = Prediction({name: 0.9 if name in labels else 0.1 for name in ["-", "KN95", "Medical", "No_mask!", "Shield"]},
-                            labels, 0.8)
+    vocab = ["-", "KN95", "Medical", "No_mask!", "Shield"]
+    prediction = Prediction({name: 0.9 if name in labels else 0.1 for name in vocab}, labels, 0.8)
     assert expected in prediction_message(prediction)
 
 
@@ -319,6 +318,7 @@ INTENDED = {"no-mask": ["No_mask!"], "cloth": ["Cloth"], "kn95": ["KN95"], "medi
 SHIPPED_MODEL_GETS_WRONG: set[str] = set()
 
 
+@pytest.mark.slow  # loads the shipped model and answers every example: ~6 s
 def test_the_shipped_model_on_the_examples(make_app):
     """Classified through the app, as one click on the page does (automatic mode)."""
     client = make_app(model_path=ROOT / "models/export.pkl", threshold=None).test_client()

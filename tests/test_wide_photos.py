@@ -6,11 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import at_one_end
 from PIL import Image
 
-from maskclassifier.classifier.classifier import (MAX_VIEWS, VIEW_MIN_PROBABILITY, VIEWS_ASPECT, Classifier, answer_from_views,
-                                  square_views)
+from helpers import at_one_end
+from maskclassifier.classifier.classifier import (
+    MAX_VIEWS,
+    VIEW_MIN_PROBABILITY,
+    VIEWS_ASPECT,
+    Classifier,
+    answer_from_views,
+    square_views,
+)
 
 VOCAB = ["-", "Cloth", "Gas", "KN95", "Medical", "No_mask!", "Shield"]
 
@@ -46,7 +52,8 @@ def test_without_a_sure_face_view_the_centre_answers():
     centre = probabilities(background=0.7)
     views = np.stack([probabilities(background=0.8), probabilities(background=0.3), probabilities(Cloth=0.2),
                       probabilities(background=0.1, Cloth=VIEW_MIN_PROBABILITY - 0.01)])
-    assert np.array_equal(answer_from_views(centre, views, VOCAB, 0.4), centre)  # `-` first, nothing passes: no face view
+    # `-` first, nothing passes: no face view
+    assert np.array_equal(answer_from_views(centre, views, VOCAB, 0.4), centre)
 
 
 class RedMeansMedical:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from helpers import encode
 from datasets import CATEGORIES, face_like_image
+from helpers import encode
 from maskclassifier.core.images import load_image
 
 # Sizes include 1x1, strips 60:1 wide and tall, odd sizes, a 6-megapixel photo, and a height of 49 that

@@ -20,8 +20,17 @@ from maskclassifier.core.categories import category
 from maskclassifier.core.config import full_install
 from maskclassifier.core.errors import ModelLoadError
 from maskclassifier.core.images import load_image
-from maskclassifier.core.sidecar import (DEFAULT_THRESHOLD, DEFAULT_TTA, DRAWN_SHARE_FLAG, Sidecar, mostly_drawn,
-                                         read_sidecar, resolve, sha256_file, sidecar_path)
+from maskclassifier.core.sidecar import (
+    DEFAULT_THRESHOLD,
+    DEFAULT_TTA,
+    DRAWN_SHARE_FLAG,
+    Sidecar,
+    mostly_drawn,
+    read_sidecar,
+    resolve,
+    sha256_file,
+    sidecar_path,
+)
 
 # Images classified in one forward pass. A photo's 50 faces in one batch raised the worker's peak memory by
 # 780 MB (MobileNetV2's activations at 256 px are about 15 MB an image); batches of 8 are as fast on the CPU.
@@ -74,7 +83,7 @@ class Prediction:
 
 def decide(probabilities: Sequence[float], vocab: Sequence[str], threshold: float) -> Prediction:
     """Every category whose probability is above the threshold, highest first (fastai decodes with `> thresh`)."""
-    scores = {name: float(p) for name, p in zip(vocab, probabilities)}
+    scores = {name: float(p) for name, p in zip(vocab, probabilities, strict=True)}
     labels = sorted((name for name, p in scores.items() if p > threshold), key=lambda name: -scores[name])
     return Prediction(scores, labels, threshold)
 
@@ -262,7 +271,8 @@ def _check_python_version(model_path: Path, sidecar: Sidecar) -> None:
     if exported and exported.split(".")[:2] != running.split(".")[:2]:
         raise ModelLoadError(
             f"{model_path} was exported under Python {exported} but this is Python {running}; "
-            f"run the app under Python {'.'.join(exported.split('.')[:2])} (see .python-version) or retrain the model here"
+            f"run the app under Python {'.'.join(exported.split('.')[:2])} (see .python-version) "
+            "or retrain the model here"
         )
 
 

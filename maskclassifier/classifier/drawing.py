@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
+from maskclassifier.classifier.classifier import Prediction
 from maskclassifier.core.categories import UNSURE_COLOUR, category
 from maskclassifier.core.facebox import Face
 from maskclassifier.core.images import shrunk
-from maskclassifier.classifier.classifier import Prediction
 
 ANNOTATED_MAX_SIDE = 1600  # long side of the annotated photo (page and /api/annotate)
 CAPTION_LABELS = 2  # labels written on the photo per face; the page's table lists them all
@@ -49,7 +49,7 @@ def annotate(image: Image.Image, faces: Sequence[Face], predictions: Sequence[Pr
         canvas = image.copy()  # drawn on: never the caller's photo
     draw = ImageDraw.Draw(canvas)
     line_width = max(2, round(max(canvas.size) / 400))
-    for number, (face, prediction) in enumerate(zip(faces, predictions), start=1):
+    for number, (face, prediction) in enumerate(zip(faces, predictions, strict=True), start=1):
         box = tuple(round(value * scale) for value in face.box)
         colour = colour_for(prediction)
         draw.rectangle(box, outline=colour, width=line_width)
@@ -57,7 +57,8 @@ def annotate(image: Image.Image, faces: Sequence[Face], predictions: Sequence[Pr
     return canvas
 
 
-def _fitting_font(draw: ImageDraw.ImageDraw, lines: list[str], width: int, size: tuple[int, int]) -> ImageFont.FreeTypeFont:
+def _fitting_font(draw: ImageDraw.ImageDraw, lines: list[str], width: int,
+                  size: tuple[int, int]) -> ImageFont.FreeTypeFont:
     """The largest font (up to one that suits the photo's size) whose lines fit the box width, never below 10 px,
     so that the captions of neighbouring faces do not run into each other."""
     largest = max(14, round(max(size) / 50))

@@ -15,9 +15,9 @@ Two methods, one per backend:
 
 Both maps cover what the model saw, `Explanation.box`: the item Resize's centre crop of the photo, not the parts of
 a wide photo that the crop cuts off; for a photo the classifier answers from one of its square views (more than
-VIEWS_ASPECT:1, see `maskclassifier.classifier.classifier`), that view. Values are scaled to 0..1 (Grad-CAM: from its smallest to
-its largest value, as pytorch-grad-cam does; occlusion: by its largest value); a map whose every value is 0 means
-no part of the photo raised the category's score more than another.
+VIEWS_ASPECT:1, see `maskclassifier.classifier.classifier`), that view. Values are scaled to 0..1 (Grad-CAM: from its
+smallest to its largest value, as pytorch-grad-cam does; occlusion: by its largest value); a map whose every value is 0
+means no part of the photo raised the category's score more than another.
 
 This module imports torch only inside the Grad-CAM path, so it also imports in the slim install.
 """
@@ -30,10 +30,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
+from maskclassifier.classifier.classifier import VIEWS_ASPECT, Classifier, answering_view, square_views
 from maskclassifier.core.capacity import Deadline
 from maskclassifier.core.categories import category as category_facts
 from maskclassifier.core.images import shrunk
-from maskclassifier.classifier.classifier import VIEWS_ASPECT, Classifier, answering_view, square_views
 from maskclassifier.core.resize import fastai_crop_box
 
 OCCLUSION_GRID = 5  # cells per side: 26 forward passes, about 1.1 s for the shipped model on one core

@@ -15,11 +15,11 @@ from typing import Protocol
 
 from PIL import Image, ImageOps
 
-from maskclassifier.core.capacity import Deadline, OutOfTime
+from maskclassifier.classifier.classifier import MAX_BATCH, Classifier, Prediction, combine
 from maskclassifier.core import facebox
+from maskclassifier.core.capacity import Deadline, OutOfTime
 from maskclassifier.core.facebox import Face, FaceScan, face_crops, scaled_box, unbiased_order
 from maskclassifier.core.images import shrunk
-from maskclassifier.classifier.classifier import MAX_BATCH, Classifier, Prediction, combine
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,8 @@ def load_detector(threads: int | None = None, kind: str = "onnx") -> FaceDetecto
         from maskclassifier.classifier.mtcnn_onnx import MODEL_DIR, onnx_mtcnn_detector
         missing = [name for name in ("pnet", "rnet", "onet") if not (MODEL_DIR / f"{name}.onnx").is_file()]
         if missing:
-            logger.warning("per-face mode is off: %s missing in %s (python -m maskclassifier.modelfiles.export_mtcnn writes "
-                           "them)", ", ".join(f"{name}.onnx" for name in missing), MODEL_DIR)
+            logger.warning("per-face mode is off: %s missing in %s (python -m maskclassifier.modelfiles.export_mtcnn "
+                           "writes them)", ", ".join(f"{name}.onnx" for name in missing), MODEL_DIR)
             return None
         return onnx_mtcnn_detector(threads)
     try:

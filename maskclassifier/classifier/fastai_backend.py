@@ -14,11 +14,11 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 from torch.fx.proxy import TraceError
 
-from maskclassifier.core.errors import ModelLoadError
 from maskclassifier.classifier.learner_file import read_learner
-from maskclassifier.core.tta import average_mirrored
 from maskclassifier.classifier.pipeline import PipelineError, ValidationPipeline, item_resize, probe_images, rebuild
+from maskclassifier.core.errors import ModelLoadError
 from maskclassifier.core.resize import item_resize_from
+from maskclassifier.core.tta import average_mirrored
 
 # The rebuilt pipeline runs fastai's Pillow steps and the same arithmetic, but its batch resample is a bilinear resize
 # rather than grid_sample (pipeline.Resample): the sample positions differ by float rounding, which moved the test
@@ -93,8 +93,8 @@ class FastaiBackend:
 
     fastai builds a DataLoader (`test_dl`) for every batch it predicts, which costs more than the forward pass of
     a small model. So the validation pipeline is rebuilt once, at load time, in Pillow and torch
-    (`maskclassifier.classifier.pipeline`), and used only if it gives the learner's own answers on probe images; a learner
-    whose pipeline cannot be rebuilt is served through `test_dl`, as fastai would. Likewise the model is served
+    (`maskclassifier.classifier.pipeline`), and used only if it gives the learner's own answers on probe images; a
+    learner whose pipeline cannot be rebuilt is served through `test_dl`, as fastai would. Likewise the model is served
     with each BatchNorm folded into the convolution before it (torch.fx's `fuse`, about 10 % faster on the CPU)
     when that gives the same answers up to float rounding; each check is of its own change alone.
     """

@@ -52,5 +52,6 @@ def read_learner(path: Path) -> Learner:
     except (pickle.UnpicklingError, EOFError, RuntimeError, OSError) as exc:
         raise ModelLoadError(f"{path} is not a fastai learner export (it cannot be unpickled: {exc})") from None
     if not isinstance(learner, Learner):
-        raise ModelLoadError(f"{path} holds a {type(learner).__name__}, not a fastai Learner; export one with learn.export()")
+        raise ModelLoadError(
+            f"{path} holds a {type(learner).__name__}, not a fastai Learner; export one with learn.export()")
     return learner

@@ -15,10 +15,10 @@ from facenet_pytorch.models.utils.detect_face import detect_face
 from PIL import Image
 from torch import nn
 
+from maskclassifier.classifier.mtcnn_onnx import DETECTION_MAX_SIDE, MAX_CANDIDATES_PER_SCALE, MIN_FACE_SIZE, MIN_SCORE
 from maskclassifier.core.capacity import Deadline
 from maskclassifier.core.facebox import FaceScan, face_scan
 from maskclassifier.core.images import shrunk
-from maskclassifier.classifier.mtcnn_onnx import DETECTION_MAX_SIDE, MAX_CANDIDATES_PER_SCALE, MIN_FACE_SIZE, MIN_SCORE
 
 # The bounds and thresholds are the torch-free detector's, so that both find the same faces (and the tests compare
 # them): the photo is shrunk to DETECTION_MAX_SIDE, faces from MIN_FACE_SIZE px are looked for, boxes under

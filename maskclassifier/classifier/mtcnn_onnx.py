@@ -1,11 +1,11 @@
 """The MTCNN face detector without torch: its three networks run in ONNX Runtime, the rest is NumPy.
 
-The networks are facenet-pytorch's, exported by `python -m maskclassifier.modelfiles.export_mtcnn` to models/mtcnn/ (MIT,
-see LICENCE.md there). Everything around them repeats facenet-pytorch 2.6.0's `detect_face` step by step: the
+The networks are facenet-pytorch's, exported by `python -m maskclassifier.modelfiles.export_mtcnn` to models/mtcnn/
+(MIT, see LICENCE.md there). Everything around them repeats facenet-pytorch 2.6.0's `detect_face` step by step: the
 image pyramid (area resampling, which is an adaptive average pool), P-Net's candidate windows, NMS within each
 scale (IoU 0.5) and across scales (0.7), box regression, squaring, R-Net on 24 px crops (NMS 0.7), O-Net on 48 px
-crops, and the final NMS over the smaller box (0.7). It keeps the bounds of `maskclassifier.classifier.mtcnn`: the deadline is
-checked before every network runs, and P-Net passes on at most MAX_CANDIDATES_PER_SCALE windows per scale.
+crops, and the final NMS over the smaller box (0.7). It keeps the bounds of `maskclassifier.classifier.mtcnn`: the
+deadline is checked before every network runs, and P-Net passes on at most MAX_CANDIDATES_PER_SCALE windows per scale.
 
 Differences from facenet-pytorch, none of which changes a face found in the tests' photos: the float16-stored
 weights move the networks' outputs by about 1e-3; the pyramid and crops are averaged from an integer summed-area
@@ -194,7 +194,8 @@ def crops(table: np.ndarray, bounds: np.ndarray, size: int) -> np.ndarray:
 class OnnxMtcnnDetector:
     """MTCNN on a shrunk copy of the photo, boxes scaled back to the photo's own pixels; no torch.
 
-    Same interface and bounds as `maskclassifier.classifier.mtcnn.MtcnnDetector` (see `maskclassifier.classifier.faces.FaceDetector`).
+    Same interface and bounds as `maskclassifier.classifier.mtcnn.MtcnnDetector` (see
+    `maskclassifier.classifier.faces.FaceDetector`).
     """
 
     def __init__(self, sessions: dict[str, onnxruntime.InferenceSession]):

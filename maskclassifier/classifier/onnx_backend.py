@@ -18,9 +18,9 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from PIL import Image
 
 from maskclassifier.core.errors import ModelLoadError
+from maskclassifier.core.resize import ItemResize, item_resize_from, size_hw
 from maskclassifier.core.sidecar import Sidecar, sha256_file, sidecar_path
 from maskclassifier.core.tta import average_mirrored
-from maskclassifier.core.resize import ItemResize, item_resize_from, size_hw
 
 INT8_SECTION = "onnx_int8"  # the sidecar's record of the int8 twin (python -m maskclassifier.modelfiles.quantize_onnx)
 PRECISIONS = ("float", "int8")

@@ -8,8 +8,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maskclassifier.core import corrections
 from maskclassifier.clean import ranking
+from maskclassifier.core import corrections
 from maskclassifier.core.corrections import Correction, CorrectionsError, Recorder
 
 

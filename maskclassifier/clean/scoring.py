@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from maskclassifier.classifier.classifier import Classifier, load_classifier
 from maskclassifier.core.errors import ImageError
 from maskclassifier.core.images import load_image
-from maskclassifier.classifier.classifier import Classifier, load_classifier
 from maskclassifier.core.sidecar import sha256_file
 
 BATCH_SIZE = 32  # images decoded and held at once; the classifier splits them further (model.MAX_BATCH)

@@ -81,8 +81,9 @@ def _open(data: bytes) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise _too_many_pixels() from None
     except UnidentifiedImageError:
-        raise ImageError(400, "not_an_image",
-                         f"This file is not an image we can read. Please upload a photo as {FRIENDLY_FORMATS}.") from None
+        raise ImageError(
+            400, "not_an_image", f"This file is not an image we can read. Please upload a photo as {FRIENDLY_FORMATS}."
+        ) from None
     except (OSError, ValueError, SyntaxError, EOFError):
         raise _corrupt() from None
 

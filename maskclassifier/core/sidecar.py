@@ -41,9 +41,9 @@ class Sidecar:
     original notebook's way) has no sidecar, and serving then falls back to the defaults.
 
     `preprocessing` says what the learner does before its model (presize, resize_method, size, normalize, and for
-    the ONNX graph its batch steps); `metrics` are the validation figures at `threshold` (maskclassifier.training.metrics);
-    `training` the run's options, data and timing; `onnx` the ONNX twin's file, digest and parity check;
-    `onnx_int8` its int8 quantization's file, digest, source and calibration.
+    the ONNX graph its batch steps); `metrics` are the validation figures at `threshold`
+    (maskclassifier.training.metrics); `training` the run's options, data and timing; `onnx` the ONNX twin's file,
+    digest and parity check; `onnx_int8` its int8 quantization's file, digest, source and calibration.
     """
 
     vocab: list[str] | None = None

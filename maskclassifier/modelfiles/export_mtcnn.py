@@ -14,7 +14,8 @@ copied next to the files as LICENCE.md). Each network is exported with its softm
 The weights are stored as float16 (each Cast to float32 once, when ONNX Runtime loads the graph and folds the
 constants) so the three files take about 1 MB instead of 2 MB: models/ must stay under 25 MB in all. Rounding
 them moves the networks' outputs by about 1e-3; each export is checked against the torch network on random
-inputs and refused above PARITY_TOLERANCE. The pyramid, NMS and box regression are `maskclassifier.classifier.mtcnn_onnx`'s.
+inputs and refused above PARITY_TOLERANCE. The pyramid, NMS and box regression are
+`maskclassifier.classifier.mtcnn_onnx`'s.
 """
 
 from __future__ import annotations
@@ -99,8 +100,9 @@ def licence_text() -> str:
     return (f"# Licence of the MTCNN weights in this folder\n\n"
             f"`pnet.onnx`, `rnet.onnx` and `onet.onnx` hold the weights of facenet-pytorch "
             f"{distribution.version} (`facenet_pytorch/data/*.pt`, shipped inside its wheel), converted to ONNX "
-            f"with `python -m maskclassifier.modelfiles.export_mtcnn` (weights stored as float16). facenet-pytorch is published "
-            f"under the MIT licence:\n\n" + Path(distribution.locate_file(licence)).read_text())
+            f"with `python -m maskclassifier.modelfiles.export_mtcnn` (weights stored as float16). "
+            f"facenet-pytorch is published under the MIT licence:\n\n"
+            + Path(distribution.locate_file(licence)).read_text())
 
 
 def export(out: Path) -> dict[str, float]:

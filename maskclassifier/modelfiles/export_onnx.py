@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from maskclassifier.core.cli import silence_fastai_jit_warning
@@ -34,12 +34,18 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from maskclassifier.classifier.fastai_backend import FastaiBackend, load_fastai_backend  # noqa: E402
-from maskclassifier.core.errors import ModelLoadError  # noqa: E402
-from maskclassifier.core.sidecar import (DEFAULT_THRESHOLD, Sidecar, read_sidecar, resolve, sha256_file,  # noqa: E402
-                                    sidecar_path)
 from maskclassifier.classifier.onnx_backend import load_onnx_backend  # noqa: E402
-from maskclassifier.classifier.pipeline import (BatchSteps, PipelineError, Standardise, ValidationPipeline,  # noqa: E402
-                                     probe_images, rebuild, size_json)
+from maskclassifier.classifier.pipeline import (  # noqa: E402
+    BatchSteps,
+    PipelineError,
+    Standardise,
+    ValidationPipeline,
+    probe_images,
+    rebuild,
+    size_json,
+)
+from maskclassifier.core.errors import ModelLoadError  # noqa: E402
+from maskclassifier.core.sidecar import DEFAULT_THRESHOLD, Sidecar, read_sidecar, resolve, sha256_file, sidecar_path  # noqa: E402
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-3
@@ -136,7 +142,7 @@ def export(model_path: Path, opset: int = OPSET) -> Sidecar:
         "output": {"name": OUTPUT_NAME, "activation": "sigmoid"},
         "exported_from": {"file": model_path.name, "sha256": sha256_file(model_path)},
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     sidecar.onnx["parity"] = {"images": len(probe_images()), "max_abs_difference": check_parity(
         backend, onnx_path, sidecar)}

@@ -37,14 +37,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import onnxruntime
 import onnx
+import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from maskclassifier.classifier.onnx_backend import INT8_SECTION, OnnxBackend, load_onnx_backend
 from maskclassifier.core.errors import ImageError, ModelLoadError
 from maskclassifier.core.images import load_image
-from maskclassifier.classifier.onnx_backend import INT8_SECTION, OnnxBackend, load_onnx_backend
 from maskclassifier.core.sidecar import read_sidecar, sha256_file, sidecar_path
 
 FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}

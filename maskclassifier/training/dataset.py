@@ -195,7 +195,7 @@ def read_labelled_rows(csv_path: Path, images_root: Path | None = None, merges: 
         columns = [*columns, "is_valid"]
         is_valid = list(np.random.default_rng(seed).random(len(rows)) < valid_pct)
     readable, skipped = [], []
-    for row, valid in zip(rows, is_valid):
+    for row, valid in zip(rows, is_valid, strict=True):
         if not _is_readable(images_root / row["fname"]):
             skipped.append(row["fname"])
             continue

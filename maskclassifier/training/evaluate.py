@@ -21,17 +21,29 @@ from pathlib import Path
 import numpy as np
 from sklearn.preprocessing import MultiLabelBinarizer
 
-from maskclassifier.training import metrics
-from maskclassifier.core.cli import silence_fastai_jit_warning
-from maskclassifier.core.config import (DEFAULT_MODEL_PATH, JPEG_DECODES, MAX_FACE_MARGIN, SLIM_MODEL_PATH, Settings,
-                                   default_model_path, full_install)
-from maskclassifier.training.dataset import (DatasetError, LabelledRows, corrections_line, parse_merges,
-                                             read_labelled_rows)
-from maskclassifier.classifier.faces import FaceDetector, analyse, load_detector
-from maskclassifier.core.images import ImageError
-from maskclassifier.core.errors import ModelLoadError
 from maskclassifier.classifier.classifier import Classifier, load_classifier
+from maskclassifier.classifier.faces import FaceDetector, analyse, load_detector
+from maskclassifier.core.cli import silence_fastai_jit_warning
+from maskclassifier.core.config import (
+    DEFAULT_MODEL_PATH,
+    JPEG_DECODES,
+    MAX_FACE_MARGIN,
+    SLIM_MODEL_PATH,
+    Settings,
+    default_model_path,
+    full_install,
+)
+from maskclassifier.core.errors import ModelLoadError
+from maskclassifier.core.images import ImageError
 from maskclassifier.core.tta import TTA_CHOICES
+from maskclassifier.training import metrics
+from maskclassifier.training.dataset import (
+    DatasetError,
+    LabelledRows,
+    corrections_line,
+    parse_merges,
+    read_labelled_rows,
+)
 
 BATCH_SIZE = 32
 
@@ -42,7 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--csv", type=Path, required=True, help="CSV with columns fname and labels (space-separated)")
     parser.add_argument("--images-root", type=Path, help="folder the fname column is relative to (default: the CSV's)")
     parser.add_argument("--model", type=Path, default=None,
-                        help=f".pkl or .onnx model (default: {DEFAULT_MODEL_PATH}, or {SLIM_MODEL_PATH} in the slim install)")
+                        help=f".pkl or .onnx model (default: {DEFAULT_MODEL_PATH}, "
+                             f"or {SLIM_MODEL_PATH} in the slim install)")
     parser.add_argument("--threshold", type=float, help="default: the model's (from its JSON sidecar)")
     parser.add_argument("--tta", choices=TTA_CHOICES,
                         help="flip: average each image with its mirror image; none: the image alone "
@@ -56,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a corrections file (python -m maskclassifier.clean writes one), applied to the "
                              "CSV's labels")
     parser.add_argument("--by", metavar="COLUMN", help="also report exact-match per value of this CSV column")
-    parser.add_argument("--predictions", type=Path, help="write one row per image: fname, labels, predicted, probabilities")
+    parser.add_argument("--predictions", type=Path,
+                        help="write one row per image: fname, labels, predicted, probabilities")
     parser.add_argument("--faces", choices=["off", "auto"], default="off",
                         help="off: the whole photo, as the API answers by default; auto: as the web page answers "
                              "by default (needs the face detector's models/mtcnn/*.onnx)")
@@ -107,8 +121,8 @@ def write_predictions(path: Path, data: LabelledRows, probs: np.ndarray, vocab: 
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["fname", "labels", "predicted", "exact", *vocab])
-        for fname, labels, row in zip(data.column("fname"), data.column("labels"), probs):
-            predicted = " ".join(name for name, p in zip(vocab, row) if p > threshold)
+        for fname, labels, row in zip(data.column("fname"), data.column("labels"), probs, strict=True):
+            predicted = " ".join(name for name, p in zip(vocab, row, strict=True) if p > threshold)
             exact = set(predicted.split()) == set(labels.split())
             writer.writerow([fname, labels, predicted, exact, *(f"{p:.4f}" for p in row)])
 

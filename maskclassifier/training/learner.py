@@ -22,7 +22,10 @@ import cloudpickle
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
+from fastai.callback.core import Callback
+from fastai.callback.schedule import valley
+from fastai.metrics import F1ScoreMulti, accuracy_multi
+from fastai.torch_core import to_float
 from fastai.vision.all import (
     ColReader,
     ColSplitter,
@@ -36,20 +39,17 @@ from fastai.vision.all import (
     model_meta,
     vision_learner,
 )
-from fastai.callback.core import Callback
-from fastai.callback.schedule import valley
-from fastai.metrics import F1ScoreMulti, accuracy_multi
-from fastai.torch_core import to_float
+from PIL import Image
 from torchvision import models
 
-from maskclassifier.training.synthetic.augment import Augmentation, AugmentingReader, face_in_view
-from maskclassifier.training.synthetic.renderings import shield_edge_in_photo
-from maskclassifier.training.dataset import ImageReader, LabelledData, check_split, read_labelled_csv
-from maskclassifier.training.facecache import FaceCache
-from maskclassifier.core.facebox import crop_box
 from maskclassifier.classifier.faces import load_detector
 from maskclassifier.classifier.learner_file import read_learner
 from maskclassifier.core.errors import ModelLoadError
+from maskclassifier.core.facebox import crop_box
+from maskclassifier.training.dataset import ImageReader, LabelledData, check_split, read_labelled_csv
+from maskclassifier.training.facecache import FaceCache
+from maskclassifier.training.synthetic.augment import Augmentation, AugmentingReader, face_in_view
+from maskclassifier.training.synthetic.renderings import shield_edge_in_photo
 
 MOBILENET_WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 

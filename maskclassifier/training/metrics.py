@@ -10,8 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, f1_score, hamming_loss, multilabel_confusion_matrix,
-                             precision_recall_fscore_support)
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    hamming_loss,
+    multilabel_confusion_matrix,
+    precision_recall_fscore_support,
+)
 
 SWEEP_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
@@ -121,5 +126,6 @@ def format_table(report: dict) -> str:
         f"{'category':<10} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>8}",
     ]
     for name, row in report["per_class"].items():
-        lines.append(f"{name:<10} {row['precision']:>9.3f} {row['recall']:>7.3f} {row['f1']:>7.3f} {row['support']:>8d}")
+        lines.append(f"{name:<10} {row['precision']:>9.3f} {row['recall']:>7.3f} {row['f1']:>7.3f} "
+                     f"{row['support']:>8d}")
     return "\n".join(lines)

@@ -51,7 +51,7 @@ def plot_confusion(report: dict, path: Path) -> Path:
     names = list(per_class)
     figure, axes = plt.subplots(2, len(names), figsize=(2.4 * len(names), 5.4),
                                 gridspec_kw={"height_ratios": [1, 1.6]})
-    for axis, name in zip(axes[0], names):
+    for axis, name in zip(axes[0], names, strict=True):
         matrix = np.array(per_class[name]["confusion"])
         axis.imshow(matrix, cmap="Blues")
         for (row, col), count in np.ndenumerate(matrix):
@@ -76,7 +76,7 @@ def plot_top_losses(paths: Sequence[Path], titles: Sequence[str], path: Path) ->
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4.3 * rows), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
-    for axis, image_path, title in zip(axes.flat, paths, titles):
+    for axis, image_path, title in zip(axes.flat, paths, titles, strict=False):
         with Image.open(image_path) as image:
             axis.imshow(image.convert("RGB"))
         axis.set_title(title, fontsize=8)
@@ -138,7 +138,9 @@ def _augmentation(training: dict) -> str:
     if rendered:
         parts.append(" and ".join(f"{count} {RENDERED.get(kind, kind)}" for kind, count in rendered.items()) +
                      " drawn anew at each read on training images with one face")
-    return f" Training-time augmentation (`maskclassifier/training/synthetic/augment.py`): {'; '.join(parts)}." if parts else ""
+    if not parts:
+        return ""
+    return f" Training-time augmentation (`maskclassifier/training/synthetic/augment.py`): {'; '.join(parts)}."
 
 
 RENDERED = {"gas": "images with a respirator (labelled `Gas`)",

@@ -15,7 +15,7 @@ import json
 import platform
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from maskclassifier.core.cli import ArgsFileParser, silence_fastai_jit_warning
@@ -26,9 +26,10 @@ import fastai  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from maskclassifier.training import facecache, metrics, reports  # noqa: E402
 from maskclassifier.core.config import Settings  # noqa: E402
-from maskclassifier.training.synthetic.augment import Augmentation  # noqa: E402
+from maskclassifier.core.sidecar import Sidecar, mostly_drawn, sha256_file  # noqa: E402
+from maskclassifier.core.tta import TTA_CHOICES  # noqa: E402
+from maskclassifier.training import facecache, metrics, reports  # noqa: E402
 from maskclassifier.training.dataset import (  # noqa: E402
     DatasetError,
     corrections_line,
@@ -38,25 +39,23 @@ from maskclassifier.training.dataset import (  # noqa: E402
     subsample_training,
     training_examples,
 )
-from maskclassifier.core.sidecar import Sidecar, mostly_drawn, sha256_file  # noqa: E402
-from maskclassifier.core.tta import TTA_CHOICES  # noqa: E402
 from maskclassifier.training.learner import (  # noqa: E402
     ARCHITECTURES,
     LR_FALLBACK,
     LR_FIND_EPOCHS,
     LR_FIND_MAX_STEPS,
     LR_FIND_MIN_STEPS,
+    RENDERING_SOURCES,
     CpuBfloat16,
     TrainingError,
-    RENDERING_SOURCES,
     add_face_crops,
     add_renderings,
     build_dataloaders,
     build_learner,
     export_portable,
     find_lr,
-    frame_donors,
     fit_batch_size,
+    frame_donors,
     load_initial_weights,
     load_labelled_csv,
     lr_find_steps,
@@ -67,6 +66,7 @@ from maskclassifier.training.learner import (  # noqa: E402
     validation_predictions,
     with_plain_reader,
 )
+from maskclassifier.training.synthetic.augment import Augmentation  # noqa: E402
 
 RUNS_FOLDER = Path("runs")
 # What the shipped model is asked to reach on the validation split, written into each run's sidecar and card:
@@ -102,7 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="width of the head's hidden layer (default: 128; fastai's own default, 512, "
                              "adds 1 M parameters, about 4 MB per model file)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="bf16: bfloat16 mixed precision, about 1.3x faster epochs on CPUs with AMX (default: fp32)")
+                        help="bf16: bfloat16 mixed precision, about 1.3x faster epochs on CPUs with AMX "
+                             "(default: fp32)")
     parser.add_argument("--bs", type=int, default=64,
                         help="batch size (default: 64; at most the number of training images)")
     parser.add_argument("--seed", type=int, default=42)
@@ -252,7 +253,7 @@ def write_top_losses(data, probs: np.ndarray, targets: np.ndarray, vocab: list[s
     order = np.argsort(-losses)[:count]
 
     def names(row: np.ndarray) -> str:
-        return " ".join(name for name, on in zip(vocab, row) if on) or "(none)"
+        return " ".join(name for name, on in zip(vocab, row, strict=True) if on) or "(none)"
 
     titles = [f"{names(targets[i] > 0.5)} / {names(probs[i] > threshold)} / {losses[i]:.2f}" for i in order]
     reports.plot_top_losses([data.images_root / valid.loc[i, "fname"] for i in order], titles, path)
@@ -382,7 +383,7 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
             },
         },
         versions={"python": platform.python_version(), "fastai": fastai.__version__, "torch": torch.__version__},
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     sidecar.write(model_path)
     notes = args.dataset_notes or args.csv.parent / "DATASET.md"

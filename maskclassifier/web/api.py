@@ -7,7 +7,6 @@ import time
 from flask import Blueprint, Flask, Response, jsonify, request
 from PIL import Image
 
-from maskclassifier.classifier.classifier import Prediction
 from maskclassifier.classifier.drawing import annotate, caption_lines, colour_for, with_footnote
 from maskclassifier.classifier.explain import OVERLAY_MAX_SIDE, Explanation, overlay, png
 from maskclassifier.core.errors import ImageError

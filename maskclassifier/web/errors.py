@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, current_app, jsonify, make_response, request
 from werkzeug.exceptions import HTTPException
 
-from maskclassifier.core.capacity import Busy
-from maskclassifier.core.errors import ImageError
 from maskclassifier.classifier.explain import ExplainTooSlow, ExplainUnavailable, UnknownCategory
 from maskclassifier.classifier.faces import FacesUnavailable, TooManyFaces
+from maskclassifier.core.capacity import Busy
+from maskclassifier.core.errors import ImageError
 from maskclassifier.web.inference import classifier
 from maskclassifier.web.presenters import drawn_json, prediction_json
 from maskclassifier.web.uploads import request_too_large

@@ -13,10 +13,17 @@ from dataclasses import dataclass
 from flask import Flask, current_app, request
 from PIL import Image
 
-from maskclassifier.classifier.explain import ExplainTooSlow, Explanation, explain
-from maskclassifier.classifier.faces import (FaceAnalysis, FaceDetector, FacesUnavailable, analyse, analyse_frame,
-                                  find_faces, load_detector)
 from maskclassifier.classifier.classifier import Classifier, Prediction, load_classifier
+from maskclassifier.classifier.explain import ExplainTooSlow, Explanation, explain
+from maskclassifier.classifier.faces import (
+    FaceAnalysis,
+    FaceDetector,
+    FacesUnavailable,
+    analyse,
+    analyse_frame,
+    find_faces,
+    load_detector,
+)
 from maskclassifier.core import capacity
 from maskclassifier.core.capacity import Deadline, InferenceSlots, OutOfTime, trusted_proxies
 from maskclassifier.core.errors import ConfigError

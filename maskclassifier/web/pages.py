@@ -12,9 +12,9 @@ from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, make_response, render_template, request
 
+from maskclassifier.classifier.faces import TooManyFaces
 from maskclassifier.core.categories import CATEGORIES, TONE_COLOURS
 from maskclassifier.core.errors import ImageError
-from maskclassifier.classifier.faces import TooManyFaces
 from maskclassifier.core.images import ACCEPT_ATTRIBUTE
 from maskclassifier.web.errors import ErrorReply, reply_for, with_headers
 from maskclassifier.web.inference import analyse_faces, classifier, face_detector, slot_for
@@ -32,8 +32,8 @@ MODE_CHOICES = [  # the form's mode control: value, label, hint
     ("off", "Whole photo", "one answer for the whole picture"),
     ("on", "Every face", "an answer for each face, even when there is only one"),
 ]
-# The clickable examples, in maskclassifier/web/static/examples/ (scripts/make_examples.py writes them, with a licence file beside
-# each): name, caption, what it shows (the image's alt text).
+# The clickable examples, in maskclassifier/web/static/examples/ (scripts/make_examples.py writes them, with a licence
+# file beside each): name, caption, what it shows (the image's alt text).
 EXAMPLES = [
     ("no-mask", "No mask", "Astronaut Eileen Collins, no mask (NASA photo)"),
     ("cloth", "Cloth mask", "The same photo with a drawn cloth mask (illustration)"),

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageCms
 
-from maskclassifier.core.categories import category
-from maskclassifier.classifier.explain import Explanation
-from maskclassifier.core.facebox import Face, crop_box
-from maskclassifier.classifier.faces import FaceAnalysis
-from maskclassifier.core.images import shrunk
 from maskclassifier.classifier.classifier import Prediction, caveat_note
+from maskclassifier.classifier.explain import Explanation
+from maskclassifier.classifier.faces import FaceAnalysis
+from maskclassifier.core.categories import category
+from maskclassifier.core.facebox import Face, crop_box
+from maskclassifier.core.images import shrunk
 
 PREVIEW_SIZE = 800
 FACE_THUMBNAIL_SIZE = 96
@@ -51,7 +51,7 @@ def faces_json(analysis: FaceAnalysis) -> dict:
     body: dict = {"mode": analysis.mode, "faces": [
         {"box": list(face.box), "score": face.score, "labels": prediction.labels,
          "probabilities": prediction.probabilities}
-        for face, prediction in zip(analysis.faces, analysis.predictions)
+        for face, prediction in zip(analysis.faces, analysis.predictions, strict=True)
     ]}
     if analysis.found is not None:
         body["faces_found"] = analysis.found

@@ -12,8 +12,8 @@ import time
 from flask import Flask, Request, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from maskclassifier.core.errors import ImageError
 from maskclassifier.classifier.faces import MODES
+from maskclassifier.core.errors import ImageError
 
 MULTIPART_OVERHEAD = 64 * 1024
 try:  # gunicorn's body readers raise these for a malformed chunked body (a bad chunk size, a missing CRLF)

@@ -33,6 +33,7 @@ from maskclassifier.core.capacity import client_key
 from maskclassifier.web.errors import SECURITY_HEADERS
 from maskclassifier.web.frontdoor import (
     CLIENT_SHARE,
+    HEADER_TIMEOUT_S,
     READ_SIZE,
     Arrival,
     DoorPolicy,

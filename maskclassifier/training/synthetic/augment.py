@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from maskclassifier.training.synthetic import frames, renderings
 from maskclassifier.training.dataset import ImageReader
+from maskclassifier.training.synthetic import frames, renderings
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -260,7 +260,7 @@ def draw_hair(image: Image.Image, box: Box, rng: np.random.Generator) -> Image.I
                 xs = top_x + side * rng.uniform(0.15, 0.45) * width * t ** 1.5
                 ys = box[1] + height * (0.42 + t * rng.uniform(0.5, 0.75))
             xs = xs + rng.normal(0, width * 0.01, t.size)
-            draw.line(list(zip(xs.tolist(), ys.tolist())), fill=int(rng.integers(150, 256)),
+            draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=int(rng.integers(150, 256)),
                       width=max(1, int(width * rng.uniform(0.006, 0.025))), joint="curve")
         out = _composite(out, _lit(layer, rng), mask, soften=0.4)
     return out

@@ -381,8 +381,8 @@ def draw_respirator(image: Image.Image, face_box: tuple[int, int, int, int], rng
     The kind (RESPIRATOR_KINDS: half-face with one front filter, half-face with two side cartridges, full-face with
     a visor and a chin filter or two side cartridges), its colours, its filters' size and depth and a jitter of
     size (+-8 %), place (+-3.5 % of the face) and angle (+-6 degrees) are drawn from `rng` only
-    (`pick_respirator`), so a seed gives the same drawing; it is lit like the face and has a little grain. Every kind covers
-    nose and mouth; the half-face kinds leave the eyes visible. Any image mode is read as RGB; the box may reach
+    (`pick_respirator`), so a seed gives the same drawing; it is lit like the face and has a little grain. Every kind
+    covers nose and mouth; the half-face kinds leave the eyes visible. Any image mode is read as RGB; the box may reach
     outside the image (the drawing is clipped). A box under MIN_FACE_PX (24 px) wide or high gets no drawing:
     the result is an unchanged RGB copy, as it is when the drawing falls wholly outside the image. Modes that
     Pillow cannot convert to RGB (its internal "La", "RGBa") raise Pillow's ValueError.
