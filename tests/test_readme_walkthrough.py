@@ -130,3 +130,6 @@ def test_a_fresh_clone_walks_through_the_training_section(tmp_path):
     leftovers = {line[3:].rstrip("/") for line in status.stdout.splitlines() if "__pycache__" not in line}
     assert leftovers <= {".venv", "data", "runs", "corrections.csv", "predictions.csv"} | {
         path.name for path in clone.glob("corrections.scores-*.json")}, leftovers
+    # and .gitignore covers every one of them: the walkthrough leaves `git status` clean
+    untracked = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)
+    assert untracked.stdout == "", untracked.stdout
