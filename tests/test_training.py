@@ -289,9 +289,9 @@ def test_options_can_come_from_a_file(tmp_path, capsys):
     assert stopped.value.code == 2 and "missing.args" in capsys.readouterr().err
 
 
-def test_readmes_training_command_writes_a_new_run_folder():
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Train your own model"):]
+def test_the_documented_training_command_writes_a_new_run_folder():
+    training = (ROOT / "docs" / "training.md").read_text()
+    section = training[training.index("## Train your own model"):]
     command = re.search(r"```sh\n\.venv/bin/python -m maskclassifier\.train (.*)\n```", section).group(1)
     args = parse_args(command.split())
     assert args.out.parent == Path("runs") and re.fullmatch(r"\d{8}-\d{6}", args.out.name) and not args.overwrite
