@@ -1,5 +1,5 @@
-"""The layers of the code map (docs/architecture.md) are the package's folders, checked on the source: imports point down, and
-web, training, the cleaner and the model-file writers never meet."""
+"""The layers of the code map (docs/architecture.md) are the package's folders, checked on the source: imports
+point down, and web, training, the cleaner and the model-file writers never meet."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def module_name(path: Path) -> str:
 def layer_of(name: str) -> str:
     folder = name.split(".")[0]
     layer = folder if (PACKAGE / folder).is_dir() else "commands"
-    assert layer in RANK, f"maskclassifier/{folder}/ is in no layer: add it to RANK and to docs/architecture.md's code map"
+    assert layer in RANK, f"maskclassifier/{folder}/ is in no layer: add it to RANK and to docs/architecture.md"
     return layer
 
 
