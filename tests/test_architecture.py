@@ -1,5 +1,5 @@
-"""The layers of the README's code map are the package's folders, checked on the source: imports point down, and
-web, training, the cleaner and the model-file writers never meet."""
+"""The layers of the code map (docs/architecture.md) are the package's folders, checked on the source: imports
+point down, and web, training, the cleaner and the model-file writers never meet."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "maskclassifier"
 
-# A module's layer is its folder; lowest first, a module may import its own layer and the ones below. The README's
-# "Code map" says the same.
+# A module's layer is its folder; lowest first, a module may import its own layer and the ones below.
+# docs/architecture.md ("Code map", "Layer rules") says the same.
 RANK = {
     "core": 0,  # the leaves: Pillow and NumPy at most
     "classifier": 1,  # the only layer that loads model files
@@ -35,7 +35,7 @@ def module_name(path: Path) -> str:
 def layer_of(name: str) -> str:
     folder = name.split(".")[0]
     layer = folder if (PACKAGE / folder).is_dir() else "commands"
-    assert layer in RANK, f"maskclassifier/{folder}/ is in no layer: add it to RANK and to the README's code map"
+    assert layer in RANK, f"maskclassifier/{folder}/ is in no layer: add it to RANK and to docs/architecture.md"
     return layer
 
 
@@ -110,13 +110,13 @@ def test_importing_a_layer_does_not_import_what_it_does_not_use(module, absent):
     assert result.stdout.strip() == "False", f"import {module} imported {absent}"
 
 
-def test_the_readme_code_map_describes_every_folder():
-    readme = (ROOT / "README.md").read_text()
-    code_map = readme[readme.index("## Code map"):]
+def test_the_code_map_describes_every_folder():
+    architecture = (ROOT / "docs" / "architecture.md").read_text()
+    code_map = architecture[architecture.index("## Code map"):]
     code_map = code_map[:code_map.index("\n## ", 1)]
     folders = {path.parent for path in PACKAGE.rglob("*.py")} - {PACKAGE}
     for folder in sorted(folders):
         described = f"`{folder.relative_to(ROOT).as_posix()}/`" in code_map
-        assert described, f"{folder} is missing from the README's code map"
+        assert described, f"{folder} is missing from the code map"
     for path in PACKAGE.glob("*.py"):  # the command shims at the root
-        assert f"`{path.relative_to(ROOT).as_posix()}`" in code_map, f"{path} is missing from the README's code map"
+        assert f"`{path.relative_to(ROOT).as_posix()}`" in code_map, f"{path} is missing from the code map"

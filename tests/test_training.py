@@ -314,9 +314,9 @@ def test_options_can_come_from_a_file(tmp_path, capsys):
     assert stopped.value.code == 2 and "missing.args" in capsys.readouterr().err
 
 
-def test_readmes_training_command_writes_a_new_run_folder():
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Train your own model"):]
+def test_the_documented_training_command_writes_a_new_run_folder():
+    training = (ROOT / "docs" / "training.md").read_text()
+    section = training[training.index("## Train your own model"):]
     command = re.search(r"```sh\n\.venv/bin/python -m maskclassifier\.train (.*)\n```", section).group(1)
     args = parse_args(command.split())
     assert args.out.parent == Path("runs") and re.fullmatch(r"\d{8}-\d{6}", args.out.name) and not args.overwrite
@@ -470,3 +470,13 @@ def test_metrics_agree_with_their_definitions_on_a_category_nobody_has():
     assert report["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0, "confusion": [[3, 0], [0, 0]]}
     assert report["a"]["confusion"] == [[0, 1], [0, 2]] and report["a"]["precision"] == pytest.approx(2 / 3)
     assert metrics.macro_f1(probs, targets, 0.5) == pytest.approx((0.8 + 2 / 3 + 0) / 3)
+
+
+def test_the_metrics_table_says_no_images_for_a_category_without_validation_images():
+    """A tiny run's validation split may lack a category: its row says so instead of printing 0.000 scores."""
+    targets = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    probs = np.array([[0.9, 0.1, 0.0], [0.8, 0.7, 0.1], [0.7, 0.2, 0.2]])
+    rows = {line.split()[0]: line for line in metrics.format_table(metrics.summary(probs, targets, ["a", "b", "c"],
+                                                                                   0.5)).splitlines()[2:]}
+    assert "no images" in rows["c"] and "0.000" not in rows["c"] and rows["c"].split()[-1] == "0"
+    assert "no images" not in rows["a"] and "0.667" in rows["a"]

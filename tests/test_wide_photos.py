@@ -115,7 +115,7 @@ def test_the_shipped_model_finds_the_subject_at_either_end_of_a_panorama(example
     """The shipped examples pasted at the ends of 4:1 and 1:4 photos of the coffee example: the shipped model's
     answer (the API's default, whole photo) names the subject's category first, where the centre square alone does
     not. `-` may pass too: the view holds some of the coffee. Not here: the drawn surgical-mask example, missed even
-    on its own (README, "The page"), and the cloth one, which the model already finds borderline on its own (`-`
+    on its own (docs/using.md, "The page"), and the cloth one, which the model already finds borderline on its own (`-`
     0.55 beside Cloth 0.93) and at the end of a wide photo, with 80 px of coffee in the view, ties at 0.68."""
     from maskclassifier.classifier.classifier import load_classifier
 

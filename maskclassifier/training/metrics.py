@@ -126,6 +126,9 @@ def format_table(report: dict) -> str:
         f"{'category':<10} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>8}",
     ]
     for name, row in report["per_class"].items():
-        lines.append(f"{name:<10} {row['precision']:>9.3f} {row['recall']:>7.3f} {row['f1']:>7.3f} "
-                     f"{row['support']:>8d}")
+        if row["support"] == 0:  # no validation image has it (a tiny run's split): no score to print, not 0.000
+            lines.append(f"{name:<10} {'no images':>25} {row['support']:>8d}")
+        else:
+            lines.append(f"{name:<10} {row['precision']:>9.3f} {row['recall']:>7.3f} {row['f1']:>7.3f} "
+                         f"{row['support']:>8d}")
     return "\n".join(lines)
