@@ -1,4 +1,5 @@
-"""Each install path the README's quick start documents works on a fresh clone: `make run` (full) and `make run-slim` (slim).
+"""Each install path the README's quick start documents works on a fresh clone: `make run` (full) and
+`make run-slim` (slim).
 
 A fresh clone holds only committed files: a venv or a symlink to another machine's folder committed by mistake
 (`.venv-slim` once was) breaks it, which a test in the working checkout never sees.
