@@ -18,6 +18,7 @@ from maskclassifier.faces import (FaceAnalysis, FaceDetector, FacesUnavailable, 
                                   find_faces, load_detector)
 from maskclassifier.images import claimed_pixels
 from maskclassifier.model import Classifier, Prediction, load_classifier
+from maskclassifier.web.memory import release_after_response
 
 # Photos larger than this run alone, holding every inference slot. Below it, two at once stay within the memory
 # bound of one upload (300 MB): decoding, converting and classifying the faces of a 12-megapixel photo costs about
@@ -49,8 +50,11 @@ def inference_slots() -> InferenceSlots:
 
 def slot_for(data: bytes) -> AbstractContextManager[None]:
     """The inference slot an upload must hold while it is decoded and classified (all of them for a big photo);
-    Busy when none frees up in time."""
-    return inference_slots().hold(exclusive=claimed_pixels(data) > SHARED_SLOT_PIXELS)
+    Busy when none frees up in time. After a big photo's response the memory it freed goes back to the kernel,
+    after other responses once enough has piled up (`memory.release_after_response`)."""
+    exclusive = claimed_pixels(data) > SHARED_SLOT_PIXELS
+    release_after_response(always=exclusive)
+    return inference_slots().hold(exclusive=exclusive)
 
 
 def analyse_faces(image: Image.Image, mode: str) -> FaceAnalysis:
