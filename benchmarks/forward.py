@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{' '.join(f'{value:.2f}' for value in os.getloadavg())}, ONNX Runtime {onnxruntime.__version__}, "
           f"1 thread, {args.runs} passes each, batches of {args.batch} {width}x{height} images")
     print("graph | forward p50 thread CPU | p95 | p50 wall | RSS kept by its passes | largest |p - p_first|")
-    for label, spent, wall, kept, answer in zip(labels, times, walls, growth, answers):
+    for label, spent, wall, kept, answer in zip(labels, times, walls, growth, answers, strict=True):
         print(f"{label} | {np.median(spent) * 1000:.2f} ms | {np.percentile(spent, 95) * 1000:.2f} ms | "
               f"{np.median(wall) * 1000:.2f} ms | {kept:+.0f} MB | {float(np.abs(answer - answers[0]).max()):.1e}")
     return 0

@@ -114,12 +114,12 @@ def _check_jpeg_scans(data: bytes) -> None:
 #   progressive JPEG 4:4:4           10.0-10.2: that, with a coefficient buffer of 6 bytes a pixel
 #   WebP lossy and lossless          16.1-16.7: libwebp's animation decoder (which Pillow uses for every WebP) keeps
 #                                    two RGBA canvases, Pillow copies the frame into a bytes object, then its image
-#   HEIC                             7.3-7.6: libheif's planes and its RGB output, then Pillow's copy
+#   HEIC                             7.3-7.7 (7.4 at 24 and 36 MP): libheif's planes and RGB output, then Pillow's copy
 # A 50 MP baseline JPEG costs 200 MB; this budget is what 49 MP photos of the other kinds used to exceed.
 DECODE_BUDGET_BYTES = 240 << 20
 # The formats with a fixed cost a pixel get a pixel limit: the budget over the largest cost measured, rounded down.
 WEBP_MAX_PIXELS = 15_000_000  # 16.7 bytes a pixel: 239 MB
-HEIF_MAX_PIXELS = 33_000_000  # 7.6 bytes a pixel: 239 MB; a 48 MP iPhone "HEIF Max" photo must come as JPEG
+HEIF_MAX_PIXELS = 33_000_000  # 7.4 bytes a pixel: 233 MB; a 48 MP iPhone "HEIF Max" photo must come as JPEG
 # A JPEG that libjpeg decodes in several passes (progressive, or sequential with a first scan that lacks some
 # components) keeps every DCT coefficient of the image until the last scan: 64 two-byte coefficients per 8x8 block
 # of each component, whatever draft() scale the output is. It may cost its coefficient buffer plus the decoded
