@@ -202,3 +202,45 @@ def test_the_scan_limit_refuses_one_scan_over_it_and_not_at_it():
     with pytest.raises(ImageError) as caught:
         images._check_jpeg_scans(jpeg_scan_bomb(images.MAX_JPEG_SCANS - scans + 1))
     assert caught.value.code == "image_too_complex"
+
+
+# Issue 27: decoders that cannot work in parts are refused from the header when they would cost too much.
+def _jpeg(size: tuple[int, int], **params) -> bytes:
+    return encode(Image.new("RGB", size, (90, 120, 200)), "JPEG", quality=80, **params)
+
+
+@pytest.mark.parametrize("subsampling, per_pixel", [(0, 6.0), (2, 3.0)])
+def test_a_progressive_jpegs_coefficient_buffer_is_two_bytes_a_coefficient(subsampling, per_pixel):
+    data = _jpeg((1024, 768), progressive=True, subsampling=subsampling, exif=Image.Exif())
+    image = Image.open(io.BytesIO(data))
+    assert images.jpeg_coefficient_bytes(image, data) == per_pixel * 1024 * 768
+    baseline = _jpeg((1024, 768), subsampling=subsampling)
+    assert images.jpeg_coefficient_bytes(Image.open(io.BytesIO(baseline)), baseline) == 0  # decoded row by row
+
+
+def test_a_sequential_jpeg_whose_first_scan_lacks_a_component_needs_the_buffer_too():
+    data = bytearray(_jpeg((64, 64), subsampling=0))
+    sos = data.index(b"\xff\xda")
+    assert data[sos + 4] == 3  # the scan's component count (Ns): all three, interleaved
+    data[sos + 4] = 1  # as a non-interleaved file's first scan: libjpeg then keeps every coefficient
+    data = bytes(data)
+    assert images.jpeg_coefficient_bytes(Image.open(io.BytesIO(data)), data) == 6 * 64 * 64
+
+
+@pytest.mark.parametrize("make, kind", [
+    (lambda: _jpeg((6100, 4200), progressive=True, subsampling=0), "progressive JPEG"),  # 25.6 MP at 4:4:4
+    (lambda: encode(Image.new("RGB", (4000, 3800), (9, 9, 9)), "WEBP"), "WebP image"),  # 15.2 MP
+])
+def test_files_whose_decoders_would_need_too_much_memory_are_refused_with_what_to_do(make, kind):
+    error = assert_error(make(), 422, "image_too_large_for_format")
+    assert kind in error.message and "megapixels" in error.message
+
+
+@pytest.mark.parametrize("make", [
+    lambda: _jpeg((6000, 4150), progressive=True, subsampling=0),  # 24.9 MP: 237 MB of coefficients and pixels
+    lambda: _jpeg((7000, 5050), progressive=True, subsampling=2),  # 35.4 MP at 4:2:0
+    lambda: encode(Image.new("RGB", (4000, 3750), (9, 9, 9)), "WEBP"),  # 15.0 MP
+    lambda: _jpeg((7000, 7000)),  # baseline: decoded row by row, 50 MP allowed
+])
+def test_files_just_within_their_formats_limits_are_decoded(make):
+    assert load_image(make()).size[0] > 0

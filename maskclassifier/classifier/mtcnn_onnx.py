@@ -40,6 +40,9 @@ PYRAMID_FACTOR = 0.709  # facenet-pytorch's default: each pyramid scale is this 
 # R-Net and O-Net run on at most this many crops at once, cut just before (and check the deadline before each
 # batch): 256 O-Net crops are 7 MB of float32, and the integer sums that make them a few times that.
 BATCH = 256
+# P-Net runs on the pyramid's levels in bands of this many rows of its output (about 2x as many of input): its
+# buffers for a whole 768x768 level (the first of a 1280 px photo) took 68 MB; a band of 64 rows, under 12 MB.
+PNET_BAND_ROWS = 64
 NMS_MATRIX_MAX = 1000  # up to this many boxes, NMS computes all pairwise overlaps at once
 
 
@@ -212,6 +215,19 @@ class OnnxMtcnnDetector:
             parts.append(session.run(None, {"pixels": inputs(slice(start, start + BATCH))}))
         return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
 
+    def _pnet(self, level: np.ndarray, deadline: Deadline) -> list[np.ndarray]:
+        """P-Net on one (1, 3, h, w) pyramid level, PNET_BAND_ROWS rows of its output at a time: the same outputs
+        as one pass over the whole level (a fully convolutional net: output row i sees input rows 2i to 2i + 11),
+        but the buffers of one band instead of the whole level's (51 of 93 MB of a 1280 px photo's detection)."""
+        height = level.shape[2]
+        rows = max(0, (height - 1) // 2 - 4)  # 3x3 conv, 2x2 max pool (ceil mode), two 3x3 convs
+        parts = []
+        for first in range(0, max(1, rows), PNET_BAND_ROWS):
+            last = min(rows, first + PNET_BAND_ROWS)
+            band = level[:, :, 2 * first:(2 * last + 10 if last < rows else height)]
+            parts.append(self._run("pnet", lambda batch, band=band: band, 1, deadline, "face proposals"))
+        return [np.concatenate(outputs, axis=2) for outputs in zip(*parts, strict=True)]
+
     def find(self, pixels: np.ndarray, deadline: Deadline) -> np.ndarray:
         """Faces in (h, w, 3) uint8 pixels -> (n, 5) float rows x0, y0, x1, y1, score, surest first (may be empty).
         Raises OutOfTime when `deadline` passes before a network runs."""
@@ -221,8 +237,7 @@ class OnnxMtcnnDetector:
         for scale in pyramid_scales(height, width):
             level_hw = (int(height * scale + 1), int(width * scale + 1))
             level = _normalised(level_resize(table, level_hw))
-            regression, probabilities = self._run("pnet", lambda batch, level=level: level, 1, deadline,
-                                                  "face proposals")
+            regression, probabilities = self._pnet(level, deadline)
             windows = proposals(regression[0], probabilities[0, 1], scale, MAX_CANDIDATES_PER_SCALE)
             found.append(windows[nms(windows[:, :4], windows[:, 4], 0.5)])
         boxes = np.concatenate(found) if found else np.zeros((0, 9), np.float32)

@@ -67,14 +67,18 @@ class OnnxBackend:
         return average_mirrored(self.run(np.concatenate([pixels, pixels[:, :, ::-1]])))
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
-        """(n, height, width, 3) uint8 item-resized images (`resize`'s output) -> (n, len(vocab)) probabilities;
-        with a `recheck`, the rows it is unsure of come from its float model."""
-        probabilities = self.session.run(None, {self._input_name: pixels})[0]
+        """(n, height, width, 3) uint8 item-resized images (`resize`'s output) -> (n, len(vocab)) probabilities,
+        PASS_IMAGES images a pass; with a `recheck`, the rows it is unsure of come from its float model."""
+        probabilities = self._passes(self.session, pixels)
         if self.recheck is not None:
             unsure = self.recheck.unsure(probabilities)
             if unsure.any():
-                probabilities[unsure] = self.recheck.session.run(None, {self._input_name: pixels[unsure]})[0]
+                probabilities[unsure] = self._passes(self.recheck.session, pixels[unsure])
         return probabilities
+
+    def _passes(self, session: onnxruntime.InferenceSession, pixels: np.ndarray) -> np.ndarray:
+        return np.concatenate([session.run(None, {self._input_name: pixels[start:start + PASS_IMAGES]})[0]
+                               for start in range(0, max(1, len(pixels)), PASS_IMAGES)])
 
 
 def _reexport_hint(path: Path) -> str:
@@ -96,12 +100,24 @@ def _check_onnx_section(path: Path, sidecar: Sidecar | None) -> Sidecar:
     return sidecar
 
 
+# ONNX Runtime's CPU arena keeps the largest set of buffers any forward pass ever needed for the worker's lifetime:
+# one /api/explain (occlusion: batches of 8 item-size images) left the slim worker 129 MB bigger for good. The arena
+# stays, and is bounded instead by giving the graph at most PASS_IMAGES images a pass. Measured on the shipped model,
+# one thread, the worker's allocator settings (`python -m benchmarks.forward models/export.onnx --arena both
+# --batch N`; BENCHMARKS.md, "Issue 27"): thread CPU per image 10.5 ms at 1 a pass, 10.6 at 2, 12.4 at 8 with the
+# arena; the arena then keeps 9, 17 and 73 MB. Without the arena nothing is kept, but every buffer over 1 MB is a
+# fresh mapping whose pages are faulted in on every pass: 15.5 ms an image at 1 a pass, 17.7 at 8 (+48 %).
+CPU_MEM_ARENA = True
+PASS_IMAGES = 1
+
+
 def open_session(path: Path, threads: int | None) -> onnxruntime.InferenceSession:
     """An ONNX Runtime session on the CPU as the app runs one: `threads` intra-op threads (None: every core), one
-    inter-op thread; ModelLoadError when ONNX Runtime cannot load the file."""
+    inter-op thread, its memory arena as CPU_MEM_ARENA says; ModelLoadError when ONNX Runtime cannot load the file."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, every core
     options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = CPU_MEM_ARENA
     try:
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except _ORT_LOAD_ERRORS as exc:

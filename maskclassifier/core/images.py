@@ -104,6 +104,96 @@ def _check_jpeg_scans(data: bytes) -> None:
                          "Please save it again as an ordinary JPEG or PNG and upload that.")
 
 
+# What decoding may cost. A decoder that cannot work in parts allocates its whole output (and more) before Pillow
+# sees a pixel, so such files are refused, from their header, when decoding them would cost more than
+# DECODE_BUDGET_BYTES: with what the request needs after decoding (the model's crop, face detection at 1280 px, the
+# annotated photo: tens of MB) each upload stays within the 300 MB bound of "Robustness" in the README. Peaks of
+# decoding alone, VmHWM growth in a fresh process, Pillow 13.0.0 with libjpeg-turbo 3, libwebp 1.6, pillow-heif
+# 1.8.1 (`python -m benchmarks.decoders`, BENCHMARKS.md "Issue 27"), in bytes a pixel at 12, 24, 36 and 49 MP:
+#   baseline JPEG (4:2:0 and 4:4:4)  4.0-4.2: Pillow's RGB image (4 bytes a pixel); libjpeg decodes row by row
+#   progressive JPEG 4:2:0           7.1-7.2: that, plus libjpeg's coefficient buffer (2 bytes a coefficient: 3 a pixel)
+#   progressive JPEG 4:4:4           10.0-10.2: that, with a coefficient buffer of 6 bytes a pixel
+#   WebP lossy and lossless          16.1-16.7: libwebp's animation decoder (which Pillow uses for every WebP) keeps
+#                                    two RGBA canvases, Pillow copies the frame into a bytes object, then its image
+#   HEIC                             7.3-7.7 (7.4 at 24 and 36 MP): libheif's planes and RGB output, then Pillow's copy
+# A 50 MP baseline JPEG costs 200 MB; this budget is what 49 MP photos of the other kinds used to exceed.
+DECODE_BUDGET_BYTES = 240 << 20
+# The formats with a fixed cost a pixel get a pixel limit: the budget over the largest cost measured, rounded down.
+WEBP_MAX_PIXELS = 15_000_000  # 16.7 bytes a pixel: 239 MB
+HEIF_MAX_PIXELS = 33_000_000  # 7.4 bytes a pixel: 233 MB; a 48 MP iPhone "HEIF Max" photo must come as JPEG
+# A JPEG that libjpeg decodes in several passes (progressive, or sequential with a first scan that lacks some
+# components) keeps every DCT coefficient of the image until the last scan: 64 two-byte coefficients per 8x8 block
+# of each component, whatever draft() scale the output is. It may cost its coefficient buffer plus the decoded
+# image (Pillow: 4 bytes a pixel) within the budget: 35.9 MP at 4:2:0, 25.1 MP at 4:4:4 (grey: 41.9 MP).
+JPEG_DECODED_BYTES_PER_PIXEL = 4
+
+
+def _too_costly(kind: str, size: tuple[int, int], limit_pixels: int, advice: str) -> ImageError:
+    limit = f"{limit_pixels // 100_000 / 10:g}"  # rounded down: 25.1 MP, not 25
+    return ImageError(422, "image_too_large_for_format",
+                      f"This {kind} is {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:.3g} megapixels): "
+                      f"{kind}s are decoded whole, so the most this server takes is {limit} megapixels. "
+                      f"Please {advice}, or resize it to at most {limit} megapixels, and upload it again.")
+
+
+def _jpeg_first_scan_components(data: bytes) -> int | None:
+    """How many components the first scan (SOS) of the main image holds, walking the marker segments before it
+    (an EXIF thumbnail lies inside its APP1 segment and is skipped); None when the markers cannot be followed."""
+    offset = 2
+    while offset + 4 <= len(data):
+        if data[offset] != 0xFF:
+            return None
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker == 0xDA:
+            return data[offset + 4] if offset + 4 < len(data) else None
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            offset += 2
+            continue
+        offset += 2 + struct.unpack(">H", data[offset + 2:offset + 4])[0]
+    return None
+
+
+def jpeg_coefficient_bytes(image: Image.Image, data: bytes) -> int:
+    """The bytes of libjpeg's whole-image coefficient buffer for the JPEG `image` opened from `data` (before any
+    draft()), 0 when it is decoded in one pass and needs none. As jdcoefct.c allocates it: per component, its blocks
+    rounded up to whole multiples of its sampling factors, 64 coefficients of 2 bytes each."""
+    components = [(h, v) for _, h, v, _ in getattr(image, "layer", [])]  # (id, horizontal, vertical, table)
+    if not components:
+        return 0
+    if not image.info.get("progressive"):
+        first_scan = _jpeg_first_scan_components(data)
+        if first_scan is None or first_scan >= len(components):
+            return 0
+    h_max, v_max = max(h for h, _ in components), max(v for _, v in components)
+    width, height = image.size
+    total = 0
+    for h, v in components:
+        columns = -(-width * h // (8 * h_max))
+        rows = -(-height * v // (8 * v_max))
+        total += (-(-columns // h) * h) * (-(-rows // v) * v) * 64 * 2
+    return total
+
+
+def _check_decoding_cost(image: Image.Image, data: bytes) -> None:
+    """Refuse, before decoding, a photo whose decoder would need more than DECODE_BUDGET_BYTES (422
+    image_too_large_for_format, saying what to send instead)."""
+    pixels = image.width * image.height
+    if image.format == "WEBP" and pixels > WEBP_MAX_PIXELS:
+        raise _too_costly("WebP image", image.size, WEBP_MAX_PIXELS, "send it as a JPEG")
+    if image.format == "HEIF" and pixels > HEIF_MAX_PIXELS:
+        raise _too_costly("HEIC/HEIF photo", image.size, HEIF_MAX_PIXELS,
+                          "send it as a JPEG (on an iPhone: Settings > Camera > Formats > Most Compatible)")
+    if image.format in ("JPEG", "MPO"):
+        coefficients = jpeg_coefficient_bytes(image, data)
+        if coefficients and coefficients + JPEG_DECODED_BYTES_PER_PIXEL * pixels > DECODE_BUDGET_BYTES:
+            per_pixel = coefficients / pixels + JPEG_DECODED_BYTES_PER_PIXEL
+            raise _too_costly("progressive JPEG", image.size, int(DECODE_BUDGET_BYTES / per_pixel),
+                              "save it as a baseline (standard, not progressive) JPEG")
+
+
 def _too_many_pixels() -> ImageError:
     return ImageError(400, "image_too_large",
                       f"This image has too many pixels (the limit is {MAX_PIXELS // 1_000_000} megapixels). "
@@ -298,7 +388,8 @@ def load_image(data: bytes, at_least: tuple[int, int] | None = None) -> Image.Im
     (benchmarks/draft.py).
 
     Errors: 400 empty_file, not_an_image, corrupt_image (also for compressed data that ends early),
-    image_too_large, image_too_complex; 415 unsupported_format.
+    image_too_large, image_too_complex; 415 unsupported_format; 422 image_too_large_for_format (a WebP, HEIC or
+    progressive JPEG whose decoder would need more than DECODE_BUDGET_BYTES).
     """
     if not data:
         raise ImageError(400, "empty_file", "The file is empty. Please choose a photo to upload.")
@@ -309,6 +400,7 @@ def load_image(data: bytes, at_least: tuple[int, int] | None = None) -> Image.Im
         raise _too_many_pixels()
     if width < 1 or height < 1:
         raise _corrupt()
+    _check_decoding_cost(image, data)
     orientation = _orientation(image)
     factor = 1 if _keeps_full_size(image, orientation) else _reduction(image.size)
     draft_size = _draft_size(image, orientation, factor, at_least)

@@ -29,6 +29,7 @@ from maskclassifier.core.capacity import Deadline, InferenceSlots, OutOfTime, tr
 from maskclassifier.core.errors import ConfigError
 from maskclassifier.core.facebox import Face, crop_box
 from maskclassifier.core.images import claimed_pixels
+from maskclassifier.web.memory import release_after_response
 
 # Photos larger than this run alone, holding every inference slot. Below it, two at once stay within the memory
 # bound of one upload (300 MB): decoding, converting and classifying the faces of a 12-megapixel photo costs about
@@ -71,9 +72,11 @@ def client_key(environ: Mapping[str, object]) -> str:
 
 def slot_for(data: bytes) -> AbstractContextManager[None]:
     """The inference slot an upload must hold while it is decoded and classified (all of them for a big photo), in
-    its client's turn; Busy when none frees up in time."""
-    return inference_slots().hold(exclusive=claimed_pixels(data) > SHARED_SLOT_PIXELS,
-                                  client=client_key(request.environ))
+    its client's turn; Busy when none frees up in time. After a big photo's response the memory it freed goes back to
+    the kernel, after other responses once enough has piled up (`memory.release_after_response`)."""
+    exclusive = claimed_pixels(data) > SHARED_SLOT_PIXELS
+    release_after_response(always=exclusive)
+    return inference_slots().hold(exclusive=exclusive, client=client_key(request.environ))
 
 
 def analyse_faces(image: Image.Image, mode: str) -> FaceAnalysis:
