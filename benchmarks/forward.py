@@ -3,17 +3,18 @@
     .venv/bin/python -m benchmarks.forward models/export.onnx OTHER.onnx [--runs 60] [--batch 1] [--arena both]
 
 For comparing two exports of the same learner (e.g. an older graph: `git show COMMIT:models/export.onnx >
-/tmp/old.onnx`). Each graph gets the ONNX Runtime session the app would open on one thread (`maskclassifier.classifier.onnx_backend.open_session`),
-with the C allocator's settings of the app's worker (`limit_allocator_retention`), the same seeded random uint8
-image at the graph's item size (read from
-its input shape, else 288 px), and `--runs` passes interleaved with the others' after one warm-up. It prints the
-p50 and p95 of each pass's thread CPU time (the whole pass runs on the calling thread with one intra-op thread,
-so a busy machine inflates it less than wall-clock) and the largest difference between the first graph's
-probabilities and each other's. Bounded: under 10 s for two graphs at 60 runs.
+/tmp/old.onnx`). Each graph gets the ONNX Runtime session the app would open on one thread
+(`maskclassifier.classifier.onnx_backend.open_session`), with the C allocator's settings of the app's worker
+(`limit_allocator_retention`), the same seeded random uint8 image at the graph's item size (read from its input
+shape, else 288 px), and `--runs` passes interleaved with the others' after one warm-up. It prints the p50 and p95
+of each pass's thread CPU time (the whole pass runs on the calling thread with one intra-op thread, so a busy
+machine inflates it less than wall-clock) and the largest difference between the first graph's probabilities and
+each other's. Bounded: under 10 s for two graphs at 60 runs.
 
-`--arena both` runs every graph twice, with ONNX Runtime's CPU memory arena off (as the app runs it,
-`maskclassifier.classifier.onnx_backend.CPU_MEM_ARENA`) and on, and also prints each one's wall-clock p50 and the process's RSS growth
-over the timed passes; `--batch 8` times batches of 8 images, as /api/explain's occlusion runs them.
+`--arena both` runs every graph twice, with ONNX Runtime's CPU memory arena off
+(`maskclassifier.classifier.onnx_backend.CPU_MEM_ARENA`) and on, and also prints each one's wall-clock p50 and the
+process's RSS growth over the timed passes; `--batch 8` times batches of 8 images, as /api/explain's occlusion runs
+them.
 """
 
 from __future__ import annotations

@@ -645,8 +645,12 @@ def test_photos_over_12_megapixels_take_every_slot(make_app, monkeypatch):
 def test_the_worker_has_pillow_keep_freed_image_blocks_for_the_next_photo():
     from PIL import Image
 
-    from maskclassifier.web.worker import (MMAP_THRESHOLD_BYTES, PILLOW_BLOCK_BYTES, PILLOW_BLOCKS_MAX,
-                                           reuse_image_blocks)
+    from maskclassifier.web.worker import (
+        MMAP_THRESHOLD_BYTES,
+        PILLOW_BLOCK_BYTES,
+        PILLOW_BLOCKS_MAX,
+        reuse_image_blocks,
+    )
 
     before = Image.core.get_block_size(), Image.core.get_blocks_max()
     try:
