@@ -12,7 +12,7 @@ free 127.0.0.1 port; nothing else is contacted and nothing is written. `--root` 
 After one request of each kind, `--clients` threads post for `--minutes`, each picking at random (fixed seed):
 /api/predict without faces (25 %), with faces=auto (20 %), the page (POST / with faces=auto, 15 %),
 /api/explain (10 %), /api/frame (20 %, 640x480 live camera frames) and /api/annotate (10 %), of photos made from
-the app's example pictures (static/examples) as the page sends them (2048 px long side, JPEG quality 92; group
+the app's example pictures (maskclassifier/web/static/examples) as the page sends them (2048 px long side, JPEG quality 92; group
 photos among them), with 0.2 s between a client's requests. The worker's RSS is sampled every 2 s.
 
 It prints, per minute, the worker's RSS at its end and the most it reached, the requests by status, and the
@@ -71,11 +71,15 @@ def jpeg(image: Image.Image, quality: int = PAGE_JPEG_QUALITY) -> bytes:
     return buffer.getvalue()
 
 
+EXAMPLES = Path("maskclassifier/web/static/examples")
+
+
 def payloads(root: Path) -> dict[str, list[bytes]]:
     """Photos (2048 px) and frames (640x480) made from the example pictures: each placed on a blurred, enlarged
     copy of itself, at several sizes and places, and the group photo filling the frame."""
-    examples = sorted((root / "static" / "examples").glob("*.jpg")) or sorted((ROOT / "static" / "examples")
-                                                                              .glob("*.jpg"))
+    # this checkout's pictures, else the older layout's (static/ at the root) in --root
+    examples = (sorted((ROOT / EXAMPLES).glob("*.jpg")) or sorted((root / EXAMPLES).glob("*.jpg"))
+                or sorted((root / "static" / "examples").glob("*.jpg")))
     made: dict[str, list[bytes]] = {"photo": [], "frame": []}
     for index, path in enumerate(examples):
         picture = Image.open(path).convert("RGB")
@@ -87,7 +91,7 @@ def payloads(root: Path) -> dict[str, list[bytes]]:
             canvas.paste(placed, ((size[0] - placed.width) * (index % 3) // 2, (size[1] - side) // 2))
             made[kind].append(jpeg(canvas))
     if not made["photo"]:
-        raise SystemExit("no example pictures in static/examples")
+        raise SystemExit(f"no example pictures in {EXAMPLES}")
     return made
 
 
