@@ -12,8 +12,8 @@ free 127.0.0.1 port; nothing else is contacted and nothing is written. `--root` 
 After one request of each kind, `--clients` threads post for `--minutes`, each picking at random (fixed seed):
 /api/predict without faces (25 %), with faces=auto (20 %), the page (POST / with faces=auto, 15 %),
 /api/explain (10 %), /api/frame (20 %, 640x480 live camera frames) and /api/annotate (10 %), of photos made from
-the app's example pictures (maskclassifier/web/static/examples) as the page sends them (2048 px long side, JPEG quality 92; group
-photos among them), with 0.2 s between a client's requests. The worker's RSS is sampled every 2 s.
+the app's example pictures (maskclassifier/web/static/examples) as the page sends them (2048 px long side, JPEG
+quality 92; group photos among them), with 0.2 s between a client's requests. The worker's RSS is sampled every 2 s.
 
 It prints, per minute, the worker's RSS at its end and the most it reached, the requests by status, and the
 steady figure: the most RSS over the second half of the run. Goals (exit status 1 when one is missed): steady RSS
