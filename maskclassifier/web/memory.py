@@ -10,9 +10,10 @@ memory it walks: 25-48 ms after a 49 MP photo, 1-2 ms after one ordinary request
 without a trim (BENCHMARKS.md, "Issue 27").
 
 So it runs after the response of a photo over SHARED_SLOT_PIXELS (one that runs alone), and after any other
-request's response once the worker's RSS has grown by more than TRIM_SLACK_BYTES since the last trim: ordinary
-photos keep the pages the allocator reuses for the next one, and the worker at rest stays within that slack of
-what it really uses.
+request's response once the worker's RSS is more than TRIM_SLACK_BYTES above the least it has been just after a
+trim (what the worker needs at rest): ordinary photos keep the pages the allocator reuses for the next one, and
+the worker at rest stays within that slack of what it really uses. Measured from the last trim instead, a trim
+made while another request was in flight set the mark high, and the soak's worker sat 60-100 MB above its needs.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _malloc_trim():
 
 _MALLOC_TRIM = _malloc_trim()
 _lock = threading.Lock()
-_trimmed_at = 0  # RSS in bytes just after the last trim
+_at_rest = 0  # the least RSS in bytes seen just after a trim: what the worker needs between requests
 
 
 def resident_bytes() -> int:
@@ -52,15 +53,16 @@ def resident_bytes() -> int:
 
 def release_freed_memory(always: bool = True) -> bool:
     """Return the C allocator's free pages to the kernel (glibc only): always, or only when the RSS has grown by
-    TRIM_SLACK_BYTES since the last trim. True when it trimmed; one thread trims at a time, the others skip."""
-    global _trimmed_at
+    TRIM_SLACK_BYTES above the least RSS seen after a trim. True when it trimmed; one thread trims at a time, the others skip."""
+    global _at_rest
     if _MALLOC_TRIM is None or not _lock.acquire(blocking=False):
         return False
     try:
-        if not always and resident_bytes() < _trimmed_at + TRIM_SLACK_BYTES:
+        if not always and _at_rest and resident_bytes() < _at_rest + TRIM_SLACK_BYTES:
             return False
         _MALLOC_TRIM(0)
-        _trimmed_at = resident_bytes()
+        after = resident_bytes()
+        _at_rest = min(_at_rest, after) if _at_rest else after
         return True
     finally:
         _lock.release()
