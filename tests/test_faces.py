@@ -25,7 +25,7 @@ from maskclassifier.classifier.drawing import colour_for
 from maskclassifier.classifier.faces import load_detector
 from maskclassifier.core.images import load_image
 from maskclassifier.classifier.classifier import Prediction
-from maskclassifier.training.learner import add_face_crops
+from maskclassifier.training.training_set import add_face_crops
 from maskclassifier.web.presenters import friendly_name, percent
 
 

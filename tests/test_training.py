@@ -26,7 +26,8 @@ from maskclassifier.classifier.learner_file import read_learner
 from maskclassifier.classifier.classifier import load_classifier
 from maskclassifier.core.sidecar import sha256_file
 from maskclassifier.training.train import parse_args
-from maskclassifier.training.learner import TrainingError, fit_batch_size, lr_find_steps
+from maskclassifier.training.errors import TrainingError
+from maskclassifier.training.fitting import fit_batch_size, lr_find_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = ["-", "Cloth", "Gas", "KN95", "Medical", "No_mask!", "Shield"]

@@ -40,32 +40,31 @@ from maskclassifier.training.dataset import (  # noqa: E402
 )
 from maskclassifier.core.sidecar import Sidecar, mostly_drawn, sha256_file  # noqa: E402
 from maskclassifier.core.tta import TTA_CHOICES  # noqa: E402
-from maskclassifier.training.learner import (  # noqa: E402
-    ARCHITECTURES,
+from maskclassifier.training.architecture import ARCHITECTURES, build_learner, load_initial_weights  # noqa: E402
+from maskclassifier.training.errors import TrainingError  # noqa: E402
+from maskclassifier.training.export import export_portable  # noqa: E402
+from maskclassifier.training.fitting import (  # noqa: E402
     LR_FALLBACK,
     LR_FIND_EPOCHS,
     LR_FIND_MAX_STEPS,
     LR_FIND_MIN_STEPS,
     CpuBfloat16,
-    TrainingError,
+    build_dataloaders,
+    find_lr,
+    fit_batch_size,
+    lr_find_steps,
+    scratch_directory,
+    with_plain_reader,
+)
+from maskclassifier.training.predictions import per_item_losses, validation_predictions  # noqa: E402
+from maskclassifier.training.training_set import (  # noqa: E402
     RENDERING_SOURCES,
     add_face_crops,
     add_renderings,
-    build_dataloaders,
-    build_learner,
-    export_portable,
-    find_lr,
     frame_donors,
-    fit_batch_size,
-    load_initial_weights,
     load_labelled_csv,
-    lr_find_steps,
     mark_faces,
-    per_item_losses,
     rendered_categories,
-    scratch_directory,
-    validation_predictions,
-    with_plain_reader,
 )
 
 RUNS_FOLDER = Path("runs")
