@@ -30,11 +30,11 @@ sys.path.insert(0, str(ROOT))
 
 from maskclassifier.core.cli import silence_fastai_jit_warning  # noqa: E402
 
-silence_fastai_jit_warning()  # training.learner imports fastai, which warns at import time
+silence_fastai_jit_warning()  # in case a training module imports fastai, which warns at import time
 
 from maskclassifier.core.sidecar import Sidecar, drawn_share, mostly_drawn, read_sidecar, sha256_file  # noqa: E402
 from maskclassifier.training.dataset import DatasetError, parse_merges, read_labelled_rows, training_examples  # noqa: E402
-from maskclassifier.training.learner import rendered_categories  # noqa: E402
+from maskclassifier.training.training_set import rendered_categories  # noqa: E402
 
 
 class CountError(RuntimeError):

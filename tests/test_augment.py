@@ -17,18 +17,13 @@ from datasets import astronaut_head, write_labelled_set
 from helpers import TINY_OPTIONS, run_module
 from maskclassifier.classifier.faces import load_detector
 from maskclassifier.classifier.learner_file import read_learner
+from maskclassifier.training.architecture import build_learner
 from maskclassifier.training.dataset import ImageReader, LabelledData
-from maskclassifier.training.learner import (
-    add_renderings,
-    build_dataloaders,
-    build_learner,
-    load_labelled_csv,
-    mark_faces,
-    project_references,
-    with_plain_reader,
-)
+from maskclassifier.training.export import project_references
+from maskclassifier.training.fitting import build_dataloaders, with_plain_reader
 from maskclassifier.training.synthetic import augment
 from maskclassifier.training.synthetic.augment import Augmentation, AugmentingReader
+from maskclassifier.training.training_set import add_renderings, load_labelled_csv, mark_faces
 
 CHANGES = {**augment.OCCLUDERS, **augment.LIGHTING}
 

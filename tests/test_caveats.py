@@ -17,8 +17,8 @@ from maskclassifier.classifier.classifier import caveat
 from maskclassifier.core.errors import ModelLoadError
 from maskclassifier.core.sidecar import DRAWN_SHARE_FLAG, Sidecar, drawn_share, mostly_drawn
 from maskclassifier.training.dataset import training_examples
-from maskclassifier.training.learner import rendered_categories
 from maskclassifier.training.reports import _synthetic_note
+from maskclassifier.training.training_set import rendered_categories
 
 # Counts like the shipped model's: Gas drawn throughout, Shield almost all drawn (a few real photos), the masks
 # mostly real with some drawn, the rest real.

@@ -24,7 +24,7 @@ from maskclassifier.core.config import Settings
 from maskclassifier.core.facebox import Face, crop_box, reading_order
 from maskclassifier.core.images import load_image
 from maskclassifier.training.dataset import ImageReader, LabelledData
-from maskclassifier.training.learner import add_face_crops
+from maskclassifier.training.training_set import add_face_crops
 from maskclassifier.web.presenters import friendly_name, percent
 
 

@@ -14,10 +14,10 @@ from PIL import Image
 from datasets import astronaut_head
 from maskclassifier.classifier.faces import load_detector
 from maskclassifier.training.dataset import LabelledData
-from maskclassifier.training.learner import REAL_SHIELD_ON_MASKS, add_renderings, frame_donors, mark_faces
 from maskclassifier.training.synthetic import frames
 from maskclassifier.training.synthetic.augment import Augmentation, AugmentingReader
 from maskclassifier.training.synthetic.renderings import draw_real_shield
+from maskclassifier.training.training_set import REAL_SHIELD_ON_MASKS, add_renderings, frame_donors, mark_faces
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from maskclassifier.classifier.learner_file import read_learner
 from maskclassifier.core.sidecar import sha256_file
 from maskclassifier.training import train as train_module
 from maskclassifier.training.dataset import ImageReader
-from maskclassifier.training.learner import project_references
+from maskclassifier.training.export import project_references
 from maskclassifier.training.repack import moved_modules_lent
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,7 +25,8 @@ from maskclassifier.classifier.learner_file import read_learner
 from maskclassifier.core.sidecar import sha256_file
 from maskclassifier.training import metrics
 from maskclassifier.training.dataset import DatasetError, LabelledData, oversample
-from maskclassifier.training.learner import TrainingError, fit_batch_size, lr_find_steps
+from maskclassifier.training.errors import TrainingError
+from maskclassifier.training.fitting import fit_batch_size, lr_find_steps
 from maskclassifier.training.train import parse_args
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -28,7 +28,8 @@ import torch  # noqa: E402
 from maskclassifier.classifier.learner_file import read_learner  # noqa: E402
 from maskclassifier.core.errors import ModelLoadError  # noqa: E402
 from maskclassifier.core.sidecar import read_sidecar, sha256_file  # noqa: E402
-from maskclassifier.training.learner import TrainingError, export_portable, project_references  # noqa: E402
+from maskclassifier.training.errors import TrainingError  # noqa: E402
+from maskclassifier.training.export import export_portable, project_references  # noqa: E402
 
 # Project modules that old exports name by reference, and where that code lives now: the training layer's reader
 # was `maskclassifier.dataset` before it became a subpackage (the class is the same).

@@ -15,8 +15,10 @@ import json
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from maskclassifier.core.cli import ArgsFileParser, silence_fastai_jit_warning
 
@@ -30,8 +32,10 @@ from maskclassifier.core.config import Settings  # noqa: E402
 from maskclassifier.core.sidecar import Sidecar, mostly_drawn, sha256_file  # noqa: E402
 from maskclassifier.core.tta import TTA_CHOICES  # noqa: E402
 from maskclassifier.training import facecache, metrics, reports  # noqa: E402
+from maskclassifier.training.architecture import ARCHITECTURES, build_learner, load_initial_weights  # noqa: E402
 from maskclassifier.training.dataset import (  # noqa: E402
     DatasetError,
+    LabelledData,
     corrections_line,
     oversample,
     parse_merges,
@@ -39,34 +43,36 @@ from maskclassifier.training.dataset import (  # noqa: E402
     subsample_training,
     training_examples,
 )
-from maskclassifier.training.learner import (  # noqa: E402
-    ARCHITECTURES,
+from maskclassifier.training.errors import TrainingError  # noqa: E402
+from maskclassifier.training.export import export_portable  # noqa: E402
+from maskclassifier.training.fitting import (  # noqa: E402
     LR_FALLBACK,
     LR_FIND_EPOCHS,
     LR_FIND_MAX_STEPS,
     LR_FIND_MIN_STEPS,
-    RENDERING_SOURCES,
     CpuBfloat16,
-    TrainingError,
-    add_face_crops,
-    add_renderings,
     build_dataloaders,
-    build_learner,
-    export_portable,
     find_lr,
     fit_batch_size,
-    frame_donors,
-    load_initial_weights,
-    load_labelled_csv,
     lr_find_steps,
-    mark_faces,
-    per_item_losses,
-    rendered_categories,
     scratch_directory,
-    validation_predictions,
     with_plain_reader,
 )
+from maskclassifier.training.predictions import per_item_losses, validation_predictions  # noqa: E402
 from maskclassifier.training.synthetic.augment import Augmentation  # noqa: E402
+from maskclassifier.training.training_set import (  # noqa: E402
+    RENDERING_SOURCES,
+    add_face_crops,
+    add_renderings,
+    frame_donors,
+    load_labelled_csv,
+    mark_faces,
+    rendered_categories,
+)
+
+if TYPE_CHECKING:
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
 
 RUNS_FOLDER = Path("runs")
 # What the shipped model is asked to reach on the validation split, written into each run's sidecar and card:
@@ -265,10 +271,57 @@ def train(args: argparse.Namespace) -> Sidecar:
         return _train(args, workdir)
 
 
+@dataclass
+class PreparedData:
+    """The labelled set, and the rows the learner is fitted on, after every option that changes them."""
+
+    data: LabelledData  # as read (corrections, --train-fraction), faces marked when needed: validation, the export
+    training: LabelledData  # `data` with the close-ups, oversampling and renderings: what is fitted on
+    augmentation: Augmentation
+    batch_size: int
+    face_crops: dict | None  # {"margin", "added"} with --face-crops
+    renderings: dict[str, int] | None  # rows added per --render kind
+
+
+@dataclass
+class FittedLearner:
+    """The fine-tuned learner and how it was trained."""
+
+    learn: Learner
+    dls: DataLoaders  # the training DataLoaders (the export gives `learn` plain ones): the vocab, Normalize's stats
+    initialised: str | None  # what --init-from took: "model", "body", or None without it
+    lr: float
+    lr_from: str  # "--lr", "lr_find" or "default" (choose_lr)
+
+
+@dataclass
+class Validation:
+    """The fitted learner on the validation set, as the app will answer, and the threshold chosen there."""
+
+    vocab: list[str]
+    probs: np.ndarray
+    targets: np.ndarray
+    threshold: float
+    report: dict  # metrics.summary at the threshold, with the threshold sweep: metrics.json
+
+
 def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
+    """One run, stage by stage: the data, the learner, fitting it, the validation threshold, the run folder."""
     started = time.time()
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
+    prepared = prepare_data(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    learn, initialised = make_learner(args, prepared, workdir)
+    dls = learn.dls
+    lr, lr_from = fit_learner(args, learn)
+    fitted = FittedLearner(learn, dls, initialised, lr, lr_from)
+    validation = validate(learn, args.tta)
+    return write_run_folder(args, prepared, fitted, validation, started)
+
+
+def read_data(args: argparse.Namespace) -> LabelledData:
+    """The labelled CSV read and checked, its corrections applied, its training images cut to --train-fraction."""
     data = load_labelled_csv(args.csv, args.images_root, parse_merges(args.merge), args.valid_pct, args.seed,
                              args.corrections)
     if data.skipped:
@@ -280,6 +333,13 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
         data = subsample_training(data, args.train_fraction, {"Shield"}, args.seed)
         print(f"--train-fraction {args.train_fraction:g}: {int((~data.frame['is_valid']).sum())} of {before} "
               "training images (all Shield images kept)", flush=True)
+    return data
+
+
+def prepare_data(args: argparse.Namespace) -> PreparedData:
+    """The labelled set (read_data) and the rows trained on: faces marked when an option draws on them or crops
+    them, close-ups, oversampling, renderings; and the batch size they allow."""
+    data = read_data(args)
     augmentation = Augmentation(occluders=args.occluders, lighting=args.lighting, frames=args.frames)
     if args.face_crops or args.render_counts or augmentation:
         data = mark_faces(data, args.face_cache)
@@ -299,10 +359,15 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
     if batch_size != args.bs:
         print(f"--bs {args.bs} is more than the {train_images} training images: training with batches of "
               f"{batch_size}", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    donors = frame_donors(training_data) if args.frames else None
-    dls = build_dataloaders(training_data, args.size, args.presize, batch_size, args.seed, args.workers, augmentation,
-                            donors)
+    return PreparedData(data, training_data, augmentation, batch_size, face_crops, renderings)
+
+
+def make_learner(args: argparse.Namespace, prepared: PreparedData, workdir: Path) -> tuple[Learner, str | None]:
+    """The DataLoaders over the training rows (drawn on as the options say) and a learner on them, started from
+    --init-from's weights if given, with bfloat16 for --precision bf16; and what --init-from took (or None)."""
+    donors = frame_donors(prepared.training) if args.frames else None
+    dls = build_dataloaders(prepared.training, args.size, args.presize, prepared.batch_size, args.seed, args.workers,
+                            prepared.augmentation, donors)
     learn = build_learner(dls, args.arch, args.pretrained, head_features=args.head, workdir=workdir)
     initialised = load_initial_weights(learn, args.init_from) if args.init_from else None
     if initialised == "body":
@@ -310,81 +375,42 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
               flush=True)
     if args.precision == "bf16":
         learn.add_cb(CpuBfloat16())
+    return learn, initialised
+
+
+def fit_learner(args: argparse.Namespace, learn: Learner) -> tuple[float, str]:
+    """fastai's fine_tune at the chosen learning rate (choose_lr), then the learner made ready to validate and
+    export: float32, its path out of the scratch folder. Returns the learning rate and where it came from."""
     lr, lr_from = choose_lr(learn, args.lr, args.out)
     learn.fine_tune(args.epochs, base_lr=lr, freeze_epochs=args.frozen_epochs, lr_mult=args.lr_mult)
     learn.remove_cb(CpuBfloat16)  # validation figures and the export are float32, as the app runs them
     learn.path = Path(".")  # fastai's default: the export must not point at the scratch folder, deleted next
+    return lr, lr_from
 
-    vocab = list(dls.vocab)
-    probs, targets = validation_predictions(learn, args.tta)
+
+def validate(learn: Learner, tta: str) -> Validation:
+    """The validation set's predictions as the app makes them with `tta`, the threshold that scores best on them,
+    and the metrics at that threshold (printed as a table)."""
+    vocab = list(learn.dls.vocab)
+    probs, targets = validation_predictions(learn, tta)
     sweep = metrics.threshold_sweep(probs, targets)
     threshold = metrics.best_threshold(sweep)
     report = metrics.summary(probs, targets, vocab, threshold)
     report["threshold_sweep"] = sweep
     print(metrics.format_table(report), flush=True)
+    return Validation(vocab, probs, targets, threshold, report)
 
+
+def write_run_folder(args: argparse.Namespace, prepared: PreparedData, fitted: FittedLearner, validation: Validation,
+                     started: float) -> Sidecar:
+    """Everything a run leaves in --out: the portable export NAME.pkl, the plots and metrics.json, the sidecar
+    NAME.json and MODEL_CARD.md. Returns the sidecar."""
     model_path = args.out / f"{args.name}.pkl"
-    with_plain_reader(learn, data, args.size, args.presize, batch_size, args.seed, args.workers)
-    export_portable(learn, model_path.resolve())
-    reports.plot_threshold_sweep(sweep, threshold, args.out / "threshold_sweep.png")
-    reports.plot_confusion(report, args.out / "confusion.png")
-    write_top_losses(data, probs, targets, vocab, threshold, args.out / "top_losses.png")
-    (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-
-    normalize = _normalize_stats(dls)
-    examples = examples_per_category(data, vocab, renderings)
-    valid_count = int(data.frame["is_valid"].sum())
-    sidecar = Sidecar(
-        model_file=model_path.name,
-        sha256=sha256_file(model_path),
-        vocab=vocab,
-        threshold=threshold,
-        tta=args.tta,
-        architecture=args.arch,
-        input_size=args.size,
-        preprocessing={"presize": args.presize, "resize_method": "crop", "size": args.size, "normalize": normalize},
-        metrics={key: report[key] for key in ("threshold", "images", "accuracy_multi", "exact_match",
-                                              "macro_f1", "per_class")},
-        training={
-            "pretrained": args.pretrained,
-            "epochs": args.epochs,
-            "frozen_epochs": args.frozen_epochs,
-            "lr": lr,
-            "lr_from": lr_from,
-            "lr_mult": args.lr_mult,
-            "head_features": args.head,
-            "precision": args.precision,
-            "batch_size": batch_size,
-            "seed": args.seed,
-            "merges": args.merge,
-            "oversample": args.oversample,
-            "face_crops": face_crops,
-            "augmentation": {"occluders": args.occluders, "lighting": args.lighting, "frames": args.frames,
-                             "renderings": renderings or {}},
-            "init_from": None if args.init_from is None else {"file": args.init_from.name,
-                                                              "sha256": sha256_file(args.init_from),
-                                                              "took": initialised},
-            "device": _device_name(),
-            "seconds": round(time.time() - started, 1),
-            "options": recorded_options(args),  # every option as parsed, to rerun it (see recipes/)
-            "target": TARGET,
-            "dataset": {
-                "csv": args.csv.name,
-                "csv_sha256": sha256_file(args.csv),
-                "images": len(data.frame),
-                "train_images": len(data.frame) - valid_count,
-                "valid_images": valid_count,
-                "skipped": len(data.skipped),
-                # the categories most of whose examples were drawn (sidecar.DRAWN_SHARE_FLAG), for the model card;
-                # the app applies the rule to `examples` itself
-                "synthetic_categories": mostly_drawn(examples),
-                "examples": examples,
-                "corrections": data.corrections,
-            },
-        },
-        versions={"python": platform.python_version(), "fastai": fastai.__version__, "torch": torch.__version__},
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
+    with_plain_reader(fitted.learn, prepared.data, args.size, args.presize, prepared.batch_size, args.seed,
+                      args.workers)
+    export_portable(fitted.learn, model_path.resolve())
+    write_reports(args.out, prepared.data, validation)
+    sidecar = run_sidecar(args, prepared, fitted, validation, model_path, started)
     sidecar.write(model_path)
     notes = args.dataset_notes or args.csv.parent / "DATASET.md"
     (args.out / "MODEL_CARD.md").write_text(reports.model_card(sidecar.to_json(), notes))
@@ -394,6 +420,83 @@ def _train(args: argparse.Namespace, workdir: Path) -> Sidecar:
         print(f"{model_path.with_suffix('.onnx')} is now stale; re-export it with: "
               f"python -m maskclassifier.export_onnx {model_path}", flush=True)
     return sidecar
+
+
+def write_reports(out: Path, data: LabelledData, validation: Validation) -> None:
+    """The threshold sweep, confusion and top-losses plots and metrics.json, in `out`."""
+    report, threshold = validation.report, validation.threshold
+    reports.plot_threshold_sweep(report["threshold_sweep"], threshold, out / "threshold_sweep.png")
+    reports.plot_confusion(report, out / "confusion.png")
+    write_top_losses(data, validation.probs, validation.targets, validation.vocab, threshold, out / "top_losses.png")
+    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def run_sidecar(args: argparse.Namespace, prepared: PreparedData, fitted: FittedLearner, validation: Validation,
+                model_path: Path, started: float) -> Sidecar:
+    """The sidecar of the exported model at `model_path`: what the app needs to serve it (vocab, threshold, TTA,
+    preprocessing), its validation metrics, and how it was trained (training_record)."""
+    report = validation.report
+    return Sidecar(
+        model_file=model_path.name,
+        sha256=sha256_file(model_path),
+        vocab=validation.vocab,
+        threshold=validation.threshold,
+        tta=args.tta,
+        architecture=args.arch,
+        input_size=args.size,
+        preprocessing={"presize": args.presize, "resize_method": "crop", "size": args.size,
+                       "normalize": _normalize_stats(fitted.dls)},
+        metrics={key: report[key] for key in ("threshold", "images", "accuracy_multi", "exact_match",
+                                              "macro_f1", "per_class")},
+        training=training_record(args, prepared, fitted, validation.vocab, started),
+        versions={"python": platform.python_version(), "fastai": fastai.__version__, "torch": torch.__version__},
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def training_record(args: argparse.Namespace, prepared: PreparedData, fitted: FittedLearner, vocab: list[str],
+                    started: float) -> dict:
+    """The sidecar's `training`: the options, learning rate, data set and its examples per category, time taken."""
+    data = prepared.data
+    examples = examples_per_category(data, vocab, prepared.renderings)
+    valid_count = int(data.frame["is_valid"].sum())
+    return {
+        "pretrained": args.pretrained,
+        "epochs": args.epochs,
+        "frozen_epochs": args.frozen_epochs,
+        "lr": fitted.lr,
+        "lr_from": fitted.lr_from,
+        "lr_mult": args.lr_mult,
+        "head_features": args.head,
+        "precision": args.precision,
+        "batch_size": prepared.batch_size,
+        "seed": args.seed,
+        "merges": args.merge,
+        "oversample": args.oversample,
+        "face_crops": prepared.face_crops,
+        "augmentation": {"occluders": args.occluders, "lighting": args.lighting, "frames": args.frames,
+                         "renderings": prepared.renderings or {}},
+        "init_from": None if args.init_from is None else {"file": args.init_from.name,
+                                                          "sha256": sha256_file(args.init_from),
+                                                          "took": fitted.initialised},
+        "device": _device_name(),
+        "seconds": round(time.time() - started, 1),
+        "options": recorded_options(args),  # every option as parsed, to rerun it (see recipes/)
+        "target": TARGET,
+        "dataset": {
+            "csv": args.csv.name,
+            "csv_sha256": sha256_file(args.csv),
+            "images": len(data.frame),
+            "train_images": len(data.frame) - valid_count,
+            "valid_images": valid_count,
+            "skipped": len(data.skipped),
+            # the categories most of whose examples were drawn (sidecar.DRAWN_SHARE_FLAG), for the model card;
+            # the app applies the rule to `examples` itself
+            "synthetic_categories": mostly_drawn(examples),
+            "examples": examples,
+            "corrections": data.corrections,
+        },
+    }
 
 
 def _normalize_stats(dls) -> dict | None:

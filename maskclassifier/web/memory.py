@@ -53,7 +53,8 @@ def resident_bytes() -> int:
 
 def release_freed_memory(always: bool = True) -> bool:
     """Return the C allocator's free pages to the kernel (glibc only): always, or only when the RSS has grown by
-    TRIM_SLACK_BYTES above the least RSS seen after a trim. True when it trimmed; one thread trims at a time, the others skip."""
+    TRIM_SLACK_BYTES above the least RSS seen after a trim. True when it trimmed; one thread trims at a time, the
+    others skip."""
     global _at_rest
     if _MALLOC_TRIM is None or not _lock.acquire(blocking=False):
         return False

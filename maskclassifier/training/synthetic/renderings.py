@@ -834,7 +834,7 @@ def draw_kn95_mask(image: Image.Image, face_box: tuple[int, int, int, int], rng:
 # (no tint, hardly any haze: the face behind is sharp), held by a thick foam or plastic forehead band with a
 # bracket, and what shows them is glare: broad soft highlights where the curved plastic mirrors a window, narrow
 # streaks, and bright cut edges, the lower one usually in view below the chin. Mostly worn over a mask, so
-# `--render realshield` draws them over masked faces far more often than over bare ones (learner.add_renderings).
+# `--render realshield` draws them over masked faces far more often than over bare ones (training_set.add_renderings).
 
 REAL_BAND_COLOURS = ((236, 236, 230), (245, 245, 240), (58, 108, 200), (32, 32, 34), (200, 40, 40), (120, 124, 130))
 

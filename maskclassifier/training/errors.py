@@ -1,0 +1,8 @@
+"""The training layer's own error: options or data that cannot produce a model, said in one line."""
+
+from __future__ import annotations
+
+
+class TrainingError(ValueError):
+    """The options cannot produce a model (unknown architecture, no weights, no face detector, an export that would
+    not load outside the project); the message says why."""
