@@ -20,8 +20,11 @@ from maskclassifier.classifier.faces import FacesUnavailable, TooManyFaces
 from maskclassifier.web.presenters import prediction_json
 from maskclassifier.web.uploads import request_too_large
 
+# 'wasm-unsafe-eval' lets the page compile WebAssembly (ONNX Runtime Web, on-device mode: web/ondevice.py), and
+# nothing else: eval and inline script stay blocked. Workers, should a runtime start one, only from this origin.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
+    "worker-src 'self'; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 HTTP_MESSAGES = {

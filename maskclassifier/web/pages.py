@@ -16,6 +16,7 @@ from maskclassifier.core.categories import CATEGORIES, TONE_COLOURS
 from maskclassifier.core.errors import ImageError
 from maskclassifier.classifier.faces import TooManyFaces
 from maskclassifier.core.images import ACCEPT_ATTRIBUTE
+from maskclassifier.web import ondevice
 from maskclassifier.web.errors import ErrorReply, reply_for, with_headers
 from maskclassifier.web.inference import analyse_faces, classifier, face_detector, slot_for
 from maskclassifier.web.presenters import faces_view, headline_view, percent, preview_data_uri, result_view
@@ -54,16 +55,23 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(percent)
 
 
+# The result fragments: the server's answer (POST /result) and an answer computed on the device (ondevice.py).
+FRAGMENT_ENDPOINTS = ("pages.classify_fragment", "ondevice.computed")
+
+
 def _fragment_wanted() -> bool:
-    return request.endpoint == "pages.classify_fragment"
+    return request.endpoint in FRAGMENT_ENDPOINTS
 
 
-def render_page(status: int = 200, mode: str = "auto", **context) -> tuple[str, int]:
-    template = "_result.html" if _fragment_wanted() else "index.html"
+def render_page(status: int = 200, mode: str = "auto", fragment: bool = False, **context) -> tuple[str, int]:
+    """The page (or, for the fragment endpoints, the result alone). `where` says where the answer was computed:
+    "server" unless ondevice.py says "device"."""
+    template = "_result.html" if fragment or _fragment_wanted() else "index.html"
+    context.setdefault("where", "server")
     return render_template(template, accept=ACCEPT_ATTRIBUTE, categories=CATEGORIES, mode=mode,
                            mode_choices=MODE_CHOICES, faces_available=face_detector() is not None,
                            upload_max_side=UPLOAD_MAX_SIDE, examples=EXAMPLES, tones=TONE_COLOURS,
-                           synthetic=classifier().synthetic_categories, **context), status
+                           synthetic=classifier().synthetic_categories, **ondevice.page_context(), **context), status
 
 
 def error_page(reply: ErrorReply, mode: str = "auto", **context) -> Response:
