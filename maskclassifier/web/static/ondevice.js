@@ -1,0 +1,374 @@
+// On-device mode (issue 30, templates/_ondevice.html): once the page is usable, ONNX Runtime Web (vendored, the
+// SIMD WebAssembly build on one thread) and the served model's ONNX twin are loaded in the background; from then
+// on a whole-photo answer is worked out in this browser and the photo never leaves it. The server stays the
+// fallback and the reference:
+// - the model's input is the server's: the browser decodes the photo upright (EXIF orientation applied) and
+//   repeats the server's item Resize byte for byte (static/ondevice-resize.js, a port of Pillow's); the ONNX
+//   graph holds the rest (/255, the resample, the normalisation, the sigmoid);
+// - the decision rules (threshold, the wide-photo views, test-time augmentation) are read from GET /api/model;
+// - the answer is worded by the server's own template from the probabilities alone (POST /result/computed:
+//   numbers, never pixels), so a device answer and a server answer read alike;
+// - the server answers whatever the device does not: per-face modes, the live camera, the heat-maps, photos over
+//   4096 px or with transparency, everything while the model loads, and everything on a device without
+//   WebAssembly (SIMD), with little memory, or slower than the server.
+// The switch turns it off (remembered in localStorage); ?device=off in the address forces the server.
+(function () {
+  "use strict";
+  var section = document.getElementById("ondevice");
+  if (!section) { return; }
+  var toggle = document.getElementById("ondevice-toggle");
+  var statusLine = document.getElementById("ondevice-status");
+  var STORAGE_KEY = "maskclassifier.ondevice";
+  var SLOW_MS = 1500;  // a forward pass slower than this (or than the server's last answer, if that was slower) stays off
+  var MIN_MEMORY_GB = 1;  // navigator.deviceMemory below this: the model and a decoded photo would not fit well
+  var MAX_SIDE = 4096;  // the server reduces non-JPEG photos beyond this while decoding; such photos go there
+  var PREVIEW_SIZE = 800;  // the result's copy of the photo, as the server's preview
+  // A minimal module using a SIMD instruction (as in wasm-feature-detect): validates only where SIMD is supported.
+  var SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0,
+                                   65, 0, 253, 15, 253, 98, 11]);
+  var forcedOff = /(^|[?&])device=off(&|$)/.test(location.search.slice(1));
+  var state = "idle";  // idle, loading, ready, slow, unavailable, failed
+  var config = null;  // GET /api/model
+  var rules = null;
+  var session = null;
+  var loading = null;
+  var serverMs = null;  // the server's last answer, round trip
+  var stats = { readyAt: null, forwardMs: null, lastMs: null, modelBytes: null, runtimeBytes: null };
+  section.hidden = false;
+
+  function say(text) { statusLine.textContent = text; }
+
+  function remembered() {
+    try { return window.localStorage.getItem(STORAGE_KEY) !== "off"; } catch (error) { return true; }
+  }
+
+  function remember(on) {
+    try { window.localStorage.setItem(STORAGE_KEY, on ? "on" : "off"); } catch (error) { /* private mode */ }
+  }
+
+  // Why this browser cannot run the model, in plain words; null when it can.
+  function unsupported() {
+    if (typeof WebAssembly !== "object" || typeof WebAssembly.validate !== "function") {
+      return "This browser cannot run the model itself (it has no WebAssembly), so photos are classified on the server.";
+    }
+    var simd = false;
+    try { simd = WebAssembly.validate(SIMD_PROBE); } catch (error) { simd = false; }
+    if (!simd) {
+      return "This browser's WebAssembly is too old to run the model (no SIMD), so photos are classified on the server.";
+    }
+    if (!window.createImageBitmap || !window.fetch) {
+      return "This browser cannot prepare photos for the model, so photos are classified on the server.";
+    }
+    if (navigator.deviceMemory && navigator.deviceMemory < MIN_MEMORY_GB) {
+      return "This device has too little memory to run the model, so photos are classified on the server.";
+    }
+    return null;
+  }
+
+  function loadScript(src) {
+    return new Promise(function (resolve, reject) {
+      var script = document.createElement("script");
+      script.src = src;
+      script.onload = resolve;
+      script.onerror = function () { reject(new Error("could not load " + src)); };
+      document.head.appendChild(script);
+    });
+  }
+
+  function megabytes(bytes) { return (bytes / 1e6).toFixed(1) + " MB"; }
+
+  // The model's bytes, with the progress in the status line.
+  function fetchModel(url, total) {
+    return fetch(url).then(function (response) {
+      if (!response.ok) { throw new Error("the model could not be downloaded (status " + response.status + ")"); }
+      if (!response.body || !response.body.getReader) { return response.arrayBuffer(); }
+      var reader = response.body.getReader();
+      var parts = [], received = 0;
+      function pump() {
+        return reader.read().then(function (chunk) {
+          if (chunk.done) {
+            var all = new Uint8Array(received), offset = 0;
+            parts.forEach(function (part) { all.set(part, offset); offset += part.length; });
+            return all;
+          }
+          parts.push(chunk.value);
+          received += chunk.value.length;
+          if (state === "loading") {
+            say("Getting on-device mode ready: " + megabytes(received) + " of " + megabytes(total) +
+                " downloaded (once). Photos go to the server meanwhile.");
+          }
+          return pump();
+        });
+      }
+      return pump();
+    });
+  }
+
+  function begin() {
+    if (forcedOff) {
+      say("On-device mode is off for this address (?device=off): photos are classified on the server.");
+      return;
+    }
+    if (!toggle.checked) {
+      say("On-device mode is off: photos are classified on the server.");
+      return;
+    }
+    var problem = unsupported();
+    if (problem) {
+      state = "unavailable";
+      say(problem);
+      return;
+    }
+    if (state === "ready") { sayReady(); return; }
+    if (state === "slow") { saySlow(); return; }
+    if (!loading) { loading = load(); }
+  }
+
+  function load() {
+    state = "loading";
+    var mb = section.getAttribute("data-model-mb");
+    say("Getting on-device mode ready: downloading the model (" + mb + " MB, once). Photos go to the server meanwhile.");
+    return fetch(section.getAttribute("data-config")).then(function (response) {
+      if (!response.ok) { throw new Error("the model's description could not be read"); }
+      return response.json();
+    }).then(function (body) {
+      if (!body.on_device || !body.decision_rules || !body.decision_rules.item_resize) {
+        throw new Error("this server offers no on-device model");
+      }
+      config = body;
+      rules = body.decision_rules;
+      stats.modelBytes = body.on_device.model_bytes;
+      stats.runtimeBytes = body.on_device.runtime.bytes;
+      return Promise.all([fetchModel(body.on_device.model_url, body.on_device.model_bytes),
+                          loadScript(section.getAttribute("data-runtime")),
+                          loadScript(section.getAttribute("data-resize"))]);
+    }).then(function (loaded) {
+      var ort = window.ort;
+      ort.env.wasm.numThreads = 1;  // threads need cross-origin isolation (COOP/COEP) and fail on iOS Safari
+      ort.env.wasm.simd = true;
+      ort.env.wasm.proxy = false;
+      ort.env.wasm.wasmPaths = { "ort-wasm-simd.wasm": config.on_device.runtime.wasm_url };
+      return ort.InferenceSession.create(loaded[0], { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+    }).then(function (created) {
+      session = created;
+      var size = rules.item_resize;
+      var blank = [new Uint8Array(size.width * size.height * 3)];
+      return forward(blank).then(function () {  // the first pass sets up the runtime's memory: not timed
+        var started = performance.now();
+        return forward(blank).then(function () { return performance.now() - started; });
+      });
+    }).then(function (ms) {
+      stats.forwardMs = ms;
+      stats.readyAt = performance.now();
+      if (tooSlow(ms)) { state = "slow"; saySlow(); return; }
+      state = "ready";
+      sayReady();
+    }).catch(function (error) {
+      state = "failed";
+      say("On-device mode could not start (" + (error && error.message ? error.message : "unknown reason") +
+          "), so photos are classified on the server.");
+    });
+  }
+
+  function tooSlow(ms) { return ms > Math.max(SLOW_MS, serverMs || 0); }
+
+  function sayReady() {
+    say("On-device mode is on: whole photos are classified in this browser and do not leave this device. Per-face " +
+        "answers, the live camera and the “Why?” heat-maps still use the server.");
+  }
+
+  function saySlow() {
+    say("This device runs the model more slowly than the server answers (" + Math.round(stats.forwardMs) +
+        " ms a photo), so photos are classified on the server.");
+  }
+
+  toggle.checked = !forcedOff && remembered();
+  toggle.disabled = forcedOff;
+  toggle.addEventListener("change", function () {
+    remember(toggle.checked);
+    begin();
+  });
+
+  // ---- classifying ------------------------------------------------------------------------------------------
+
+  // (n, height, width, 3) uint8 item-resized images -> n rows of probabilities (Float32Array each)
+  function forward(inputs) {
+    var ort = window.ort;
+    var size = rules.item_resize, one = size.width * size.height * 3;
+    var batch = new Uint8Array(inputs.length * one);
+    inputs.forEach(function (input, index) { batch.set(input, index * one); });
+    var feeds = {};
+    feeds[session.inputNames[0]] = new ort.Tensor("uint8", batch, [inputs.length, size.height, size.width, 3]);
+    return session.run(feeds).then(function (outputs) {
+      var data = outputs[session.outputNames[0]].data, k = data.length / inputs.length, rows = [];
+      for (var i = 0; i < inputs.length; i++) { rows.push(data.subarray(i * k, (i + 1) * k)); }
+      return rows;
+    });
+  }
+
+  function mirrored(input) {
+    var size = rules.item_resize, out = new Uint8Array(input.length);
+    for (var y = 0; y < size.height; y++) {
+      for (var x = 0; x < size.width; x++) {
+        var from = (y * size.width + x) * 3, to = (y * size.width + size.width - 1 - x) * 3;
+        out[to] = input[from]; out[to + 1] = input[from + 1]; out[to + 2] = input[from + 2];
+      }
+    }
+    return out;
+  }
+
+  // As Classifier._batched: max_batch images a pass; with tta "flip", each row the mean of the image's and its
+  // mirror image's probabilities (core/tta.py average_mirrored).
+  function batched(inputs) {
+    var rows = [], chain = Promise.resolve();
+    for (var start = 0; start < inputs.length; start += rules.max_batch) {
+      (function (chunk) {
+        chain = chain.then(function () {
+          if (rules.tta !== "flip") { return forward(chunk); }
+          return forward(chunk.concat(chunk.map(mirrored))).then(function (both) {
+            var half = both.length / 2;
+            return both.slice(0, half).map(function (row, index) {
+              var mean = new Float32Array(row.length);
+              for (var j = 0; j < row.length; j++) { mean[j] = (row[j] + both[half + index][j]) / 2; }
+              return mean;
+            });
+          });
+        }).then(function (chunkRows) { rows = rows.concat(chunkRows); });
+      })(inputs.slice(start, start + rules.max_batch));
+    }
+    return chain.then(function () { return rows; });
+  }
+
+  // Python's round(): halves to the even neighbour.
+  function roundHalfEven(value) {
+    var floor = Math.floor(value), diff = value - floor;
+    if (diff > 0.5) { return floor + 1; }
+    if (diff < 0.5) { return floor; }
+    return floor % 2 === 0 ? floor : floor + 1;
+  }
+
+  // classifier.square_views
+  function squareViews(width, height, limit) {
+    var side = Math.min(width, height), length = Math.max(width, height);
+    var count = Math.min(limit, Math.max(2, Math.ceil((length - side) / (side / 2)) + 1));
+    var boxes = [];
+    for (var index = 0; index < count; index++) {
+      var offset = roundHalfEven(index * (length - side) / (count - 1));
+      boxes.push(width >= height ? [offset, 0, offset + side, side] : [0, offset, side, offset + side]);
+    }
+    return boxes;
+  }
+
+  // classifier.decide: the categories strictly above the threshold, most probable first
+  function labelsOf(row) {
+    var vocab = config.categories, names = [];
+    for (var i = 0; i < vocab.length; i++) { if (row[i] > rules.threshold) { names.push(i); } }
+    names.sort(function (a, b) { return row[b] - row[a]; });
+    return names.map(function (i) { return vocab[i]; });
+  }
+
+  // classifier.answering_view: of the views whose answer names a face category first with at least
+  // view_min_probability, the one least likely "-"; -1 when none does (the centre square answers).
+  function answeringView(views) {
+    var vocab = config.categories, least = Math.fround(rules.view_min_probability), faces = [];
+    views.forEach(function (row, index) {
+      var labels = labelsOf(row);
+      if (labels.length && labels[0] !== "-" && row[vocab.indexOf(labels[0])] >= least) { faces.push(index); }
+    });
+    if (!faces.length) { return -1; }
+    var background = vocab.indexOf("-");
+    var best = faces[0];
+    faces.forEach(function (index) {
+      if (background < 0) {
+        if (Math.max.apply(null, views[index]) > Math.max.apply(null, views[best])) { best = index; }
+      } else if (views[index][background] < views[best][background]) {
+        best = index;
+      }
+    });
+    return best;
+  }
+
+  // The photo decoded upright (EXIF orientation applied, no colour management: as Pillow decodes it) into RGBA
+  // pixels, and the result's preview. Rejects what the device does not answer as the server would.
+  function decode(file) {
+    return createImageBitmap(file, { imageOrientation: "from-image", colorSpaceConversion: "none",
+                                     premultiplyAlpha: "none" }).then(function (bitmap) {
+      var width = bitmap.width, height = bitmap.height;
+      if (Math.max(width, height) > MAX_SIDE) { bitmap.close(); throw new Error("too large for the device"); }
+      var canvas = document.createElement("canvas");
+      canvas.width = width;
+      canvas.height = height;
+      var context = canvas.getContext("2d", { willReadFrequently: true });
+      context.drawImage(bitmap, 0, 0);
+      var pixels = context.getImageData(0, 0, width, height).data;
+      for (var i = 3; i < pixels.length; i += 4) {
+        if (pixels[i] !== 255) { bitmap.close(); throw new Error("transparent"); }  // Pillow keeps hidden colours
+      }
+      var scale = Math.min(1, PREVIEW_SIZE / Math.max(width, height));
+      var small = document.createElement("canvas");
+      small.width = Math.max(1, Math.round(width * scale));
+      small.height = Math.max(1, Math.round(height * scale));
+      var smallContext = small.getContext("2d");
+      smallContext.imageSmoothingQuality = "high";
+      smallContext.drawImage(bitmap, 0, 0, small.width, small.height);
+      bitmap.close();
+      return { pixels: pixels, width: width, height: height, preview: small.toDataURL("image/jpeg", 0.85) };
+    });
+  }
+
+  // Classifier.probabilities for one photo: the item-resized photo, and for a photo wider or taller than
+  // views_aspect, its square views (one of which may answer).
+  function probabilitiesOf(photo) {
+    var size = rules.item_resize;
+    function input(region) { return window.MaskResize.itemResize(photo.pixels, photo.width, 4, region, size); }
+    return batched([input([0, 0, photo.width, photo.height])]).then(function (rows) {
+      var centre = rows[0], w = photo.width, h = photo.height;
+      if (Math.max(w, h) <= rules.views_aspect * Math.min(w, h)) { return centre; }
+      return batched(squareViews(w, h, rules.max_views).map(input)).then(function (views) {
+        var index = answeringView(views);
+        return index < 0 ? centre : views[index];
+      });
+    });
+  }
+
+  function probabilities(file) {
+    var started = performance.now();
+    return decode(file).then(function (photo) {
+      return probabilitiesOf(photo).then(function (row) {
+        stats.lastMs = performance.now() - started;
+        return { photo: photo, probabilities: Array.prototype.slice.call(row), ms: stats.lastMs };
+      });
+    });
+  }
+
+  // The result fragment for a file: probabilities here, words from the server's template (numbers only sent).
+  function classify(file) {
+    return probabilities(file).then(function (answer) {
+      return fetch(config.on_device.result_url, {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ probabilities: answer.probabilities })
+      }).then(function (response) {
+        var type = response.headers.get("Content-Type") || "";
+        if (type.indexOf("text/html") !== 0) { throw new Error("status " + response.status); }
+        return response.text();
+      }).then(function (html) {
+        return html.split(config.on_device.preview_placeholder).join(answer.photo.preview);
+      });
+    });
+  }
+
+  window.MaskOnDevice = {
+    // Whether a photo in `mode` is classified here: only whole photos, once ready, with the switch on.
+    accepts: function (mode) { return state === "ready" && toggle.checked && !forcedOff && mode === "off"; },
+    classify: classify,
+    probabilities: probabilities,  // for benchmarks/ondevice.py: {probabilities, ms} of a File or Blob
+    serverAnswered: function (ms) { serverMs = ms; },
+    state: function () { return state; },
+    stats: stats
+  };
+
+  function whenIdle() {
+    if (window.requestIdleCallback) { window.requestIdleCallback(begin, { timeout: 2000 }); } else { setTimeout(begin, 200); }
+  }
+  if (document.readyState === "complete") { whenIdle(); } else { window.addEventListener("load", whenIdle); }
+})();
