@@ -51,6 +51,35 @@ def device_model(classifier: Classifier) -> DeviceFile | None:
     return DeviceFile(path.resolve(), digest[:16], path.stat().st_size)
 
 
+def device_detector(detector) -> dict[str, DeviceFile] | None:
+    """MTCNN's three ONNX networks for the browser, when the server's detector is the ONNX one (the same files);
+    None otherwise (no detector, or facenet-pytorch's)."""
+    from maskclassifier.classifier.mtcnn_onnx import MODEL_DIR, OnnxMtcnnDetector
+
+    if not isinstance(detector, OnnxMtcnnDetector):
+        return None
+    files = {}
+    for name in ("pnet", "rnet", "onet"):
+        path = (MODEL_DIR / f"{name}.onnx").resolve()
+        if not path.is_file():
+            return None
+        files[name] = DeviceFile(path, sha256_file(path)[:16], path.stat().st_size)
+    return files
+
+
+def face_rules(margin: float) -> dict:
+    """Per-face mode's rules for the browser's port of the detector (static/ondevice-faces.js): what
+    mtcnn_onnx.py and faces.py do, by their own constants."""
+    from maskclassifier.classifier import faces, mtcnn_onnx
+    from maskclassifier.core.facebox import MAX_FACES
+
+    return {"face_margin": margin, "max_faces": MAX_FACES, "detection_max_side": mtcnn_onnx.DETECTION_MAX_SIDE,
+            "min_face_size": mtcnn_onnx.MIN_FACE_SIZE, "min_score": mtcnn_onnx.MIN_SCORE,
+            "thresholds": list(mtcnn_onnx.THRESHOLDS), "pyramid_factor": mtcnn_onnx.PYRAMID_FACTOR,
+            "max_candidates_per_scale": mtcnn_onnx.MAX_CANDIDATES_PER_SCALE, "batch": mtcnn_onnx.BATCH,
+            "low_contrast_range": faces.LOW_CONTRAST_RANGE, "frame_detection_side": faces.FRAME_DETECTION_SIDE}
+
+
 def decision_rules(classifier: Classifier) -> dict:
     """Everything that turns the ONNX graph's probabilities into the server's answer, for GET /api/model: the
     browser reads these rather than copies of the constants. `item_resize` is what the graph's input is made

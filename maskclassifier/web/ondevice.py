@@ -14,18 +14,22 @@ import math
 
 from flask import Blueprint, Flask, Response, abort, current_app, request, send_file, url_for
 
-from maskclassifier.classifier.classifier import decide
-from maskclassifier.classifier.device import DeviceFile, decision_rules, device_model
-from maskclassifier.classifier.faces import FaceAnalysis
+from PIL import Image
+
+from maskclassifier.classifier.classifier import Prediction, decide
+from maskclassifier.classifier.device import DeviceFile, decision_rules, device_detector, device_model, face_rules
+from maskclassifier.classifier.faces import MODES, analyse
 from maskclassifier.core.errors import ImageError
+from maskclassifier.core.facebox import MAX_FACES, Face, FaceScan
 from maskclassifier.web.assets import VERSIONED_CACHE_CONTROL
-from maskclassifier.web.inference import classifier
+from maskclassifier.web.inference import classifier, face_detector
 
 ORT_WEB_VERSION = "1.18.0"  # scripts/vendor_ort.sh writes static/vendor/onnxruntime-web-VERSION/
 ORT_FOLDER = f"vendor/onnxruntime-web-{ORT_WEB_VERSION}"
 ORT_SCRIPT = f"{ORT_FOLDER}/ort.wasm-core.min.js"  # the wasm backend alone: no WebGL/WebGPU, no proxy worker
 ORT_WASM = f"{ORT_FOLDER}/ort-wasm-simd.wasm"  # SIMD, one thread: no COOP/COEP headers needed
 PROBABILITIES_FIELD_MAX = 64  # categories in a computed answer (the shipped model has 7)
+DEVICE_MAX_SIDE = 4096  # the page answers photos up to this long side on the device (static/ondevice.js MAX_SIDE)
 
 bp = Blueprint("ondevice", __name__)
 
@@ -33,17 +37,24 @@ bp = Blueprint("ondevice", __name__)
 def init_app(app: Flask) -> None:
     with app.app_context():
         app.extensions["device_model"] = device_model(classifier())
+        app.extensions["device_detector"] = device_detector(face_detector()) if app.extensions["device_model"] else None
     app.register_blueprint(bp)
+    app.context_processor(page_context)  # the page's on-device section (templates/_ondevice.html)
 
 
 def model_file() -> DeviceFile | None:
     return current_app.extensions.get("device_model")
 
 
-@bp.get("/device/model-<version>.onnx")
-def model(version: str):
-    """The ONNX graph the browser runs, at an address that changes with its content: cached for a year."""
-    found = model_file()
+def detector_files() -> dict[str, DeviceFile] | None:
+    return current_app.extensions.get("device_detector")
+
+
+@bp.get("/device/<name>-<version>.onnx")
+def model(name: str, version: str):
+    """An ONNX graph the browser runs (the classifier, "model", or MTCNN's "pnet", "rnet", "onet"), at an address
+    that changes with its content: cached for a year."""
+    found = model_file() if name == "model" else (detector_files() or {}).get(name)
     if found is None or version != found.version:
         abort(404)
     response = send_file(found.path, mimetype="application/octet-stream", conditional=True, max_age=None)
@@ -55,11 +66,13 @@ def device_json() -> dict:
     """What GET /api/model adds: the decision rules, and where the browser finds the runtime and the model (absent
     when this model has no ONNX twin the browser could run)."""
     body = {"decision_rules": decision_rules(classifier())}
-    found = model_file()
+    found, detector = model_file(), detector_files()
+    if detector is not None:
+        body["decision_rules"]["faces"] = face_rules(current_app.config["SETTINGS"].face_margin)
     if found is not None:
         static = current_app.static_folder
         body["on_device"] = {
-            "model_url": url_for("ondevice.model", version=found.version),
+            "model_url": url_for("ondevice.model", name="model", version=found.version),
             "model_bytes": found.size,
             "runtime": {"name": "onnxruntime-web", "version": ORT_WEB_VERSION, "build": "wasm, SIMD, one thread",
                         "script_url": url_for("static", filename=ORT_SCRIPT),
@@ -68,6 +81,10 @@ def device_json() -> dict:
             "result_url": url_for("ondevice.computed"),
             "preview_placeholder": PREVIEW_PLACEHOLDER,
         }
+        if detector is not None:
+            body["on_device"]["detector"] = {name: url_for("ondevice.model", name=name, version=item.version)
+                                             for name, item in detector.items()}
+            body["on_device"]["detector_bytes"] = sum(item.size for item in detector.values())
     return body
 
 
@@ -99,9 +116,10 @@ def _probabilities(value, vocab: list[str]) -> list[float]:
 @bp.post("/result/computed")
 def computed():
     """A whole-photo answer computed on the device, as the result fragment a server answer would be: the same
-    template, sentences and decision (`decide` with the server's threshold). Takes JSON {"probabilities": [...]}
-    (numbers, in /api/model's category order) and nothing else of the photo; the page puts its own copy of the
-    photo in the fragment's image."""
+    template, sentences and decisions. Takes JSON: {"mode": "off", "probabilities": [...]} (numbers, in
+    /api/model's category order) for a whole photo; for mode "auto" or "on" also "size": [width, height],
+    "faces": [{"box", "score", "probabilities"}, ...] (in reading order, at most MAX_FACES) and "found". Nothing
+    else of the photo: the page puts its own copy of the photo and of each face in the fragment's images."""
     from maskclassifier.web.errors import reply_for
     from maskclassifier.web.pages import error_page
 
@@ -113,22 +131,83 @@ def computed():
 
 def _computed() -> Response:
     from maskclassifier.web.pages import render_page
-    from maskclassifier.web.presenters import headline_view, result_view
+    from maskclassifier.web.presenters import faces_view, headline_view, result_view
 
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ImageError(400, "invalid_result", "Send JSON: {\"probabilities\": [...]}.")
     served = classifier()
-    prediction = decide(_probabilities(body.get("probabilities"), served.vocab), served.vocab, served.threshold)
-    analysis = FaceAnalysis("whole", prediction)
-
+    mode = body.get("mode", "off")
+    if mode not in MODES or (mode != "off" and detector_files() is None):
+        raise ImageError(400, "invalid_result", "mode must be off, or auto or on where the server has the detector.")
+    photo = _probabilities(body.get("probabilities"), served.vocab)
+    size = _size(body.get("size")) if mode != "off" else (1, 1)
+    scan, answers = _faces(body, size, served.vocab) if mode != "off" else (FaceScan([], 0), [])
+    # The server's own analysis, with the device's numbers standing in for its detector and classifier: which
+    # mode answers (whole, close-up, faces), the combined close-up answer, the notes and the cap are decided here.
+    stand_in = Image.new("L", size)  # the face table's thumbnails are drawn from it; the page puts its own crops there
+    analysis = analyse(_Found(scan), _Answered(served, photo, answers), stand_in, mode,
+                       current_app.config["SETTINGS"].face_margin)
     synthetic = served.synthetic_categories
-    html, status = render_page(mode="off", result=result_view(prediction, synthetic), preview=PREVIEW_PLACEHOLDER,
-                               headline=headline_view(analysis, synthetic), faces={"mode": "whole", "note": None},
+    html, status = render_page(mode=mode, result=result_view(analysis.photo, synthetic), preview=PREVIEW_PLACEHOLDER,
+                               headline=headline_view(analysis, synthetic), example=body.get("example") or None,
+                               faces=faces_view(stand_in, analysis, current_app.config["SETTINGS"].face_margin,
+                                                True),
                                where="device", fragment=True)
     response = Response(html, status, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _size(value) -> tuple[int, int]:
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= DEVICE_MAX_SIDE for v in value)):
+        raise ImageError(400, "invalid_result", f"size must be [width, height], each 1 to {DEVICE_MAX_SIDE}.")
+    return value[0], value[1]
+
+
+def _faces(body: dict, size: tuple[int, int], vocab: list[str]) -> tuple[FaceScan, list[list[float]]]:
+    faces, found = body.get("faces"), body.get("found")
+    if (not isinstance(faces, list) or len(faces) > MAX_FACES or not isinstance(found, int)
+            or isinstance(found, bool) or not len(faces) <= found <= 100_000):
+        raise ImageError(400, "invalid_result", f"faces must be a list of at most {MAX_FACES}, found a count.")
+    scan, answers = [], []
+    for face in faces:
+        box = face.get("box") if isinstance(face, dict) else None
+        if (not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                   for v in box)
+                or not (0 <= box[0] < box[2] <= size[0] and 0 <= box[1] < box[3] <= size[1])
+                or not isinstance(face.get("score"), (int, float)) or not 0 <= face["score"] <= 1):
+            raise ImageError(400, "invalid_result", "each face needs a box inside the photo and a score.")
+        scan.append(Face(tuple(box), float(face["score"])))
+        answers.append(_probabilities(face.get("probabilities"), vocab))
+    return FaceScan(scan, found), answers
+
+
+class _Found:
+    """A detector that finds what the device found."""
+
+    def __init__(self, scan: FaceScan):
+        self.scan = scan
+
+    def detect(self, image, deadline=None) -> FaceScan:
+        return self.scan
+
+
+class _Answered:
+    """A classifier that answers with the device's probabilities: the whole photo first, then each face."""
+
+    def __init__(self, served, photo: list[float], faces: list[list[float]]):
+        self.served, self.photo, self.faces = served, photo, faces
+
+    def _decide(self, row: list[float]) -> Prediction:
+        return decide(row, self.served.vocab, self.served.threshold)
+
+    def predict(self, image) -> Prediction:
+        return self._decide(self.photo)
+
+    def predict_many(self, images) -> list[Prediction]:
+        return [self._decide(row) for row in [self.photo, *self.faces][:len(images)]]
 
 
 # The fragment's photo until the page puts its own copy there (a transparent 1x1 GIF): the photo never left.

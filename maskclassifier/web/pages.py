@@ -16,7 +16,6 @@ from maskclassifier.core.categories import CATEGORIES, TONE_COLOURS
 from maskclassifier.core.errors import ImageError
 from maskclassifier.classifier.faces import TooManyFaces
 from maskclassifier.core.images import ACCEPT_ATTRIBUTE
-from maskclassifier.web import ondevice
 from maskclassifier.web.errors import ErrorReply, reply_for, with_headers
 from maskclassifier.web.inference import analyse_faces, classifier, face_detector, slot_for
 from maskclassifier.web.presenters import faces_view, headline_view, percent, preview_data_uri, result_view
@@ -71,7 +70,7 @@ def render_page(status: int = 200, mode: str = "auto", fragment: bool = False, *
     return render_template(template, accept=ACCEPT_ATTRIBUTE, categories=CATEGORIES, mode=mode,
                            mode_choices=MODE_CHOICES, faces_available=face_detector() is not None,
                            upload_max_side=UPLOAD_MAX_SIDE, examples=EXAMPLES, tones=TONE_COLOURS,
-                           synthetic=classifier().synthetic_categories, **ondevice.page_context(), **context), status
+                           synthetic=classifier().synthetic_categories, **context), status
 
 
 def error_page(reply: ErrorReply, mode: str = "auto", **context) -> Response:

@@ -31,9 +31,10 @@
   var config = null;  // GET /api/model
   var rules = null;
   var session = null;
+  var detectorSessions = null;  // MTCNN's three networks, when the server has the ONNX detector
   var loading = null;
   var serverMs = null;  // the server's last answer, round trip
-  var stats = { readyAt: null, forwardMs: null, lastMs: null, modelBytes: null, runtimeBytes: null };
+  var stats = { readyAt: null, forwardMs: null, lastMs: null, modelBytes: null, runtimeBytes: null, detectorBytes: null };
   section.hidden = false;
 
   function say(text) { statusLine.textContent = text; }
@@ -104,6 +105,20 @@
     });
   }
 
+  function fetchAll(urls) {
+    var names = Object.keys(urls);
+    return Promise.all(names.map(function (name) {
+      return fetch(urls[name]).then(function (response) {
+        if (!response.ok) { throw new Error("the face detector could not be downloaded"); }
+        return response.arrayBuffer();
+      });
+    })).then(function (buffers) {
+      var files = {};
+      names.forEach(function (name, index) { files[name] = new Uint8Array(buffers[index]); });
+      return files;
+    });
+  }
+
   function begin() {
     if (forcedOff) {
       say("On-device mode is off for this address (?device=off): photos are classified on the server.");
@@ -139,18 +154,28 @@
       rules = body.decision_rules;
       stats.modelBytes = body.on_device.model_bytes;
       stats.runtimeBytes = body.on_device.runtime.bytes;
+      stats.detectorBytes = body.on_device.detector_bytes || 0;
+      var detector = body.on_device.detector;
       return Promise.all([fetchModel(body.on_device.model_url, body.on_device.model_bytes),
                           loadScript(section.getAttribute("data-runtime")),
-                          loadScript(section.getAttribute("data-resize"))]);
+                          loadScript(section.getAttribute("data-resize")),
+                          detector ? loadScript(section.getAttribute("data-faces")) : null,
+                          detector ? fetchAll(detector) : null]);
     }).then(function (loaded) {
       var ort = window.ort;
       ort.env.wasm.numThreads = 1;  // threads need cross-origin isolation (COOP/COEP) and fail on iOS Safari
       ort.env.wasm.simd = true;
       ort.env.wasm.proxy = false;
       ort.env.wasm.wasmPaths = { "ort-wasm-simd.wasm": config.on_device.runtime.wasm_url };
-      return ort.InferenceSession.create(loaded[0], { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+      var options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
+      var made = [ort.InferenceSession.create(loaded[0], options)];
+      if (loaded[4]) {
+        ["pnet", "rnet", "onet"].forEach(function (name) { made.push(ort.InferenceSession.create(loaded[4][name], options)); });
+      }
+      return Promise.all(made);
     }).then(function (created) {
-      session = created;
+      session = created[0];
+      if (created.length === 4) { detectorSessions = { pnet: created[1], rnet: created[2], onet: created[3] }; }
       var size = rules.item_resize;
       var blank = [new Uint8Array(size.width * size.height * 3)];
       return forward(blank).then(function () {  // the first pass sets up the runtime's memory: not timed
@@ -173,8 +198,11 @@
   function tooSlow(ms) { return ms > Math.max(SLOW_MS, serverMs || 0); }
 
   function sayReady() {
-    say("On-device mode is on: whole photos are classified in this browser and do not leave this device. Per-face " +
-        "answers, the live camera and the “Why?” heat-maps still use the server.");
+    say(detectorSessions
+        ? "On-device mode is on: photos and their faces are classified in this browser and do not leave this device " +
+          "(the “Why?” heat-maps still use the server)."
+        : "On-device mode is on: whole photos are classified in this browser and do not leave this device. Per-face " +
+          "answers and the “Why?” heat-maps still use the server.");
   }
 
   function saySlow() {
@@ -312,21 +340,55 @@
       smallContext.imageSmoothingQuality = "high";
       smallContext.drawImage(bitmap, 0, 0, small.width, small.height);
       bitmap.close();
-      return { pixels: pixels, width: width, height: height, preview: small.toDataURL("image/jpeg", 0.85) };
+      return { pixels: pixels, width: width, height: height, canvas: canvas,
+               preview: small.toDataURL("image/jpeg", 0.85) };
     });
   }
 
-  // Classifier.probabilities for one photo: the item-resized photo, and for a photo wider or taller than
-  // views_aspect, its square views (one of which may answer).
-  function probabilitiesOf(photo) {
+  // Classifier.probabilities for regions of one photo (the whole photo, face crops): each region item-resized,
+  // and a region wider or taller than views_aspect also as its square views (one of which may answer).
+  function regionsProbabilities(photo, regions) {
     var size = rules.item_resize;
     function input(region) { return window.MaskResize.itemResize(photo.pixels, photo.width, 4, region, size); }
-    return batched([input([0, 0, photo.width, photo.height])]).then(function (rows) {
-      var centre = rows[0], w = photo.width, h = photo.height;
-      if (Math.max(w, h) <= rules.views_aspect * Math.min(w, h)) { return centre; }
-      return batched(squareViews(w, h, rules.max_views).map(input)).then(function (views) {
-        var index = answeringView(views);
-        return index < 0 ? centre : views[index];
+    return batched(regions.map(input)).then(function (rows) {
+      var chain = Promise.resolve();
+      regions.forEach(function (region, index) {
+        var w = region[2] - region[0], h = region[3] - region[1];
+        if (Math.max(w, h) <= rules.views_aspect * Math.min(w, h)) { return; }
+        chain = chain.then(function () {
+          var views = squareViews(w, h, rules.max_views).map(function (box) {
+            return [region[0] + box[0], region[1] + box[1], region[0] + box[2], region[1] + box[3]];
+          });
+          return batched(views.map(input)).then(function (viewRows) {
+            var answering = answeringView(viewRows);
+            if (answering >= 0) { rows[index] = viewRows[answering]; }
+          });
+        });
+      });
+      return chain.then(function () { return rows; });
+    });
+  }
+
+  function probabilitiesOf(photo) {
+    return regionsProbabilities(photo, [[0, 0, photo.width, photo.height]]).then(function (rows) { return rows[0]; });
+  }
+
+  // faces.analyse's inputs for mode "auto" or "on": the faces found, the whole photo's and each face crop's
+  // probabilities (the server decides the rest: close-up, notes, the words).
+  function facesOf(photo) {
+    var faces = rules.faces;
+    return window.MaskFaces.detect(window.ort, detectorSessions, photo, faces).then(function (scan) {
+      var regions = [[0, 0, photo.width, photo.height]].concat(scan.faces.map(function (face) {
+        return window.MaskFaces.cropBox(face.box, photo.width, photo.height, faces.face_margin);
+      }));
+      return regionsProbabilities(photo, regions).then(function (rows) {
+        return {
+          size: [photo.width, photo.height], found: scan.found, probabilities: Array.prototype.slice.call(rows[0]),
+          faces: scan.faces.map(function (face, index) {
+            return { box: face.box, score: face.score, crop: regions[index + 1],
+                     probabilities: Array.prototype.slice.call(rows[index + 1]) };
+          })
+        };
       });
     });
   }
@@ -341,27 +403,76 @@
     });
   }
 
-  // The result fragment for a file: probabilities here, words from the server's template (numbers only sent).
-  function classify(file) {
-    return probabilities(file).then(function (answer) {
-      return fetch(config.on_device.result_url, {
-        method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ probabilities: answer.probabilities })
-      }).then(function (response) {
-        var type = response.headers.get("Content-Type") || "";
-        if (type.indexOf("text/html") !== 0) { throw new Error("status " + response.status); }
-        return response.text();
-      }).then(function (html) {
-        return html.split(config.on_device.preview_placeholder).join(answer.photo.preview);
+  // For benchmarks/ondevice.py: what the device sends for mode auto/on, and the time it took.
+  function faceAnswer(file) {
+    var started = performance.now();
+    return decode(file).then(function (photo) {
+      return facesOf(photo).then(function (answer) {
+        answer.ms = performance.now() - started;
+        return answer;
+      });
+    });
+  }
+
+  // The face table's close-ups, from the photo itself (the server's fragment has placeholders there).
+  function thumbnails(html, photo, faces) {
+    var holder = document.createElement("template");
+    holder.innerHTML = html;
+    var images = holder.content.querySelectorAll("img.face-thumb");
+    Array.prototype.forEach.call(images, function (image, index) {
+      var crop = faces[index] && faces[index].crop;
+      if (!crop) { return; }
+      var w = crop[2] - crop[0], h = crop[3] - crop[1], scale = Math.min(1, 96 / Math.max(w, h));
+      var canvas = document.createElement("canvas");
+      canvas.width = Math.max(1, Math.round(w * scale));
+      canvas.height = Math.max(1, Math.round(h * scale));
+      var context = canvas.getContext("2d");
+      context.imageSmoothingQuality = "high";
+      context.drawImage(photo.canvas, crop[0], crop[1], w, h, 0, 0, canvas.width, canvas.height);
+      image.setAttribute("src", canvas.toDataURL("image/jpeg", 0.85));
+    });
+    return holder.innerHTML;
+  }
+
+  // The result fragment for a file in `mode`: probabilities here, the words from the server's template (only
+  // numbers are sent: probabilities, face boxes, the photo's size).
+  function classify(file, mode) {
+    var started = performance.now();
+    return decode(file).then(function (photo) {
+      var answer = mode === "off"
+        ? probabilitiesOf(photo).then(function (row) { return { probabilities: Array.prototype.slice.call(row) }; })
+        : facesOf(photo);
+      return answer.then(function (body) {
+        stats.lastMs = performance.now() - started;
+        body.mode = mode;
+        var faces = body.faces || [];
+        if (body.faces) {
+          body.faces = faces.map(function (face) {
+            return { box: face.box, score: face.score, probabilities: face.probabilities };
+          });
+        }
+        return fetch(config.on_device.result_url, {
+          method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body)
+        }).then(function (response) {
+          var type = response.headers.get("Content-Type") || "";
+          if (type.indexOf("text/html") !== 0) { throw new Error("status " + response.status); }
+          return response.text();
+        }).then(function (html) {
+          html = html.split(config.on_device.preview_placeholder).join(photo.preview);
+          return faces.length ? thumbnails(html, photo, faces) : html;
+        });
       });
     });
   }
 
   window.MaskOnDevice = {
     // Whether a photo in `mode` is classified here: only whole photos, once ready, with the switch on.
-    accepts: function (mode) { return state === "ready" && toggle.checked && !forcedOff && mode === "off"; },
+    accepts: function (mode) {
+      return state === "ready" && toggle.checked && !forcedOff && (mode === "off" || (!!detectorSessions && !!mode));
+    },
     classify: classify,
     probabilities: probabilities,  // for benchmarks/ondevice.py: {probabilities, ms} of a File or Blob
+    faces: faceAnswer,  // for benchmarks/ondevice.py: {probabilities, faces, found, ms} of a File or Blob
     serverAnswered: function (ms) { serverMs = ms; },
     state: function () { return state; },
     stats: stats
