@@ -1,6 +1,6 @@
-"""On-device mode (issue 30) in headless Chromium: the shipped ONNX model runs in the page with ONNX Runtime Web;
-photos it answers never reach the server, its answers are the server's, and the server answers the rest (no
-WebAssembly, the switch off, ?device=off, per-face modes)."""
+"""On-device mode (issue 30) in headless Chromium: the shipped ONNX model and MTCNN run in the page with ONNX
+Runtime Web; photos it answers never reach the server, its answers are the server's, and the server answers the
+rest (no WebAssembly, the switch off, ?device=off)."""
 
 from __future__ import annotations
 
@@ -166,8 +166,10 @@ def test_with_the_servers_classifiers_blocked_a_photo_a_group_photo_and_an_examp
     whole_photo_mode(browser)
     classify_file(browser, face_photo)
     assert answer(browser)["where"] == "device"
+    by_css(browser, 'input[name="faces"][value="auto"]')[0].click()
     classify_example(browser, "group")
-    assert answer(browser)["where"] == "device"
+    assert answer(browser)["where"] == "device" and answer(browser)["title"].startswith("4 faces")
+    whole_photo_mode(browser)
     classify_example(browser, "no-mask")
     assert answer(browser)["where"] == "device" and answer(browser)["title"] == "No mask on the face"
     assert recorded.files == [] and switchable.refused == []
@@ -228,11 +230,57 @@ def test_the_switch_and_device_off_send_photos_to_the_server(chromium, page_url,
     assert not severe_logs(browser)
 
 
-def test_per_face_modes_are_left_to_the_server(chromium, page_url, recorded):
-    browser = chromium()
+def test_a_group_photo_is_answered_per_face_on_the_device_as_on_the_server(chromium, page_url, recorded, onnx_app):
+    """The default mode (automatic): the ported detector finds the server's faces, the table is the server's
+    template with the device's own close-ups, and nothing is uploaded."""
+    browser = chromium("--hide-scrollbars")
     browser.get(page_url)
     assert wait_until_settled(browser) == "ready"
-    classify_example(browser, "group")  # the default mode, automatic
-    assert answer(browser)["where"] == "server"
-    assert by_css(browser, "#result-heading")[0].text.startswith("4 faces")
-    assert len(recorded.files) == 1
+    assert "and their faces" in status(browser)
+    classify_example(browser, "group")
+    device = answer(browser)
+    assert device["where"] == "device" and device["title"].startswith("4 faces: ")
+    rows = [row.text for row in by_css(browser, ".face-row")]
+    boxes = [row.get_attribute("data-box") for row in by_css(browser, ".face-row")]
+    thumbnails = by_css(browser, "img.face-thumb")
+    assert len(thumbnails) == 4 and all(image.get_attribute("src").startswith("data:image/jpeg") for image in thumbnails)
+    assert browser.execute_script("return Array.prototype.every.call(document.querySelectorAll('img.face-thumb'),"
+                                  " function (i) { return i.complete && i.naturalWidth > 0; })")
+    assert recorded.files == []
+    assert axe_violations(browser) == []
+
+    with onnx_app.test_client() as client:
+        server = client.post("/api/predict?faces=auto",
+                             data={"file": ((EXAMPLES / "group.jpg").open("rb"), "group.jpg")}).get_json()
+    assert boxes == [",".join(str(v) for v in face["box"]) for face in server["faces"]]
+    # the same photo as the server answers it on a page without on-device mode
+    browser.get(page_url + "/?device=off")
+    classify_example(browser, "group")
+    on_server = answer(browser)
+    assert on_server["where"] == "server" and {**on_server, "where": None} == {**device, "where": None}
+    assert [row.text for row in by_css(browser, ".face-row")] == rows
+    assert not severe_logs(browser)
+
+
+def test_the_live_camera_runs_on_the_device_and_sends_no_frame(chromium, page_url, recorded, switchable, tmp_path):
+    """Chromium's fake camera (the astronaut's head over grey): faces are boxed and captioned from frames answered
+    in the page; not one request reaches /api/frame."""
+    from helpers import write_y4m
+    from test_browser_features import camera_frames
+
+    video = write_y4m(tmp_path / "camera.y4m", camera_frames(4))
+    browser = chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                       f"--use-file-for-fake-video-capture={video}", "--autoplay-policy=no-user-gesture-required")
+    browser.get(page_url)
+    assert wait_until_settled(browser) == "ready"
+    switchable.down = True  # /api/frame would answer 503 (and be counted) if a frame were sent
+    by_css(browser, "#live-start")[0].click()
+    captions = "return Array.from(document.querySelectorAll('#live-faces li'), item => item.textContent)"
+    [caption] = wait(browser, lambda driver: driver.execute_script(captions), 60)
+    assert caption.startswith("1 ")
+    stats = by_css(browser, "#live-stats")[0]
+    wait(browser, lambda driver: "frames per second" in stats.text, 30)
+    assert "on this device" in stats.text
+    by_css(browser, "#live-stop")[0].click()
+    assert switchable.refused == [] and recorded.files == [], "no frame was sent"
+    assert not severe_logs(browser)

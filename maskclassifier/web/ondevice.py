@@ -82,10 +82,22 @@ def device_json() -> dict:
             "preview_placeholder": PREVIEW_PLACEHOLDER,
         }
         if detector is not None:
+            body["on_device"]["captions"] = captions_json(classifier().vocab)
             body["on_device"]["detector"] = {name: url_for("ondevice.model", name=name, version=item.version)
                                              for name, item in detector.items()}
             body["on_device"]["detector_bytes"] = sum(item.size for item in detector.values())
     return body
+
+
+def captions_json(vocab: list[str]) -> dict:
+    """What the live camera writes by a face box (classifier/drawing.py caption_lines, colour_for), as data: the
+    browser formats frames it answers itself with these words and colours, the server's."""
+    from maskclassifier.classifier.drawing import CAPTION_LABELS
+    from maskclassifier.core.categories import UNSURE_COLOUR, category
+
+    return {"labels": CAPTION_LABELS, "unsure": "unsure:", "unsure_colour": UNSURE_COLOUR,
+            "short": {name: category(name).short for name in vocab},
+            "colours": {name: category(name).colour for name in vocab}}
 
 
 def _static_size(folder: str, name: str) -> int:

@@ -414,6 +414,53 @@
     });
   }
 
+  // ---- the live camera (static/live.js): one frame answered here, nothing sent --------------------------------
+
+  // drawing.caption_lines and colour_for, with the server's words and colours (GET /api/model on_device.captions)
+  function percentText(p) { return Math.round(p * 100) + "%"; }
+
+  function caption(number, row) {
+    var words = config.on_device.captions, vocab = config.categories, labels = labelsOf(row);
+    if (!labels.length) {
+      var top = 0;
+      for (var i = 1; i < row.length; i++) { if (row[i] > row[top]) { top = i; } }
+      return number + " " + words.unsure + " " + words.short[vocab[top]] + " " + percentText(row[top]);
+    }
+    var lines = labels.slice(0, words.labels).map(function (name) {
+      return words.short[name] + " " + percentText(row[vocab.indexOf(name)]);
+    });
+    if (labels.length > words.labels) { lines[lines.length - 1] += " +" + (labels.length - words.labels); }
+    return number + " " + lines.join(" ");
+  }
+
+  function colourOf(row) {
+    var labels = labelsOf(row), words = config.on_device.captions;
+    return labels.length ? words.colours[labels[0]] : words.unsure_colour;
+  }
+
+  // faces.analyse_frame on a canvas holding the frame: each face found (at frame_detection_side) and its crop's
+  // answer, as /api/frame's JSON would give them.
+  function frame(canvas) {
+    var started = performance.now();
+    var pixels = canvas.getContext("2d", { willReadFrequently: true }).getImageData(0, 0, canvas.width, canvas.height).data;
+    var photo = { pixels: pixels, width: canvas.width, height: canvas.height };
+    var faces = rules.faces;
+    return window.MaskFaces.detect(window.ort, detectorSessions, photo, faces, faces.frame_detection_side).then(function (scan) {
+      var regions = scan.faces.map(function (face) {
+        return window.MaskFaces.cropBox(face.box, photo.width, photo.height, faces.face_margin);
+      });
+      return regionsProbabilities(photo, regions).then(function (rows) {
+        return {
+          width: photo.width, height: photo.height, device_ms: performance.now() - started,
+          faces: scan.faces.map(function (face, index) {
+            return { box: face.box, score: face.score, labels: labelsOf(rows[index]),
+                     caption: caption(index + 1, rows[index]), colour: colourOf(rows[index]) };
+          })
+        };
+      });
+    });
+  }
+
   // The face table's close-ups, from the photo itself (the server's fragment has placeholders there).
   function thumbnails(html, photo, faces) {
     var holder = document.createElement("template");
@@ -473,6 +520,11 @@
     classify: classify,
     probabilities: probabilities,  // for benchmarks/ondevice.py: {probabilities, ms} of a File or Blob
     faces: faceAnswer,  // for benchmarks/ondevice.py: {probabilities, faces, found, ms} of a File or Blob
+    // The live camera: whether its frames are answered here, and one frame's answer (as /api/frame's JSON)
+    takesFrames: function () {
+      return state === "ready" && toggle.checked && !forcedOff && !!detectorSessions && !!config.on_device.captions;
+    },
+    frame: frame,
     serverAnswered: function (ms) { serverMs = ms; },
     state: function () { return state; },
     stats: stats
