@@ -284,3 +284,36 @@ def test_the_live_camera_runs_on_the_device_and_sends_no_frame(chromium, page_ur
     by_css(browser, "#live-stop")[0].click()
     assert switchable.refused == [] and recorded.files == [], "no frame was sent"
     assert not severe_logs(browser)
+
+
+def test_a_flat_photo_gets_the_servers_second_look_on_the_device(chromium, page_url, onnx_app, tmp_path):
+    """faces.find_faces looks again at a dark or flat photo with its contrast stretched; the device does too."""
+    import base64
+
+    from PIL import Image
+
+    import numpy as np
+
+    # foggy: the photo squeezed into 25 levels, in which MTCNN finds no face until the contrast is stretched
+    pixels = np.asarray(Image.open(EXAMPLES / "no-mask.jpg").convert("RGB"), dtype=np.float64)
+    dark = encode(Image.fromarray((120 + pixels / 255 * 25).astype(np.uint8)), quality=90)
+    from maskclassifier.classifier.faces import find_faces, low_contrast
+    from maskclassifier.web.inference import face_detector
+
+    with onnx_app.app_context():
+        flat = Image.open(__import__("io").BytesIO(dark))
+        assert not face_detector().detect(flat).faces and low_contrast(flat), "only the second look finds the face"
+        assert find_faces(face_detector(), flat).faces
+    with onnx_app.test_client() as client:
+        server = client.post("/api/predict?faces=auto", data={"file": (__import__("io").BytesIO(dark), "d.jpg")}).get_json()
+    browser = chromium()
+    browser.get(page_url)
+    assert wait_until_settled(browser) == "ready"
+    device = browser.execute_async_script(
+        "var done = arguments[arguments.length - 1];"
+        "var bytes = Uint8Array.from(atob(arguments[0]), function (c) { return c.charCodeAt(0); });"
+        "window.MaskOnDevice.faces(new Blob([bytes], {type: 'image/jpeg'}))"
+        ".then(done, function (e) { done({error: String(e)}); });", base64.b64encode(dark).decode("ascii"))
+    assert "error" not in device, device
+    assert [face["box"] for face in device["faces"]] == [face["box"] for face in server["faces"]]
+    assert device["found"] == server["faces_found"]

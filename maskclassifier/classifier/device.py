@@ -77,7 +77,8 @@ def face_rules(margin: float) -> dict:
             "min_face_size": mtcnn_onnx.MIN_FACE_SIZE, "min_score": mtcnn_onnx.MIN_SCORE,
             "thresholds": list(mtcnn_onnx.THRESHOLDS), "pyramid_factor": mtcnn_onnx.PYRAMID_FACTOR,
             "max_candidates_per_scale": mtcnn_onnx.MAX_CANDIDATES_PER_SCALE, "batch": mtcnn_onnx.BATCH,
-            "low_contrast_range": faces.LOW_CONTRAST_RANGE, "frame_detection_side": faces.FRAME_DETECTION_SIDE}
+            "low_contrast_range": faces.LOW_CONTRAST_RANGE, "retry_max_side": faces.RETRY_MAX_SIDE,
+            "frame_detection_side": faces.FRAME_DETECTION_SIDE}
 
 
 def decision_rules(classifier: Classifier) -> dict:

@@ -6,8 +6,8 @@
 // them: score at least min_score, boxes scaled back and rounded as Python rounds, the max_faces surest, in
 // reading order. The three networks are the server's files (models/mtcnn/), run by ONNX Runtime Web; every
 // parameter comes from GET /api/model's decision_rules.faces. Float32 arithmetic is repeated where NumPy does
-// it in float32 (the thresholds, the window corners). Not ported: the second look at a dark photo with its
-// contrast stretched; a photo in which no face is found and whose contrast may be low goes to the server.
+// it in float32 (the thresholds, the window corners). The second look at a dark photo (faces.find_faces: its
+// contrast stretched) is ported too; where the low-contrast test is too close to call here, the server answers.
 // Loaded by the page as window.MaskFaces.
 (function (root) {
   "use strict";
@@ -270,44 +270,98 @@
     return { pixels: pixels, width: w, height: h, channels: 3, scale: scale };
   }
 
-  // Whether the photo may be low in contrast (faces.low_contrast, measured here on a box-averaged grey copy of
-  // at most 256 px, with a margin of 20 levels, so that a photo the server would look at twice goes there).
-  function maybeLowContrast(photo, range) {
-    var step = Math.max(1, Math.ceil(Math.max(photo.width, photo.height) / 256));
-    var histogram = new Float64Array(256), total = 0;
-    for (var y = 0; y + step <= photo.height; y += step) {
-      for (var x = 0; x + step <= photo.width; x += step) {
-        var sum = 0;
-        for (var dy = 0; dy < step; dy++) {
-          for (var dx = 0; dx < step; dx++) {
-            var p = ((y + dy) * photo.width + x + dx) * 4;
-            sum += (photo.pixels[p] * 299 + photo.pixels[p + 1] * 587 + photo.pixels[p + 2] * 114) / 1000;
-          }
-        }
-        histogram[Math.min(255, Math.round(sum / (step * step)))] += 1;
-        total += 1;
-      }
+  // Pillow's RGB -> L
+  function grey(r, g, b) { return (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16; }
+
+  // faces.low_contrast on an RGB(A) copy: the luminance between its 1st and 99th percentiles spans less than
+  // `range` levels, on a grey copy thumbnailed to 256 px. Exact for copies of at most 256 px (nothing to
+  // thumbnail); a bigger copy is thumbnailed by the Pillow port without Pillow's box-reduction first, so a photo
+  // within 10 levels of the line is "unsure" (it goes to the server). Returns true, false or null (unsure).
+  function lowContrast(copy, range) {
+    var w = copy.width, h = copy.height, c = copy.channels, pixels = copy.pixels, exact = true;
+    if (w > 256 || h > 256) {
+      var aspect = w / h, tw = 256, th = 256;
+      if (tw / th >= aspect) { tw = Math.max(1, Math.round(th * aspect)); } else { th = Math.max(1, Math.round(tw / aspect)); }
+      pixels = root.MaskResize.resizeRegion(pixels, w, c, 0, 0, w, h, tw, th, "bicubic");
+      w = tw; h = th; c = 3; exact = false;
     }
+    var histogram = new Float64Array(256), total = w * h;
+    for (var i = 0; i < total; i++) { histogram[grey(pixels[i * c], pixels[i * c + 1], pixels[i * c + 2])] += 1; }
     var seen = 0, low = null, high = 255;
     for (var level = 0; level < 256; level++) {
       seen += histogram[level];
       if (low === null && seen > total * 0.01) { low = level; }
       if (seen >= total * 0.99) { high = level; break; }
     }
-    return high - (low || 0) < range + 20;
+    var spread = high - (low || 0);
+    if (!exact && Math.abs(spread - range) <= 10) { return null; }
+    return spread < range;
   }
 
-  // faces.find_faces without its second look: {faces, found} in the photo's pixels; rejects (so that the
-  // server answers) when no face is found in a photo that may be low in contrast.
-  function detect(ort, sessions, photo, rules, maxSide) {
-    var copy = detectionCopy(photo, maxSide || rules.detection_max_side);
+  // ImageOps.autocontrast(copy, cutoff=1): each band stretched to the full range, 1 % clipped at each end.
+  function autocontrast(copy) {
+    var c = copy.channels, n = copy.width * copy.height, out = new Uint8Array(n * 3);
+    for (var band = 0; band < 3; band++) {
+      var h = new Float64Array(256);
+      for (var i = 0; i < n; i++) { h[copy.pixels[i * c + band]] += 1; }
+      var cut = Math.floor(n * 1 / 100), lo, hi;
+      for (lo = 0; lo < 256; lo++) {
+        if (cut > h[lo]) { cut -= h[lo]; h[lo] = 0; } else { h[lo] -= cut; cut = 0; }
+        if (cut <= 0) { break; }
+      }
+      cut = Math.floor(n * 1 / 100);
+      for (hi = 255; hi >= 0; hi--) {
+        if (cut > h[hi]) { cut -= h[hi]; h[hi] = 0; } else { h[hi] -= cut; cut = 0; }
+        if (cut <= 0) { break; }
+      }
+      for (lo = 0; lo < 256; lo++) { if (h[lo]) { break; } }
+      for (hi = 255; hi >= 0; hi--) { if (h[hi]) { break; } }
+      var lut = new Uint8Array(256);
+      for (var ix = 0; ix < 256; ix++) {
+        if (hi <= lo) { lut[ix] = ix; continue; }
+        var scale = 255.0 / (hi - lo), offset = -lo * scale;
+        lut[ix] = Math.min(255, Math.max(0, Math.trunc(ix * scale + offset)));
+      }
+      for (var j = 0; j < n; j++) { out[j * 3 + band] = lut[copy.pixels[j * c + band]]; }
+    }
+    return { pixels: out, width: copy.width, height: copy.height, channels: 3, scale: copy.scale };
+  }
+
+  // OnnxMtcnnDetector.detect on a detection copy: faces in the copy's own pixels, then scaled to the photo's
+  function scanOf(ort, sessions, copy, rules, photo) {
     if (Math.min(copy.width, copy.height) < rules.min_face_size) { return Promise.resolve({ faces: [], found: 0 }); }
     return find(ort, sessions, copy.pixels, copy.width, copy.height, copy.channels, rules).then(function (rows) {
-      var scan = faceScan(rows, 1 / copy.scale, photo.width, photo.height, rules);
-      if (!scan.faces.length && !maxSide && maybeLowContrast(photo, rules.low_contrast_range)) {
-        throw new Error("no face found in a photo that may be dark: the server looks again");
-      }
-      return scan;
+      return faceScan(rows, 1 / copy.scale, photo.width, photo.height, rules);
+    });
+  }
+
+  // faces.find_faces: the faces found; when none is and the photo is low in contrast, the faces found in a
+  // contrast-stretched copy (at most detection_max_side), boxes scaled as the server scales them. `maxSide`
+  // (the live camera's frame_detection_side) searches a smaller copy, as faces.analyse_frame does. Rejects, so
+  // that the server answers, when the low-contrast test is too close to call here.
+  function detect(ort, sessions, photo, rules, maxSide) {
+    var copy = detectionCopy(photo, maxSide || rules.detection_max_side);
+    return scanOf(ort, sessions, copy, rules, photo).then(function (scan) {
+      if (scan.faces.length) { return scan; }
+      // the server's second look: the photo (or the live frame's copy) shrunk to retry_max_side
+      var retrySide = rules.retry_max_side || rules.detection_max_side;
+      var small = maxSide || retrySide === rules.detection_max_side ? copy : detectionCopy(photo, retrySide);
+      var dark = lowContrast(small, rules.low_contrast_range);
+      if (dark === null) { throw new Error("no face found, and whether the photo is dark is too close to call here"); }
+      if (!dark) { return scan; }
+      var stretched = autocontrast(small);
+      return scanOf(ort, sessions, { pixels: stretched.pixels, width: small.width, height: small.height, channels: 3,
+                                     scale: 1 }, rules, small).then(function (again) {
+        var factor = 1 / small.scale;
+        return {
+          found: again.found,
+          faces: again.faces.map(function (face) {
+            return { score: face.score, box: [Math.max(0, pyRound(face.box[0] * factor)), Math.max(0, pyRound(face.box[1] * factor)),
+                                              Math.min(photo.width, pyRound(face.box[2] * factor)),
+                                              Math.min(photo.height, pyRound(face.box[3] * factor))] };
+          })
+        };
+      });
     });
   }
 
