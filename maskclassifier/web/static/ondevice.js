@@ -94,7 +94,7 @@
           }
           parts.push(chunk.value);
           received += chunk.value.length;
-          if (state === "loading") {
+          if (state === "loading" && toggle.checked) {
             say("Getting on-device mode ready: " + megabytes(received) + " of " + megabytes(total) +
                 " downloaded (once). Photos go to the server meanwhile.");
           }
@@ -136,11 +136,16 @@
     }
     if (state === "ready") { sayReady(); return; }
     if (state === "slow") { saySlow(); return; }
+    if (state === "loading") {
+      say("Getting on-device mode ready: downloading the model (once). Photos go to the server meanwhile.");
+      return;
+    }
     if (!loading) { loading = load(); }
   }
 
   function load() {
     state = "loading";
+    loading = true;
     var mb = section.getAttribute("data-model-mb");
     say("Getting on-device mode ready: downloading the model (" + mb + " MB, once). Photos go to the server meanwhile.");
     return fetch(section.getAttribute("data-config")).then(function (response) {
@@ -185,11 +190,11 @@
     }).then(function (ms) {
       stats.forwardMs = ms;
       stats.readyAt = performance.now();
-      if (tooSlow(ms)) { state = "slow"; saySlow(); return; }
-      state = "ready";
-      sayReady();
+      state = tooSlow(ms) ? "slow" : "ready";
+      begin();  // says where photos go now (the switch may have been turned off meanwhile)
     }).catch(function (error) {
       state = "failed";
+      loading = null;  // turning the switch off and on tries again
       say("On-device mode could not start (" + (error && error.message ? error.message : "unknown reason") +
           "), so photos are classified on the server.");
     });
