@@ -317,3 +317,40 @@ def test_a_flat_photo_gets_the_servers_second_look_on_the_device(chromium, page_
     assert "error" not in device, device
     assert [face["box"] for face in device["faces"]] == [face["box"] for face in server["faces"]]
     assert device["found"] == server["faces_found"]
+
+
+DEVICE_PROBABILITIES = """
+var done = arguments[arguments.length - 1];
+var bytes = Uint8Array.from(atob(arguments[0]), function (c) { return c.charCodeAt(0); });
+window.MaskOnDevice.probabilities(new Blob([bytes]))
+  .then(function (a) { done(a.probabilities); }, function (e) { done({error: String(e)}); });
+"""
+
+
+def test_upright_decoding_and_formats_match_the_servers(chromium, page_url, onnx_app):
+    """EXIF orientation applied as the server applies it, grey JPEGs, PNGs and a wide photo's views give the
+    server's probabilities on the device; a CMYK JPEG (which Pillow converts with another formula) is refused,
+    so the page sends it to the server."""
+    import base64
+    import io
+
+    from helpers import sideways_jpeg
+    from PIL import Image
+
+    face = Image.open(EXAMPLES / "medical.jpg").convert("RGB")
+    wide = Image.new("RGB", (face.width * 4, face.height), (90, 120, 150))
+    wide.paste(face, (wide.width - face.width, 0))
+    cases = {"sideways": sideways_jpeg(face), "grey": encode(face.convert("L"), quality=90),
+             "png": encode(face, "PNG"), "wide": encode(wide, quality=92)}
+    browser = chromium()
+    browser.get(page_url)
+    assert wait_until_settled(browser) == "ready"
+    with onnx_app.test_client() as client:
+        for name, data in cases.items():
+            server = client.post("/api/predict", data={"file": (io.BytesIO(data), "p")}).get_json()["probabilities"]
+            device = browser.execute_async_script(DEVICE_PROBABILITIES, base64.b64encode(data).decode("ascii"))
+            assert "error" not in device, (name, device)
+            assert max(abs(a - b) for a, b in zip(device, server.values())) < 1e-4, name
+    cmyk = encode(face.convert("CMYK"), quality=90)
+    refused = browser.execute_async_script(DEVICE_PROBABILITIES, base64.b64encode(cmyk).decode("ascii"))
+    assert "does not decode as the server does" in refused["error"]

@@ -321,11 +321,37 @@
     return best;
   }
 
+  // Whether the browser decodes this file to the pixels Pillow decodes: 8-bit RGB or grey JPEGs (not CMYK or
+  // YCCK, which Pillow converts with another formula), 8-bit PNGs (not 16-bit: another rounding), GIF and BMP.
+  // Other formats (WebP, AVIF, ...) were not compared, so they go to the server.
+  function decodesAlike(file) {
+    return file.slice(0, 65536).arrayBuffer().then(function (buffer) {
+      var bytes = new Uint8Array(buffer);
+      if (bytes[0] === 0xFF && bytes[1] === 0xD8) {  // JPEG: the frame header's number of components
+        var at = 2;
+        while (at + 9 < bytes.length && bytes[at] === 0xFF) {
+          var marker = bytes[at + 1], length = (bytes[at + 2] << 8) | bytes[at + 3];
+          if (marker >= 0xC0 && marker <= 0xCF && marker !== 0xC4 && marker !== 0xC8 && marker !== 0xCC) {
+            return bytes[at + 9] === 1 || bytes[at + 9] === 3;
+          }
+          at += 2 + length;
+        }
+        return false;
+      }
+      if (bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4E && bytes[3] === 0x47) { return bytes[24] <= 8; }
+      if (bytes[0] === 0x47 && bytes[1] === 0x49 && bytes[2] === 0x46) { return true; }  // GIF
+      return bytes[0] === 0x42 && bytes[1] === 0x4D;  // BMP
+    });
+  }
+
   // The photo decoded upright (EXIF orientation applied, no colour management: as Pillow decodes it) into RGBA
   // pixels, and the result's preview. Rejects what the device does not answer as the server would.
   function decode(file) {
-    return createImageBitmap(file, { imageOrientation: "from-image", colorSpaceConversion: "none",
-                                     premultiplyAlpha: "none" }).then(function (bitmap) {
+    return decodesAlike(file).then(function (alike) {
+      if (!alike) { throw new Error("a format the device does not decode as the server does"); }
+      return createImageBitmap(file, { imageOrientation: "from-image", colorSpaceConversion: "none",
+                                     premultiplyAlpha: "none" });
+    }).then(function (bitmap) {
       var width = bitmap.width, height = bitmap.height;
       if (Math.max(width, height) > MAX_SIDE) { bitmap.close(); throw new Error("too large for the device"); }
       var canvas = document.createElement("canvas");
