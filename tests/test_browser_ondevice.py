@@ -354,3 +354,41 @@ def test_upright_decoding_and_formats_match_the_servers(chromium, page_url, onnx
     cmyk = encode(face.convert("CMYK"), quality=90)
     refused = browser.execute_async_script(DEVICE_PROBABILITIES, base64.b64encode(cmyk).decode("ascii"))
     assert "does not decode as the server does" in refused["error"]
+
+
+class SlowModel:
+    """WSGI middleware: the classifier's ONNX file arrives only after `delay_s` seconds."""
+
+    def __init__(self, app, delay_s: float):
+        self.app, self.delay_s = app, delay_s
+
+    def __call__(self, environ, start_response):
+        import time
+
+        if environ.get("PATH_INFO", "").startswith("/device/model-"):
+            time.sleep(self.delay_s)
+        return self.app(environ, start_response)
+
+
+def test_the_first_photo_goes_to_the_server_while_the_model_downloads(chromium, serve, recorded, face_photo):
+    browser = chromium()
+    browser.get(serve(SlowModel(recorded, 8)))
+    wait(browser, lambda d: device_state(d) == "loading", 20)
+    whole_photo_mode(browser)
+    classify_file(browser, face_photo)
+    assert answer(browser)["where"] == "server" and len(recorded.files) == 1
+    assert wait_until_settled(browser) == "ready"
+    classify_file(browser, face_photo)
+    assert answer(browser)["where"] == "device" and len(recorded.files) == 1
+
+
+def test_a_device_slower_than_the_server_stays_on_the_server(chromium, page_url, recorded, face_photo):
+    browser = chromium()
+    browser.execute_cdp_cmd("Emulation.setCPUThrottlingRate", {"rate": 40})
+    browser.get(page_url)
+    assert wait_until_settled(browser) == "slow", status(browser)
+    assert "more slowly than the server" in status(browser)
+    browser.execute_cdp_cmd("Emulation.setCPUThrottlingRate", {"rate": 1})
+    whole_photo_mode(browser)
+    classify_file(browser, face_photo)
+    assert answer(browser)["where"] == "server" and len(recorded.files) == 1
