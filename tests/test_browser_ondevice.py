@@ -392,3 +392,16 @@ def test_a_device_slower_than_the_server_stays_on_the_server(chromium, page_url,
     whole_photo_mode(browser)
     classify_file(browser, face_photo)
     assert answer(browser)["where"] == "server" and len(recorded.files) == 1
+
+
+def test_on_a_phone_the_switch_and_its_line_are_accessible(open_browser, page_url):
+    browser = open_browser(phone=True)
+    browser.get(page_url)
+    assert wait_until_settled(browser) == "ready"
+    toggle = by_css(browser, "#ondevice-toggle")[0]
+    assert toggle.is_displayed() and toggle.is_selected()
+    assert by_css(browser, "#ondevice-status")[0].get_attribute("role") == "status"
+    assert axe_violations(browser) == []
+    classify_example(browser, "kn95")
+    assert answer(browser)["where"] == "device"
+    assert axe_violations(browser) == []
