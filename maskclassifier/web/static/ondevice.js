@@ -477,12 +477,14 @@
     var photo = { pixels: pixels, width: canvas.width, height: canvas.height };
     var faces = rules.faces;
     return window.MaskFaces.detect(window.ort, detectorSessions, photo, faces, faces.frame_detection_side).then(function (scan) {
+      var detected = performance.now();
       var regions = scan.faces.map(function (face) {
         return window.MaskFaces.cropBox(face.box, photo.width, photo.height, faces.face_margin);
       });
       return regionsProbabilities(photo, regions).then(function (rows) {
         return {
           width: photo.width, height: photo.height, device_ms: performance.now() - started,
+          detect_ms: detected - started,
           faces: scan.faces.map(function (face, index) {
             return { box: face.box, score: face.score, labels: labelsOf(rows[index]),
                      caption: caption(index + 1, rows[index]), colour: colourOf(rows[index]) };
