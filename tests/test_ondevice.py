@@ -34,6 +34,13 @@ def test_the_model_runtime_and_detector_are_versioned_and_cached_for_a_year(clie
         assert response.status_code == 200, url
         assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable", url
     assert client.get(device["model_url"]).data == MODEL.read_bytes()
+    import gzip
+
+    packed = client.get(device["model_url"], headers={"Accept-Encoding": "gzip, deflate"})
+    assert packed.headers["Content-Encoding"] == "gzip" and gzip.decompress(packed.data) == MODEL.read_bytes()
+    wasm = client.get(device["runtime"]["wasm_url"], headers={"Accept-Encoding": "gzip"})
+    assert wasm.mimetype == "application/wasm" and len(wasm.data) < device["runtime"]["bytes"] / 3
+    assert "Accept-Encoding" in wasm.headers["Vary"]
     assert client.get("/device/model-0123456789abcdef.onnx").status_code == 404, "an old version is not served"
     assert client.get("/device/secret-0123456789abcdef.onnx").status_code == 404
     assert device["model_bytes"] == MODEL.stat().st_size
