@@ -12,8 +12,8 @@ from maskclassifier.classifier.explain import overlay, png
 from maskclassifier.core.images import claimed_pixels, load_image
 from maskclassifier.classifier.classifier import Prediction
 from maskclassifier.web.errors import json_reply, reply_for
-from maskclassifier.web.ondevice import device_json
 from maskclassifier.web.inference import analyse_faces, classifier, explain_faces, explain_image, frame_faces, slot_for
+from maskclassifier.web.ondevice import device_json
 from maskclassifier.web.presenters import drawn_note, explanation_json, faces_json, jpeg, prediction_json
 from maskclassifier.web.uploads import requested_mode, uploaded_bytes
 

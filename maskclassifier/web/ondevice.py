@@ -1,11 +1,13 @@
 """On-device mode (issue 30): the model runs in the visitor's browser with ONNX Runtime Web; the server is the
 fallback and the reference.
 
-Here: the served model's ONNX file at a versioned, year-cached address; the runtime's files (vendored under
-static/vendor/, versioned by assets.py like every static file); what GET /api/model adds for the browser (the
-decision rules, the files' addresses and sizes); and POST /result/computed, which words probabilities computed
-on the device with the very template and sentences of a server answer (`_result.html`, presenters.py), so the
-page cannot say two things. No pixel reaches the server in on-device mode: that endpoint takes numbers only.
+Here: the served model's ONNX file, MTCNN's three networks and the runtime's WebAssembly (vendored under
+static/vendor/) at versioned, year-cached addresses, gzipped for browsers that accept it (the runtime's script is
+a static file, versioned by assets.py); what GET /api/model adds for the browser (the decision rules, the files'
+addresses and sizes, the live camera's words); and POST /result/computed, which words probabilities (and faces)
+computed on the device with the very template, sentences and per-face analysis of a server answer
+(`_result.html`, presenters.py, faces.analyse), so the page cannot say two things. No pixel reaches the server in
+on-device mode: that endpoint takes numbers only.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import threading
 from pathlib import Path
 
 from flask import Blueprint, Flask, Response, abort, current_app, request, send_file, url_for
-
 from PIL import Image
 
 from maskclassifier.classifier.classifier import Prediction, decide
@@ -72,17 +73,17 @@ def runtime_wasm(static_folder: str) -> DeviceFile | None:
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["device_runtime"] = runtime_wasm(app.static_folder)
-    with app.app_context():
-        app.extensions["device_model"] = device_model(classifier())
-        app.extensions["device_detector"] = device_detector(face_detector()) if app.extensions["device_model"] else None
+    runtime = app.extensions["device_runtime"] = runtime_wasm(app.static_folder)
+    with app.app_context():  # no runtime (static/vendor/ missing) or no ONNX twin: no on-device mode
+        found = app.extensions["device_model"] = device_model(classifier()) if runtime else None
+        app.extensions["device_detector"] = device_detector(face_detector()) if found else None
     app.register_blueprint(bp)
     app.context_processor(page_context)
     # compress the device files once, in the background, so that the first visitor does not wait for it
-    files = [app.extensions["device_runtime"], app.extensions["device_model"],
-             *(app.extensions["device_detector"] or {}).values()]
-    paths = [item.path for item in files if item is not None]
-    threading.Thread(target=lambda: [_gzipped(path) for path in paths], name="gzip-device-files", daemon=True).start()  # the page's on-device section (templates/_ondevice.html)
+    if found is not None:
+        paths = [runtime.path, found.path, *(item.path for item in (app.extensions["device_detector"] or {}).values())]
+        threading.Thread(target=lambda: [_gzipped(path) for path in paths], name="gzip-device-files",
+                         daemon=True).start()  # the page's on-device section (templates/_ondevice.html)
 
 
 def model_file() -> DeviceFile | None:
