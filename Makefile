@@ -45,3 +45,10 @@ check: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# On-device mode's runtime (ONNX Runtime Web), vendored under maskclassifier/web/static/vendor/ from npm; run by hand
+# to change the pin (not in CI): make vendor-ort ORT_WEB_VERSION=1.18.0
+ORT_WEB_VERSION ?= 1.18.0
+.PHONY: vendor-ort
+vendor-ort:
+	sh scripts/vendor_ort.sh $(ORT_WEB_VERSION)

@@ -269,7 +269,9 @@ def test_security_headers_on_every_kind_of_response(hostile_client):
 def test_no_get_changes_state(app, hostile_client):
     """Only read-only endpoints answer GET; every endpoint that takes an upload is POST-only."""
     get_routes = {rule.rule for rule in app.url_map.iter_rules() if "GET" in rule.methods}
-    assert get_routes == {"/", "/api/model", "/healthz", "/static/<path:filename>"}
+    # /device/...: the ONNX files on-device mode downloads (maskclassifier/web/ondevice.py), read-only
+    assert get_routes == {"/", "/api/model", "/healthz", "/static/<path:filename>", "/device/<name>-<version>.onnx",
+                          "/device/runtime-<version>.wasm"}
     post_only = {rule.rule for rule in app.url_map.iter_rules() if "POST" in rule.methods} - get_routes
     assert "/api/predict" in post_only
     message = "This address does not accept that kind of request."

@@ -12,7 +12,7 @@ from pathlib import Path
 from flask import Flask
 
 from maskclassifier.core.config import Settings, settings_from_env
-from maskclassifier.web import api, assets, errors, inference, pages, uploads
+from maskclassifier.web import api, assets, errors, inference, ondevice, pages, uploads
 
 HERE = Path(__file__).resolve().parent  # the page's templates/ and static/ are beside this file
 
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     inference.init_app(app)
     errors.init_app(app, pages.error_page)
     pages.init_app(app)
+    ondevice.init_app(app)
     api.init_app(app)
     assets.init_app(app)
     return app

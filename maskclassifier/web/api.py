@@ -13,6 +13,7 @@ from maskclassifier.core.errors import ImageError
 from maskclassifier.core.images import claimed_pixels, load_image
 from maskclassifier.web.errors import json_reply, reply_for
 from maskclassifier.web.inference import analyse_faces, classifier, explain_faces, explain_image, frame_faces, slot_for
+from maskclassifier.web.ondevice import device_json
 from maskclassifier.web.presenters import (
     drawn_json,
     drawn_note,
@@ -150,7 +151,7 @@ def requested_format() -> str:
 
 @bp.get("/api/model")
 def model():
-    return jsonify(classifier().describe())
+    return jsonify({**classifier().describe(), **device_json()})
 
 
 @bp.get("/healthz")

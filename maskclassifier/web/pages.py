@@ -54,12 +54,19 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(percent)
 
 
+# The result fragments: the server's answer (POST /result) and an answer computed on the device (ondevice.py).
+FRAGMENT_ENDPOINTS = ("pages.classify_fragment", "ondevice.computed")
+
+
 def _fragment_wanted() -> bool:
-    return request.endpoint == "pages.classify_fragment"
+    return request.endpoint in FRAGMENT_ENDPOINTS
 
 
-def render_page(status: int = 200, mode: str = "auto", **context) -> tuple[str, int]:
-    template = "_result.html" if _fragment_wanted() else "index.html"
+def render_page(status: int = 200, mode: str = "auto", fragment: bool = False, **context) -> tuple[str, int]:
+    """The page (or, for the fragment endpoints, the result alone). `where` says where the answer was computed:
+    "server" unless ondevice.py says "device"."""
+    template = "_result.html" if fragment or _fragment_wanted() else "index.html"
+    context.setdefault("where", "server")
     return render_template(template, accept=ACCEPT_ATTRIBUTE, categories=CATEGORIES, mode=mode,
                            mode_choices=MODE_CHOICES, faces_available=face_detector() is not None,
                            upload_max_side=UPLOAD_MAX_SIDE, examples=EXAMPLES, tones=TONE_COLOURS,

@@ -230,9 +230,21 @@
     show(section.outerHTML);
   }
 
+  // On-device mode (static/ondevice.js) answers the photos it can here, without sending them; anything else, or
+  // anything it fails on, goes to the server.
   function classify(file, mode) {
     if (!file || busy) { return; }
     working(true);
+    var device = window.MaskOnDevice;
+    if (device && device.accepts(mode)) {
+      device.classify(file, mode).then(show, function () { classifyOnServer(file, mode); });
+      return;
+    }
+    classifyOnServer(file, mode);
+  }
+
+  function classifyOnServer(file, mode) {
+    var sent = Date.now();
     var controller = window.AbortController ? new AbortController() : null;
     var timeout = setTimeout(function () { if (controller) { controller.abort(); } }, REQUEST_TIMEOUT_MS);
     shrunk(file).then(function (toSend) {
@@ -242,7 +254,10 @@
       return fetch(fragmentUrl, { method: "POST", body: body, signal: controller ? controller.signal : undefined });
     }).then(function (response) {
       var type = response.headers.get("Content-Type") || "";
-      if (type.indexOf("text/html") === 0) { return response.text().then(show); }
+      if (type.indexOf("text/html") === 0) {
+        if (window.MaskOnDevice) { window.MaskOnDevice.serverAnswered(Date.now() - sent); }
+        return response.text().then(show);
+      }
       // not the app's own answer (a proxy's error page, the server's JSON deadline reply): say so plainly
       failure("The server did not answer properly",
               "Something went wrong on the way (status " + response.status + "). Please try again in a moment.");

@@ -2,7 +2,8 @@
 // label over it. A frame (at most FRAME_SIDE px on its long side, JPEG) goes to /api/frame; the next one only
 // after the answer to the last has arrived, so a slow server lowers the frame rate instead of piling up work.
 // A 503 (server busy) skips that frame and waits before the next one; there is no retry loop. Sending pauses
-// while the tab is hidden. Stop releases the camera. Frames are never stored, here or on the server.
+// while the tab is hidden. Stop releases the camera. Frames are never stored, here or on the server. In on-device
+// mode (static/ondevice.js) frames are answered in this browser instead and none is sent.
 (function () {
   "use strict";
   var FRAME_SIDE = 640;
@@ -131,14 +132,15 @@
 
   // Both figures over the last 3 seconds: answered frames per second, and the mean time from taking a frame
   // to its answer.
-  function showStats(latency) {
+  function showStats(latency, where) {
     var now = performance.now();
     answered.push({ at: now, latency: latency });
     while (answered.length && now - answered[0].at > 3000) { answered.shift(); }
     var seconds = (answered[answered.length - 1].at - answered[0].at) / 1000;
     var rate = seconds > 0 ? (answered.length - 1) / seconds : 0;
     var mean = answered.reduce(function (sum, item) { return sum + item.latency; }, 0) / answered.length;
-    stats.textContent = rate.toFixed(1) + " frames per second · " + Math.round(mean) + " ms per answer";
+    stats.textContent = rate.toFixed(1) + " frames per second · " + Math.round(mean) + " ms per answer · worked out " +
+      (where || "on the server");
   }
 
   function showFaces(found, caveat) {
@@ -165,6 +167,11 @@
     inFlight = true;
     var sent = performance.now();
     var current = generation;
+    var device = window.MaskOnDevice;
+    if (device && device.takesFrames && device.takesFrames()) {  // on-device mode: the frame never leaves
+      deviceFrame(device, sent, current);
+      return;
+    }
     frameBlob().then(function (blob) {
       var form = new FormData();
       form.append("file", blob, "frame.jpg");
@@ -191,6 +198,28 @@
       if (current !== generation) { return; }
       say((error && error.message ? error.message : "The connection failed.") + " Trying again in a few seconds.");
       later(3000);
+    });
+  }
+
+  // On-device mode (static/ondevice.js): the frame is answered in this browser, as fast as the device goes (the
+  // next frame once this one is answered, with a pause for the page to draw).
+  function deviceFrame(device, sent, current) {
+    var scale = Math.min(1, FRAME_SIDE / Math.max(video.videoWidth, video.videoHeight));
+    frame.width = Math.max(1, Math.round(video.videoWidth * scale));
+    frame.height = Math.max(1, Math.round(video.videoHeight * scale));
+    frame.getContext("2d", { willReadFrequently: true }).drawImage(video, 0, 0, frame.width, frame.height);
+    device.frame(frame).then(function (body) {
+      inFlight = false;
+      if (current !== generation) { return; }
+      showFaces(body.faces);
+      showStats(performance.now() - sent, "on this device");
+      later(0);
+    }).catch(function (error) {
+      inFlight = false;
+      if (current !== generation) { return; }
+      say("This frame could not be classified on this device (" + (error && error.message || "unknown reason") +
+          "). Trying again in a moment.");
+      later(1000);
     });
   }
 

@@ -1,0 +1,87 @@
+"""On-device mode's server side (issue 30): the files the browser downloads, the rules it reads, and the wording of
+its answers (POST /result/computed), with the shipped ONNX model and detector."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import ROOT
+
+MODEL = ROOT / "models" / "export.onnx"
+
+
+@pytest.fixture(scope="module")
+def client():
+    from maskclassifier.core.config import Settings
+    from maskclassifier.web import create_app
+
+    if not MODEL.is_file():
+        pytest.skip("needs models/export.onnx")
+    app = create_app(Settings(model_path=MODEL, torch_threads=1))
+    app.config["TESTING"] = True
+    return app.test_client()
+
+
+def test_the_model_runtime_and_detector_are_versioned_and_cached_for_a_year(client):
+    from maskclassifier.core.sidecar import sha256_file
+
+    body = client.get("/api/model").get_json()
+    device = body["on_device"]
+    assert device["model_url"] == f"/device/model-{sha256_file(MODEL)[:16]}.onnx"
+    urls = [device["model_url"], *device["detector"].values(), device["runtime"]["wasm_url"],
+            device["runtime"]["script_url"]]
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable", url
+    assert client.get(device["model_url"]).data == MODEL.read_bytes()
+    import gzip
+
+    packed = client.get(device["model_url"], headers={"Accept-Encoding": "gzip, deflate"})
+    assert packed.headers["Content-Encoding"] == "gzip" and gzip.decompress(packed.data) == MODEL.read_bytes()
+    wasm = client.get(device["runtime"]["wasm_url"], headers={"Accept-Encoding": "gzip"})
+    assert wasm.mimetype == "application/wasm" and len(wasm.data) < device["runtime"]["bytes"] / 3
+    assert "Accept-Encoding" in wasm.headers["Vary"]
+    assert client.get("/device/model-0123456789abcdef.onnx").status_code == 404, "an old version is not served"
+    assert client.get("/device/secret-0123456789abcdef.onnx").status_code == 404
+    assert device["model_bytes"] == MODEL.stat().st_size
+    rules = body["decision_rules"]
+    assert rules["threshold"] == body["threshold"] and rules["item_resize"] == {
+        "width": 288, "height": 288, "crop": "center", "resample": "bilinear"}
+    assert rules["faces"]["face_margin"] == 0.6 and rules["faces"]["max_faces"] == 50
+
+
+def test_the_csp_allows_webassembly_and_nothing_else_new(client):
+    policy = client.get("/").headers["Content-Security-Policy"]
+    directives = {name: values for name, *values in (part.split() for part in policy.split(";") if part.strip())}
+    assert directives["script-src"] == ["'self'", "'wasm-unsafe-eval'"]
+    assert directives["worker-src"] == ["'self'"]
+
+
+def test_numbers_from_the_device_are_worded_by_the_servers_template(client):
+    body = client.get("/api/model").get_json()
+    vocab = body["categories"]
+    probabilities = [0.9 if name == "Medical" else 0.01 for name in vocab]
+    page = client.post("/result/computed", json={"probabilities": probabilities}).get_data(as_text=True)
+    assert "Worked out on this device" in page and "Surgical / medical mask" in page
+    assert body["on_device"]["preview_placeholder"] in page, "the page puts its own copy of the photo there"
+    faces = client.post("/result/computed", json={
+        "mode": "auto", "probabilities": probabilities, "size": [640, 480], "found": 2,
+        "faces": [{"box": [10, 10, 100, 120], "score": 0.99, "probabilities": probabilities},
+                  {"box": [300, 10, 400, 120], "score": 0.98,
+                   "probabilities": [0.9 if name == "No_mask!" else 0.01 for name in vocab]}]}).get_data(as_text=True)
+    assert "2 faces: 1 with a surgical mask, 1 with no mask" in faces and faces.count('class="face-thumb"') == 2
+    server_page = client.post("/", data={"example": "medical", "faces": "off"}).get_data(as_text=True)
+    assert "Worked out on the server." in server_page
+
+
+@pytest.mark.parametrize("body", [None, {"probabilities": [0.5]}, {"probabilities": [2] * 7},
+                                  {"probabilities": ["a"] * 7}, {"mode": "sideways", "probabilities": [0.1] * 7},
+                                  {"mode": "on", "probabilities": [0.1] * 7, "size": [99999, 1], "found": 0,
+                                   "faces": []},
+                                  {"mode": "on", "probabilities": [0.1] * 7, "size": [100, 100], "found": 1,
+                                   "faces": [{"box": [0, 0, 500, 50], "score": 0.9, "probabilities": [0.1] * 7}]}])
+def test_malformed_numbers_get_the_pages_error_fragment(client, body):
+    response = client.post("/result/computed", json=body) if body is not None else client.post(
+        "/result/computed", data="not json", content_type="application/json")
+    assert response.status_code == 400
+    assert 'class="card error"' in response.get_data(as_text=True)
