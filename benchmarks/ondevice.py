@@ -57,7 +57,7 @@ def post(url: str, data: bytes) -> tuple[dict, float]:
 
 
 def labels(probabilities: list[float], vocab: list[str], threshold: float) -> list[str]:
-    return sorted((name for name, p in zip(vocab, probabilities) if p > threshold),
+    return sorted((name for name, p in zip(vocab, probabilities, strict=True) if p > threshold),
                   key=lambda name: -probabilities[vocab.index(name)])
 
 
@@ -139,7 +139,7 @@ def page_answer(device: dict, vocab: list[str], threshold: float) -> list[str]:
     one face, the mean of the whole photo's and the face's probabilities; otherwise the whole photo's."""
     photo = device["probabilities"]
     if len(device["faces"]) == 1:
-        photo = [(a + b) / 2 for a, b in zip(photo, device["faces"][0]["probabilities"])]
+        photo = [(a + b) / 2 for a, b in zip(photo, device["faces"][0]["probabilities"], strict=True)]
     return labels(photo, vocab, threshold)
 
 
@@ -164,7 +164,7 @@ def faces_report(rows: list, vocab: list[str], threshold: float) -> None:
             matched += 1
             mine = device["faces"][best]["probabilities"]
             same_labels += labels(mine, vocab, threshold) == face["labels"]
-            differences.append(max(abs(a - face["probabilities"][name]) for a, name in zip(mine, vocab)))
+            differences.append(max(abs(a - face["probabilities"][name]) for a, name in zip(mine, vocab, strict=True)))
         extra += len(device["faces"]) - len(used)
     print(f"per face (faces=auto): {answered}/{len(rows)} photos answered on the device (the rest go to the server); "
           f"server's faces found on the device with IoU >= 0.8: {matched}/{server_faces} = "
@@ -185,9 +185,8 @@ def live_rate(url: str, seconds: float) -> str:
     from PIL import Image
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from helpers import write_y4m
-
     from benchmarks.live import video
+    from helpers import write_y4m
 
     frames = [Image.open(__import__("io").BytesIO(data)).convert("RGB") for data in video()]
     with tempfile.TemporaryDirectory() as folder:
@@ -232,8 +231,8 @@ def main() -> None:
             stats = driver.execute_script("return window.MaskOnDevice.stats")
             visit = driver.execute_script(FIRST_VISIT)
             if state != "ready":
-                raise SystemExit(f"on-device mode is {state}: "
-                                 + driver.execute_script("return document.getElementById('ondevice-status').textContent"))
+                status = driver.execute_script("return document.getElementById('ondevice-status').textContent")
+                raise SystemExit(f"on-device mode is {state}: {status}")
             rows = []
             live = live_rate(url, args.live_seconds) if args.live_seconds else "not measured"
             for path in photos:
@@ -251,11 +250,11 @@ def main() -> None:
     failed = [row for row in rows if "error" in row[1]]
     good = [row for row in rows if "error" not in row[1]]
     same_whole, differences, device_ms, api_ms, auto_ms = 0, [], [], [], []
-    for path, device, whole, whole_time, auto, auto_time, _ in good:
+    for _path, device, whole, whole_time, _auto, auto_time, _ in good:
         server_p = [whole["probabilities"][name] for name in vocab]
         device_labels = labels(device["probabilities"], vocab, threshold)
         same_whole += device_labels == whole["labels"]
-        differences.append(max(abs(a - b) for a, b in zip(device["probabilities"], server_p)))
+        differences.append(max(abs(a - b) for a, b in zip(device["probabilities"], server_p, strict=True)))
         device_ms.append(device["ms"])
         api_ms.append(whole_time)
         auto_ms.append(auto_time)

@@ -5,8 +5,9 @@ rest (no WebAssembly, the switch off, ?device=off)."""
 from __future__ import annotations
 
 import pytest
-from helpers import CHROMEDRIVER, CHROMIUM, NO_CHROMIUM, ROOT, RecordUploads, axe_violations, encode
+
 from datasets import face_like_image
+from helpers import CHROMEDRIVER, CHROMIUM, NO_CHROMIUM, ROOT, RecordUploads, axe_violations, encode
 
 pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=NO_CHROMIUM)
 
@@ -116,7 +117,8 @@ def severe_logs(driver) -> list:
 
 
 def resources(driver) -> list[str]:
-    return driver.execute_script("return performance.getEntriesByType('resource').map(function (e) { return e.name; });")
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource').map(function (e) { return e.name; });")
 
 
 @pytest.fixture
@@ -150,9 +152,10 @@ def test_a_whole_photo_is_answered_on_the_device_as_the_server_answers_it(chromi
         ".then(function (b) { return window.MaskOnDevice.probabilities(b); })"
         ".then(function (a) { done(a.probabilities); });", "/static/examples/medical.jpg")
     with onnx_app.test_client() as client:
-        example = client.post("/api/predict", data={"file": ((EXAMPLES / "medical.jpg").open("rb"), "m.jpg")}).get_json()
+        example = client.post("/api/predict",
+                              data={"file": ((EXAMPLES / "medical.jpg").open("rb"), "m.jpg")}).get_json()
     vocab = list(example["probabilities"])
-    assert max(abs(a - example["probabilities"][name]) for a, name in zip(device, vocab)) < 1e-4
+    assert max(abs(a - example["probabilities"][name]) for a, name in zip(device, vocab, strict=True)) < 1e-4
     assert server["labels"], "the test photo gets an answer"
     assert not severe_logs(browser), "no CSP or script errors"
 
@@ -243,7 +246,8 @@ def test_a_group_photo_is_answered_per_face_on_the_device_as_on_the_server(chrom
     rows = [row.text for row in by_css(browser, ".face-row")]
     boxes = [row.get_attribute("data-box") for row in by_css(browser, ".face-row")]
     thumbnails = by_css(browser, "img.face-thumb")
-    assert len(thumbnails) == 4 and all(image.get_attribute("src").startswith("data:image/jpeg") for image in thumbnails)
+    assert len(thumbnails) == 4
+    assert all(image.get_attribute("src").startswith("data:image/jpeg") for image in thumbnails)
     assert browser.execute_script("return Array.prototype.every.call(document.querySelectorAll('img.face-thumb'),"
                                   " function (i) { return i.complete && i.naturalWidth > 0; })")
     assert recorded.files == []
@@ -290,9 +294,8 @@ def test_a_flat_photo_gets_the_servers_second_look_on_the_device(chromium, page_
     """faces.find_faces looks again at a dark or flat photo with its contrast stretched; the device does too."""
     import base64
 
-    from PIL import Image
-
     import numpy as np
+    from PIL import Image
 
     # foggy: the photo squeezed into 25 levels, in which MTCNN finds no face until the contrast is stretched
     pixels = np.asarray(Image.open(EXAMPLES / "no-mask.jpg").convert("RGB"), dtype=np.float64)
@@ -305,7 +308,8 @@ def test_a_flat_photo_gets_the_servers_second_look_on_the_device(chromium, page_
         assert not face_detector().detect(flat).faces and low_contrast(flat), "only the second look finds the face"
         assert find_faces(face_detector(), flat).faces
     with onnx_app.test_client() as client:
-        server = client.post("/api/predict?faces=auto", data={"file": (__import__("io").BytesIO(dark), "d.jpg")}).get_json()
+        server = client.post("/api/predict?faces=auto",
+                             data={"file": (__import__("io").BytesIO(dark), "d.jpg")}).get_json()
     browser = chromium()
     browser.get(page_url)
     assert wait_until_settled(browser) == "ready"
@@ -334,8 +338,9 @@ def test_upright_decoding_and_formats_match_the_servers(chromium, page_url, onnx
     import base64
     import io
 
-    from helpers import sideways_jpeg
     from PIL import Image
+
+    from helpers import sideways_jpeg
 
     face = Image.open(EXAMPLES / "medical.jpg").convert("RGB")
     wide = Image.new("RGB", (face.width * 4, face.height), (90, 120, 150))
@@ -350,7 +355,7 @@ def test_upright_decoding_and_formats_match_the_servers(chromium, page_url, onnx
             server = client.post("/api/predict", data={"file": (io.BytesIO(data), "p")}).get_json()["probabilities"]
             device = browser.execute_async_script(DEVICE_PROBABILITIES, base64.b64encode(data).decode("ascii"))
             assert "error" not in device, (name, device)
-            assert max(abs(a - b) for a, b in zip(device, server.values())) < 1e-4, name
+            assert max(abs(a - b) for a, b in zip(device, server.values(), strict=True)) < 1e-4, name
     cmyk = encode(face.convert("CMYK"), quality=90)
     refused = browser.execute_async_script(DEVICE_PROBABILITIES, base64.b64encode(cmyk).decode("ascii"))
     assert "does not decode as the server does" in refused["error"]

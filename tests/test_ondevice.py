@@ -4,6 +4,7 @@ its answers (POST /result/computed), with the shipped ONNX model and detector.""
 from __future__ import annotations
 
 import pytest
+
 from helpers import ROOT
 
 MODEL = ROOT / "models" / "export.onnx"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskclassifier.core.resize import ItemResize, fastai_crop_box
 from helpers import ROOT
+from maskclassifier.core.resize import ItemResize, fastai_crop_box
 
 NODE = shutil.which("node")
 SCRIPT = ROOT / "maskclassifier" / "web" / "static" / "ondevice-resize.js"
@@ -26,7 +26,8 @@ const out = cases.map((c) => {
   const pixels = Buffer.from(c.pixels, 'base64');
   const size = {width: c.out[0], height: c.out[1], resample: c.resample};
   const result = c.item ? resize.itemResize(pixels, c.size[0], 4, c.region, size)
-                        : resize.resizeRegion(pixels, c.size[0], 4, 0, 0, c.size[0], c.size[1], c.out[0], c.out[1], c.resample);
+                        : resize.resizeRegion(pixels, c.size[0], 4, 0, 0, c.size[0], c.size[1], c.out[0], c.out[1],
+                                              c.resample);
   return {bytes: Buffer.from(result).toString('base64'), box: resize.cropBox(c.size[0], c.size[1], c.out[0], c.out[1])};
 });
 process.stdout.write(JSON.stringify(out));

@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from maskclassifier.classifier.classifier import MAX_BATCH, MAX_VIEWS, VIEW_MIN_PROBABILITY, VIEWS_ASPECT, Classifier
 from maskclassifier.core.resize import item_resize_from
 from maskclassifier.core.sidecar import sha256_file
-from maskclassifier.classifier.classifier import (MAX_BATCH, MAX_VIEWS, VIEW_MIN_PROBABILITY, VIEWS_ASPECT,
-                                                  Classifier)
 
 
 @dataclass(frozen=True)

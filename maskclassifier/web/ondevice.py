@@ -127,8 +127,9 @@ def device_json() -> dict:
             "model_bytes": found.size,
             "runtime": {"name": "onnxruntime-web", "version": ORT_WEB_VERSION, "build": "wasm, SIMD, one thread",
                         "script_url": url_for("static", filename=ORT_SCRIPT),
-                        "wasm_url": url_for("ondevice.runtime", version=current_app.extensions["device_runtime"].version),
-                        "bytes": sum((_static_size(static, name) for name in (ORT_SCRIPT, ORT_WASM)))},
+                        "wasm_url": url_for("ondevice.runtime",
+                                            version=current_app.extensions["device_runtime"].version),
+                        "bytes": sum(_static_size(static, name) for name in (ORT_SCRIPT, ORT_WASM))},
             "result_url": url_for("ondevice.computed"),
             "preview_placeholder": PREVIEW_PLACEHOLDER,
         }
