@@ -13,7 +13,10 @@ _ROOT = os.path.dirname(os.path.abspath(__file__))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from maskclassifier.core.capacity import trusted_proxies  # noqa: E402  (a leaf module: the standard library only)
+from maskclassifier.core.capacity import (  # noqa: E402  (a leaf module: the standard library only)
+    WORKER_BUDGET_MB,
+    trusted_proxies,
+)
 
 
 def _fail(message: str) -> None:
@@ -48,11 +51,11 @@ _HOST = _host()
 _PORT = _whole_number("PORT", 8000, 1, 65535)
 bind = f"[{_HOST}]:{_PORT}" if ":" in _HOST else f"{_HOST}:{_PORT}"  # an IPv6 address is bound in brackets
 
-# What one worker needs at its peak (its model, the libraries and two photos in flight), and gunicorn's master
-# (preload_app is off: it never loads the app). Working figures for issue 27 while a colleague measures them on the
-# crowd benchmark: change them here when the measurements are in.
-SLIM_WORKER_MB = 250  # an .onnx model: ONNX Runtime, Pillow and NumPy
-FULL_WORKER_MB = 450  # a fastai .pkl: CPU torch and fastai
+# What one worker needs at its peak (its model, the libraries and two photos in flight; measured:
+# maskclassifier/core/capacity.py's WORKER_BUDGET_MB), and gunicorn's master (preload_app is off: it never loads
+# the app).
+SLIM_WORKER_MB = WORKER_BUDGET_MB["slim"]  # an .onnx model: ONNX Runtime, Pillow and NumPy
+FULL_WORKER_MB = WORKER_BUDGET_MB["full"]  # a fastai .pkl: CPU torch and fastai
 MASTER_MB = 30
 # cgroup v2, then v1 (Heroku's dynos have the v1 file). Without a limit v1 reads as about 8 EiB: anything over
 # 1 TiB is taken for "no limit", as Heroku's Python buildpack takes it when it picks its WEB_CONCURRENCY.
@@ -96,6 +99,7 @@ _INSTALL = _install()
 # Lower it when a worker is known to need less (it lets more workers fit); raise it if workers outgrow it.
 _WORKER_MEMORY_MB = _whole_number("WORKER_MEMORY_MB", SLIM_WORKER_MB if _INSTALL == "slim" else FULL_WORKER_MB,
                                   64, 65536)
+os.environ["WORKER_MEMORY_MB"] = str(_WORKER_MEMORY_MB)  # the workers' /api/model states the budget they run under
 _MEMORY_LIMIT_MB, _MEMORY_LIMIT_FROM = _memory_limit()
 # Each worker loads its own copy of the model. Heroku's Python buildpack sets WEB_CONCURRENCY=2 on a 512 MB dyno
 # when the app does not (256 MB a worker), and nothing tells that 2 from one the owner chose: either way, no more

@@ -174,3 +174,19 @@ def test_bin_web_serves_on_the_host_it_is_given(tiny_model):
         process.terminate()
         output, _ = process.communicate(timeout=60)
     assert f"Listening at: http://127.0.0.1:{port}" in output
+
+
+def test_api_model_states_the_memory_budget_the_worker_runs_under(make_app):
+    """gunicorn.conf.py hands its workers WORKER_MEMORY_MB (the owner's, or the install's measured budget)."""
+    assert "worker_memory_budget_mb" not in make_app().test_client().get("/api/model").get_json()
+    assert make_app(worker_memory_mb=320).test_client().get("/api/model").get_json()["worker_memory_budget_mb"] == 320
+    settings = config(MEMORY_LIMIT_MB="512", MODEL_PATH="models/export.onnx")
+    assert settings[0]["workers"] == 1
+
+
+def test_the_worker_memory_budget_is_validated_once():
+    from maskclassifier.core.config import ConfigError, settings_from_env
+
+    assert settings_from_env({"WORKER_MEMORY_MB": "320"}).worker_memory_mb == 320
+    with pytest.raises(ConfigError, match="WORKER_MEMORY_MB must be between 64 and 65536"):
+        settings_from_env({"WORKER_MEMORY_MB": "12"})

@@ -48,6 +48,9 @@ class Settings:
     # answers move a little (99.1 % the same labels on enlarged validation photos; BENCHMARKS.md, "Issue 20
     # again, model 12").
     jpeg_decode: str = "exact"
+    # The memory one worker is budgeted (MB): gunicorn.conf.py sets WORKER_MEMORY_MB for its workers, from the
+    # owner's value or capacity.WORKER_BUDGET_MB; None outside gunicorn. GET /api/model states it.
+    worker_memory_mb: int | None = None
 
     @property
     def max_upload_bytes(self) -> int:
@@ -96,7 +99,8 @@ def _seconds(environ: Mapping[str, str], name: str, default: float, low: float, 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from MODEL_PATH, MASK_THRESHOLD, MASK_TTA, MAX_UPLOAD_MB, PORT, TORCH_NUM_THREADS,
-    INFERENCE_SLOTS, QUEUE_TIMEOUT, UPLOAD_TIMEOUT, FACE_TIME_BUDGET, FACE_MARGIN, ONNX_PRECISION and JPEG_DECODE."""
+    INFERENCE_SLOTS, QUEUE_TIMEOUT, UPLOAD_TIMEOUT, FACE_TIME_BUDGET, FACE_MARGIN, ONNX_PRECISION, JPEG_DECODE and
+    WORKER_MEMORY_MB."""
     environ = os.environ if environ is None else environ
     threshold = _number(environ, "MASK_THRESHOLD", None)
     if threshold is not None and not 0 < threshold < 1:
@@ -129,6 +133,9 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     jpeg_decode = environ.get("JPEG_DECODE", "").strip().lower() or Settings.jpeg_decode
     if jpeg_decode not in JPEG_DECODES:
         raise ConfigError(f"JPEG_DECODE must be one of {', '.join(JPEG_DECODES)}, got {jpeg_decode!r}")
+    worker_memory_mb = _integer(environ, "WORKER_MEMORY_MB", None)
+    if worker_memory_mb is not None and not 64 <= worker_memory_mb <= 65536:
+        raise ConfigError(f"WORKER_MEMORY_MB must be between 64 and 65536, got {worker_memory_mb}")
     model_path = Path(environ.get("MODEL_PATH", "").strip() or default_model_path())
     if onnx_precision == "int8" and model_path.suffix != ".onnx":
         raise ConfigError(f"ONNX_PRECISION=int8 needs an ONNX model (MODEL_PATH={model_path.with_suffix('.onnx')}), "
@@ -147,4 +154,5 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         face_margin=face_margin,
         onnx_precision=onnx_precision,
         jpeg_decode=jpeg_decode,
+        worker_memory_mb=worker_memory_mb,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from PIL import Image
 
 from maskclassifier.classifier.drawing import annotate, caption_lines, colour_for, with_footnote
@@ -151,7 +151,11 @@ def requested_format() -> str:
 
 @bp.get("/api/model")
 def model():
-    return jsonify({**classifier().describe(), **device_json()})
+    """What is served; with the memory budget the worker runs under when gunicorn.conf.py set one (BENCHMARKS.md,
+    "Issue 27", has what a worker was measured to need)."""
+    budget = current_app.config["SETTINGS"].worker_memory_mb
+    return jsonify({**classifier().describe(), **device_json(),
+                    **({"worker_memory_budget_mb": budget} if budget is not None else {})})
 
 
 @bp.get("/healthz")
