@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datasets import face_like_image
-from helpers import encode, png_claiming, sideways_jpeg, upload
+from helpers import encode, sideways_jpeg, upload
+
+from harness.files import png_claiming
 from PIL import Image, ImageOps
 
 from maskclassifier.core.facebox import Face
