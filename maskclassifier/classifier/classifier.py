@@ -22,6 +22,7 @@ from maskclassifier.core.errors import ModelLoadError
 from maskclassifier.core.images import load_image
 from maskclassifier.core.sidecar import (DEFAULT_THRESHOLD, DEFAULT_TTA, DRAWN_SHARE_FLAG, Sidecar, mostly_drawn,
                                          read_sidecar, resolve, sha256_file, sidecar_path)
+from maskclassifier.core.threshold import above_threshold
 
 # Images classified in one forward pass. A photo's 50 faces in one batch raised the worker's peak memory by
 # 780 MB (MobileNetV2's activations at 256 px are about 15 MB an image); batches of 8 are as fast on the CPU.
@@ -73,9 +74,10 @@ class Prediction:
 
 
 def decide(probabilities: Sequence[float], vocab: Sequence[str], threshold: float) -> Prediction:
-    """Every category whose probability is above the threshold, highest first (fastai decodes with `> thresh`)."""
+    """Every category whose probability is above the threshold (core.threshold's rule), highest first."""
     scores = {name: float(p) for name, p in zip(vocab, probabilities)}
-    labels = sorted((name for name, p in scores.items() if p > threshold), key=lambda name: -scores[name])
+    passing = above_threshold(list(scores.values()), threshold)
+    labels = sorted((name for name, passed in zip(scores, passing) if passed), key=lambda name: -scores[name])
     return Prediction(scores, labels, threshold)
 
 

@@ -31,6 +31,7 @@ from maskclassifier.classifier.faces import FaceDetector, analyse, load_detector
 from maskclassifier.core.images import ImageError
 from maskclassifier.core.errors import ModelLoadError
 from maskclassifier.classifier.classifier import Classifier, load_classifier
+from maskclassifier.core.threshold import above_threshold
 from maskclassifier.core.tta import TTA_CHOICES
 
 BATCH_SIZE = 32
@@ -108,7 +109,7 @@ def write_predictions(path: Path, data: LabelledRows, probs: np.ndarray, vocab: 
         writer = csv.writer(handle)
         writer.writerow(["fname", "labels", "predicted", "exact", *vocab])
         for fname, labels, row in zip(data.column("fname"), data.column("labels"), probs):
-            predicted = " ".join(name for name, p in zip(vocab, row) if p > threshold)
+            predicted = " ".join(name for name, passed in zip(vocab, above_threshold(row, threshold)) if passed)
             exact = set(predicted.split()) == set(labels.split())
             writer.writerow([fname, labels, predicted, exact, *(f"{p:.4f}" for p in row)])
 

@@ -38,6 +38,7 @@ from maskclassifier.training.dataset import (  # noqa: E402
     training_examples,
 )
 from maskclassifier.core.sidecar import Sidecar, mostly_drawn, sha256_file  # noqa: E402
+from maskclassifier.core.threshold import above_threshold  # noqa: E402
 from maskclassifier.core.tta import TTA_CHOICES  # noqa: E402
 from maskclassifier.training.learner import (  # noqa: E402
     ARCHITECTURES,
@@ -239,7 +240,8 @@ def write_top_losses(data, probs: np.ndarray, targets: np.ndarray, vocab: list[s
     def names(row: np.ndarray) -> str:
         return " ".join(name for name, on in zip(vocab, row) if on) or "(none)"
 
-    titles = [f"{names(targets[i] > 0.5)} / {names(probs[i] > threshold)} / {losses[i]:.2f}" for i in order]
+    titles = [f"{names(targets[i] > 0.5)} / {names(above_threshold(probs[i], threshold))} / {losses[i]:.2f}"
+              for i in order]
     reports.plot_top_losses([data.images_root / valid.loc[i, "fname"] for i in order], titles, path)
 
 
