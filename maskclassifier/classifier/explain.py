@@ -32,6 +32,7 @@ from PIL import Image
 
 from maskclassifier.core.capacity import Deadline
 from maskclassifier.core.categories import category as category_facts
+from maskclassifier.core.errors import MaskClassifierError
 from maskclassifier.core.images import shrunk
 from maskclassifier.classifier.classifier import VIEWS_ASPECT, Classifier, answering_view, square_views
 from maskclassifier.core.resize import fastai_crop_box
@@ -46,23 +47,39 @@ OUTSIDE_DIMMING = 0.35  # brightness left to the parts of the photo the model di
 RAMP = np.array([(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)], dtype=np.float32)
 
 
-class ExplainUnavailable(RuntimeError):
-    """This model cannot be explained here (e.g. a Grad-CAM request on a model with no convolutional body)."""
+class ExplainUnavailable(MaskClassifierError, RuntimeError):
+    """This model cannot be explained here (e.g. a Grad-CAM request on a model with no convolutional body);
+    `reason` says why."""
+
+    status = 501
+    code = "explain_unavailable"
+
+    def __init__(self, reason: str):
+        super().__init__(f"No heat-map can be made for this model: {reason}.")
+        self.reason = reason
 
 
-class ExplainTooSlow(RuntimeError):
+class ExplainTooSlow(MaskClassifierError, RuntimeError):
     """The heat-map was not done within its deadline (occlusion on a slow or busy server)."""
 
+    status = 503
+    code = "explain_timeout"
+
     def __init__(self, budget_s: float):
-        super().__init__(f"the heat-map took longer than {budget_s:g} s")
+        super().__init__(f"The heat-map took longer than {budget_s:g} seconds; the server is busy or the model "
+                         "slow. Please try again later.", headers=[("Retry-After", "10")])
         self.budget_s = budget_s
 
 
-class UnknownCategory(ValueError):
+class UnknownCategory(MaskClassifierError, ValueError):
     """The category asked for is not in the model's vocab; `vocab` lists the ones it has."""
 
+    status = 400
+    code = "invalid_category"
+
     def __init__(self, name: str, vocab: list[str]):
-        super().__init__(f"unknown category {name!r}")
+        super().__init__(f"category must be one of the model's categories ({', '.join(vocab)}); "
+                         f"got {name[:40]!r}.")  # cut: the name is the request's, echoed back
         self.name, self.vocab = name, vocab
 
 

@@ -22,9 +22,10 @@ from PIL import Image
 from torch import nn
 
 from maskclassifier.core.resize import ItemResize, item_resize_from
+from maskclassifier.core.errors import MaskClassifierError
 
 
-class PipelineError(RuntimeError):
+class PipelineError(MaskClassifierError, RuntimeError):
     """The learner's validation pipeline has a step that cannot be rebuilt faithfully; the message says which."""
 
 

@@ -45,6 +45,7 @@ from torchvision import models
 from maskclassifier.training.synthetic.augment import Augmentation, AugmentingReader, face_in_view
 from maskclassifier.training.synthetic.renderings import shield_edge_in_photo
 from maskclassifier.training.dataset import ImageReader, LabelledData, check_split, read_labelled_csv
+from maskclassifier.core.errors import MaskClassifierError
 from maskclassifier.training.facecache import FaceCache
 from maskclassifier.core.facebox import crop_box
 from maskclassifier.classifier.faces import load_detector
@@ -71,7 +72,7 @@ ARCHITECTURES = {
 }
 
 
-class TrainingError(ValueError):
+class TrainingError(MaskClassifierError, ValueError):
     """The options cannot produce a model (unknown architecture, no weights); the message says why."""
 
 
