@@ -11,11 +11,12 @@ import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from PIL import Image
 
+from maskclassifier.core.capacity import Deadline
 from maskclassifier.core.categories import category
 from maskclassifier.core.config import full_install
 from maskclassifier.core.errors import ModelLoadError
@@ -23,6 +24,9 @@ from maskclassifier.core.images import load_image
 from maskclassifier.core.sidecar import (DEFAULT_THRESHOLD, DEFAULT_TTA, DRAWN_SHARE_FLAG, Sidecar, mostly_drawn,
                                          read_sidecar, resolve, sha256_file, sidecar_path)
 from maskclassifier.core.threshold import above_threshold
+
+if TYPE_CHECKING:
+    from maskclassifier.classifier.heatmap import Explanation
 
 # Images classified in one forward pass. A photo's 50 faces in one batch raised the worker's peak memory by
 # 780 MB (MobileNetV2's activations at 256 px are about 15 MB an image); batches of 8 are as fast on the CPU.
@@ -60,6 +64,11 @@ class Backend(Protocol):
     def probabilities(self, images: Sequence[Image.Image], flip: bool = False) -> np.ndarray:
         """(len(images), len(vocab)) sigmoid probabilities for RGB images; with `flip`, for each image the mean
         of its own and its mirror image's (mirrored after the item resize, as training's validation mirrors it)."""
+
+    def heat_map(self, image: Image.Image, category: str | None, deadline: Deadline) -> Explanation:
+        """The "Why?" heat-map of `category` (None: the most probable) for an RGB image, by the method this
+        backend can run (`maskclassifier.classifier.heatmap`: Grad-CAM with gradients, occlusion without);
+        ExplainUnavailable when it can make none, ExplainTooSlow when it would outlast `deadline`."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from flask import Flask, current_app, request
 from PIL import Image
 
-from maskclassifier.classifier.explain import ExplainTooSlow, Explanation, explain
+from maskclassifier.classifier.explain import Explanation, explain
+from maskclassifier.classifier.heatmap import ExplainTooSlow
 from maskclassifier.classifier.faces import (FaceAnalysis, FaceDetector, FacesUnavailable, analyse, analyse_frame,
                                   find_faces, load_detector)
 from maskclassifier.classifier.classifier import Classifier, Prediction, load_classifier
