@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from maskclassifier.training import metrics
@@ -31,11 +32,9 @@ from maskclassifier.classifier.faces import FaceDetector, analyse, load_detector
 from maskclassifier.core.images import ImageError
 from maskclassifier.core.errors import ModelLoadError
 from maskclassifier.classifier.classifier import Classifier, load_classifier
+from maskclassifier.classifier.scorer import score_files
 from maskclassifier.core.threshold import above_threshold
 from maskclassifier.core.tta import TTA_CHOICES
-
-BATCH_SIZE = 32
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m maskclassifier.evaluate", description=__doc__,
@@ -87,21 +86,17 @@ def predict_all(classifier: Classifier, data: LabelledRows, detector: FaceDetect
                 margin: float = Settings.face_margin) -> tuple[np.ndarray, list[str]]:
     """Probabilities for every row, decoding each file exactly as an upload is decoded, and the mode that answered
     each ("whole"; with a detector, automatic mode's "close_up" or "faces" too)."""
-    rows, modes = [], []
-    names = data.column("fname")
-    for start in range(0, len(names), BATCH_SIZE):
-        batch = [classifier.decode((data.images_root / name).read_bytes(), whole_photo=detector is None)
-                 for name in names[start:start + BATCH_SIZE]]
-        if detector is None:
-            rows.append(classifier.probabilities(batch))
-            modes += ["whole"] * len(batch)
-        else:
-            analyses = [analyse(detector, classifier, image, "auto", margin) for image in batch]
-            rows.append(np.array([list(analysis.photo.probabilities.values()) for analysis in analyses]))
-            modes += [analysis.mode for analysis in analyses]
-        print(f"\r{min(start + BATCH_SIZE, len(names))}/{len(names)} images", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
-    return np.concatenate(rows), modes
+    paths = [data.images_root / name for name in data.column("fname")]
+    if detector is None:
+        return np.stack(score_files(classifier, paths)), ["whole"] * len(paths)
+    modes: list[str] = []
+
+    def automatic(batch: list[Image.Image]) -> np.ndarray:
+        analyses = [analyse(detector, classifier, image, "auto", margin) for image in batch]
+        modes.extend(analysis.mode for analysis in analyses)
+        return np.array([list(analysis.photo.probabilities.values()) for analysis in analyses])
+
+    return np.stack(score_files(classifier, paths, automatic, whole_photo=False)), modes
 
 
 def write_predictions(path: Path, data: LabelledRows, probs: np.ndarray, vocab: list[str], threshold: float) -> None:
