@@ -33,13 +33,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))
+from harness.multipart import Part, multipart
+from harness.server import ROOT, free_port, wait_healthy
 
-from helpers import free_port, multipart  # noqa: E402,F401  (free_port: the other benchmarks import it from here)
-
-START_TIMEOUT_S = 180
 REQUEST_TIMEOUT_S = 30
 
 
@@ -64,20 +60,6 @@ def photo_jpeg(size: tuple[int, int] = (1600, 1200)) -> bytes:
     buffer = io.BytesIO()
     photo.save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
-
-
-def wait_healthy(url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with status {server.returncode}: {server.stderr.read()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=REQUEST_TIMEOUT_S) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} was not healthy after {START_TIMEOUT_S} s")
 
 
 def predict_seconds(url: str, body: bytes, content_type: str) -> float:
@@ -122,7 +104,7 @@ def measure(python: Path, model: Path, requests: int, photo: bytes) -> Result:
     try:
         wait_healthy(url, server)
         cold_start = time.perf_counter() - started
-        body, content_type = multipart("file", "photo.jpg", photo, "image/jpeg")
+        body, content_type = multipart([Part("file", photo)])
         latencies = [predict_seconds(url, body, content_type) for _ in range(requests)]
         worker = worker_pid(server.pid)
         return Result(cold_start, latencies, memory_mb(worker, "VmRSS"), memory_mb(worker, "VmHWM"))

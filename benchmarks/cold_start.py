@@ -25,11 +25,10 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from benchmarks.backends import ROOT, START_TIMEOUT_S, start_one_worker
+from benchmarks.backends import start_one_worker
+from harness.server import ROOT, wait_healthy
 
 PHASES = r"""
 import json, sys, time
@@ -52,22 +51,6 @@ create_app(Settings(model_path=Path(sys.argv[1]), torch_threads=1))
 phases["create_app (loads both again)"] = time.perf_counter() - mark
 print(json.dumps(phases))
 """
-
-
-def wait_healthy(url: str, server: subprocess.Popen) -> None:
-    """Until GET /healthz answers 200. The master accepts connections before the worker has booted, so a request
-    may wait for the whole boot: it gets as long as the start may take."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with status {server.returncode}: {server.stderr.read()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=max(1.0, deadline - time.monotonic())) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.02)
-    raise RuntimeError(f"{url} was not healthy after {START_TIMEOUT_S} s")
 
 
 def gunicorn_start_seconds(python: Path, model: Path) -> float:

@@ -14,7 +14,7 @@ page sends them (2048 px long side, JPEG quality 92), posted to /api/predict wit
 ten times the work); group photos (2048 px, 4 to 12 tiled copies of the astronaut's head) with faces=auto; and
 hostile uploads: a
 93-byte PNG claiming 7071x7071 16-bit grey with one row of data (must be 400 corrupt_image), a sub-MB JPEG of 60
-faces with faces=auto (200, or 422 too_many_faces) and a few cases of tests/hostile_corpus.py (their own status).
+faces with faces=auto (200, or 422 too_many_faces) and a few cases of harness/hostile.py (their own status).
 After a warm-up that posts one payload of each kind, `--phones` threads each loop until `--duration` ends: pick a
 kind (75 % one-face, 20 % group, 5 % hostile), an upload speed from 30 to 500 KB/s, send the headers and then the
 body at that speed over a raw socket (Connection: close), read the whole answer (60 s limit), look at it for 1-3 s.
@@ -64,15 +64,12 @@ from PIL import Image
 from skimage import data
 
 from benchmarks import faces_latency
-from benchmarks.backends import free_port, memory_mb, training_running
-from benchmarks.load import GunicornLog, procfile_web_command, wait_healthy, worker_pids
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))
-
-from helpers import png_one_row_of  # noqa: E402
-from hostile_corpus import Part, hostile_uploads, multipart  # noqa: E402
+from benchmarks.backends import memory_mb, training_running
+from benchmarks.load import worker_pids
+from harness.files import png_one_row_of
+from harness.hostile import hostile_uploads
+from harness.multipart import Part, multipart
+from harness.server import ROOT, GunicornLog, free_port, procfile_web_command, wait_healthy
 
 PHOTO_SIZE = (2048, 1536)  # the page shrinks photos to a 2048 px long side (web.UPLOAD_MAX_SIDE)
 PAGE_JPEG_QUALITY = 92  # the page's canvas.toBlob(..., "image/jpeg", 0.92)
@@ -87,7 +84,7 @@ LOOK_S = (1.0, 3.0)  # a person looking at the answer before the next photo
 TRICKLE_EVERY_S = 2.0
 MAX_RESPONSE_BYTES = 8 << 20
 MAX_REQUESTS = 100_000  # in all, whatever the duration
-HOSTILE_CASES = (  # from tests/hostile_corpus.py; all under 1.1 MB, so a slow phone still sends one within 40 s
+HOSTILE_CASES = (  # from harness/hostile.py; all under 1.1 MB, so a slow phone still sends one within 40 s
     "png-bomb-65535x65535", "png-ztxt-bomb", "jpeg-scan-bomb", "tiff-bomb-100000x100000", "gif-5000-frames",
     "tiff-2000-pages", "jpeg-2000-comment-segments", "random-1m", "truncated-jpeg", "200-files", "2000-form-parts",
     "multipart-never-closed",
@@ -543,7 +540,7 @@ def run(args: argparse.Namespace, payloads: dict[str, list[Payload]], env: dict[
     answers: list[Answer] = []
     trickles: list[Trickle] = []
     try:
-        cold_start = wait_healthy(port, server, log)
+        cold_start = wait_healthy(f"http://127.0.0.1:{port}", server, output=log.tail)
         for kind in KINDS:
             answers.append(post(port, payloads[kind][0], None, stop, warm_up=True))
         memory.start()

@@ -47,7 +47,9 @@ import torch
 from PIL import Image
 from skimage import data
 
-from benchmarks.backends import ROOT, memory_mb, multipart, start_one_worker, wait_healthy, worker_pid
+from benchmarks.backends import memory_mb, start_one_worker, worker_pid
+from harness.multipart import Part, multipart
+from harness.server import ROOT, wait_healthy
 from maskclassifier.classifier.faces import load_detector
 from maskclassifier.core.config import Settings
 from maskclassifier.core.errors import ConfigError, ModelLoadError
@@ -166,7 +168,7 @@ def served_one_face(python: Path, model: Path, requests: int, jpeg: bytes) -> di
     server, url = start_one_worker(python, model)
     try:
         wait_healthy(url, server)
-        body, content_type = multipart("file", "one-face.jpg", jpeg, "image/jpeg")
+        body, content_type = multipart([Part("file", jpeg, b"one-face.jpg")])
         latencies, answers = [], []
         worker = worker_pid(server.pid)
         cpu_before = cpu_seconds(worker)

@@ -43,6 +43,7 @@ import onnxruntime
 from maskclassifier.classifier.onnx_backend import OnnxBackend, load_onnx_backend
 from maskclassifier.core.images import load_image
 from maskclassifier.core.sidecar import DEFAULT_THRESHOLD, read_sidecar, resolve
+from maskclassifier.core.threshold import above_threshold
 
 
 def validation(csv_path: Path) -> list[dict]:
@@ -118,12 +119,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{section.get('per_channel')}, {calibration.get('method')} calibration on {calibration.get('images')} "
           f"training images, {kept.get('nodes', 0)} nodes left in float: {' '.join(kept.get('modules', [])) or '-'}"
           f"); {len(rows)} validation images at threshold {threshold:g}")
-    float_labels = probabilities["float"] > threshold
+    float_labels = above_threshold(probabilities["float"], threshold)
     print("model | forward p50 wall | forward p50 CPU | forward mean CPU | exact-match | same labels as float "
           "| max |p - p_float|")
     p50 = {}
     for name in backends:
-        labels = probabilities[name] > threshold
+        labels = above_threshold(probabilities[name], threshold)
         p50[name] = (statistics.median(t[0] for t in times[name]) * 1000,
                      statistics.median(t[1] for t in times[name]) * 1000)
         mean_cpu = statistics.mean(t[1] for t in times[name]) * 1000
@@ -148,7 +149,7 @@ def compare_runs(saved, rows: list[dict], probabilities: dict[str, np.ndarray], 
         raise SystemExit("--against: the saved run classified other images (use the same --csv and --limit)")
     print("model | same labels as the saved run | max |p - p_saved|")
     for name, values in probabilities.items():
-        same = ((values > threshold) == (saved[name] > threshold)).all(1).mean()
+        same = (above_threshold(values, threshold) == above_threshold(saved[name], threshold)).all(1).mean()
         print(f"{name:<5} | {same:27.2%} | {np.abs(values - saved[name]).max():.4f}")
 
 

@@ -21,14 +21,14 @@ import platform
 import statistics
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 from PIL import Image
 from skimage import data
 
-from benchmarks.backends import free_port, percentile_ms
-from benchmarks.load import GunicornLog, procfile_command, wait_healthy
+from benchmarks.backends import percentile_ms
+from harness.multipart import Part, multipart
+from harness.server import GunicornLog, free_port, procfile_command, wait_healthy
 
 HEAD = (140, 20, 310, 230)  # the astronaut's head (and room for a mask) in her 512x512 photo
 FRAME_SIZE = (640, 480)
@@ -51,20 +51,13 @@ def video(frames: int = 40) -> list[bytes]:
     return encoded
 
 
-def multipart(data: bytes) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"frame.jpg\"\r\n"
-            "Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
-
-
 def replay(port: int, path: str, frames: list[bytes], seconds: float) -> dict:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     latencies, server_ms, found, statuses = [], [], 0, []
     started = time.perf_counter()
     index = 0
     while time.perf_counter() - started < seconds:
-        body, content_type = multipart(frames[index % len(frames)])
+        body, content_type = multipart([Part("file", frames[index % len(frames)], b"frame.jpg")])
         index += 1
         sent = time.perf_counter()
         connection.request("POST", path, body=body, headers={"Content-Type": content_type})
@@ -98,7 +91,7 @@ def main() -> None:
                               text=True)
     log = GunicornLog(server.stdout)
     try:
-        wait_healthy(port, server, log)
+        wait_healthy(f"http://127.0.0.1:{port}", server, output=log.tail)
         print(f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start; "
               f"{len(frames)} frames of {FRAME_SIZE[0]}x{FRAME_SIZE[1]} JPEG "
               f"({statistics.mean(map(len, frames)) / 1024:.0f} KB each); one worker, one frame in flight")

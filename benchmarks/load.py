@@ -7,7 +7,7 @@ It starts the Procfile's web command (`gunicorn app:app --config gunicorn.conf.p
 settings from the environment as on Heroku) bound to a free 127.0.0.1 port; nothing else is contacted.
 `--clients` threads post for `--duration` seconds or until `--max-requests` requests, whichever comes first:
 JPEG photos of 640x480 to 2016x1512 to POST /api/predict and, with probability `--hostile`, a case of
-tests/hostile_corpus.py, at random to the API or the form, checked against the status the corpus names. Before
+harness/hostile.py, at random to the API or the form, checked against the status the corpus names. Before
 that, a warm-up posts every payload once and then runs the same load for `--warm-up` seconds, so that the RSS
 compared is the workers' steady state, not the allocator filling up.
 
@@ -24,8 +24,6 @@ import http.client
 import os
 import platform
 import random
-import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -36,14 +34,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.backends import free_port, memory_mb, percentile_ms, photo_jpeg, training_running
+from benchmarks.backends import memory_mb, percentile_ms, photo_jpeg, training_running
+from harness.hostile import OK, Upload, hostile_uploads
+from harness.multipart import Part, multipart
+from harness.server import ROOT, GunicornLog, free_port, procfile_command, wait_healthy
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from hostile_corpus import OK, Part, Upload, hostile_uploads, multipart  # noqa: E402
-
-START_TIMEOUT_S = 180
 REQUEST_TIMEOUT_S = 60  # longer than gunicorn's worker timeout, so a stuck worker shows up as a 5xx or a reset
 PHOTO_SIZES = [(640, 480), (1280, 960), (1600, 1200), (2016, 1512)]  # what phones and browsers typically send
 DEFAULT_MAX_UPLOAD_MB = 10.0
@@ -61,46 +56,6 @@ class Outcome:
     @property
     def error(self) -> bool:
         return self.status != self.expected
-
-
-class GunicornLog:
-    """Keeps gunicorn's log in memory (not its access log: one line a request) and counts the events that matter."""
-
-    def __init__(self, stream) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream) -> None:
-        self.lines += (line.rstrip("\n") for line in stream if not line.startswith("127.0.0.1 "))
-
-    def count(self, pattern: str) -> int:
-        return sum(1 for line in self.lines if re.search(pattern, line))
-
-    def events(self, workers: int) -> dict[str, int]:
-        return {
-            "worker timeouts": self.count(r"WORKER TIMEOUT"),
-            "worker restarts": max(0, self.count(r"Booting worker with pid") - workers),
-            "workers killed or crashed": self.count(r"Worker \(pid:\d+\) (was sent|exited)"),
-            "app errors logged": self.count(r"unexpected error while handling|Exception in worker process"),
-        }
-
-
-def procfile_web_command(root: Path = ROOT) -> list[str]:
-    """The words of the web command in `root`'s Procfile, which must start gunicorn, itself or through bin/web with
-    gunicorn's arguments (benchmarks/crowd.py runs another checkout's)."""
-    for line in (root / "Procfile").read_text().splitlines():
-        if line.startswith("web:"):
-            command = shlex.split(line.removeprefix("web:"))
-            if command[0] not in ("gunicorn", "bin/web"):  # bin/web: checks the settings, then starts gunicorn
-                raise SystemExit(f"the Procfile's web process is not gunicorn: {line}")
-            return command
-    raise SystemExit("the Procfile has no web process")
-
-
-def procfile_command(port: int) -> list[str]:
-    """The Procfile's web command, run with this Python's gunicorn and bound to 127.0.0.1 only."""
-    return [sys.executable, "-m", "gunicorn", *procfile_web_command()[1:], "--bind", f"127.0.0.1:{port}"]
 
 
 def post(port: int, path: str, upload: Upload, hostile: bool) -> Outcome:
@@ -121,23 +76,6 @@ def post(port: int, path: str, upload: Upload, hostile: bool) -> Outcome:
         connection.close()
     return Outcome(f"{upload.name} to {path}", hostile, status, upload.status, time.perf_counter() - started,
                    failure)
-
-
-def wait_healthy(port: int, server: subprocess.Popen, log: GunicornLog) -> float:
-    started = time.perf_counter()
-    while time.perf_counter() - started < START_TIMEOUT_S:
-        if server.poll() is not None:
-            raise SystemExit("gunicorn exited:\n" + "\n".join(log.lines[-20:]))
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        try:
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200:
-                return time.perf_counter() - started
-        except OSError:
-            time.sleep(0.1)
-        finally:
-            connection.close()
-    raise SystemExit(f"gunicorn was not healthy after {START_TIMEOUT_S} s")
 
 
 def worker_pids(master: int) -> list[int]:
@@ -305,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                               stderr=subprocess.STDOUT, text=True, errors="replace")
     log = GunicornLog(server.stdout)
     try:
-        cold_start = wait_healthy(port, server, log)
+        cold_start = wait_healthy(f"http://127.0.0.1:{port}", server, output=log.tail)
         rss = {"after start": workers_rss_mb(server.pid)}
         warmed = warm_up(port, photos, hostile, args)
         rss["after warm-up"] = workers_rss_mb(server.pid)

@@ -57,9 +57,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.backends import free_port, photo_jpeg, training_running, worker_pid
-from benchmarks.load import ROOT, GunicornLog, procfile_web_command, wait_healthy
-from hostile_corpus import Part, multipart  # noqa: E402  (tests/ is on sys.path via benchmarks.load)
+from benchmarks.backends import photo_jpeg, training_running, worker_pid
+from harness.multipart import Part, multipart
+from harness.server import ROOT, GunicornLog, free_port, procfile_command, wait_healthy
 from maskclassifier.classifier.classifier import Classifier, load_classifier
 from maskclassifier.core.config import settings_from_env
 
@@ -191,14 +191,14 @@ class Server:
     def start(cls, root: Path, python: str, model: Path) -> Server:
         port = free_port()
         env = {**os.environ, "MODEL_PATH": str(model.resolve()), "PORT": str(port), "WEB_CONCURRENCY": "1"}
-        command = [python, "-m", "gunicorn", *procfile_web_command(root)[1:], "--bind", f"127.0.0.1:{port}"]
+        command = procfile_command(port, root, python)
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, errors="replace")
         return cls(root, port, process, GunicornLog(process.stdout), started)
 
     def wait(self) -> None:
-        wait_healthy(self.port, self.process, self.log)
+        wait_healthy(f"http://127.0.0.1:{self.port}", self.process, output=self.log.tail)
         self.cold_start = time.perf_counter() - self.started
         self.worker = worker_pid(self.process.pid)
 

@@ -43,8 +43,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from benchmarks.backends import free_port, memory_mb
-from benchmarks.load import GunicornLog, procfile_web_command, wait_healthy, worker_pids
+from benchmarks.backends import memory_mb
+from benchmarks.load import worker_pids
+from harness.server import GunicornLog, free_port, procfile_web_command, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO_SIZE = (2048, 1536)  # the page shrinks photos to a 2048 px long side
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     answers: list[Answer] = []
     samples: list[tuple[float, float]] = []  # (seconds since the load started, worker RSS MB)
     try:
-        cold = wait_healthy(port, server, log)
+        cold = wait_healthy(f"http://127.0.0.1:{port}", server, output=log.tail)
         (worker,) = worker_pids(server.pid)
         at_start = memory_mb(worker, "VmRSS")
         for kind, path, fields, payload, _ in MIX:  # warm-up: one of each

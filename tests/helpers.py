@@ -1,5 +1,5 @@
-"""What several test modules (and the benchmarks) share: encoding images, form uploads, hand-made files, the CLI
-runner and the Procfile's server on a loopback port. Fixtures are in conftest.py; this module has plain functions.
+"""What several test modules (and some benchmarks) share: encoding images, form uploads, hand-made files, the CLI
+runner, fault photos. Fixtures are in conftest.py; the Procfile's server and multipart bodies are in harness/.
 """
 
 from __future__ import annotations
@@ -7,16 +7,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import shlex
 import shutil
-import socket
-import struct
 import subprocess
 import sys
 import time
-import urllib.request
-import uuid
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
+from harness.files import encode
 from maskclassifier.core.facebox import Face, FaceScan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,12 +44,6 @@ TINY_OPTIONS = ["--no-pretrained", "--size", "64", "--epochs", "1", "--frozen-ep
                 "--workers", "0"]
 
 
-def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **params)
-    return buffer.getvalue()
-
-
 def upload(data: bytes, name: str = "photo.jpg", content_type: str = "image/jpeg", field: str = "file") -> dict:
     """Form data for the test client's post(..., data=upload(...))."""
     return {field: (io.BytesIO(data), name, content_type)}
@@ -68,74 +57,8 @@ def sideways_jpeg(upright: Image.Image, orientation: int = 6) -> bytes:
     return encode(stored, "JPEG", quality=95, exif=exif)
 
 
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def png(width: int, height: int, bit_depth: int, colour_type: int, raw_rows: bytes) -> bytes:
-    """A PNG whose IHDR says `width` x `height` and whose compressed data holds only `raw_rows` (filter bytes
-    included): decompression bombs and files whose data ends early."""
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(raw_rows, 9))
-            + png_chunk(b"IEND", b""))
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG header for a `width` x `height` RGB image with almost no pixel data: a decompression bomb."""
-    return png(width, height, 8, 2, b"\0" * 4096)
-
-
-def png_one_row_of(width: int = 7071, height: int = 7071) -> bytes:
-    """93 bytes: a 16-bit grey PNG of `width` x `height` (50 megapixels) whose compressed data ends after one row."""
-    return png(width, height, 16, 0, b"\0" * (1 + 2 * width))
-
-
 def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
-
-
-def procfile_web_command() -> list[str]:
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith("web:"):
-            return shlex.split(line.removeprefix("web:"))
-    raise AssertionError("Procfile has no web process")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_gunicorn(model_path: Path, port: int, **environ: str) -> subprocess.Popen:
-    """The Procfile's command with this Python and its gunicorn, one worker, and `environ` on top of this
-    process's."""
-    env = {**os.environ, "PORT": str(port), "MODEL_PATH": str(model_path), "WEB_CONCURRENCY": "1", **environ}
-    command = procfile_web_command()
-    # this Python: bin/web (the launcher that checks the settings) starts gunicorn with the Python that runs it
-    command = [sys.executable, str(ROOT / command[0]), *command[1:]]
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited: {process.stdout.read()}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError("gunicorn did not become healthy")
-
-
-def multipart(field: str, filename: str, data: bytes, content_type: str) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: {content_type}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
 
 
 class RecordUploads:

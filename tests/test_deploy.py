@@ -13,26 +13,22 @@ import urllib.request
 import pytest
 
 from datasets import face_like_image
-from helpers import ROOT, encode, free_port, multipart, procfile_web_command, start_gunicorn, wait_until_healthy
+from harness.multipart import Part, multipart
+from harness.server import free_port, procfile_web_command, serving, start_gunicorn
+from helpers import ROOT, encode
 from maskclassifier.core.config import Settings, default_model_path
 
 
 def test_procfile_command_serves_predictions(tiny_model):
-    port = free_port()
-    process = start_gunicorn(tiny_model, port)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, process)
-        body, content_type = multipart("file", "face.jpg", encode(face_like_image(["Cloth"], seed=1)), "image/jpeg")
-        request = urllib.request.Request(url + "/api/predict", data=body, headers={"Content-Type": content_type})
+    with serving(tiny_model) as served:
+        body, content_type = multipart([Part("file", encode(face_like_image(["Cloth"], seed=1)), b"face.jpg")])
+        request = urllib.request.Request(served.url + "/api/predict", data=body,
+                                         headers={"Content-Type": content_type})
         with urllib.request.urlopen(request, timeout=20) as response:
             assert response.status == 200
             result = json.loads(response.read())
         assert len(result["probabilities"]) == 7
         assert response.headers["X-Content-Type-Options"] == "nosniff"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_gunicorn_stops_instead_of_respawning_when_the_model_is_missing(tmp_path):
@@ -166,14 +162,9 @@ def test_make_run_starts_the_procfile_s_stack_on_the_loopback():
 
 
 def test_bin_web_serves_on_the_host_it_is_given(tiny_model):
-    port = free_port()
-    process = start_gunicorn(tiny_model, port, HOST="127.0.0.1")
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", process)
-    finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=60)
-    assert f"Listening at: http://127.0.0.1:{port}" in output
+    with serving(tiny_model, HOST="127.0.0.1") as served:
+        pass
+    assert f"Listening at: http://127.0.0.1:{served.port}" in served.output
 
 
 def test_api_model_states_the_memory_budget_the_worker_runs_under(make_app):

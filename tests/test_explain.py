@@ -199,14 +199,9 @@ def test_api_frame_refuses_a_frame_that_is_a_photo(client):
 def test_a_model_that_cannot_be_explained_says_so(patch_model):
     from torch import nn
 
-    from maskclassifier.classifier.classifier import Classifier
-    from maskclassifier.classifier.explain import ExplainUnavailable, UnknownCategory, feature_split
+    from maskclassifier.classifier.explain import UnknownCategory
+    from maskclassifier.classifier.heatmap import ExplainUnavailable, feature_split
 
-    class Unknown:
-        vocab = ["red", "blue"]
-
-    with pytest.raises(ExplainUnavailable, match="not available for the Unknown backend"):
-        explain(Classifier(Unknown(), patch_model, 0.5, ""), Image.new("RGB", (8, 8)))
     with pytest.raises(UnknownCategory):
         explain(load_classifier(patch_model, threshold=0.5, torch_threads=1), Image.new("RGB", (8, 8)), "green")
     with pytest.raises(ExplainUnavailable, match="no convolution"):

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from helpers import free_port, multipart, start_gunicorn, wait_until_healthy
+from harness.multipart import Part, multipart
+from harness.server import serving
 from maskclassifier.web.frontdoor import (
     BODY_GRACE_S,
     MIN_BODY_RATE,
@@ -112,15 +113,9 @@ def test_door_answers_are_the_apps_json_errors_with_its_headers():
 @pytest.fixture(scope="module")
 def stack(tiny_model):
     """The Procfile's stack with the default upload deadline (60 s); yields its port."""
-    port = free_port()
-    process = start_gunicorn(tiny_model, port)
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", process)
-        yield port
-    finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=60)
-        assert "WORKER TIMEOUT" not in output and "Traceback" not in output, output
+    with serving(tiny_model) as served:
+        yield served.port
+    assert "WORKER TIMEOUT" not in served.output and "Traceback" not in served.output, served.output
 
 
 def answer(port: int, data: bytes, timeout: float = 30) -> tuple[int | None, bytes, float]:
@@ -138,7 +133,7 @@ def answer(port: int, data: bytes, timeout: float = 30) -> tuple[int | None, byt
 
 def probes_while(port: int, jpeg: bytes, seconds: float) -> list[tuple[int | None, float]]:
     """/healthz and a small /api/predict, one after the other for `seconds`: (status, seconds taken) each."""
-    body, content_type = multipart("file", "face.jpg", jpeg, "image/jpeg")
+    body, content_type = multipart([Part("file", jpeg, b"face.jpg")])
     predict = (f"POST /api/predict HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: "
                f"{len(body)}\r\nConnection: close\r\n\r\n").encode() + body
     health = b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
@@ -248,7 +243,7 @@ def test_gunicorns_and_the_doors_own_errors_are_json_with_the_security_headers(s
 
 
 def test_expect_100_continue_gets_one_interim_answer_then_the_result(stack, face_jpeg):
-    body, content_type = multipart("file", "face.jpg", face_jpeg, "image/jpeg")
+    body, content_type = multipart([Part("file", face_jpeg, b"face.jpg")])
     head = (f"POST /api/predict HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}"
             "\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", stack), timeout=30) as sock:

@@ -1,6 +1,6 @@
 """Hostile uploads against the form and the API, and the security headers on every kind of response.
 
-Each case of tests/hostile_corpus.py is posted to both POST / and POST /api/predict: it must get the status the
+Each case of harness/hostile.py is posted to both POST / and POST /api/predict: it must get the status the
 corpus names (a 4xx with a clear message, or a 200 with a real answer when the file is a usable image), never a
 5xx; the app must keep answering; and nothing may be written to disk while it is handled.
 """
@@ -19,7 +19,9 @@ from flask.testing import FlaskClient
 from markupsafe import escape
 from werkzeug.test import TestResponse
 
-from hostile_corpus import OK, Part, Upload, encode, hostile_uploads, multipart, photo
+from harness.files import encode
+from harness.hostile import OK, Upload, hostile_uploads, photo
+from harness.multipart import Part, multipart
 
 pytestmark = pytest.mark.filterwarnings("ignore:Tag data larger than file:UserWarning")  # the broken EXIF cases
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import encode, png_claiming, sideways_jpeg
+from harness.files import png_claiming
+from helpers import encode, sideways_jpeg
 from maskclassifier.core import images
 from maskclassifier.core.images import ImageError, load_image
 
@@ -195,7 +196,7 @@ def test_jpeg_scans_are_counted_as_bytes_count_counts_them(data):
 
 
 def test_the_scan_limit_refuses_one_scan_over_it_and_not_at_it():
-    from hostile_corpus import jpeg_scan_bomb
+    from harness.hostile import jpeg_scan_bomb
 
     scans = jpeg_scan_bomb(0).count(b"\xff\xda")
     images._check_jpeg_scans(jpeg_scan_bomb(images.MAX_JPEG_SCANS - scans))

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port, multipart, wait_until_healthy
+from harness.multipart import Part, multipart
+from harness.server import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_git = pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the git checkout")
@@ -34,7 +35,7 @@ def fresh_clone(folder: Path) -> Path:
 
 def predict_an_example(url: str, clone: Path) -> dict:
     photo = next((clone / "maskclassifier/web/static/examples").glob("*.jpg"))
-    body, content_type = multipart("file", photo.name, photo.read_bytes(), "image/jpeg")
+    body, content_type = multipart([Part("file", photo.read_bytes(), photo.name.encode())])
     request = urllib.request.Request(url + "/api/predict", data=body, headers={"Content-Type": content_type})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
@@ -48,7 +49,7 @@ def serve_with_make(clone: Path, target: list[str], seconds: float) -> tuple[dic
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(url, process, seconds=seconds)
+        wait_healthy(url, process, seconds=seconds)
         with urllib.request.urlopen(url + "/api/model", timeout=30) as response:
             model = json.loads(response.read())
         return predict_an_example(url, clone), model

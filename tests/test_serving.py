@@ -20,7 +20,10 @@ import pytest
 from PIL import Image
 
 from datasets import face_like_image
-from helpers import encode, free_port, multipart, png_one_row_of, start_gunicorn, upload, wait_until_healthy
+from harness.files import png_one_row_of
+from harness.multipart import Part, multipart
+from harness.server import serving
+from helpers import encode, upload
 from maskclassifier.classifier import mtcnn_onnx
 from maskclassifier.classifier.classifier import VIEWS_ASPECT, answer_from_views, square_views
 from maskclassifier.core import facebox
@@ -33,19 +36,13 @@ UPLOAD_TIMEOUT_S = 2
 @pytest.fixture(scope="module")
 def server(tiny_model):
     """The Procfile's stack with a short upload deadline; yields its port."""
-    port = free_port()
-    process = start_gunicorn(tiny_model, port, UPLOAD_TIMEOUT=str(UPLOAD_TIMEOUT_S))
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", process)
-        yield port
-    finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=60)
-        assert "WORKER TIMEOUT" not in output and "Traceback" not in output, output
+    with serving(tiny_model, UPLOAD_TIMEOUT=str(UPLOAD_TIMEOUT_S)) as served:
+        yield served.port
+    assert "WORKER TIMEOUT" not in served.output and "Traceback" not in served.output, served.output
 
 
 def request_bytes(data: bytes, path: str = "/api/predict") -> tuple[bytes, bytes]:
-    body, content_type = multipart("file", "photo.jpg", data, "image/jpeg")
+    body, content_type = multipart([Part("file", data)])
     head = (f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
     return head, body
@@ -114,7 +111,7 @@ def test_a_trickling_upload_is_cut_at_the_deadline(server, face_jpeg):
 
 
 def test_a_chunked_upload_is_read_whole_or_cut_at_the_deadline(server, face_jpeg):
-    body, content_type = multipart("file", "photo.jpg", face_jpeg, "image/jpeg")
+    body, content_type = multipart([Part("file", face_jpeg)])
     head = (f"POST /api/predict HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n"
             "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
     chunk = f"{len(body):x}\r\n".encode() + body + b"\r\n"

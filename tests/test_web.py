@@ -13,7 +13,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from datasets import face_like_image
-from helpers import encode, png_claiming, sideways_jpeg, upload
+from harness.files import png_claiming
+from helpers import encode, sideways_jpeg, upload
 from maskclassifier.classifier.classifier import Prediction
 from maskclassifier.classifier.faces import FaceAnalysis
 from maskclassifier.core.facebox import Face
@@ -355,3 +356,23 @@ def test_the_page_gives_the_caveat_wherever_an_answer_names_a_drawn_category(mak
     assert page.count(f'<p class="drawn">{both}</p>') == 2  # under the headline and under the chips
     group = client.post("/result", data={"example": "group"}).get_data(as_text=True)
     assert f'<p class="drawn">{both}</p>' in group
+
+
+def test_the_packages_errors_carry_their_reply_and_its_own_500s_stay_private(app, caplog):
+    from maskclassifier.classifier.faces import TooManyFaces
+    from maskclassifier.core.capacity import Busy
+    from maskclassifier.core.errors import ModelLoadError
+    from maskclassifier.web.errors import reply_for
+
+    with app.test_request_context("/api/predict", method="POST"):
+        busy = reply_for(Busy(10.2, 7))
+        assert (busy.status, busy.code, busy.headers) == (503, "busy", [("Retry-After", "7")])
+        assert busy.message.endswith("Please try again in 7 seconds.")
+        photo = Prediction({"Cloth": 0.9, "-": 0.1}, ["Cloth"], 0.5)
+        crowded = reply_for(TooManyFaces(photo, 8))
+        assert (crowded.status, crowded.code) == (422, "too_many_faces")
+        assert crowded.extra["photo"]["labels"] == ["Cloth"], "the whole photo's answer, presented as the API's"
+        private = reply_for(ModelLoadError("cannot read /home/owner/secret.pkl"))
+    assert (private.status, private.code) == (500, "internal_error")
+    assert "secret" not in private.message
+    assert "unexpected error" in caplog.text

@@ -11,11 +11,12 @@ import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from PIL import Image
 
+from maskclassifier.core.capacity import Deadline
 from maskclassifier.core.categories import category
 from maskclassifier.core.config import full_install
 from maskclassifier.core.errors import ModelLoadError
@@ -31,6 +32,10 @@ from maskclassifier.core.sidecar import (
     sha256_file,
     sidecar_path,
 )
+from maskclassifier.core.threshold import above_threshold
+
+if TYPE_CHECKING:
+    from maskclassifier.classifier.heatmap import Explanation
 
 # Images classified in one forward pass. A photo's 50 faces in one batch raised the worker's peak memory by
 # 780 MB (MobileNetV2's activations at 256 px are about 15 MB an image); batches of 8 are as fast on the CPU.
@@ -69,6 +74,11 @@ class Backend(Protocol):
         """(len(images), len(vocab)) sigmoid probabilities for RGB images; with `flip`, for each image the mean
         of its own and its mirror image's (mirrored after the item resize, as training's validation mirrors it)."""
 
+    def heat_map(self, image: Image.Image, category: str | None, deadline: Deadline) -> Explanation:
+        """The "Why?" heat-map of `category` (None: the most probable) for an RGB image, by the method this
+        backend can run (`maskclassifier.classifier.heatmap`: Grad-CAM with gradients, occlusion without);
+        ExplainUnavailable when it can make none, ExplainTooSlow when it would outlast `deadline`."""
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -82,9 +92,11 @@ class Prediction:
 
 
 def decide(probabilities: Sequence[float], vocab: Sequence[str], threshold: float) -> Prediction:
-    """Every category whose probability is above the threshold, highest first (fastai decodes with `> thresh`)."""
+    """Every category whose probability is above the threshold (core.threshold's rule), highest first."""
     scores = {name: float(p) for name, p in zip(vocab, probabilities, strict=True)}
-    labels = sorted((name for name, p in scores.items() if p > threshold), key=lambda name: -scores[name])
+    passing = above_threshold(list(scores.values()), threshold)
+    labels = sorted((name for name, passed in zip(scores, passing, strict=True) if passed),
+                    key=lambda name: -scores[name])
     return Prediction(scores, labels, threshold)
 
 

@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 from maskclassifier.classifier.classifier import MAX_BATCH, Classifier, Prediction, combine
 from maskclassifier.core import facebox
 from maskclassifier.core.capacity import Deadline, OutOfTime
+from maskclassifier.core.errors import MaskClassifierError
 from maskclassifier.core.facebox import Face, FaceScan, face_crops, scaled_box, unbiased_order
 from maskclassifier.core.images import shrunk
 
@@ -31,19 +32,25 @@ MODES = ("auto", "on", "off")  # automatic (per face when 2+ faces), every face,
 FRAME_DETECTION_SIDE = 320
 
 
-class TooManyFaces(RuntimeError):
-    """Finding and classifying the faces ran past the time budget; `photo` is the whole photo's answer."""
+class TooManyFaces(MaskClassifierError, RuntimeError):
+    """Finding and classifying the faces ran past the time budget; `photo` is the whole photo's answer, also in
+    the JSON answer's `photo` (the web layer presents it)."""
+
+    status = 422
+    code = "too_many_faces"
 
     def __init__(self, photo: Prediction, budget_s: float):
+        super().__init__(f"This photo has too many faces (or face-like patterns) to check each one within "
+                         f"{budget_s:g} seconds. The answer for the whole photo is given instead; for one per face, "
+                         "crop the photo to fewer people.", extra={"photo": photo})
         self.photo = photo
-        self.message = (f"This photo has too many faces (or face-like patterns) to check each one within "
-                        f"{budget_s:g} seconds. The answer for the whole photo is given instead; for one per face, "
-                        "crop the photo to fewer people.")
-        super().__init__(self.message)
 
 
-class FacesUnavailable(RuntimeError):
+class FacesUnavailable(MaskClassifierError, RuntimeError):
     """Per-face mode was asked for, but this install has no face detector (no torch / facenet-pytorch)."""
+
+    status = 501
+    code = "faces_unavailable"
 
     def __init__(self) -> None:
         super().__init__("Per-face mode is not available on this server: its face detector (models/mtcnn/*.onnx, "

@@ -14,10 +14,19 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 from torch.fx.proxy import TraceError
 
+from maskclassifier.classifier.heatmap import Explanation, grad_cam, seen_box
 from maskclassifier.classifier.learner_file import read_learner
-from maskclassifier.classifier.pipeline import PipelineError, ValidationPipeline, item_resize, probe_images, rebuild
+from maskclassifier.classifier.pipeline import (
+    Crop,
+    PipelineError,
+    ValidationPipeline,
+    item_resize,
+    probe_images,
+    rebuild,
+)
+from maskclassifier.core.capacity import Deadline
 from maskclassifier.core.errors import ModelLoadError
-from maskclassifier.core.resize import item_resize_from
+from maskclassifier.core.resize import item_resize_from, size_hw
 from maskclassifier.core.tta import average_mirrored
 
 # The rebuilt pipeline runs fastai's Pillow steps and the same arithmetic, but its batch resample is a bilinear resize
@@ -138,6 +147,23 @@ class FastaiBackend:
         """Probabilities of the learner's own model through fastai's own DataLoader: the reference the faster
         path is checked against."""
         return _sigmoid_outputs(self.learner.model, self.learner_batch(images))
+
+    def heat_map(self, image: Image.Image, category: str | None, deadline: Deadline) -> Explanation:
+        """Grad-CAM (heatmap.grad_cam): gradients are available here. One forward and one backward pass, on the
+        learner's own model (the fused one has no separate body), so `deadline` is not checked."""
+        return grad_cam(self.learner.model, self.batch([image]), self.vocab, category, self._seen_box(image))
+
+    def _seen_box(self, image: Image.Image) -> tuple[int, int, int, int]:
+        """The part of `image` the batch shows: the item Resize's centre crop, narrowed by a batch-level crop."""
+        if self.direct is None:  # served through fastai's own DataLoader: its item Resize, if it can be read
+            try:
+                height, width = size_hw(item_resize(self.learner.dls.valid.after_item)["presize"])
+            except (PipelineError, ValueError):
+                return 0, 0, image.width, image.height
+            return seen_box(image, width, height)
+        crops = [(step.top, step.left, step.height, step.width)
+                 for step in self.direct.steps if isinstance(step, Crop)]
+        return seen_box(image, self.direct.resize.width, self.direct.resize.height, crops[0] if crops else None)
 
     def _checked_fused_model(self, probe_batch: torch.Tensor) -> tuple[nn.Module, np.ndarray]:
         """The model to serve and its outputs on `probe_batch` (each forward pass of the 8 probes costs about

@@ -17,6 +17,8 @@ import onnxruntime
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from PIL import Image
 
+from maskclassifier.classifier.heatmap import Explanation, occlusion, seen_box
+from maskclassifier.core.capacity import Deadline
 from maskclassifier.core.errors import ModelLoadError
 from maskclassifier.core.resize import ItemResize, item_resize_from, size_hw
 from maskclassifier.core.sidecar import Sidecar, sha256_file, sidecar_path
@@ -79,6 +81,12 @@ class OnnxBackend:
     def _passes(self, session: onnxruntime.InferenceSession, pixels: np.ndarray) -> np.ndarray:
         return np.concatenate([session.run(None, {self._input_name: pixels[start:start + PASS_IMAGES]})[0]
                                for start in range(0, max(1, len(pixels)), PASS_IMAGES)])
+
+    def heat_map(self, image: Image.Image, category: str | None, deadline: Deadline) -> Explanation:
+        """Occlusion (heatmap.occlusion): no gradients here, so the graph runs on copies of the item-resized
+        image with one part hidden each, in batches, until `deadline`."""
+        return occlusion(self.resize(image), self.run, self.vocab, category, deadline,
+                         seen_box(image, self.resize.width, self.resize.height))
 
 
 def _reexport_hint(path: Path) -> str:

@@ -21,10 +21,11 @@ from fastai.vision.augment import AffineCoordTfm, RandomResizedCropGPU, Resize, 
 from PIL import Image
 from torch import nn
 
+from maskclassifier.core.errors import MaskClassifierError
 from maskclassifier.core.resize import ItemResize, item_resize_from
 
 
-class PipelineError(RuntimeError):
+class PipelineError(MaskClassifierError, RuntimeError):
     """The learner's validation pipeline has a step that cannot be rebuilt faithfully; the message says which."""
 
 

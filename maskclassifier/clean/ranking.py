@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from maskclassifier.core.threshold import above_threshold
+
 NONE = "(none)"  # the "category" of a disagreement where one side has no label the other lacks
 ORDERS = ("loss", "pairs", "csv")
 EPSILON = 1e-7  # clips probabilities before the log, as torch's BCELoss clamps log at -100
@@ -57,7 +59,7 @@ def score_rows(labels: Sequence[Sequence[str]], probs: Sequence[Sequence[float] 
             if label in index:
                 target[0, index[label]] = 1
         values = np.asarray(row, dtype=np.float64)[None, :]
-        predicted = [name for name, p in zip(vocab, row, strict=True) if p > threshold]
+        predicted = [name for name, passed in zip(vocab, above_threshold(values[0], threshold), strict=True) if passed]
         out.append(Scored([round(float(p), 4) for p in row], predicted, float(bce_losses(values, target)[0]),
                           disagreement_pairs(list(row_labels), predicted)))
     return out

@@ -11,9 +11,10 @@ from pathlib import Path
 from maskclassifier.clean import ranking
 from maskclassifier.core import corrections
 from maskclassifier.core.corrections import Correction, CorrectionsError, Recorder
+from maskclassifier.core.errors import MaskClassifierError
 
 
-class ReviewError(ValueError):
+class ReviewError(MaskClassifierError, ValueError):
     """The CSV, the corrections file or a decision cannot be used; the message says why."""
 
 

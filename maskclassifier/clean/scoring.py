@@ -1,6 +1,6 @@
 """The model's probabilities for every image of a labelled CSV, batch by batch through the classifier layer (the
-same decoding and preprocessing as the web app), with progress on the console, cached in a JSON file keyed by the
-model's and the CSV's sha256 so that a restart is instant.
+same decoding and preprocessing as the web app, `maskclassifier.classifier.scorer`), with progress on the console,
+cached in a JSON file keyed by the model's and the CSV's sha256 so that a restart is instant.
 """
 
 from __future__ import annotations
@@ -8,17 +8,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from maskclassifier.classifier.classifier import Classifier, load_classifier
-from maskclassifier.core.errors import ImageError
-from maskclassifier.core.images import load_image
+from maskclassifier.classifier.scorer import score_files
 from maskclassifier.core.sidecar import sha256_file
 
-BATCH_SIZE = 32  # images decoded and held at once; the classifier splits them further (model.MAX_BATCH)
 CACHE_VERSION = 1
 
 
@@ -71,22 +68,7 @@ def _read_cache(path: Path, images_root: str, fnames: Sequence[str]) -> dict | N
 
 
 def _score(classifier: Classifier, fnames: Sequence[str], images_root: Path, out) -> dict[str, list[float] | None]:
-    started, found = time.monotonic(), {}
-    for start in range(0, len(fnames), BATCH_SIZE):
-        names, images = [], []
-        for name in fnames[start:start + BATCH_SIZE]:
-            try:
-                images.append(load_image((images_root / name).read_bytes()))
-                names.append(name)
-            except (OSError, ImageError):
-                found[name] = None  # shown on its card as unreadable, at the end of the loss order
-        if images:
-            for name, row in zip(names, classifier.probabilities(images), strict=True):
-                found[name] = [round(float(p), 5) for p in row]
-        done = min(start + BATCH_SIZE, len(fnames))
-        elapsed = time.monotonic() - started
-        left = elapsed / done * (len(fnames) - done)
-        print(f"\rscoring images with {classifier.path.name}: {done}/{len(fnames)}, {elapsed:.0f} s, "
-              f"about {left:.0f} s left   ", end="", file=out, flush=True)
-    print(file=out, flush=True)
-    return found
+    rows = score_files(classifier, [images_root / name for name in fnames], skip_unreadable=True, out=out)
+    # None: shown on its card as unreadable, at the end of the loss order
+    return {name: None if row is None else [round(float(p), 5) for p in row]
+            for name, row in zip(fnames, rows, strict=True)}

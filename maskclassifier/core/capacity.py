@@ -18,17 +18,27 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from maskclassifier.core.errors import MaskClassifierError
 
-class Busy(RuntimeError):
-    """Every slot stayed taken for the whole wait; `retry_after_s` is a fair guess of when one frees up."""
+
+class Busy(MaskClassifierError, RuntimeError):
+    """Every slot stayed taken for the whole wait (`waited_s`); `retry_after_s` is a fair guess of when one frees
+    up, sent as Retry-After."""
+
+    status = 503
+    code = "busy"
 
     def __init__(self, waited_s: float, retry_after_s: int):
-        super().__init__(f"no inference slot came free in {waited_s:.1f} s")
+        super().__init__("The server is busy with other people's photos right now. "
+                         f"Please try again in {retry_after_s} seconds.",
+                         headers=[("Retry-After", str(retry_after_s))])
+        self.waited_s = waited_s
         self.retry_after_s = retry_after_s
 
 
-class OutOfTime(RuntimeError):
-    """A Deadline passed; `stage` names the work that was about to start."""
+class OutOfTime(MaskClassifierError, RuntimeError):
+    """A Deadline passed; `stage` names the work that was about to start. Those who set the deadline turn it into
+    their own answer (TooManyFaces, ExplainTooSlow); one that escapes them is a bug: the default 500."""
 
     def __init__(self, stage: str, budget_s: float):
         super().__init__(f"{stage} would start after the {budget_s:g} s budget was spent")

@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from maskclassifier.core.errors import MaskClassifierError
+
 COLUMNS = ("fname", "old_labels", "labels", "action", "reason", "time")
 ACTIONS = ("relabel", "delete", "keep")
 
 
-class CorrectionsError(ValueError):
+class CorrectionsError(MaskClassifierError, ValueError):
     """The corrections file cannot be used; the message names the file and line."""
 
 

@@ -15,12 +15,13 @@ import numpy as np
 from PIL import Image
 
 from maskclassifier.core import corrections as label_corrections
+from maskclassifier.core.errors import MaskClassifierError
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
-class DatasetError(ValueError):
+class DatasetError(MaskClassifierError, ValueError):
     """The labelled CSV or its images cannot be used; the message says why."""
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from maskclassifier.core.errors import MaskClassifierError
 
-class TrainingError(ValueError):
+
+class TrainingError(MaskClassifierError, ValueError):
     """The options cannot produce a model (unknown architecture, no weights, no face detector, an export that would
     not load outside the project); the message says why."""

@@ -19,10 +19,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from maskclassifier.classifier.classifier import Classifier, load_classifier
 from maskclassifier.classifier.faces import FaceDetector, analyse, load_detector
+from maskclassifier.classifier.scorer import score_files
 from maskclassifier.core.cli import silence_fastai_jit_warning
 from maskclassifier.core.config import (
     DEFAULT_MODEL_PATH,
@@ -35,6 +37,7 @@ from maskclassifier.core.config import (
 )
 from maskclassifier.core.errors import ModelLoadError
 from maskclassifier.core.images import ImageError
+from maskclassifier.core.threshold import above_threshold
 from maskclassifier.core.tta import TTA_CHOICES
 from maskclassifier.training import metrics
 from maskclassifier.training.dataset import (
@@ -44,8 +47,6 @@ from maskclassifier.training.dataset import (
     parse_merges,
     read_labelled_rows,
 )
-
-BATCH_SIZE = 32
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,21 +101,17 @@ def predict_all(classifier: Classifier, data: LabelledRows, detector: FaceDetect
                 margin: float = Settings.face_margin) -> tuple[np.ndarray, list[str]]:
     """Probabilities for every row, decoding each file exactly as an upload is decoded, and the mode that answered
     each ("whole"; with a detector, automatic mode's "close_up" or "faces" too)."""
-    rows, modes = [], []
-    names = data.column("fname")
-    for start in range(0, len(names), BATCH_SIZE):
-        batch = [classifier.decode((data.images_root / name).read_bytes(), whole_photo=detector is None)
-                 for name in names[start:start + BATCH_SIZE]]
-        if detector is None:
-            rows.append(classifier.probabilities(batch))
-            modes += ["whole"] * len(batch)
-        else:
-            analyses = [analyse(detector, classifier, image, "auto", margin) for image in batch]
-            rows.append(np.array([list(analysis.photo.probabilities.values()) for analysis in analyses]))
-            modes += [analysis.mode for analysis in analyses]
-        print(f"\r{min(start + BATCH_SIZE, len(names))}/{len(names)} images", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
-    return np.concatenate(rows), modes
+    paths = [data.images_root / name for name in data.column("fname")]
+    if detector is None:
+        return np.stack(score_files(classifier, paths)), ["whole"] * len(paths)
+    modes: list[str] = []
+
+    def automatic(batch: list[Image.Image]) -> np.ndarray:
+        analyses = [analyse(detector, classifier, image, "auto", margin) for image in batch]
+        modes.extend(analysis.mode for analysis in analyses)
+        return np.array([list(analysis.photo.probabilities.values()) for analysis in analyses])
+
+    return np.stack(score_files(classifier, paths, automatic, whole_photo=False)), modes
 
 
 def write_predictions(path: Path, data: LabelledRows, probs: np.ndarray, vocab: list[str], threshold: float) -> None:
@@ -122,7 +119,8 @@ def write_predictions(path: Path, data: LabelledRows, probs: np.ndarray, vocab: 
         writer = csv.writer(handle)
         writer.writerow(["fname", "labels", "predicted", "exact", *vocab])
         for fname, labels, row in zip(data.column("fname"), data.column("labels"), probs, strict=True):
-            predicted = " ".join(name for name, p in zip(vocab, row, strict=True) if p > threshold)
+            passing = above_threshold(row, threshold)
+            predicted = " ".join(name for name, passed in zip(vocab, passing, strict=True) if passed)
             exact = set(predicted.split()) == set(labels.split())
             writer.writerow([fname, labels, predicted, exact, *(f"{p:.4f}" for p in row)])
 

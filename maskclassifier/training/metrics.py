@@ -1,7 +1,7 @@
 """Multi-label metrics on probability matrices (shared by training and evaluation), with scikit-learn's metrics.
 
 `probs` and `targets` are (n_images, n_categories) arrays; targets hold 0/1. A category is predicted when its
-probability is above the threshold (fastai decodes with `>`). What scikit-learn has no name for stays here: the
+probability is above the threshold (core.threshold's rule, the app's). What scikit-learn has no name for stays here: the
 threshold sweep, exact-match by group and the label co-occurrence table.
 """
 
@@ -18,12 +18,14 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from maskclassifier.core.threshold import above_threshold
+
 SWEEP_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
 
 def _decisions(probs: np.ndarray, targets: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(true labels, predicted labels) as 0/1 indicator matrices, as scikit-learn's multi-label metrics take them."""
-    return targets.astype(int), (probs > threshold).astype(int)
+    return targets.astype(int), above_threshold(probs, threshold).astype(int)
 
 
 def accuracy_multi(probs: np.ndarray, targets: np.ndarray, threshold: float) -> float:
@@ -39,7 +41,7 @@ def exact_match(probs: np.ndarray, targets: np.ndarray, threshold: float) -> flo
 def exact_match_by_group(probs: np.ndarray, targets: np.ndarray, threshold: float,
                          groups: Sequence[str]) -> dict[str, dict]:
     """Exact-match for each value of a column (e.g. the data source): where the errors are, not just how many."""
-    right = ((probs > threshold) == targets.astype(bool)).all(axis=1)
+    right = (above_threshold(probs, threshold) == targets.astype(bool)).all(axis=1)
     groups = np.asarray([str(group) for group in groups])
     report = {}
     for group in sorted(set(groups)):
@@ -100,7 +102,7 @@ def cooccurrence(probs: np.ndarray, targets: np.ndarray, threshold: float) -> li
     The diagonal holds the hits; off-diagonal cells show which categories get mistaken for which,
     the multi-label stand-in for a confusion matrix.
     """
-    predicted, actual = (probs > threshold).astype(int), targets.astype(int)
+    predicted, actual = above_threshold(probs, threshold).astype(int), targets.astype(int)
     return (actual.T @ predicted).tolist()
 
 

@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 from maskclassifier.core.config import Settings  # noqa: E402
 from maskclassifier.core.sidecar import Sidecar, mostly_drawn, sha256_file  # noqa: E402
+from maskclassifier.core.threshold import above_threshold  # noqa: E402
 from maskclassifier.core.tta import TTA_CHOICES  # noqa: E402
 from maskclassifier.training import facecache, metrics, reports  # noqa: E402
 from maskclassifier.training.architecture import ARCHITECTURES, build_learner, load_initial_weights  # noqa: E402
@@ -261,7 +262,8 @@ def write_top_losses(data, probs: np.ndarray, targets: np.ndarray, vocab: list[s
     def names(row: np.ndarray) -> str:
         return " ".join(name for name, on in zip(vocab, row, strict=True) if on) or "(none)"
 
-    titles = [f"{names(targets[i] > 0.5)} / {names(probs[i] > threshold)} / {losses[i]:.2f}" for i in order]
+    titles = [f"{names(targets[i] > 0.5)} / {names(above_threshold(probs[i], threshold))} / {losses[i]:.2f}"
+              for i in order]
     reports.plot_top_losses([data.images_root / valid.loc[i, "fname"] for i in order], titles, path)
 
 

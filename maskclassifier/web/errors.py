@@ -14,10 +14,8 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, current_app, jsonify, make_response, request
 from werkzeug.exceptions import HTTPException
 
-from maskclassifier.classifier.explain import ExplainTooSlow, ExplainUnavailable, UnknownCategory
-from maskclassifier.classifier.faces import FacesUnavailable, TooManyFaces
-from maskclassifier.core.capacity import Busy
-from maskclassifier.core.errors import ImageError
+from maskclassifier.classifier.classifier import Prediction
+from maskclassifier.core.errors import MaskClassifierError
 from maskclassifier.web.inference import classifier
 from maskclassifier.web.presenters import drawn_json, prediction_json
 from maskclassifier.web.uploads import request_too_large
@@ -54,27 +52,11 @@ class ErrorReply:
 
 
 def reply_for(error: Exception) -> ErrorReply:
-    """The reply for any exception a request can raise; an unexpected one is logged and becomes a 500."""
-    if isinstance(error, ImageError):
-        return ErrorReply(error.status, error.code, error.message)
-    if isinstance(error, Busy):
-        return ErrorReply(503, "busy", "The server is busy with other people's photos right now. "
-                                       f"Please try again in {error.retry_after_s} seconds.",
-                          headers=[("Retry-After", str(error.retry_after_s))])
-    if isinstance(error, TooManyFaces):
-        photo = {**prediction_json(error.photo), **drawn_json([error.photo], classifier().caveats)}
-        return ErrorReply(422, "too_many_faces", error.message, {"photo": photo})
-    if isinstance(error, UnknownCategory):
-        return ErrorReply(400, "invalid_category", f"category must be one of the model's categories "
-                                                   f"({', '.join(error.vocab)}); got {error.name[:40]!r}.")
-    if isinstance(error, ExplainUnavailable):
-        return ErrorReply(501, "explain_unavailable", f"No heat-map can be made for this model: {error}.")
-    if isinstance(error, ExplainTooSlow):
-        return ErrorReply(503, "explain_timeout", f"The heat-map took longer than {error.budget_s:g} seconds; the "
-                                                  "server is busy or the model slow. Please try again later.",
-                          headers=[("Retry-After", "10")])
-    if isinstance(error, FacesUnavailable):
-        return ErrorReply(501, "faces_unavailable", str(error))
+    """The reply for any exception a request can raise: the package's own errors carry theirs (a 500 of theirs is
+    the server's trouble, so it is logged like any unexpected error and becomes the generic 500)."""
+    if isinstance(error, MaskClassifierError) and error.status != 500:
+        extra = {name: _presented(value) for name, value in error.extra.items()}
+        return ErrorReply(error.status, error.code, error.message, extra, list(error.headers))
     if isinstance(error, HTTPException):
         if error.code == 413:
             too_large = request_too_large()
@@ -85,6 +67,14 @@ def reply_for(error: Exception) -> ErrorReply:
                           HTTP_MESSAGES.get(error.code, error.description or error.name), headers=headers)
     current_app.logger.exception("unexpected error while handling %s %s", request.method, request.path)
     return ErrorReply(500, "internal_error", "Something went wrong on our side. Please try again.")
+
+
+def _presented(value: object) -> object:
+    """A value an error carries as the JSON answer shows it: a Prediction (the whole photo's answer) as the API
+    answers one, with its caveats."""
+    if isinstance(value, Prediction):
+        return {**prediction_json(value), **drawn_json([value], classifier().caveats)}
+    return value
 
 
 def with_headers(response: Response, reply: ErrorReply) -> Response:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import h11
 
+from maskclassifier.core.errors import MaskClassifierError
+
 # Request line and headers: a phone on a weak network sends them in one or two packets, well within this.
 HEADER_TIMEOUT_S = 10.0
 # The largest request line plus headers kept while they arrive (h11's own default). gunicorn's parser, which reads
@@ -55,12 +57,16 @@ class DoorPolicy:
     buffer_budget_bytes: int = BUFFER_BUDGET_BYTES
 
 
-class Refusal(Exception):
+class Refusal(MaskClassifierError):
     """A request answered at the door: HTTP `status`, the stable `code` and a `message` for a person."""
 
     def __init__(self, status: int, code: str, message: str, retry_after_s: int | None = None):
-        super().__init__(f"{status} {code}: {message}")
-        self.status, self.code, self.message, self.retry_after_s = status, code, message, retry_after_s
+        retry_after = [("Retry-After", str(retry_after_s))] if retry_after_s is not None else []
+        super().__init__(message, headers=retry_after)
+        self.status, self.code, self.retry_after_s = status, code, retry_after_s
+
+    def __str__(self) -> str:  # as the worker logs it
+        return f"{self.status} {self.code}: {self.message}"
 
 
 REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",

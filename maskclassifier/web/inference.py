@@ -14,7 +14,7 @@ from flask import Flask, current_app, request
 from PIL import Image
 
 from maskclassifier.classifier.classifier import Classifier, Prediction, load_classifier
-from maskclassifier.classifier.explain import ExplainTooSlow, Explanation, explain
+from maskclassifier.classifier.explain import Explanation, explain
 from maskclassifier.classifier.faces import (
     FaceAnalysis,
     FaceDetector,
@@ -24,6 +24,7 @@ from maskclassifier.classifier.faces import (
     find_faces,
     load_detector,
 )
+from maskclassifier.classifier.heatmap import ExplainTooSlow
 from maskclassifier.core import capacity
 from maskclassifier.core.capacity import Deadline, InferenceSlots, OutOfTime, trusted_proxies
 from maskclassifier.core.errors import ConfigError

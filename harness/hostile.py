@@ -1,11 +1,12 @@
 """A corpus of malformed and hostile uploads, each with the answer the app must give.
 
 Every case is a whole HTTP request body plus its Content-Type header (and an optional query string), so the same
-cases drive the Flask test client (tests/test_hostile.py) and real HTTP against gunicorn (benchmarks/load.py).
+cases drive the Flask test client (tests/test_hostile.py) and real HTTP against gunicorn (benchmarks/load.py,
+benchmarks/crowd.py).
 A case expects either a 4xx with a stable error code, or a 200 with a prediction when the file really is a usable
 image. Everything is generated in memory from a seed: nothing is downloaded, nothing is written to disk.
 
-    python tests/hostile_corpus.py [MAX_UPLOAD_MB]   # lists the cases
+    python -m harness.hostile [MAX_UPLOAD_MB]   # lists the cases
 """
 
 from __future__ import annotations
@@ -21,21 +22,10 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from helpers import encode, png_chunk, png_claiming, png_one_row_of
+from harness.files import encode, png_chunk, png_claiming, png_one_row_of
+from harness.multipart import Part, multipart
 
 OK = 200  # the file is a usable image: the app must classify it
-BOUNDARY = "hostile-corpus-3f9c2b7e51d04a68"
-
-
-@dataclass(frozen=True)
-class Part:
-    """One multipart part. `filename` is raw bytes so that non-UTF-8 names can be sent; None sends a plain field."""
-
-    field: str
-    data: bytes
-    filename: bytes | None = b"photo.jpg"
-    content_type: str | None = "image/jpeg"
-    extra_headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,23 +45,6 @@ class Upload:
 
 
 # ---- request bodies ---------------------------------------------------------------------------------------------
-
-
-def multipart(parts: list[Part], close: bool = True) -> tuple[bytes, str]:
-    """A multipart/form-data body built byte by byte (no library would send the odd names used here)."""
-    chunks = []
-    for part in parts:
-        disposition = f'form-data; name="{part.field}"'.encode()
-        if part.filename is not None:
-            disposition += b'; filename="' + part.filename + b'"'
-        headers = [b"Content-Disposition: " + disposition]
-        if part.content_type is not None:
-            headers.append(f"Content-Type: {part.content_type}".encode())
-        headers += [header.encode() for header in part.extra_headers]
-        chunks.append(f"--{BOUNDARY}\r\n".encode() + b"\r\n".join(headers) + b"\r\n\r\n" + part.data + b"\r\n")
-    if close:
-        chunks.append(f"--{BOUNDARY}--\r\n".encode())
-    return b"".join(chunks), f"multipart/form-data; boundary={BOUNDARY}"
 
 
 def file_upload(name: str, data: bytes, status: int, code: str | None = None, filename: bytes = b"photo.jpg",
