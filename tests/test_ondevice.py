@@ -3,9 +3,12 @@ its answers (POST /result/computed), with the shipped ONNX model and detector.""
 
 from __future__ import annotations
 
+import html
+
 import pytest
 
 from helpers import ROOT
+from maskclassifier.core.facebox import MAX_FACES
 
 MODEL = ROOT / "models" / "export.onnx"
 
@@ -48,7 +51,7 @@ def test_the_model_runtime_and_detector_are_versioned_and_cached_for_a_year(clie
     rules = body["decision_rules"]
     assert rules["threshold"] == body["threshold"] and rules["item_resize"] == {
         "width": 288, "height": 288, "crop": "center", "resample": "bilinear"}
-    assert rules["faces"]["face_margin"] == 0.6 and rules["faces"]["max_faces"] == 50
+    assert rules["faces"]["face_margin"] == 0.6 and rules["faces"]["max_faces"] == MAX_FACES
 
 
 def test_the_csp_allows_webassembly_and_nothing_else_new(client):
@@ -86,3 +89,42 @@ def test_malformed_numbers_get_the_pages_error_fragment(client, body):
         "/result/computed", data="not json", content_type="application/json")
     assert response.status_code == 400
     assert 'class="card error"' in response.get_data(as_text=True)
+
+
+def test_device_answers_naming_a_mostly_drawn_category_carry_the_servers_caveat(client):
+    """The shipped model learnt Shield mostly from drawings: the device's page answer and its live frames (worded
+    in the browser from /api/model's captions.caveats, as /api/frame words them) carry the same caveat."""
+    body = client.get("/api/model").get_json()
+    vocab, caveats = body["categories"], body["on_device"]["captions"]["caveats"]
+    assert set(caveats) == set(body["synthetic_categories"]) and "Shield" in caveats
+    shield = [0.9 if name in ("Shield", "Medical") else 0.01 for name in vocab]
+    page = client.post("/result/computed", json={"probabilities": shield}).get_data(as_text=True)
+    assert html.escape(caveats["Shield"], quote=False) in page
+    plain = [0.9 if name == "Medical" else 0.01 for name in vocab]
+    assert html.escape(caveats["Shield"], quote=False) not in client.post(
+        "/result/computed", json={"probabilities": plain}).get_data(as_text=True)
+
+
+def test_each_face_the_device_answered_keeps_its_own_answer_in_the_servers_analysis(client):
+    """The server words the device's per-face numbers by running faces.analyse with stand-ins; it asks for the faces'
+    crops in its seeded unbiased order, so the stand-in must answer each crop with that face's numbers (answered in
+    reading order, one face's answer went to another and the headline's order changed)."""
+    from PIL import Image
+
+    from maskclassifier.classifier.faces import analyse
+    from maskclassifier.core.facebox import Face, FaceScan
+    from maskclassifier.web.ondevice import _Answered, _Found
+
+    vocab = client.get("/api/model").get_json()["categories"]
+    kinds = ["Medical", "No_mask!", "Cloth", "KN95", "Medical", "No_mask!", "Cloth", "KN95", "No_mask!"]
+    faces = [Face((20 + 60 * index, 20, 70 + 60 * index, 80), 0.99) for index in range(len(kinds))]
+    rows = [[0.9 if name == kind else 0.01 for name in vocab] for kind in kinds]
+    with client.application.app_context():
+        from maskclassifier.web.inference import classifier
+
+        served = classifier()
+        stand_in = Image.new("L", (640, 120))
+        analysis = analyse(_Found(FaceScan(faces, len(faces))), _Answered(served, rows[0], rows, stand_in), stand_in,
+                           "on", 0.6)
+    assert [prediction.labels for prediction in analysis.predictions] == [[kind] for kind in kinds]
+    assert analysis.faces == faces

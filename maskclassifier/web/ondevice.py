@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import math
 import threading
+from collections import deque
 from pathlib import Path
 
 from flask import Blueprint, Flask, Response, abort, current_app, request, send_file, url_for
@@ -25,7 +26,7 @@ from maskclassifier.classifier.classifier import Prediction, decide
 from maskclassifier.classifier.device import DeviceFile, decision_rules, device_detector, device_model, face_rules
 from maskclassifier.classifier.faces import MODES, analyse
 from maskclassifier.core.errors import ImageError
-from maskclassifier.core.facebox import MAX_FACES, Face, FaceScan
+from maskclassifier.core.facebox import MAX_FACES, Face, FaceScan, unbiased_order
 from maskclassifier.web.assets import VERSIONED_CACHE_CONTROL
 from maskclassifier.web.inference import classifier, face_detector
 
@@ -134,7 +135,7 @@ def device_json() -> dict:
             "preview_placeholder": PREVIEW_PLACEHOLDER,
         }
         if detector is not None:
-            body["on_device"]["captions"] = captions_json(classifier().vocab)
+            body["on_device"]["captions"] = {**captions_json(classifier().vocab), "caveats": classifier().caveats}
             body["on_device"]["detector"] = {name: url_for("ondevice.model", name=name, version=item.version)
                                              for name, item in detector.items()}
             body["on_device"]["detector_bytes"] = sum(item.size for item in detector.values())
@@ -208,11 +209,11 @@ def _computed() -> Response:
     # The server's own analysis, with the device's numbers standing in for its detector and classifier: which
     # mode answers (whole, close-up, faces), the combined close-up answer, the notes and the cap are decided here.
     stand_in = Image.new("L", size)  # the face table's thumbnails are drawn from it; the page puts its own crops there
-    analysis = analyse(_Found(scan), _Answered(served, photo, answers), stand_in, mode,
+    analysis = analyse(_Found(scan), _Answered(served, photo, answers, stand_in), stand_in, mode,
                        current_app.config["SETTINGS"].face_margin)
-    synthetic = served.synthetic_categories
-    html, status = render_page(mode=mode, result=result_view(analysis.photo, synthetic), preview=PREVIEW_PLACEHOLDER,
-                               headline=headline_view(analysis, synthetic), example=body.get("example") or None,
+    caveats = served.caveats  # the caveat, with its counts, for answers naming a category learnt mostly from drawings
+    html, status = render_page(mode=mode, result=result_view(analysis.photo, caveats), preview=PREVIEW_PLACEHOLDER,
+                               headline=headline_view(analysis, caveats), example=body.get("example") or None,
                                faces=faces_view(stand_in, analysis, current_app.config["SETTINGS"].face_margin,
                                                 True),
                                where="device", fragment=True)
@@ -257,19 +258,24 @@ class _Found:
 
 
 class _Answered:
-    """A classifier that answers with the device's probabilities: the whole photo first, then each face."""
+    """A classifier that answers with the device's probabilities: `photo` for the stand-in photo itself, and for the
+    faces' crops each face's, in the order faces.classify_faces asks for them (its seeded `unbiased_order`, in
+    batches): the crops of a blank stand-in cannot say which face they are, and answering them in reading order
+    gave one face's answer to another."""
 
-    def __init__(self, served, photo: list[float], faces: list[list[float]]):
-        self.served, self.photo, self.faces = served, photo, faces
+    def __init__(self, served, photo: list[float], faces: list[list[float]], image: Image.Image):
+        self.served, self.photo, self.faces, self.image = served, photo, faces, image
+        self._asked = deque(unbiased_order(len(faces))[:MAX_FACES])
 
     def _decide(self, row: list[float]) -> Prediction:
         return decide(row, self.served.vocab, self.served.threshold)
 
     def predict(self, image) -> Prediction:
-        return self._decide(self.photo)
+        return self.predict_many([image])[0]
 
     def predict_many(self, images) -> list[Prediction]:
-        return [self._decide(row) for row in [self.photo, *self.faces][:len(images)]]
+        return [self._decide(self.photo if item is self.image else self.faces[self._asked.popleft()])
+                for item in images]
 
 
 # The fragment's photo until the page puts its own copy there (a transparent 1x1 GIF): the photo never left.

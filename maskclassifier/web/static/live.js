@@ -211,7 +211,7 @@
     device.frame(frame).then(function (body) {
       inFlight = false;
       if (current !== generation) { return; }
-      showFaces(body.faces);
+      showFaces(body.faces, body.synthetic_note);
       showStats(performance.now() - sent, "on this device");
       later(0);
     }).catch(function (error) {

@@ -471,6 +471,16 @@
 
   // faces.analyse_frame on a canvas holding the frame: each face found (at frame_detection_side) and its crop's
   // answer, as /api/frame's JSON would give them.
+  // The server's caveat (GET /api/model on_device.captions.caveats, classifier.caveat_note's rule) for the
+  // categories learnt mostly from drawings that any face names, as /api/frame sends it; null when none is named.
+  function caveatNote(faces) {
+    var caveats = config.on_device.captions.caveats || {};
+    var named = Object.keys(caveats).filter(function (name) {
+      return faces.some(function (face) { return face.labels.indexOf(name) >= 0; });
+    });
+    return named.length ? named.map(function (name) { return caveats[name]; }).join(" ") : null;
+  }
+
   function frame(canvas) {
     var started = performance.now();
     var pixels = canvas.getContext("2d", { willReadFrequently: true }).getImageData(0, 0, canvas.width, canvas.height).data;
@@ -482,13 +492,13 @@
         return window.MaskFaces.cropBox(face.box, photo.width, photo.height, faces.face_margin);
       });
       return regionsProbabilities(photo, regions).then(function (rows) {
+        var answered = scan.faces.map(function (face, index) {
+          return { box: face.box, score: face.score, labels: labelsOf(rows[index]),
+                   caption: caption(index + 1, rows[index]), colour: colourOf(rows[index]) };
+        });
         return {
           width: photo.width, height: photo.height, device_ms: performance.now() - started,
-          detect_ms: detected - started,
-          faces: scan.faces.map(function (face, index) {
-            return { box: face.box, score: face.score, labels: labelsOf(rows[index]),
-                     caption: caption(index + 1, rows[index]), colour: colourOf(rows[index]) };
-          })
+          detect_ms: detected - started, faces: answered, synthetic_note: caveatNote(answered)
         };
       });
     });
