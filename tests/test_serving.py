@@ -616,7 +616,7 @@ def test_each_request_waits_in_its_clients_turn(make_app, monkeypatch, face_jpeg
 
 
 def test_a_bad_forwarded_allow_ips_stops_the_app_with_one_line(make_app, monkeypatch):
-    from maskclassifier.errors import ConfigError
+    from maskclassifier.core.errors import ConfigError
 
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "127.0.0.1,proxy.example")
     with pytest.raises(ConfigError, match="^FORWARDED_ALLOW_IPS must be IP addresses or networks .* 'proxy.example'$"):
