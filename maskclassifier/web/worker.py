@@ -146,6 +146,17 @@ class DeadlineSocket:
             self._sock.settimeout(previous)
 
 
+def _recv_nowait(conn) -> bytes | None:
+    """What a readable socket holds (up to READ_SIZE): b"" when the client closed or reset it, None when nothing
+    was there after all (a spurious wake-up)."""
+    try:
+        return conn.sock.recv(READ_SIZE)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+
+
 class _Captured:
     """Takes what gunicorn's handle_error writes (its HTML page), so the worker can answer in JSON instead."""
 
@@ -228,12 +239,9 @@ class FrontDoorWorker(ThreadWorker):
 
     def _read_arrival(self, conn, _sock) -> None:
         arrival: Arrival = conn.arrival
-        try:
-            data = conn.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _recv_nowait(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:  # the client went away; nobody to answer
             self._drop(conn)
             return
@@ -333,12 +341,9 @@ class FrontDoorWorker(ThreadWorker):
 
     def _drain(self, conn, _sock) -> None:
         deadline, drained = self.lingering[conn]
-        try:
-            data = conn.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _recv_nowait(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         drained += len(data)
         if not data or drained >= LINGER_BYTES:
             self._unregister(conn)
