@@ -18,9 +18,10 @@ from maskclassifier.web import create_app
 
 TESTS = Path(__file__).resolve().parent
 
-# Fixtures that train or export a model (tens of seconds to minutes on 2 cores) or drive Chromium: every test that
-# needs one, directly, through another fixture or as a fixture parameter, is marked slow (`make check` leaves it out).
-SLOW_FIXTURES = {"cli_model", "trained_onnx", "notebook_onnx", "patch_model", "chromium"}
+# Fixtures that train or export a model (tens of seconds to minutes on 2 cores), drive Chromium or start the
+# Procfile's gunicorn (test_serving's `server`, test_frontdoor's `stack`): every test that needs one, directly,
+# through another fixture or as a fixture parameter, is marked slow (`make check` leaves it out).
+SLOW_FIXTURES = {"cli_model", "trained_onnx", "notebook_onnx", "patch_model", "chromium", "server", "stack"}
 
 
 def pytest_collection_modifyitems(items):

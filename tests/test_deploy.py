@@ -18,6 +18,8 @@ from harness.server import free_port, procfile_web_command, serving, start_gunic
 from helpers import ROOT, encode
 from maskclassifier.core.config import Settings, default_model_path
 
+pytestmark = pytest.mark.slow  # each test starts gunicorn or runs its config in a fresh Python
+
 
 def test_procfile_command_serves_predictions(tiny_model):
     with serving(tiny_model) as served:
@@ -153,9 +155,12 @@ def test_requests_under_way_can_finish_before_heroku_kills_the_dyno():
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_run_starts_the_procfile_s_stack_on_the_loopback():
-    env = {name: value for name, value in os.environ.items() if name not in ("HOST", "PORT")}
-    output = subprocess.run(["make", "-n", "run"], cwd=ROOT, env=env, capture_output=True, text=True, check=True,
-                            timeout=60).stdout
+    # Not the caller's HOST or PORT, nor a parent make's flags (under `make test` make -n would say which folder
+    # it enters)
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("HOST", "PORT", "MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    output = subprocess.run(["make", "--no-print-directory", "-n", "run"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, check=True, timeout=60).stdout
     command = shlex.split(output.strip().splitlines()[-1])
     assert command[:3] == ["HOST=127.0.0.1", "PORT=5000", ".venv/bin/python"]
     assert command[3:] == procfile_web_command()

@@ -20,6 +20,8 @@ import pytest
 from harness.multipart import Part, multipart
 from harness.server import free_port, wait_healthy
 
+pytestmark = pytest.mark.slow  # fresh clones, a real install, gunicorn
+
 ROOT = Path(__file__).resolve().parent.parent
 needs_git = pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the git checkout")
 

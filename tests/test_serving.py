@@ -248,6 +248,7 @@ def test_per_face_work_past_the_budget_is_a_422_with_the_whole_photo_answer(make
     assert page.status_code == 422 and "too many faces" in text and "How sure the model is" in text
 
 
+@pytest.mark.slow  # ~5 s
 def test_a_photo_of_hundreds_of_faces_is_answered_with_bounded_candidates(make_app, monkeypatch):
     """P-Net passes on at most MAX_CANDIDATES_PER_SCALE windows per scale; at most facebox.MAX_FACES faces are
     classified (a fair sample of those found, tests/test_crowd.py)."""
@@ -417,6 +418,7 @@ def _check_memory(measured: dict) -> None:
         assert result["resident_mb"] <= RESIDENT_BOUND_MB, (name, result)
 
 
+@pytest.mark.slow  # a fresh Python serves uploads: over a minute
 def test_no_upload_raises_peak_memory_by_more_than_300_mb(tiny_model, tmp_path, face_jpeg, memory_case_files):
     """The fastai backend, every case (shown with pytest -s: peak growth and what stayed resident, MB)."""
     measured = _measure_memory(tiny_model, tmp_path, face_jpeg, memory_case_files, list(MEMORY_CASES))
@@ -426,6 +428,7 @@ def test_no_upload_raises_peak_memory_by_more_than_300_mb(tiny_model, tmp_path, 
         assert measured[name]["growth_mb"] < 40, name  # refused from the header: nothing decoded
 
 
+@pytest.mark.slow  # a fresh Python serves uploads: half a minute
 def test_no_upload_raises_peak_memory_by_more_than_300_mb_on_the_onnx_backend(tmp_path, face_jpeg, memory_case_files):
     """The slim install's backend (the committed ONNX export; ONNX Runtime's arena, the classifier a photo a pass),
     on the formats of issue 27."""
@@ -441,6 +444,7 @@ PARITY_SIZES = [(256, 256), (1000, 1000), (3000, 2000), (5000, 3000), (97, 301),
 
 
 @pytest.mark.parametrize("learner", ["tiny_model", "cli_model"])
+@pytest.mark.slow  # fastai's own DataLoader on every size
 def test_every_path_gives_learn_predicts_answer_for_jpegs_of_any_size(request, learner, tmp_path, make_app):
     from fastai.learner import load_learner
     from fastai.vision.core import PILImage
