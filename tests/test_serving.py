@@ -423,7 +423,9 @@ def test_no_upload_raises_peak_memory_by_more_than_300_mb(tiny_model, tmp_path, 
     """The fastai backend, every case (shown with pytest -s: peak growth and what stayed resident, MB)."""
     measured = _measure_memory(tiny_model, tmp_path, face_jpeg, memory_case_files, list(MEMORY_CASES))
     _check_memory(measured)
-    assert measured["png-one-row-of-16-bit-grey"]["growth_mb"] < 20  # refused before it is decoded
+    # refused before it is decoded (decoded, it cost 1.2 GB); the same 40 MB of allocator noise as the refusals below
+    # (20 MB was passed by 21.7 once, with Pillow's 2 MB blocks)
+    assert measured["png-one-row-of-16-bit-grey"]["growth_mb"] < 40
     for name in ("webp-lossy-49mp", "webp-lossless-49mp", "jpeg-progressive-444-49mp", "heic-49mp"):
         assert measured[name]["growth_mb"] < 40, name  # refused from the header: nothing decoded
 
