@@ -69,7 +69,7 @@ from benchmarks.load import worker_pids
 from harness.files import png_one_row_of
 from harness.hostile import hostile_uploads
 from harness.multipart import Part, multipart
-from harness.server import ROOT, GunicornLog, free_port, procfile_web_command, wait_healthy
+from harness.server import ROOT, GunicornLog, free_port, procfile_web_command, stop, wait_healthy
 
 PHOTO_SIZE = (2048, 1536)  # the page shrinks photos to a 2048 px long side (web.UPLOAD_MAX_SIDE)
 PAGE_JPEG_QUALITY = 92  # the page's canvas.toBlob(..., "image/jpeg", 0.92)
@@ -473,15 +473,7 @@ def server_command(root: Path, port: int) -> list[str]:
 def stop_server(server: subprocess.Popen, workers: set[int]) -> str:
     """SIGTERM to the master and a graceful wait; SIGKILL to it and to any worker of it that outlives it."""
     started = time.monotonic()
-    note = ""
-    if server.poll() is None:
-        server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait(timeout=10)
-        note = " (did not stop within 40 s of SIGTERM: killed)"
+    note = " (did not stop within 40 s of SIGTERM: killed)" if stop(server) else ""
     for pid in workers:
         try:
             if b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes():

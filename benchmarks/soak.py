@@ -31,7 +31,6 @@ import io
 import os
 import platform
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -45,7 +44,7 @@ from PIL import Image
 
 from benchmarks.backends import memory_mb
 from benchmarks.load import worker_pids
-from harness.server import GunicornLog, free_port, procfile_web_command, wait_healthy
+from harness.server import GunicornLog, free_port, procfile_web_command, stop, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO_SIZE = (2048, 1536)  # the page shrinks photos to a 2048 px long side
@@ -155,16 +154,6 @@ def commit_of(root: Path) -> str:
     return found.stdout.strip()[:90] or "unknown"
 
 
-def stop_server(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait(timeout=10)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -224,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             thread.join(timeout=READ_TIMEOUT_S + 10)
         at_end = memory_mb(worker, "VmRSS")
     finally:
-        stop_server(server)
+        stop(server)
 
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node() or 'this machine'}, "
           f"{os.cpu_count()} cores, load average {' '.join(f'{value:.2f}' for value in os.getloadavg())}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -67,6 +68,19 @@ class Stack:
     port: int
     url: str
     output: str = ""
+
+
+def stop(server: subprocess.Popen, grace_s: float = 40) -> bool:
+    """SIGTERM to the master and a graceful wait of `grace_s`, then SIGKILL; True when it had to be killed."""
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=grace_s)
+        return False
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=10)
+        return True
 
 
 @contextmanager
