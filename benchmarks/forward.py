@@ -1,6 +1,7 @@
 """The served forward pass of two or more ONNX graphs side by side: thread CPU per pass and how far apart they answer.
 
     .venv/bin/python -m benchmarks.forward models/export.onnx OTHER.onnx [--runs 60] [--batch 1] [--arena both]
+                                                                           [--pattern both]
 
 For comparing two exports of the same learner (e.g. an older graph: `git show COMMIT:models/export.onnx >
 /tmp/old.onnx`). Each graph gets the ONNX Runtime session the app would open on one thread
@@ -13,8 +14,9 @@ each other's. Bounded: under 10 s for two graphs at 60 runs.
 
 `--arena both` runs every graph twice, with ONNX Runtime's CPU memory arena off
 (`maskclassifier.classifier.onnx_backend.CPU_MEM_ARENA`) and on, and also prints each one's wall-clock p50 and the
-process's RSS growth over the timed passes; `--batch 8` times batches of 8 images, as /api/explain's occlusion runs
-them.
+process's RSS growth over the timed passes; `--pattern both` does the same with ONNX Runtime's memory pattern
+(`maskclassifier.classifier.onnx_backend.MEM_PATTERN`); `--batch 8` times batches of 8 images, as /api/explain's
+occlusion runs them.
 """
 
 from __future__ import annotations
@@ -45,20 +47,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=60, help="timed passes per graph (1-1000)")
     parser.add_argument("--batch", type=int, default=1, help="images per pass (1-64)")
     parser.add_argument("--arena", choices=["off", "on", "both"], default="off",
-                        help="ONNX Runtime's CPU memory arena (the app: off)")
+                        help="ONNX Runtime's CPU memory arena (the app: on)")
+    parser.add_argument("--pattern", choices=["off", "on", "both"], default="off",
+                        help="ONNX Runtime's memory pattern (the app: off)")
     args = parser.parse_args(argv)
     if not 1 <= args.runs <= 1000:
         parser.error("--runs must be 1 to 1000")
     if not 1 <= args.batch <= 64:
         parser.error("--batch must be 1 to 64")
     limit_allocator_retention()  # glibc's settings as in the app's worker: buffers over 1 MB are fresh mappings
-    arenas = {"off": [False], "on": [True], "both": [False, True]}[args.arena]
+    choices = {"off": [False], "on": [True], "both": [False, True]}
     labels, sessions = [], []
     for path in args.models:
-        for arena in arenas:
-            maskclassifier.classifier.onnx_backend.CPU_MEM_ARENA = arena
-            sessions.append(open_session(path, 1))
-            labels.append(f"{path}, arena {'on' if arena else 'off'}")
+        for arena in choices[args.arena]:
+            for pattern in choices[args.pattern]:
+                maskclassifier.classifier.onnx_backend.CPU_MEM_ARENA = arena
+                maskclassifier.classifier.onnx_backend.MEM_PATTERN = pattern
+                sessions.append(open_session(path, 1))
+                labels.append(f"{path}, arena {'on' if arena else 'off'}, pattern {'on' if pattern else 'off'}")
     height, width = item_size(sessions[0])
     pixels = np.random.default_rng(0).integers(0, 256, (args.batch, height, width, 3), dtype=np.uint8)
     answers = [session.run(None, {session.get_inputs()[0].name: pixels})[0] for session in sessions]

@@ -96,10 +96,10 @@ def test_detection_input_is_bounded_and_boxes_come_back_in_photo_pixels(detector
     seen = []
     real_find = mtcnn_onnx.OnnxMtcnnDetector.find
     monkeypatch.setattr(mtcnn_onnx.OnnxMtcnnDetector, "find",
-                        lambda self, pixels, deadline: seen.append(pixels.shape) or real_find(self, pixels, deadline))
+                        lambda self, table, deadline: seen.append(table.shape) or real_find(self, table, deadline))
     monkeypatch.setattr(mtcnn_onnx, "DETECTION_MAX_SIDE", 400)
     scan = detector.detect(photo)
-    assert max(seen[0][:2]) == 400
+    assert max(seen[0][:2]) == 400 + 1  # the summed-area table has a row and a column of zeros before the pixels
     assert len(scan.faces) == 3
     for face, centre in zip(scan.faces, centres, strict=True):
         assert contains(face.box, centre)
@@ -138,6 +138,25 @@ def test_the_torch_free_detector_finds_the_faces_facenet_pytorch_finds(detector,
     assert len(ious) == 6 + 3 + 3 + 4 + 1 + 1
     assert sum(iou >= 0.8 for iou in ious) >= 0.95 * len(ious), ious
     assert min(ious) > 0.5 and max(scores) < 0.01, (ious, scores)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (63, 5), (130, 97), (301, 257)])
+def test_the_banded_summed_area_table_and_pyramid_levels_are_the_whole_array_ones(shape):
+    """summed_area and level_resize work a band of rows at a time (for memory): the same integers and floats as
+    one cumulative sum over the whole photo and the block means computed directly."""
+    pixels = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    expected = np.zeros((shape[0] + 1, shape[1] + 1, 3), dtype=np.int64)
+    expected[1:, 1:] = pixels.astype(np.int64).cumsum(axis=0).cumsum(axis=1)
+    table = mtcnn_onnx.summed_area(pixels)
+    assert table.dtype == np.int32 and np.array_equal(table, expected)
+    out_hw = (max(1, shape[0] * 3 // 5), max(1, shape[1] * 3 // 5))
+    level = mtcnn_onnx.level_resize(table, out_hw)
+    assert level.shape == (1, 3, *out_hw) and level.flags.c_contiguous
+    for y, x in [(0, 0), (out_hw[0] - 1, out_hw[1] - 1), (out_hw[0] // 2, out_hw[1] // 3)]:
+        y0, y1 = y * shape[0] // out_hw[0], -(-(y + 1) * shape[0] // out_hw[0])  # torch's adaptive pool bounds
+        x0, x1 = x * shape[1] // out_hw[1], -(-(x + 1) * shape[1] // out_hw[1])
+        mean = pixels[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0)
+        assert np.allclose(level[0, :, y, x], (mean - 127.5) / 128, atol=1e-5)
 
 
 @pytest.mark.parametrize("by_smaller", [False, True])

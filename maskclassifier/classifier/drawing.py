@@ -103,7 +103,7 @@ def with_footnote(picture: Image.Image, text: str) -> Image.Image:
             lines.append(word)
     line_height = round(font.size * 1.25)
     band = Image.new("RGB", (picture.width, picture.height + len(lines) * line_height + 2 * pad), "white")
-    band.paste(picture.convert("RGB"), (0, 0))
+    band.paste(picture if picture.mode == "RGB" else picture.convert("RGB"), (0, 0))  # no copy of an RGB one
     draw = ImageDraw.Draw(band)
     for index, line in enumerate(lines):
         draw.text((pad, picture.height + pad + index * line_height), line, font=font, fill="#24292f")

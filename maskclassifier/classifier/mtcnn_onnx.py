@@ -37,13 +37,17 @@ MIN_SCORE = 0.9  # MTCNN's own last stage keeps boxes above 0.7; below 0.9 they 
 MAX_CANDIDATES_PER_SCALE = 300
 THRESHOLDS = (0.6, 0.7, 0.7)  # facenet-pytorch's defaults: the face probability each network must reach
 PYRAMID_FACTOR = 0.709  # facenet-pytorch's default: each pyramid scale is this times the one before
-# R-Net and O-Net run on at most this many crops at once, cut just before (and check the deadline before each
-# batch): 256 O-Net crops are 7 MB of float32, and the integer sums that make them a few times that.
-BATCH = 256
+# R-Net runs on at most BATCH crops at once, O-Net on a quarter as many (its crops have 4x the pixels), cut just
+# before (and the deadline checked before each batch). Without an arena ONNX Runtime's buffers for a batch are
+# fresh memory on every run: R-Net on 256 crops took 25 MB over the rest of detection, O-Net on 64 crops 15 MB;
+# at 64 and 16 a few MB, in the same time (`python -m benchmarks.faces_latency`; BENCHMARKS.md, "Issue 27").
+BATCH = 64
 # P-Net runs on the pyramid's levels in bands of this many rows of its output (about 2x as many of input): its
 # buffers for a whole 768x768 level (the first of a 1280 px photo) took 68 MB; a band of 64 rows, under 12 MB.
-PNET_BAND_ROWS = 64
-NMS_MATRIX_MAX = 1000  # up to this many boxes, NMS computes all pairwise overlaps at once
+PNET_BAND_ROWS = 32
+LEVEL_BAND_ROWS = 64  # pyramid levels are made this many rows at a time (see level_resize)
+SUM_BAND_ROWS = 64  # and the summed-area table (see summed_area)
+NMS_MATRIX_MAX = 500  # up to this many boxes, NMS computes all pairwise overlaps at once (2 MB a matrix)
 
 
 def _normalised(pixels: np.ndarray) -> np.ndarray:
@@ -57,8 +61,14 @@ def summed_area(pixels: np.ndarray) -> np.ndarray:
     if pixels.shape[0] * pixels.shape[1] * 255 >= 2**31:
         raise ValueError(f"{pixels.shape[:2]} is too large for an int32 summed-area table")
     table = np.zeros((pixels.shape[0] + 1, pixels.shape[1] + 1, pixels.shape[2]), dtype=np.int32)
-    np.cumsum(pixels, axis=0, dtype=np.int32, out=table[1:, 1:])
-    np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
+    # SUM_BAND_ROWS rows at a time, each band carried on from the row above it: a whole-array cumulative sum into
+    # the table (a strided, wider-typed output) made a temporary copy of it, 14 MB for a 1280 px photo, a quarter
+    # of detection's peak memory.
+    for first in range(0, pixels.shape[0], SUM_BAND_ROWS):
+        band = table[first + 1:first + 1 + SUM_BAND_ROWS, 1:]
+        np.cumsum(pixels[first:first + SUM_BAND_ROWS], axis=1, dtype=np.int32, out=band)
+        np.cumsum(band, axis=0, out=band)
+        band += table[first, 1:]
     return table
 
 
@@ -71,16 +81,25 @@ def _pool_bounds(start: np.ndarray, length: np.ndarray, out: int) -> tuple[np.nd
     return start[:, None] + first, start[:, None] + end
 
 
-def level_resize(table: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """The whole photo area-resized to `out_hw` (one pyramid level): as `area_resize` for one region, but by
-    rows then columns, which copies whole rows instead of gathering single pixels -> (1, out_h, out_w, 3)."""
+def level_resize(table: np.ndarray, out_hw: tuple[int, int], rows: slice = slice(None)) -> np.ndarray:
+    """The whole photo area-resized to `out_hw` (one pyramid level), its output `rows` only, normalised as MTCNN
+    takes it: as `area_resize` for one region, but by rows then columns, which copies whole rows instead of
+    gathering single pixels -> (1, 3, len(rows), out_w) float32, contiguous. Made LEVEL_BAND_ROWS output rows at a
+    time: the whole first level of a 1280 px photo took 34 MB of intermediate sums and float64 quotients."""
     height, width = table.shape[0] - 1, table.shape[1] - 1
     (r0,), (r1,) = _pool_bounds(np.array([0]), np.array([height]), out_hw[0])
     (c0,), (c1,) = _pool_bounds(np.array([0]), np.array([width]), out_hw[1])
-    rows = table[r1] - table[r0]  # (out_h, w + 1, 3): each output row's sums, cumulative along the columns
-    sums = rows[:, c1] - rows[:, c0]
-    counts = (r1 - r0)[:, None] * (c1 - c0)[None, :]
-    return (sums / counts[..., None].astype(np.float32))[None].astype(np.float32)
+    r0, r1 = r0[rows], r1[rows]
+    column_counts = (c1 - c0)[None, :]
+    level = np.empty((1, 3, len(r0), out_hw[1]), dtype=np.float32)
+    for first in range(0, len(r0), LEVEL_BAND_ROWS):
+        band = slice(first, first + LEVEL_BAND_ROWS)
+        sums_by_row = table[r1[band]] - table[r0[band]]  # (band, w + 1, 3): each row's sums, cumulative along x
+        sums = sums_by_row[:, c1] - sums_by_row[:, c0]
+        counts = (r1[band] - r0[band])[:, None] * column_counts
+        means = (sums / counts[..., None].astype(np.float32)).astype(np.float32)
+        level[0, :, band] = _normalised(means[None])[0]
+    return level
 
 
 def area_resize(table: np.ndarray, rows: tuple[np.ndarray, np.ndarray], cols: tuple[np.ndarray, np.ndarray],
@@ -107,7 +126,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, by_smaller: boo
     x0, y0, x1, y1 = (boxes[:, k].astype(np.float64) for k in range(4))
     area = (x1 - x0 + plus) * (y1 - y0 + plus)
     order = np.argsort(-scores, kind="stable")
-    if len(boxes) <= NMS_MATRIX_MAX:  # every overlap at once (8 MB at most), then one cheap step per box
+    if len(boxes) <= NMS_MATRIX_MAX:  # every overlap at once, then one cheap step per box
         width = np.maximum(0.0, np.minimum(x1[:, None], x1) - np.maximum(x0[:, None], x0) + plus)
         height = np.maximum(0.0, np.minimum(y1[:, None], y1) - np.maximum(y0[:, None], y0) + plus)
         inter = width * height
@@ -205,39 +224,39 @@ class OnnxMtcnnDetector:
         self._sessions = sessions
 
     def _run(self, name: str, inputs: Callable[[slice], np.ndarray], count: int, deadline: Deadline,
-             stage: str) -> list[np.ndarray]:
-        """One network on `count` inputs made `inputs(batch_slice)` at a time, BATCH at most, checking the
+             stage: str, batch: int = BATCH) -> list[np.ndarray]:
+        """One network on `count` inputs made `inputs(batch_slice)` at a time, `batch` at most, checking the
         deadline before each batch; its outputs, concatenated."""
         session = self._sessions[name]
         parts = []
-        for start in range(0, count, BATCH):
+        for start in range(0, count, batch):
             deadline.check(stage)
-            parts.append(session.run(None, {"pixels": inputs(slice(start, start + BATCH))}))
+            parts.append(session.run(None, {"pixels": inputs(slice(start, start + batch))}))
         return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
 
-    def _pnet(self, level: np.ndarray, deadline: Deadline) -> list[np.ndarray]:
-        """P-Net on one (1, 3, h, w) pyramid level, PNET_BAND_ROWS rows of its output at a time: the same outputs
-        as one pass over the whole level (a fully convolutional net: output row i sees input rows 2i to 2i + 11),
-        but the buffers of one band instead of the whole level's (51 of 93 MB of a 1280 px photo's detection)."""
-        height = level.shape[2]
+    def _pnet(self, table: np.ndarray, level_hw: tuple[int, int], deadline: Deadline) -> list[np.ndarray]:
+        """P-Net on one pyramid level of the photo (`level_hw`, made from its summed-area table), PNET_BAND_ROWS
+        rows of its output at a time, each band's input rows made just for it: the same outputs as one pass over
+        the whole level (a fully convolutional net: output row i sees input rows 2i to 2i + 11), but the buffers
+        of one band instead of the whole level's (51 of 93 MB of a 1280 px photo's detection), and not the whole
+        level either (5 MB)."""
+        height = level_hw[0]
         rows = max(0, (height - 1) // 2 - 4)  # 3x3 conv, 2x2 max pool (ceil mode), two 3x3 convs
         parts = []
         for first in range(0, max(1, rows), PNET_BAND_ROWS):
             last = min(rows, first + PNET_BAND_ROWS)
-            band = level[:, :, 2 * first:(2 * last + 10 if last < rows else height)]
+            band = level_resize(table, level_hw, slice(2 * first, 2 * last + 10 if last < rows else height))
             parts.append(self._run("pnet", lambda batch, band=band: band, 1, deadline, "face proposals"))
         return [np.concatenate(outputs, axis=2) for outputs in zip(*parts, strict=True)]
 
-    def find(self, pixels: np.ndarray, deadline: Deadline) -> np.ndarray:
-        """Faces in (h, w, 3) uint8 pixels -> (n, 5) float rows x0, y0, x1, y1, score, surest first (may be empty).
-        Raises OutOfTime when `deadline` passes before a network runs."""
-        height, width = pixels.shape[:2]
-        table = summed_area(pixels)
+    def find(self, table: np.ndarray, deadline: Deadline) -> np.ndarray:
+        """Faces in a photo given as its `summed_area` table -> (n, 5) float rows x0, y0, x1, y1, score, surest
+        first (may be empty). Raises OutOfTime when `deadline` passes before a network runs."""
+        height, width = table.shape[0] - 1, table.shape[1] - 1
         found = []
         for scale in pyramid_scales(height, width):
             level_hw = (int(height * scale + 1), int(width * scale + 1))
-            level = _normalised(level_resize(table, level_hw))
-            regression, probabilities = self._pnet(level, deadline)
+            regression, probabilities = self._pnet(table, level_hw, deadline)
             windows = proposals(regression[0], probabilities[0, 1], scale, MAX_CANDIDATES_PER_SCALE)
             found.append(windows[nms(windows[:, :4], windows[:, 4], 0.5)])
         boxes = np.concatenate(found) if found else np.zeros((0, 9), np.float32)
@@ -257,7 +276,7 @@ class OnnxMtcnnDetector:
                 break
             regression, *_, probabilities = self._run(
                 name, lambda batch, bounds=bounds, size=crop_size: crops(table, bounds[batch], size), len(boxes),
-                deadline, stage)
+                deadline, stage, BATCH * 24 * 24 // (crop_size * crop_size))
             passing = probabilities[:, 1] > threshold
             boxes = np.concatenate([boxes[passing, :4], probabilities[passing, 1:2]], axis=1)
             regression = regression[passing]
@@ -274,8 +293,11 @@ class OnnxMtcnnDetector:
         small, scale = shrunk(image, DETECTION_MAX_SIDE, Image.Resampling.BILINEAR, reducing_gap=2.0)
         if min(small.size) < MIN_FACE_SIZE:  # smaller than MTCNN's smallest window
             return FaceScan([], 0)
-        pixels = np.asarray(small if small.mode == "RGB" else small.convert("RGB"))
-        found = self.find(pixels, deadline or Deadline.after(float("inf")))
+        table = summed_area(np.asarray(small if small.mode == "RGB" else small.convert("RGB")))
+        # The table holds every pixel the networks see: the shrunk copy need not stay while they run (4 MB a
+        # 1280 px photo, for each photo in flight).
+        del small
+        found = self.find(table, deadline or Deadline.after(float("inf")))
         return face_scan(found, 1 / scale, image.size, MIN_SCORE)
 
 

@@ -117,6 +117,11 @@ def _check_onnx_section(path: Path, sidecar: Sidecar | None) -> Sidecar:
 # fresh mapping whose pages are faulted in on every pass: 15.5 ms an image at 1 a pass, 17.7 at 8 (+48 %).
 CPU_MEM_ARENA = True
 PASS_IMAGES = 1
+# ONNX Runtime's memory pattern plans one block for all of a pass's buffers and keeps it, and the arena's blocks
+# beside it: with it off the session of the shipped model settled 9 MB smaller (36 against 45 MB over the process
+# before loading it, after 30 passes), at the same time a pass (11.0 against 10.9 ms, one thread); see
+# `python -m benchmarks.forward models/export.onnx --arena on --pattern both` (BENCHMARKS.md, "Issue 27").
+MEM_PATTERN = False
 
 
 def open_session(path: Path, threads: int | None) -> onnxruntime.InferenceSession:
@@ -126,6 +131,7 @@ def open_session(path: Path, threads: int | None) -> onnxruntime.InferenceSessio
     options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, every core
     options.inter_op_num_threads = 1
     options.enable_cpu_mem_arena = CPU_MEM_ARENA
+    options.enable_mem_pattern = MEM_PATTERN
     try:
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except _ORT_LOAD_ERRORS as exc:
