@@ -4,6 +4,8 @@ rest (no WebAssembly, the switch off, ?device=off)."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from datasets import face_like_image
@@ -413,3 +415,47 @@ def test_on_a_phone_the_switch_and_its_line_are_accessible(open_browser, page_ur
     classify_example(browser, "kn95")
     assert answer(browser)["where"] == "device"
     assert axe_violations(browser) == []
+
+
+def test_after_one_visit_on_device_mode_answers_with_the_server_gone(chromium, onnx_app, face_photo):
+    """The service worker saves the page, the runtime and the model on the first visit: with the server stopped,
+    the page reloads from the saved copy, says the server cannot be reached, and still answers a photo, a group
+    photo and an example on the device, with the server's headline words."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, onnx_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/"
+    browser = chromium()
+    try:
+        browser.get(url)
+        assert wait_until_settled(browser) == "ready", status(browser)
+        wait(browser, lambda d: d.execute_script("return !!navigator.serviceWorker.controller"))
+        model_url = browser.execute_script("return document.getElementById('ondevice').getAttribute('data-config')")
+        assert model_url == "/api/model"
+        whole_photo_mode(browser)
+        classify_file(browser, face_photo)
+        online = answer(browser)
+        assert online["where"] == "device"
+    finally:
+        server.shutdown()
+        server.server_close()
+    thread.join(10)
+
+    browser.get(url)  # the server is gone: the saved page, runtime and model
+    assert wait_until_settled(browser) == "ready", status(browser)
+    assert "cannot be reached" in status(browser)
+    whole_photo_mode(browser)
+    classify_file(browser, face_photo)
+    offline = answer(browser)
+    assert offline["where"] == "device" and offline["title"] == online["title"]
+    assert "cannot be reached" in by_css(browser, "#result .offline")[0].text
+    by_css(browser, 'input[name="faces"][value="auto"]')[0].click()
+    classify_example(browser, "group")
+    assert answer(browser)["where"] == "device" and answer(browser)["title"].startswith("4 faces")
+    assert len(by_css(browser, "#result ol.offline-faces li")) == 4
+    whole_photo_mode(browser)
+    classify_example(browser, "no-mask")
+    assert answer(browser)["title"] == "No mask on the face"
+    assert not [entry for entry in severe_logs(browser) if "Content Security Policy" in entry["message"]]

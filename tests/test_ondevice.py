@@ -128,3 +128,36 @@ def test_each_face_the_device_answered_keeps_its_own_answer_in_the_servers_analy
                            "on", 0.6)
     assert [prediction.labels for prediction in analysis.predictions] == [[kind] for kind in kinds]
     assert analysis.faces == faces
+
+
+def test_the_service_worker_saves_the_page_and_its_files_under_a_version_of_them_all(client):
+    import dataclasses
+    import json
+    import re
+
+    from flask import current_app
+
+    response = client.get("/sw.js")
+    assert response.status_code == 200 and response.mimetype == "text/javascript"
+    assert response.headers["Cache-Control"] == "no-cache"
+    script = response.get_data(as_text=True)
+    shell = json.loads(re.search(r"var SHELL = (\[.*?\]);", script).group(1))
+    page = client.get("/").get_data(as_text=True)
+    assert shell[:2] == ["/", "/api/model"]
+    for name in ("app.js", "ondevice.js", "ondevice-resize.js", "ondevice-faces.js", "style.css",
+                 "examples/group.jpg"):
+        saved = [url for url in shell if url.startswith(f"/static/{name}?v=")]
+        assert len(saved) == 1 and saved[0] in page, name
+    assert all(client.get(url).status_code == 200 for url in shell)
+    version = re.search(r'var CACHE = "maskclassifier-([0-9a-f]{12})"', script).group(1)
+    assert client.get("/sw.js").get_data(as_text=True) == script, "the same files: the same worker"
+
+    # a new model (its ONNX file's version) makes a new cache name, so the browser installs a new worker
+    with client.application.app_context():
+        found = current_app.extensions["device_model"]
+        current_app.extensions["device_model"] = dataclasses.replace(found, version="0" * 16)
+        try:
+            changed = client.get("/sw.js").get_data(as_text=True)
+        finally:
+            current_app.extensions["device_model"] = found
+    assert f"maskclassifier-{version}" not in changed and "maskclassifier-" in changed

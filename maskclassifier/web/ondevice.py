@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import html
 import math
+import re
 import threading
 from collections import deque
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response, abort, current_app, request, send_file, url_for
+from flask import Blueprint, Flask, Response, abort, current_app, render_template, request, send_file, url_for
 from PIL import Image
 
 from maskclassifier.classifier.classifier import Prediction, decide
@@ -114,6 +116,33 @@ def runtime(version: str):
     return _send(found, "application/wasm")
 
 
+# The page's own files, as its HTML names them (versioned static addresses): what the service worker saves first.
+PAGE_FILES = re.compile(r'(?:src|href|data-[a-z-]+)="(/static/[^"?]+\?v=[0-9a-f]+)"')
+
+
+@bp.get("/sw.js")
+def service_worker():
+    """The page's service worker (templates/sw.js), for on-device mode offline after the first visit: it saves the
+    page, GET /api/model and the page's files when it installs, and the model, detector and runtime as the page
+    downloads them. Its cache is named after the versions of all of them, so a change of model (or of any file)
+    installs a new worker that replaces the saved copies. 404 where this model cannot run in a browser."""
+    from maskclassifier.web.pages import render_page
+
+    found, runtime_file = model_file(), current_app.extensions.get("device_runtime")
+    if found is None or runtime_file is None:
+        abort(404)
+    page_url, config_url = url_for("pages.index"), url_for("api.model")
+    page, _ = render_page()
+    shell = [page_url, config_url, *dict.fromkeys(html.unescape(path) for path in PAGE_FILES.findall(page))]
+    versions = [*shell, found.version, runtime_file.version,
+                *(item.version for item in (detector_files() or {}).values())]
+    version = hashlib.sha256("\n".join(versions).encode()).hexdigest()[:12]
+    body = render_template("sw.js", version=version, shell=shell, page_url=page_url, config_url=config_url)
+    response = Response(body, mimetype="text/javascript")
+    response.headers["Cache-Control"] = "no-cache"  # browsers check it on every visit anyway; say so
+    return response
+
+
 def device_json() -> dict:
     """What GET /api/model adds: the decision rules, and where the browser finds the runtime and the model (absent
     when this model has no ONNX twin the browser could run)."""
@@ -143,14 +172,21 @@ def device_json() -> dict:
 
 
 def captions_json(vocab: list[str]) -> dict:
-    """What the live camera writes by a face box (classifier/drawing.py caption_lines, colour_for), as data: the
-    browser formats frames it answers itself with these words and colours, the server's."""
+    """What the live camera writes by a face box (classifier/drawing.py caption_lines, colour_for), and the
+    headline's words (presenters.py), as data: the browser words the frames it answers itself, and its answers
+    while the server cannot be reached, with these words and colours, the server's."""
     from maskclassifier.classifier.drawing import CAPTION_LABELS
     from maskclassifier.core.categories import UNSURE_COLOUR, category
+    from maskclassifier.web import presenters
 
     return {"labels": CAPTION_LABELS, "unsure": "unsure:", "unsure_colour": UNSURE_COLOUR,
             "short": {name: category(name).short for name in vocab},
-            "colours": {name: category(name).colour for name in vocab}}
+            "colours": {name: category(name).colour for name in vocab},
+            # the headline's words, for an answer the page words itself when the server cannot be reached
+            "titles": {name: category(name).title for name in vocab},
+            "phrases": {name: category(name).phrase for name in vocab},
+            "not_sure_phrase": presenters.NOT_SURE_PHRASE, "not_sure_title": presenters.NOT_SURE_TITLE,
+            "no_face_title": presenters.NO_FACE_TITLE}
 
 
 def _static_size(folder: str, name: str) -> int:
@@ -164,7 +200,7 @@ def page_context() -> dict:
     if found is None:
         return {"ondevice": None}
     return {"ondevice": {"config_url": url_for("api.model"), "script_url": url_for("static", filename=ORT_SCRIPT),
-                         "model_mb": round(found.size / 1e6, 1)}}
+                         "model_mb": round(found.size / 1e6, 1), "worker_url": url_for("ondevice.service_worker")}}
 
 
 def _probabilities(value, vocab: list[str]) -> list[float]:

@@ -175,10 +175,16 @@ def result_view(prediction: Prediction, caveats: Mapping[str, str] | None = None
     }
 
 
+# The headline's fixed words (also sent to the browser, GET /api/model, for answers it words itself offline)
+NOT_SURE_PHRASE = "not sure"
+NOT_SURE_TITLE = "Not sure: the model is not confident about this photo"
+NO_FACE_TITLE = "No face or mask in this photo"
+
+
 def face_phrase(prediction: Prediction) -> str:
     """How one face is counted in the headline: by its most probable category, "not sure" when none passed."""
     if not prediction.labels or prediction.labels[0] == "-":
-        return "not sure"
+        return NOT_SURE_PHRASE
     return category(prediction.labels[0]).phrase
 
 
@@ -187,7 +193,7 @@ def faces_summary(predictions: list[Prediction], found: int | None = None) -> st
     classified than `found`, it says so in numbers: "50 of 81 faces classified: 26 with no mask, ..." (the
     classified ones are a uniform sample, `faces.classify_faces`, so the shares stand for the crowd)."""
     counts = Counter(face_phrase(prediction) for prediction in predictions)
-    order = sorted(counts, key=lambda phrase: (phrase == "not sure", -counts[phrase]))
+    order = sorted(counts, key=lambda phrase: (phrase == NOT_SURE_PHRASE, -counts[phrase]))
     total = len(predictions)
     if found is not None and found > total:
         counted = f"{total} of {found} faces classified"
@@ -199,9 +205,9 @@ def faces_summary(predictions: list[Prediction], found: int | None = None) -> st
 def photo_title(prediction: Prediction) -> str:
     """The headline for one answer about a whole photo (or one face): the categories in plain words."""
     if not prediction.labels:
-        return "Not sure: the model is not confident about this photo"
+        return NOT_SURE_TITLE
     if prediction.labels[0] == "-":
-        return "No face or mask in this photo"
+        return NO_FACE_TITLE
     return " and ".join(friendly_name(label) for label in prediction.labels)
 
 

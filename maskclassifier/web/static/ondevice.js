@@ -23,6 +23,7 @@
   var MIN_MEMORY_GB = 1;  // navigator.deviceMemory below this: the model and a decoded photo would not fit well
   var MAX_SIDE = 4096;  // the server reduces non-JPEG photos beyond this while decoding; such photos go there
   var PREVIEW_SIZE = 800;  // the result's copy of the photo, as the server's preview
+  var WORKER_WAIT_MS = 3000;  // on a first visit, how long the model's download waits for the service worker
   // A minimal module using a SIMD instruction (as in wasm-feature-detect): validates only where SIMD is supported.
   var SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0,
                                    65, 0, 253, 15, 253, 98, 11]);
@@ -34,6 +35,7 @@
   var detectorSessions = null;  // MTCNN's three networks, when the server has the ONNX detector
   var loading = null;
   var serverMs = null;  // the server's last answer, round trip
+  var offline = false;  // the server could not be reached: the page and the model came from the saved copy
   var stats = { readyAt: null, forwardMs: null, lastMs: null, modelBytes: null, runtimeBytes: null, detectorBytes: null };
   section.hidden = false;
 
@@ -143,13 +145,31 @@
     if (!loading) { loading = load(); }
   }
 
+  // The service worker (templates/sw.js) saves the page, the runtime and the model, so that on-device mode still
+  // answers on a later visit without the server. On a first visit the model's download waits (a little) until
+  // the worker controls the page, so that it is saved as it comes, not downloaded twice.
+  function registerWorker() {
+    var url = section.getAttribute("data-worker");
+    if (!url || !navigator.serviceWorker) { return Promise.resolve(); }
+    return navigator.serviceWorker.register(url).then(function () {
+      if (navigator.serviceWorker.controller) { return null; }
+      return new Promise(function (resolve) {
+        navigator.serviceWorker.addEventListener("controllerchange", resolve);
+        setTimeout(resolve, WORKER_WAIT_MS);
+      });
+    }).catch(function () { return null; });  // no saved copy (e.g. private mode): everything else still works
+  }
+
   function load() {
     state = "loading";
     loading = true;
     var mb = section.getAttribute("data-model-mb");
     say("Getting on-device mode ready: downloading the model (" + mb + " MB, once). Photos go to the server meanwhile.");
-    return fetch(section.getAttribute("data-config")).then(function (response) {
+    return registerWorker().then(function () {
+      return fetch(section.getAttribute("data-config"));
+    }).then(function (response) {
       if (!response.ok) { throw new Error("the model's description could not be read"); }
+      offline = response.headers.get("X-Served-Offline") === "1";
       return response.json();
     }).then(function (body) {
       if (!body.on_device || !body.decision_rules || !body.decision_rules.item_resize) {
@@ -203,6 +223,11 @@
   function tooSlow(ms) { return ms > Math.max(SLOW_MS, serverMs || 0); }
 
   function sayReady() {
+    if (offline) {
+      say("The server cannot be reached. Photos are still classified on this device, with the model saved on an " +
+          "earlier visit; the “Why?” heat-maps and everything else need the server.");
+      return;
+    }
     say(detectorSessions
         ? "On-device mode is on: photos and their faces are classified in this browser and do not leave this device " +
           "(the “Why?” heat-maps still use the server)."
@@ -547,12 +572,103 @@
           var type = response.headers.get("Content-Type") || "";
           if (type.indexOf("text/html") !== 0) { throw new Error("status " + response.status); }
           return response.text();
+        }, function () {  // the server cannot be reached: the answer is worded here, shorter
+          offline = true;
+          sayReady();
+          return null;
         }).then(function (html) {
+          if (html === null) { return offlineAnswer(photo, body, faces); }
           html = html.split(config.on_device.preview_placeholder).join(photo.preview);
           return faces.length ? thumbnails(html, photo, faces) : html;
         });
       });
     });
+  }
+
+  // ---- while the server cannot be reached --------------------------------------------------------------------
+
+  // presenters.photo_title and faces_summary, with the server's words (GET /api/model on_device.captions)
+  function photoTitle(row) {
+    var words = config.on_device.captions, labels = labelsOf(row);
+    if (!labels.length) { return words.not_sure_title; }
+    if (labels[0] === "-") { return words.no_face_title; }
+    return labels.map(function (name) { return words.titles[name]; }).join(" and ");
+  }
+
+  function facesSummary(rows, found) {
+    var words = config.on_device.captions, counts = {}, order = [];
+    rows.forEach(function (row) {
+      var labels = labelsOf(row);
+      var phrase = !labels.length || labels[0] === "-" ? words.not_sure_phrase : words.phrases[labels[0]];
+      if (!(phrase in counts)) { counts[phrase] = 0; order.push(phrase); }
+      counts[phrase] += 1;
+    });
+    order.sort(function (a, b) {
+      return ((a === words.not_sure_phrase) - (b === words.not_sure_phrase)) || (counts[b] - counts[a]);
+    });
+    var counted = found > rows.length ? rows.length + " of " + found + " faces classified"
+      : rows.length + " face" + (rows.length !== 1 ? "s" : "");
+    return counted + ": " + order.map(function (phrase) { return counts[phrase] + " " + phrase; }).join(", ");
+  }
+
+  function element(tag, className, text) {
+    var made = document.createElement(tag);
+    if (className) { made.className = className; }
+    if (text) { made.textContent = text; }
+    return made;
+  }
+
+  // The answer without the server's template: the headline, where it was worked out, why it is shorter, the
+  // caveat, the photo, and each face's caption (per face: at least two faces in automatic mode, one with "every
+  // face") or the photo's categories with their probabilities.
+  function offlineAnswer(photo, body, faces) {
+    var perFace = faces.length >= (body.mode === "on" ? 1 : 2);
+    var rows = perFace ? faces.map(function (face) { return face.probabilities; }) : [body.probabilities];
+    var answered = rows.map(function (row) { return { labels: labelsOf(row) }; });
+    var result = element("section", "result");
+    result.id = "result";
+    result.setAttribute("aria-labelledby", "result-heading");
+    result.setAttribute("data-mode", body.mode);
+    var card = element("div", "card headline tone-neutral");
+    card.appendChild(element("p", "eyebrow", "Result"));
+    var heading = element("h2", null, perFace ? facesSummary(rows, body.found || faces.length) : photoTitle(rows[0]));
+    heading.id = "result-heading";
+    heading.setAttribute("tabindex", "-1");
+    card.appendChild(heading);
+    var where = element("p", "where", "Worked out on this device: the photo did not leave it.");
+    where.setAttribute("data-where", "device");
+    card.appendChild(where);
+    card.appendChild(element("p", "because offline",
+      "The server cannot be reached, so this shorter answer was put together on this device. The notes per face " +
+      "and the “Why?” heat-maps come back with the server."));
+    var note = caveatNote(answered);
+    if (note) { card.appendChild(element("p", "drawn", note)); }
+    result.appendChild(card);
+    var figure = element("figure", "photo");
+    var image = element("img");
+    image.src = photo.preview;
+    image.alt = "Your photo";
+    figure.appendChild(image);
+    result.appendChild(figure);
+    if (perFace) {
+      var list = element("ol", "offline-faces");
+      rows.forEach(function (row, index) {
+        list.appendChild(element("li", null, caption(index + 1, row)));
+      });
+      result.appendChild(list);
+    } else {
+      var table = element("table", "bars");
+      config.categories.map(function (name, index) { return [name, rows[0][index]]; }).sort(function (a, b) {
+        return b[1] - a[1];
+      }).forEach(function (pair) {
+        var tr = element("tr");
+        tr.appendChild(element("th", null, config.on_device.captions.titles[pair[0]]));
+        tr.appendChild(element("td", null, percentText(pair[1])));
+        table.appendChild(tr);
+      });
+      result.appendChild(table);
+    }
+    return result.outerHTML;
   }
 
   window.MaskOnDevice = {
