@@ -114,6 +114,13 @@ if workers < _ASKED:
           f"starting {workers}. To start more, set WORKER_MEMORY_MB lower (the MB one worker really needs), or "
           f"MEMORY_LIMIT_MB if the limit is wrong.",
           file=sys.stderr)
+if _FIT == 0:  # not even one worker fits: it will swap (R14 on Heroku) and answer slowly, so say what to do
+    print(f"Mask classifier: one worker serving {'an .onnx' if _INSTALL == 'slim' else 'a fastai .pkl'} model needs "
+          f"about {_WORKER_MEMORY_MB} MB, but {_MEMORY_LIMIT_MB} MB of memory ({_MEMORY_LIMIT_FROM}) holds it and "
+          f"gunicorn's master ({MASTER_MB} MB) only by swapping. "
+          + ("Serve the model's ONNX twin instead (MODEL_PATH=models/export.onnx: the same answers in about "
+             f"{SLIM_WORKER_MB} MB), or use a bigger dyno." if _INSTALL == "full" else "Use a bigger dyno."),
+          file=sys.stderr)
 # Threads per worker: a request holds one from the moment it has wholly arrived (the worker's front door reads it
 # first, without a thread) until it is answered, mostly waiting for an inference slot (INFERENCE_SLOTS). Decoding
 # and classifying are limited by the slots, so threads cost little CPU; each holds at most one upload in memory.

@@ -81,11 +81,11 @@ def config(**environ: str) -> tuple[dict, str]:
     return json.loads(result.stdout), result.stderr
 
 
-# 30 MB for the master, then 250 MB a slim worker, 450 MB a full one: 512 MB holds one of either; 1024 MB three
-# slim or two full ones. Heroku's buildpack sets WEB_CONCURRENCY=2 on a 512 MB dyno.
+# 30 MB for the master, then 250 MB a slim worker, 720 MB a full one (CPU torch): 512 MB holds one slim worker;
+# 1024 MB three slim ones or one full one. Heroku's buildpack sets WEB_CONCURRENCY=2 on a 512 MB dyno.
 @pytest.mark.parametrize("model,limit,asked,expected", [
-    ("models/export.pkl", "512", "2", 1), ("models/export.onnx", "512", "2", 1),
-    ("models/export.pkl", "1024", "4", 2), ("models/export.onnx", "1024", "4", 3),
+    ("models/export.onnx", "512", "2", 1), ("models/export.onnx", "1024", "4", 3),
+    ("models/export.pkl", "1024", "2", 1), ("models/export.pkl", "2048", "4", 2),
 ])
 def test_no_more_workers_start_than_the_memory_holds(model, limit, asked, expected):
     settings, message = config(MODEL_PATH=model, MEMORY_LIMIT_MB=limit, WEB_CONCURRENCY=asked)
@@ -96,15 +96,25 @@ def test_no_more_workers_start_than_the_memory_holds(model, limit, asked, expect
     assert f"holds {expected}" in lines[0] and f"starting {expected}" in lines[0] and "WORKER_MEMORY_MB" in lines[0]
 
 
+@pytest.mark.parametrize("model,limit,advice", [
+    ("models/export.pkl", "512", "MODEL_PATH=models/export.onnx"),  # the full install on Heroku's basic dyno
+    ("models/export.onnx", "256", "bigger dyno"),
+])
+def test_where_not_even_one_worker_fits_it_starts_one_and_says_what_to_do(model, limit, advice):
+    settings, message = config(MODEL_PATH=model, MEMORY_LIMIT_MB=limit, WEB_CONCURRENCY="1")
+    assert settings["workers"] == 1
+    (line,) = message.strip().splitlines()
+    assert f"{limit} MB of memory" in line and "only by swapping" in line and advice in line
+
+
 @pytest.mark.parametrize("environ,expected", [
     ({"MEMORY_LIMIT_MB": "max", "WEB_CONCURRENCY": "3"}, 3),  # no limit known: as asked
     ({"MEMORY_LIMIT_MB": "1024", "WEB_CONCURRENCY": "2"}, 2),  # asked for no more than fit
     ({"MEMORY_LIMIT_MB": "512"}, 1),  # WEB_CONCURRENCY unset: one
-    ({"MEMORY_LIMIT_MB": "256", "WEB_CONCURRENCY": "1"}, 1),  # at least one, even where its budget does not fit
     ({"MEMORY_LIMIT_MB": "512", "WEB_CONCURRENCY": "2", "WORKER_MEMORY_MB": "230"}, 2),  # a smaller budget: more fit
 ])
 def test_workers_as_asked_when_they_fit_or_no_limit_is_known(environ, expected):
-    settings, message = config(MODEL_PATH="models/export.pkl", **environ)
+    settings, message = config(MODEL_PATH="models/export.onnx", **environ)
     assert settings["workers"] == expected and message == ""
 
 

@@ -162,11 +162,12 @@ class _Waiter:
 # Whose turn a request is: the address it came from, or, behind a proxy the server trusts, the address that proxy
 # saw. Only proxies may be believed: anyone else can write any X-Forwarded-For and take every client's turn.
 # What one gunicorn worker needs at its peak, by install, for gunicorn.conf.py (how many workers the memory holds)
-# and GET /api/model. Slim (an .onnx model: ONNX Runtime, Pillow, NumPy): benchmarks/soak.py's steady figure, the most
-# RSS over the second half of 3 to 10 minutes of mixed traffic with up to two photos in flight, was 278-318 MB
-# (BENCHMARKS.md, "Issue 27"); issue 27 asked for under 250. Full (a fastai .pkl, CPU torch): not measurable here,
-# where torch is a CUDA build whose libraries inflate RSS; the soak's worker grew 262 MB over its idle RSS.
-WORKER_BUDGET_MB = {"slim": 320, "full": 450}
+# and GET /api/model: benchmarks/soak.py's steady figure, the most RSS over the second half of 10 minutes of mixed
+# traffic with up to two photos in flight (BENCHMARKS.md, "Issue 27"). Slim (an .onnx model: ONNX Runtime, Pillow,
+# NumPy): 259 MB, then under 250 once detection and heat-maps worked in bands. Full (a fastai .pkl): 706 MB with
+# CPU torch 2.13 (516 MB before its first request: torch alone imports 218 MB, fastai.vision.all about 230 more),
+# so a 512 MB dyno cannot hold it; the ONNX twin gives the same answers in a slim-sized worker.
+WORKER_BUDGET_MB = {"slim": 250, "full": 720}
 HEROKU_PROXIES = ("*",)  # every dyno has DYNO set, and only Heroku's router can reach a dyno's port
 LOCAL_PROXIES = ("127.0.0.1", "::1")  # elsewhere gunicorn may face clients itself: only a proxy on this machine
 

@@ -67,15 +67,17 @@ TRIM_THRESHOLD_BYTES = 4 << 20
 # That threshold has a price: every photo's decoded pixels, its crop and the resize's scratch image are fresh
 # mappings whose pages the kernel faults in and zeroes on each request (12 ms of CPU for a 2048x1536 JPEG, 1.5 ms
 # for a 640x480 one; BENCHMARKS.md, "Issue 20: the rest of the request"). Pillow allocates image memory in blocks
-# of its own and can keep freed blocks for the next image: 16 blocks of 2 MB hold everything a 2048x1536 photo
-# needs, so at most 32 MB stay mapped, however many photos come, and bigger photos still give theirs back.
+# of its own and can keep freed blocks for the next image: 8 blocks of 2 MB hold a 2048x1536 photo's pixels (5)
+# and its copy for face detection (2), so at most 16 MB stay mapped, however many photos come, and bigger photos
+# still give theirs back. (16 blocks held everything one photo ever needs, but with two photos in flight the idle
+# blocks added to the worker's peak: the soak's steady figure fell from 256 to 254 MB with 8, within its noise.)
 # 2 MB, not 1: a block holds whole rows, so 1 MB blocks of a 7000 px wide photo were 1,036,000 bytes, just under
 # the mmap threshold: they came from the arenas, and once freed stayed resident under the next allocations (the
 # 49 MB reduced copy the face detector shrinks a 49 MP photo through, for one). A block of 2 MB is always over
 # 1 MB, so it goes back to the kernel when freed: a 49 MP JPEG's peak with faces=auto fell from 306 to 280 MB
 # (BENCHMARKS.md, "Issue 27").
 PILLOW_BLOCK_BYTES = 2 << 20
-PILLOW_BLOCKS_MAX = 16
+PILLOW_BLOCKS_MAX = 8
 
 
 def limit_allocator_retention() -> bool:
