@@ -1,7 +1,7 @@
 """A room of phones on conference Wi-Fi: slow uploads of big photos, group photos, hostile files and stalled sockets.
 
     .venv/bin/python -m benchmarks.crowd [--root DIR] [--model PATH] [--phones 20] [--duration 120] [--trickles 2]
-                                         [--attacker 0] [--seed 0] [--env KEY=VALUE ...]
+                                         [--attacker 0] [--on-device 0] [--seed 0] [--env KEY=VALUE ...]
 
 It starts the web command of DIR's Procfile (default: this checkout) with cwd DIR, this virtualenv's gunicorn,
 MODEL_PATH=--model (absolute), WEB_CONCURRENCY=1 and each --env KEY=VALUE (TORCH_NUM_THREADS, INFERENCE_SLOTS, ...),
@@ -26,7 +26,11 @@ reconnects when closed. `--attacker N` adds one hostile laptop: N connections th
 them stalled every other request for a minute). Each phone's requests carry an X-Forwarded-For address of its own and
 the attacker's all carry one other address, as Heroku's router would add them (gunicorn trusts it from 127.0.0.1);
 a stack that ignores the header is measured the same way. Requests under way when the duration ends are finished
-(each is bounded), then gunicorn is stopped; the run ends by itself.
+(each is bounded), then gunicorn is stopped; the run ends by itself. `--on-device SHARE` puts that share of the
+phones (seeded) in on-device mode, as the page runs them: each first downloads the runtime's WebAssembly, the model
+and the detector from the server (the addresses GET /api/model gives, gzipped, read at 250-2500 KB/s: the room's
+downlink), then for each photo posts only the numbers its browser computed (POST /result/computed, JSON: the whole
+photo's probabilities or 4-12 faces'), never a photo; the rest of the phones post photos as above.
 
 It prints the machine, the root's commit and the settings; per kind the requests and p50/p95 of server and total
 time; the answers by status and error code; the share of 503 busy; unexpected answers (no HTTP answer, a 5xx other
@@ -54,6 +58,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -74,7 +79,13 @@ from harness.server import ROOT, GunicornLog, free_port, procfile_web_command, s
 PHOTO_SIZE = (2048, 1536)  # the page shrinks photos to a 2048 px long side (web.UPLOAD_MAX_SIDE)
 PAGE_JPEG_QUALITY = 92  # the page's canvas.toBlob(..., "image/jpeg", 0.92)
 HEAD = faces_latency.HEAD
-KINDS = {"one-face": 0.75, "group": 0.20, "hostile": 0.05}
+KINDS = {"one-face": 0.75, "group": 0.20, "hostile": 0.05}  # what a phone on the server path sends
+# What a phone in on-device mode (--on-device) asks of the server: its first visit's downloads (the runtime, the
+# model and the detector, gzipped, read at DOWNLOAD_KB_S), then for each photo the numbers its browser computed,
+# to be worded (POST /result/computed); never a photo.
+DEVICE_KINDS = ("download", "device")
+DOWNLOAD_KB_S = (250, 2500)  # the room's Wi-Fi downlink per phone: faster than its uplink
+DOWNLOAD_TIMEOUT_S = 120.0
 GROUP_FACES = (4, 6, 9, 12)
 CROWDED_FACES = 60
 SPEED_KB_S = (30, 500)  # conference Wi-Fi shared by a room, per phone (KB = 1000 bytes)
@@ -82,7 +93,7 @@ SEND_SLICE_S = 0.05  # a throttled body goes out in pieces of 50 ms worth
 READ_TIMEOUT_S = 60.0
 LOOK_S = (1.0, 3.0)  # a person looking at the answer before the next photo
 TRICKLE_EVERY_S = 2.0
-MAX_RESPONSE_BYTES = 8 << 20
+MAX_RESPONSE_BYTES = 16 << 20  # the model, gzipped, is 9.5 MB
 MAX_REQUESTS = 100_000  # in all, whatever the duration
 HOSTILE_CASES = (  # from harness/hostile.py; all under 1.1 MB, so a slow phone still sends one within 40 s
     "png-bomb-65535x65535", "png-ztxt-bomb", "jpeg-scan-bomb", "tiff-bomb-100000x100000", "gif-5000-frames",
@@ -110,10 +121,13 @@ class Payload:
     query: str = ""
     expected: frozenset[int] | None = None  # hostile cases: the right statuses; None: any answer but a 5xx
     expected_code: str | None = None
+    path: str = "/api/predict"
+    method: str = "POST"
 
     def head(self, port: int, forwarded_for: str = "") -> bytes:
-        lines = [f"POST /api/predict{'?' + self.query if self.query else ''} HTTP/1.1", f"Host: 127.0.0.1:{port}",
-                 "User-Agent: benchmarks.crowd", "Accept: application/json", f"Content-Length: {len(self.body)}",
+        lines = [f"{self.method} {self.path}{'?' + self.query if self.query else ''} HTTP/1.1",
+                 f"Host: 127.0.0.1:{port}", "User-Agent: benchmarks.crowd", "Accept: application/json",
+                 "Accept-Encoding: gzip", f"Content-Length: {len(self.body)}",
                  "Connection: close"] + ([f"X-Forwarded-For: {forwarded_for}"] if forwarded_for else [])
         if self.content_type is not None:
             lines.append(f"Content-Type: {self.content_type}")
@@ -169,13 +183,40 @@ def form(photo: bytes, faces: str | None = None) -> tuple[bytes, str]:
     return multipart(parts + [Part("file", photo)])
 
 
+def device_payloads(categories: int) -> list[Payload]:
+    """What an on-device browser posts for a photo (static/ondevice.js classify): the whole photo's probabilities,
+    or in automatic mode also each face found (4 to 12), as JSON to /result/computed."""
+    rng = random.Random(0)
+    made = [Payload("device", "whole-photo", json.dumps({"mode": "off", "probabilities": [
+        rng.random() for _ in range(categories)]}).encode(), "application/json", path="/result/computed")]
+    for faces in GROUP_FACES:
+        boxes = [[80 + 150 * index, 300, 200 + 150 * index, 450] for index in range(faces)]
+        made.append(Payload("device", f"faces-{faces}", json.dumps({
+            "mode": "auto", "size": list(PHOTO_SIZE), "found": faces,
+            "probabilities": [rng.random() for _ in range(categories)],
+            "faces": [{"box": box, "score": 0.99, "probabilities": [rng.random() for _ in range(categories)]}
+                      for box in boxes]}).encode(), "application/json", path="/result/computed"))
+    return made
+
+
+def download_payloads(port: int) -> list[Payload]:
+    """The files an on-device first visit downloads, as GET /api/model names them (empty: no on-device mode)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/model", timeout=30) as response:
+        device = json.load(response).get("on_device")
+    if not device:
+        return []
+    urls = [device["model_url"], device["runtime"]["wasm_url"], *device.get("detector", {}).values()]
+    return [Payload("download", url.rsplit("/", 1)[-1].split("-")[0], b"", None, path=url, method="GET")
+            for url in urls]
+
+
 def make_payloads(max_upload_bytes: int, one_face_mode: str | None = None) -> dict[str, list[Payload]]:
     portrait = (PHOTO_SIZE[1], PHOTO_SIZE[0])
     one_face = {"astronaut-centre": one_face_photo(PHOTO_SIZE, 1400, (0.5, 0.5), 1),
                 "astronaut-left": one_face_photo(PHOTO_SIZE, 1000, (0.1, 0.3), 2),
                 "astronaut-portrait": one_face_photo(portrait, 1536, (0.5, 0.2), 3),
                 "astronaut-close-up": close_up_photo(PHOTO_SIZE, 4)}
-    payloads: dict[str, list[Payload]] = {kind: [] for kind in KINDS}
+    payloads: dict[str, list[Payload]] = {kind: [] for kind in (*KINDS, *DEVICE_KINDS)}
     for name, image in one_face.items():
         payloads["one-face"].append(Payload("one-face", name, *form(jpeg(image), one_face_mode)))
     for faces in GROUP_FACES:
@@ -244,13 +285,18 @@ def send_throttled(sock: socket.socket, body: bytes, bytes_per_s: float | None, 
         sock.sendall(piece)
 
 
-def read_all(sock: socket.socket, deadline: float) -> tuple[bytes, str]:
-    """Everything the server sends until it closes, within `deadline` (time.monotonic()); and what went wrong."""
-    chunks, size = [], 0
+def read_all(sock: socket.socket, deadline: float, bytes_per_s: float | None = None) -> tuple[bytes, str]:
+    """Everything the server sends until it closes, within `deadline` (time.monotonic()), read no faster than
+    `bytes_per_s` (a phone's downlink; None: as it comes); and what went wrong."""
+    chunks, size, started = [], 0, time.monotonic()
     while size < MAX_RESPONSE_BYTES:
+        if bytes_per_s:
+            ahead = started + size / bytes_per_s - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return b"".join(chunks), f"no end of answer in {READ_TIMEOUT_S:g} s"
+            return b"".join(chunks), f"no end of answer in {deadline - started:.0f} s"
         sock.settimeout(remaining)
         try:
             chunk = sock.recv(65536)
@@ -262,7 +308,7 @@ def read_all(sock: socket.socket, deadline: float) -> tuple[bytes, str]:
             return b"".join(chunks), ""
         chunks.append(chunk)
         size += len(chunk)
-    return b"".join(chunks), "answer over 8 MB"
+    return b"".join(chunks), "answer over 16 MB"
 
 
 def parse_response(raw: bytes) -> tuple[int | None, str | None, str | None, str]:
@@ -290,7 +336,7 @@ def parse_response(raw: bytes) -> tuple[int | None, str | None, str | None, str]
 
 
 def post(port: int, payload: Payload, speed_kb_s: float | None, stop: threading.Event,
-         warm_up: bool = False, forwarded_for: str = "") -> Answer:
+         warm_up: bool = False, forwarded_for: str = "", read_kb_s: float | None = None) -> Answer:
     started = time.monotonic()
     failure, raw = "", b""
     try:
@@ -309,7 +355,8 @@ def post(port: int, payload: Payload, speed_kb_s: float | None, stop: threading.
             failure = f"{type(error).__name__} while sending"
         body_sent = time.monotonic()
         if failure != "stopped":
-            raw, read_failure = read_all(sock, body_sent + READ_TIMEOUT_S)
+            raw, read_failure = read_all(sock, body_sent + (DOWNLOAD_TIMEOUT_S if read_kb_s else READ_TIMEOUT_S),
+                                         None if read_kb_s is None else read_kb_s * 1000)
             failure = "; ".join(filter(None, [failure, read_failure]))
     ended = time.monotonic()
     status, code, retry_after, note = parse_response(raw)
@@ -322,17 +369,26 @@ _budget_lock = threading.Lock()
 
 
 def phone(index: int, port: int, payloads: dict[str, list[Payload]], seed: int, stop_at: float,
-          stop: threading.Event, budget: list[int], answers: list[Answer]) -> None:
+          stop: threading.Event, budget: list[int], answers: list[Answer], on_device: float = 0.0) -> None:
+    """One phone until `stop_at`: on the server path (posting photos), or with probability `on_device` in
+    on-device mode (its first visit's downloads, then only numbers to word)."""
     rng = random.Random(f"{seed}-phone-{index}")
     kinds, weights = list(KINDS), list(KINDS.values())
+    device = bool(payloads["download"]) and rng.random() < on_device
     if stop.wait(rng.uniform(0, LOOK_S[1])):  # people do not all press the button in the same instant
         return
+    if device:
+        downlink = rng.uniform(*DOWNLOAD_KB_S)
+        for payload in payloads["download"]:
+            if time.monotonic() >= stop_at or stop.is_set():
+                return
+            answers.append(post(port, payload, None, stop, forwarded_for=phone_address(index), read_kb_s=downlink))
     while time.monotonic() < stop_at and not stop.is_set():
         with _budget_lock:
             if budget[0] <= 0:
                 return
             budget[0] -= 1
-        payload = rng.choice(payloads[rng.choices(kinds, weights)[0]])
+        payload = rng.choice(payloads["device"] if device else payloads[rng.choices(kinds, weights)[0]])
         answers.append(post(port, payload, rng.uniform(*SPEED_KB_S), stop,  # list.append is atomic
                             forwarded_for=phone_address(index)))
         stop.wait(rng.uniform(*LOOK_S))
@@ -533,14 +589,18 @@ def run(args: argparse.Namespace, payloads: dict[str, list[Payload]], env: dict[
     trickles: list[Trickle] = []
     try:
         cold_start = wait_healthy(f"http://127.0.0.1:{port}", server, output=log.tail)
-        for kind in KINDS:
-            answers.append(post(port, payloads[kind][0], None, stop, warm_up=True))
+        if args.on_device:
+            payloads["download"] = download_payloads(port)
+        for kind in (*KINDS, *DEVICE_KINDS):
+            if payloads[kind] and (kind in KINDS or args.on_device):
+                answers.append(post(port, payloads[kind][0], None, stop, warm_up=True))
         memory.start()
         started = time.monotonic()
         stop_at = started + args.duration
         budget = [MAX_REQUESTS]
         threads = [threading.Thread(target=phone, daemon=True,
-                                    args=(index, port, payloads, args.seed, stop_at, stop, budget, answers))
+                                    args=(index, port, payloads, args.seed, stop_at, stop, budget, answers,
+                                          args.on_device))
                    for index in range(args.phones)]
         threads += [threading.Thread(target=trickle, args=(index, port, stop_at, stop, trickles), daemon=True)
                     for index in range(args.trickles)]
@@ -629,7 +689,7 @@ def report(args: argparse.Namespace, payloads: dict[str, list[Payload]], setting
         "| kind | requests | answered | 200 | server time p50 / p95 (s) | total time p50 / p95 (s) |",
         "|---|---|---|---|---|---|",
     ]
-    for kind in KINDS:
+    for kind in (*KINDS, *(DEVICE_KINDS if args.on_device else ())):
         answered = [a for a in load if a.payload.kind == kind and a.status is not None]
         server = [a.server_s for a in answered]
         total = [a.total_s for a in answered]
@@ -640,7 +700,8 @@ def report(args: argparse.Namespace, payloads: dict[str, list[Payload]], setting
               "| kind | status | error | count |", "|---|---|---|---|"]
     by_status = Counter((a.payload.kind, a.status, a.code) for a in load)
     for (kind, status, code), count in sorted(by_status.items(),
-                                              key=lambda item: (list(KINDS).index(item[0][0]), item[0][1] or 0)):
+                                              key=lambda item: ([*KINDS, *DEVICE_KINDS].index(item[0][0]),
+                                                                item[0][1] or 0)):
         lines.append(f"| {kind} | {status if status is not None else 'no answer'} | {code or '-'} | {count} |")
     busy = [a for a in load if a.status == 503]
     busy_share = len(busy) / len(load) if load else 0.0
@@ -733,11 +794,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--one-face-mode", choices=("auto",), default=None,
                         help="send one-face photos with faces=auto, as the page's default mode does "
                              "(default: no faces field, the whole-photo answer)")
+    parser.add_argument("--on-device", type=float, default=0.0, metavar="SHARE",
+                        help="the share of phones in on-device mode, 0 to 1: they download the model once, then "
+                             "send only numbers (POST /result/computed); the rest post photos (default: 0)")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for the server, e.g. TORCH_NUM_THREADS=2 (repeatable)")
     args = parser.parse_args(argv)
     if not (1 <= args.phones <= 200 and 5 <= args.duration <= 1800 and 0 <= args.trickles <= 50
-            and 0 <= args.attacker <= 100):
+            and 0 <= args.attacker <= 100 and 0 <= args.on_device <= 1):
         parser.error("out of range: see --help for the limits")
     args.root, args.model = args.root.resolve(), args.model.resolve()
     if not (args.root / "Procfile").is_file():
@@ -772,6 +836,9 @@ def main(argv: list[str] | None = None) -> int:
                 for key in SETTINGS if key in env] + [f"{key}={value}" for key, value in args.env.items()
                                                       if key not in SETTINGS]
     payloads = make_payloads(int(max_upload_mb * 1024 * 1024), args.one_face_mode)
+    if args.on_device:
+        sidecar = args.model.with_suffix(".json")
+        payloads["device"] = device_payloads(len(json.loads(sidecar.read_text())["vocab"]) if sidecar.is_file() else 7)
     result = run(args, payloads, env, workers)
     text, met = report(args, payloads, settings, workers, result)
     print(text)

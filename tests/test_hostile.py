@@ -272,8 +272,9 @@ def test_no_get_changes_state(app, hostile_client):
     """Only read-only endpoints answer GET; every endpoint that takes an upload is POST-only."""
     get_routes = {rule.rule for rule in app.url_map.iter_rules() if "GET" in rule.methods}
     # /device/...: the ONNX files on-device mode downloads (maskclassifier/web/ondevice.py), read-only
+    # /sw.js: the page's service worker, a script rendered from the app's files' versions
     assert get_routes == {"/", "/api/model", "/healthz", "/static/<path:filename>", "/device/<name>-<version>.onnx",
-                          "/device/runtime-<version>.wasm"}
+                          "/device/runtime-<version>.wasm", "/sw.js"}
     post_only = {rule.rule for rule in app.url_map.iter_rules() if "POST" in rule.methods} - get_routes
     assert "/api/predict" in post_only
     message = "This address does not accept that kind of request."

@@ -571,6 +571,7 @@
         }).then(function (response) {
           var type = response.headers.get("Content-Type") || "";
           if (type.indexOf("text/html") !== 0) { throw new Error("status " + response.status); }
+          if (offline) { offline = false; sayReady(); }  // the server is back
           return response.text();
         }, function () {  // the server cannot be reached: the answer is worded here, shorter
           offline = true;
