@@ -67,10 +67,12 @@ TRIM_THRESHOLD_BYTES = 4 << 20
 # That threshold has a price: every photo's decoded pixels, its crop and the resize's scratch image are fresh
 # mappings whose pages the kernel faults in and zeroes on each request (12 ms of CPU for a 2048x1536 JPEG, 1.5 ms
 # for a 640x480 one; BENCHMARKS.md, "Issue 20: the rest of the request"). Pillow allocates image memory in blocks
-# of its own and can keep freed blocks for the next image: 8 blocks of 2 MB hold a 2048x1536 photo's pixels (5)
-# and its copy for face detection (2), so at most 16 MB stay mapped, however many photos come, and bigger photos
-# still give theirs back. (16 blocks held everything one photo ever needs, but with two photos in flight the idle
-# blocks added to the worker's peak: the soak's steady figure fell from 256 to 254 MB with 8, within its noise.)
+# of its own and can keep freed blocks for the next image: 8 blocks of 2 MB hold a 2048x1536 photo's pixels (4
+# bytes each: 6 blocks) and a little more, so at most 16 MB stay mapped, however many photos come, and bigger
+# photos still give theirs back. 16 blocks held everything such a request needs (the model's crop is 6 more) and
+# saved 3-4 ms a request (benchmarks.overhead: 43.0 against 47.3 ms at 2048x1536), but with two photos in flight
+# the idle blocks raised the worker's peak: the soak's steady figure was 255 MB with 16, 245 with 8 (BENCHMARKS.md,
+# "Issue 27"), and the 250 MB budget is what lets a 512 MB dyno hold the worker with room to spare.
 # 2 MB, not 1: a block holds whole rows, so 1 MB blocks of a 7000 px wide photo were 1,036,000 bytes, just under
 # the mmap threshold: they came from the arenas, and once freed stayed resident under the next allocations (the
 # 49 MB reduced copy the face detector shrinks a 49 MP photo through, for one). A block of 2 MB is always over
