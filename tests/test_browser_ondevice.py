@@ -454,7 +454,7 @@ def test_after_one_visit_on_device_mode_answers_with_the_server_gone(chromium, o
     by_css(browser, 'input[name="faces"][value="auto"]')[0].click()
     classify_example(browser, "group")
     assert answer(browser)["where"] == "device" and answer(browser)["title"].startswith("4 faces")
-    assert len(by_css(browser, "#result ol.offline-faces li")) == 4
+    assert len(by_css(browser, "#result ul.offline-faces li")) == 4
     whole_photo_mode(browser)
     classify_example(browser, "no-mask")
     assert answer(browser)["title"] == "No mask on the face"

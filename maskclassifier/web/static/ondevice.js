@@ -652,7 +652,7 @@
     figure.appendChild(image);
     result.appendChild(figure);
     if (perFace) {
-      var list = element("ol", "offline-faces");
+      var list = element("ul", "offline-faces");  // each caption starts with its number
       rows.forEach(function (row, index) {
         list.appendChild(element("li", null, caption(index + 1, row)));
       });
