@@ -40,13 +40,13 @@ PYRAMID_FACTOR = 0.709  # facenet-pytorch's default: each pyramid scale is this 
 # R-Net runs on at most BATCH crops at once, O-Net on a quarter as many (its crops have 4x the pixels), cut just
 # before (and the deadline checked before each batch). Without an arena ONNX Runtime's buffers for a batch are
 # fresh memory on every run: R-Net on 256 crops took 25 MB over the rest of detection, O-Net on 64 crops 15 MB;
-# at 64 and 16 a few MB, in the same time (`python -m benchmarks.faces_latency`; BENCHMARKS.md, "Issue 27").
+# at 64 and 16 a few MB, in the same time (BENCHMARKS.md, "Issue 27: the worker's peak under a 10-minute soak").
 BATCH = 64
-# P-Net runs on the pyramid's levels in bands of this many rows of its output (about 2x as many of input): its
-# buffers for a whole 768x768 level (the first of a 1280 px photo) took 68 MB; a band of 64 rows, under 12 MB.
+# P-Net runs on the pyramid's levels in bands of this many rows of its output (about 2x as many of input), each
+# band's input rows made just for it: its buffers for a whole 768x768 level (the first of a 1280 px photo) took
+# 68 MB; a band of 64 rows, under 12 MB; of 32 rows, about 5 MB less again.
 PNET_BAND_ROWS = 32
-LEVEL_BAND_ROWS = 64  # pyramid levels are made this many rows at a time (see level_resize)
-SUM_BAND_ROWS = 64  # and the summed-area table (see summed_area)
+SUM_BAND_ROWS = 64  # the summed-area table is made this many rows at a time (see summed_area)
 NMS_MATRIX_MAX = 500  # up to this many boxes, NMS computes all pairwise overlaps at once (2 MB a matrix)
 
 
@@ -84,22 +84,17 @@ def _pool_bounds(start: np.ndarray, length: np.ndarray, out: int) -> tuple[np.nd
 def level_resize(table: np.ndarray, out_hw: tuple[int, int], rows: slice = slice(None)) -> np.ndarray:
     """The whole photo area-resized to `out_hw` (one pyramid level), its output `rows` only, normalised as MTCNN
     takes it: as `area_resize` for one region, but by rows then columns, which copies whole rows instead of
-    gathering single pixels -> (1, 3, len(rows), out_w) float32, contiguous. Made LEVEL_BAND_ROWS output rows at a
-    time: the whole first level of a 1280 px photo took 34 MB of intermediate sums and float64 quotients."""
+    gathering single pixels -> (1, 3, len(rows), out_w) float32, contiguous. Its intermediate sums and float64
+    quotients grow with the rows asked for (34 MB for the whole first level of a 1280 px photo): P-Net asks for
+    one band at a time."""
     height, width = table.shape[0] - 1, table.shape[1] - 1
     (r0,), (r1,) = _pool_bounds(np.array([0]), np.array([height]), out_hw[0])
     (c0,), (c1,) = _pool_bounds(np.array([0]), np.array([width]), out_hw[1])
     r0, r1 = r0[rows], r1[rows]
-    column_counts = (c1 - c0)[None, :]
-    level = np.empty((1, 3, len(r0), out_hw[1]), dtype=np.float32)
-    for first in range(0, len(r0), LEVEL_BAND_ROWS):
-        band = slice(first, first + LEVEL_BAND_ROWS)
-        sums_by_row = table[r1[band]] - table[r0[band]]  # (band, w + 1, 3): each row's sums, cumulative along x
-        sums = sums_by_row[:, c1] - sums_by_row[:, c0]
-        counts = (r1[band] - r0[band])[:, None] * column_counts
-        means = (sums / counts[..., None].astype(np.float32)).astype(np.float32)
-        level[0, :, band] = _normalised(means[None])[0]
-    return level
+    sums_by_row = table[r1] - table[r0]  # (rows, w + 1, 3): each output row's sums, cumulative along the columns
+    sums = sums_by_row[:, c1] - sums_by_row[:, c0]
+    counts = (r1 - r0)[:, None] * (c1 - c0)[None, :]
+    return np.ascontiguousarray(_normalised((sums / counts[..., None].astype(np.float32))[None].astype(np.float32)))
 
 
 def area_resize(table: np.ndarray, rows: tuple[np.ndarray, np.ndarray], cols: tuple[np.ndarray, np.ndarray],
