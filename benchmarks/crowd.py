@@ -184,8 +184,9 @@ def form(photo: bytes, faces: str | None = None) -> tuple[bytes, str]:
 
 
 def device_payloads(categories: int) -> list[Payload]:
-    """What an on-device browser posts for a photo (static/ondevice.js classify): the whole photo's probabilities,
-    or in automatic mode also each face found (4 to 12), as JSON to /result/computed."""
+    """What an on-device browser posts for a photo (static/ondevice.js classify) of a model with `categories`
+    categories: the whole photo's probabilities, or in automatic mode also each face found (4 to 12), as JSON to
+    /result/computed."""
     rng = random.Random(0)
     made = [Payload("device", "whole-photo", json.dumps({"mode": "off", "probabilities": [
         rng.random() for _ in range(categories)]}).encode(), "application/json", path="/result/computed")]
@@ -199,15 +200,18 @@ def device_payloads(categories: int) -> list[Payload]:
     return made
 
 
-def download_payloads(port: int) -> list[Payload]:
-    """The files an on-device first visit downloads, as GET /api/model names them (empty: no on-device mode)."""
+def on_device_payloads(port: int) -> dict[str, list[Payload]]:
+    """What on-device phones send the server, as GET /api/model describes the served model: "download", the files
+    a first visit downloads, and "device", the numbers posted for each photo (both empty: no on-device mode)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/model", timeout=30) as response:
-        device = json.load(response).get("on_device")
+        model = json.load(response)
+    device = model.get("on_device")
     if not device:
-        return []
+        return {"download": [], "device": []}
     urls = [device["model_url"], device["runtime"]["wasm_url"], *device.get("detector", {}).values()]
-    return [Payload("download", url.rsplit("/", 1)[-1].split("-")[0], b"", None, path=url, method="GET")
-            for url in urls]
+    return {"download": [Payload("download", url.rsplit("/", 1)[-1].split("-")[0], b"", None, path=url,
+                                 method="GET") for url in urls],
+            "device": device_payloads(len(model["categories"]))}
 
 
 def make_payloads(max_upload_bytes: int, one_face_mode: str | None = None) -> dict[str, list[Payload]]:
@@ -590,9 +594,9 @@ def run(args: argparse.Namespace, payloads: dict[str, list[Payload]], env: dict[
     try:
         cold_start = wait_healthy(f"http://127.0.0.1:{port}", server, output=log.tail)
         if args.on_device:
-            payloads["download"] = download_payloads(port)
+            payloads.update(on_device_payloads(port))
         for kind in (*KINDS, *DEVICE_KINDS):
-            if payloads[kind] and (kind in KINDS or args.on_device):
+            if payloads[kind]:  # the device kinds only with --on-device
                 answers.append(post(port, payloads[kind][0], None, stop, warm_up=True))
         memory.start()
         started = time.monotonic()
@@ -836,9 +840,6 @@ def main(argv: list[str] | None = None) -> int:
                 for key in SETTINGS if key in env] + [f"{key}={value}" for key, value in args.env.items()
                                                       if key not in SETTINGS]
     payloads = make_payloads(int(max_upload_mb * 1024 * 1024), args.one_face_mode)
-    if args.on_device:
-        sidecar = args.model.with_suffix(".json")
-        payloads["device"] = device_payloads(len(json.loads(sidecar.read_text())["vocab"]) if sidecar.is_file() else 7)
     result = run(args, payloads, env, workers)
     text, met = report(args, payloads, settings, workers, result)
     print(text)
