@@ -4,6 +4,7 @@ rest (no WebAssembly, the switch off, ?device=off)."""
 
 from __future__ import annotations
 
+import base64
 import threading
 
 import pytest
@@ -136,6 +137,8 @@ def test_a_whole_photo_is_answered_on_the_device_as_the_server_answers_it(chromi
     browser.get(page_url)
     assert wait_until_settled(browser) == "ready", status(browser)
     assert "do not leave this device" in status(browser)
+    assert browser.execute_script("return window.MaskOnDevice.stats.runsIn") == "workers"
+    assert browser.execute_script("return typeof window.ort") == "undefined", "the runtime is in the workers only"
     whole_photo_mode(browser)
     classify_file(browser, face_photo)
     on_device = answer(browser)
@@ -203,6 +206,48 @@ def test_without_webassembly_the_server_answers_with_the_same_words(chromium, pa
     assert on_server["where"] == "server"
     assert {**on_server, "where": None} == {**on_device, "where": None}
     assert axe_violations(browser) == []
+
+
+class RunnerMissing:
+    """WSGI middleware: the on-device worker's script (static/ondevice-runner.js) is a 404, as if it could not be
+    fetched; everything else is the app's."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO", "").endswith("/ondevice-runner.js"):
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"gone"]
+        return self.app(environ, start_response)
+
+
+@pytest.mark.parametrize("why", ["no Web Workers", "the worker's script fails"])
+def test_without_workers_the_networks_run_on_the_page_with_the_same_answers(chromium, serve, recorded, why):
+    """Where Web Workers cannot start, the sessions run on the page's own thread: a photo, per face and whole, gets
+    the very answer the workers give, and the live camera takes one frame at a time."""
+    group = (EXAMPLES / "group.jpg").read_bytes()
+    script = ("var done = arguments[arguments.length - 1];"
+              "var blob = new Blob([Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0))], {type: 'image/jpeg'});"
+              "window.MaskOnDevice.faces(blob).then(function (a) { delete a.ms; done(a); },"
+              " function (e) { done({error: String(e)}); });")
+    encoded = base64.b64encode(group).decode("ascii")
+    answers = {}
+    without = recorded if why == "no Web Workers" else RunnerMissing(recorded)
+    for name, app in (("workers", recorded), ("page", without)):
+        browser = chromium()
+        if name == "page" and why == "no Web Workers":
+            browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": "delete window.Worker;"})
+        browser.get(serve(app))
+        assert wait_until_settled(browser) == "ready", status(browser)
+        assert browser.execute_script("return window.MaskOnDevice.stats.runsIn") == name
+        assert browser.execute_script("return window.MaskOnDevice.framesAtOnce()") == (2 if name == "workers" else 1)
+        answers[name] = browser.execute_async_script(script, encoded)
+        assert "error" not in answers[name], answers[name]
+        assert not [entry for entry in severe_logs(browser) if "ondevice-runner" not in entry["message"]]
+    assert len(answers["page"]["faces"]) == 4
+    assert answers["page"] == answers["workers"]
+    assert recorded.files == []
 
 
 def test_the_switch_and_device_off_send_photos_to_the_server(chromium, page_url, recorded, face_photo):
@@ -280,6 +325,11 @@ def test_the_live_camera_runs_on_the_device_and_sends_no_frame(chromium, page_ur
     browser.get(page_url)
     assert wait_until_settled(browser) == "ready"
     switchable.down = True  # /api/frame would answer 503 (and be counted) if a frame were sent
+    # how many frames the page has in hand at once: one searched for faces while the last one's are classified
+    browser.execute_script("var device = window.MaskOnDevice, frame = device.frame, now = 0; window.mostFrames = 0;"
+                           "device.frame = function (canvas, searched) { now += 1;"
+                           " window.mostFrames = Math.max(window.mostFrames, now);"
+                           " return frame(canvas, searched).finally(function () { now -= 1; }); };")
     by_css(browser, "#live-start")[0].click()
     captions = "return Array.from(document.querySelectorAll('#live-faces li'), item => item.textContent)"
     [caption] = wait(browser, lambda driver: driver.execute_script(captions), 60)
@@ -287,6 +337,7 @@ def test_the_live_camera_runs_on_the_device_and_sends_no_frame(chromium, page_ur
     stats = by_css(browser, "#live-stats")[0]
     wait(browser, lambda driver: "frames per second" in stats.text, 30)
     assert "on this device" in stats.text
+    wait(browser, lambda driver: driver.execute_script("return window.mostFrames") == 2, 30)
     by_css(browser, "#live-stop")[0].click()
     assert switchable.refused == [] and recorded.files == [], "no frame was sent"
     assert not severe_logs(browser)
@@ -394,6 +445,9 @@ def test_a_device_slower_than_the_server_stays_on_the_server(chromium, page_url,
     # At 40x slower, a page script (even reading the state) can outlast WebDriver's 30 s script timeout on a busy
     # 2-core machine: the wait is for the page's verdict, not for any one script.
     browser.set_script_timeout(180)
+    # DevTools slows the page's own thread, not its workers: the networks run on the page here (no Web Workers),
+    # so that the first forward pass, which decides, is the slowed one.
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": "delete window.Worker;"})
     browser.execute_cdp_cmd("Emulation.setCPUThrottlingRate", {"rate": 40})
     browser.get(page_url)
     assert wait_until_settled(browser) == "slow", status(browser)

@@ -25,7 +25,8 @@
   var stream = null;
   var running = false;
   var generation = 0;  // bumped by Stop: an answer that arrives after it belongs to a stopped camera
-  var inFlight = false;
+  var inFlight = false;  // a frame is being sent (server), or searched for faces (device)
+  var onDevice = 0;  // frames in hand on the device: searched for faces, or having their faces classified
   var faces = [];  // the last answer, in frame pixels
   var answered = [];  // times (ms) of recent answers, for the frame rate
   var waitTimer = null;
@@ -65,6 +66,7 @@
         return video.play();
       }).then(function () {
         running = true;
+        inFlight = false;  // a frame of a camera stopped just before may still be in hand: its answer is dropped
         faces = [];
         note.hidden = true;
         answered = [];
@@ -157,6 +159,7 @@
   }
 
   function later(ms) {
+    if (waitTimer) { return; }  // the next frame is already due
     waitTimer = setTimeout(function () { waitTimer = null; sendNext(); }, ms);
   }
 
@@ -169,6 +172,7 @@
     var current = generation;
     var device = window.MaskOnDevice;
     if (device && device.takesFrames && device.takesFrames()) {  // on-device mode: the frame never leaves
+      if (onDevice >= device.framesAtOnce()) { inFlight = false; return; }  // taken when one is answered
       deviceFrame(device, sent, current);
       return;
     }
@@ -191,34 +195,55 @@
         return { wait: 0 };
       });
     }).then(function (next) {
+      if (current !== generation) { return; }  // stopped meanwhile: a new start sends its own frames
       inFlight = false;
       if (next.wait) { later(next.wait); } else { sendNext(); }
     }).catch(function (error) {
-      inFlight = false;
       if (current !== generation) { return; }
+      inFlight = false;
       say((error && error.message ? error.message : "The connection failed.") + " Trying again in a few seconds.");
       later(3000);
     });
   }
 
-  // On-device mode (static/ondevice.js): the frame is answered in this browser, as fast as the device goes (the
-  // next frame once this one is answered, with a pause for the page to draw).
+  // On-device mode (static/ondevice.js): the frame is answered in this browser, as fast as the device goes. Where
+  // the device has a worker for the face detector and one for the classifier, the next frame is taken as soon as
+  // this one's faces are found (two frames in hand: one searched, one classified); else once this one is
+  // answered. Either way with a pause for the page to draw. Answers come back in the order the frames were taken.
   function deviceFrame(device, sent, current) {
     var scale = Math.min(1, FRAME_SIDE / Math.max(video.videoWidth, video.videoHeight));
     frame.width = Math.max(1, Math.round(video.videoWidth * scale));
     frame.height = Math.max(1, Math.round(video.videoHeight * scale));
     frame.getContext("2d", { willReadFrequently: true }).drawImage(video, 0, 0, frame.width, frame.height);
-    device.frame(frame).then(function (body) {
+    var searching = true;
+    onDevice += 1;
+    function searched() {  // this frame's faces are found: the next frame may be taken
+      if (!searching) { return; }
+      searching = false;
+      if (current !== generation) { return; }  // stopped meanwhile (a new start has its own frames)
       inFlight = false;
-      if (current !== generation) { return; }
-      showFaces(body.faces, body.synthetic_note);
-      showStats(performance.now() - sent, "on this device");
-      later(0);
+      if (onDevice < device.framesAtOnce()) { later(0); }
+    }
+    device.frame(frame, searched).then(function (body) {
+      onDevice -= 1;
+      searched();
+      if (current === generation) {  // else the camera was stopped meanwhile: the answer is not shown
+        showFaces(body.faces, body.synthetic_note);
+        showStats(performance.now() - sent, "on this device");
+      }
+      if (running && !inFlight) { later(0); }
     }).catch(function (error) {
+      onDevice -= 1;
+      searching = false;
+      if (current !== generation) {
+        if (running && !inFlight) { later(0); }
+        return;
+      }
       inFlight = false;
-      if (current !== generation) { return; }
       say("This frame could not be classified on this device (" + (error && error.message || "unknown reason") +
           "). Trying again in a moment.");
+      if (waitTimer) { clearTimeout(waitTimer); }
+      waitTimer = null;
       later(1000);
     });
   }

@@ -12,6 +12,9 @@
 //   4096 px or with transparency, everything while the model loads, and everything on a device without
 //   WebAssembly (SIMD), with little memory, or slower than the server.
 // The switch turns it off (remembered in localStorage); ?device=off in the address forces the server.
+// The networks run in two Web Workers (static/ondevice-runner.js: the classifier in one, the face detector in the
+// other), so that the live camera searches a frame for faces while the last frame's faces are classified; where
+// workers cannot start, they run on the page's own thread, one after the other.
 (function () {
   "use strict";
   var section = document.getElementById("ondevice");
@@ -24,6 +27,7 @@
   var MAX_SIDE = 4096;  // the server reduces non-JPEG photos beyond this while decoding; such photos go there
   var PREVIEW_SIZE = 800;  // the result's copy of the photo, as the server's preview
   var WORKER_WAIT_MS = 3000;  // on a first visit, how long the model's download waits for the service worker
+  var RUNNER_START_MS = 30000;  // a Web Worker that has not set up its sessions by then is given up for the page
   // A minimal module using a SIMD instruction (as in wasm-feature-detect): validates only where SIMD is supported.
   var SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0,
                                    65, 0, 253, 15, 253, 98, 11]);
@@ -33,10 +37,12 @@
   var rules = null;
   var session = null;
   var detectorSessions = null;  // MTCNN's three networks, when the server has the ONNX detector
+  var runners = [];  // the Web Workers running the sessions (empty when they run on the page's thread)
   var loading = null;
   var serverMs = null;  // the server's last answer, round trip
   var offline = false;  // the server could not be reached: the page and the model came from the saved copy
-  var stats = { readyAt: null, forwardMs: null, lastMs: null, modelBytes: null, runtimeBytes: null, detectorBytes: null };
+  var stats = { readyAt: null, forwardMs: null, lastMs: null, modelBytes: null, runtimeBytes: null, detectorBytes: null,
+                runsIn: null };  // "workers" or "page" once ready
   section.hidden = false;
 
   function say(text) { statusLine.textContent = text; }
@@ -160,6 +166,109 @@
     }).catch(function () { return null; });  // no saved copy (e.g. private mode): everything else still works
   }
 
+  // ---- the sessions: in Web Workers, or on the page's thread ------------------------------------------------
+
+  // A tensor as the page hands it to a session: ONNX Runtime's own where the runtime is loaded on the page, else
+  // the three fields a worker needs (the runtime then lives in the workers only).
+  function Feed(type, data, dims) { this.type = type; this.data = data; this.dims = dims; }
+  var FEEDS = { Tensor: Feed };
+  function tensors() { return stats.runsIn === "page" ? window.ort : FEEDS; }
+
+  // One Web Worker (static/ondevice-runner.js) holding the sessions of `models` ({name: bytes}); resolves to
+  // {name: session}, each session with the runtime's inputNames, outputNames and run(feeds) -> outputs.
+  function runner(models) {
+    return new Promise(function (resolve, reject) {
+      var worker = new Worker(section.getAttribute("data-runner"));
+      runners.push(worker);
+      var pending = {}, next = 0;
+      function fail(why) {
+        var error = new Error(why || "the on-device worker stopped");
+        Object.keys(pending).forEach(function (id) { pending[id].reject(error); });
+        pending = {};
+        reject(error);
+      }
+      var timer = setTimeout(function () { fail("the on-device worker did not start in time"); }, RUNNER_START_MS);
+      worker.onerror = function (event) { event.preventDefault(); fail(event.message); };
+      worker.onmessageerror = function () { fail("the on-device worker sent what the page cannot read"); };
+      worker.onmessage = function (event) {
+        var message = event.data;
+        if (message.ready || (message.failed && message.id === undefined)) {
+          clearTimeout(timer);
+          if (message.failed) { fail(message.failed); return; }
+          var made = {};
+          Object.keys(message.ready).forEach(function (name) {
+            made[name] = {
+              inputNames: message.ready[name].inputNames,
+              outputNames: message.ready[name].outputNames,
+              run: function (feeds) {
+                return new Promise(function (done, failed) {
+                  var id = next++, plain = {}, buffers = [];
+                  Object.keys(feeds).forEach(function (input) {
+                    var feed = feeds[input];
+                    plain[input] = { type: feed.type, data: feed.data, dims: feed.dims };
+                    buffers.push(feed.data.buffer);  // made for this run alone: given to the worker, not copied
+                  });
+                  pending[id] = { resolve: done, reject: failed };
+                  worker.postMessage({ id: id, run: name, feeds: plain }, buffers);
+                });
+              }
+            };
+          });
+          resolve(made);
+          return;
+        }
+        var waiting = pending[message.id];
+        if (!waiting) { return; }
+        delete pending[message.id];
+        if (message.failed) { waiting.reject(new Error(message.failed)); } else { waiting.resolve(message.outputs); }
+      };
+      worker.postMessage({ init: { runtime: new URL(section.getAttribute("data-runtime"), location.href).href,
+                                   wasm: new URL(config.on_device.runtime.wasm_url, location.href).href,
+                                   models: models } });
+    });
+  }
+
+  function inWorkers(groups) {
+    if (typeof Worker !== "function") { return Promise.reject(new Error("no Web Workers")); }
+    return Promise.all(groups.map(runner));
+  }
+
+  // The same sessions on the page's thread (the runtime loaded here), where Web Workers cannot start. ONNX Runtime
+  // Web runs one session at a time (a run started while another is going fails inside the runtime), so each run
+  // waits for the one before, as in a worker.
+  function onThePage(groups) {
+    var queue = Promise.resolve();
+    function queued(session) {
+      return {
+        inputNames: session.inputNames,
+        outputNames: session.outputNames,
+        run: function (feeds) {
+          var ran = queue.then(function () { return session.run(feeds); });
+          queue = ran.catch(function () { return null; });
+          return ran;
+        }
+      };
+    }
+    return loadScript(section.getAttribute("data-runtime")).then(function () {
+      var ort = window.ort;
+      ort.env.wasm.numThreads = 1;  // threads need cross-origin isolation (COOP/COEP) and fail on iOS Safari
+      ort.env.wasm.simd = true;
+      ort.env.wasm.proxy = false;
+      ort.env.wasm.wasmPaths = { "ort-wasm-simd.wasm": config.on_device.runtime.wasm_url };
+      var options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
+      return Promise.all(groups.map(function (models) {
+        var names = Object.keys(models);
+        return Promise.all(names.map(function (name) {
+          return ort.InferenceSession.create(models[name], options);
+        })).then(function (created) {
+          var made = {};
+          names.forEach(function (name, index) { made[name] = queued(created[index]); });
+          return made;
+        });
+      }));
+    });
+  }
+
   function load() {
     state = "loading";
     loading = true;
@@ -182,25 +291,24 @@
       stats.detectorBytes = body.on_device.detector_bytes || 0;
       var detector = body.on_device.detector;
       return Promise.all([fetchModel(body.on_device.model_url, body.on_device.model_bytes),
-                          loadScript(section.getAttribute("data-runtime")),
                           loadScript(section.getAttribute("data-resize")),
                           detector ? loadScript(section.getAttribute("data-faces")) : null,
                           detector ? fetchAll(detector) : null]);
     }).then(function (loaded) {
-      var ort = window.ort;
-      ort.env.wasm.numThreads = 1;  // threads need cross-origin isolation (COOP/COEP) and fail on iOS Safari
-      ort.env.wasm.simd = true;
-      ort.env.wasm.proxy = false;
-      ort.env.wasm.wasmPaths = { "ort-wasm-simd.wasm": config.on_device.runtime.wasm_url };
-      var options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
-      var made = [ort.InferenceSession.create(loaded[0], options)];
-      if (loaded[4]) {
-        ["pnet", "rnet", "onet"].forEach(function (name) { made.push(ort.InferenceSession.create(loaded[4][name], options)); });
-      }
-      return Promise.all(made);
-    }).then(function (created) {
-      session = created[0];
-      if (created.length === 4) { detectorSessions = { pnet: created[1], rnet: created[2], onet: created[3] }; }
+      var groups = [{ model: loaded[0] }];
+      if (loaded[3]) { groups.push({ pnet: loaded[3].pnet, rnet: loaded[3].rnet, onet: loaded[3].onet }); }
+      return inWorkers(groups).then(function (made) {
+        stats.runsIn = "workers";
+        return made;
+      }, function () {
+        runners.forEach(function (runner) { runner.terminate(); });
+        runners = [];
+        stats.runsIn = "page";
+        return onThePage(groups);
+      });
+    }).then(function (made) {
+      session = made[0].model;
+      detectorSessions = made[1] || null;
       var size = rules.item_resize;
       var blank = [new Uint8Array(size.width * size.height * 3)];
       return forward(blank).then(function () {  // the first pass sets up the runtime's memory: not timed
@@ -251,12 +359,11 @@
 
   // (n, height, width, 3) uint8 item-resized images -> n rows of probabilities (Float32Array each)
   function forward(inputs) {
-    var ort = window.ort;
     var size = rules.item_resize, one = size.width * size.height * 3;
     var batch = new Uint8Array(inputs.length * one);
     inputs.forEach(function (input, index) { batch.set(input, index * one); });
-    var feeds = {};
-    feeds[session.inputNames[0]] = new ort.Tensor("uint8", batch, [inputs.length, size.height, size.width, 3]);
+    var feeds = {}, made = tensors();
+    feeds[session.inputNames[0]] = new made.Tensor("uint8", batch, [inputs.length, size.height, size.width, 3]);
     return session.run(feeds).then(function (outputs) {
       var data = outputs[session.outputNames[0]].data, k = data.length / inputs.length, rows = [];
       for (var i = 0; i < inputs.length; i++) { rows.push(data.subarray(i * k, (i + 1) * k)); }
@@ -431,18 +538,20 @@
 
   // faces.analyse's inputs for mode "auto" or "on": the faces found, the whole photo's and each face crop's
   // probabilities (the server decides the rest: close-up, notes, the words).
+  // The whole photo is classified while its faces are searched (each in its own worker).
   function facesOf(photo) {
     var faces = rules.faces;
-    return window.MaskFaces.detect(window.ort, detectorSessions, photo, faces).then(function (scan) {
-      var regions = [[0, 0, photo.width, photo.height]].concat(scan.faces.map(function (face) {
+    var whole = probabilitiesOf(photo);
+    return window.MaskFaces.detect(tensors(), detectorSessions, photo, faces).then(function (scan) {
+      var regions = scan.faces.map(function (face) {
         return window.MaskFaces.cropBox(face.box, photo.width, photo.height, faces.face_margin);
-      }));
-      return regionsProbabilities(photo, regions).then(function (rows) {
+      });
+      return Promise.all([whole, regionsProbabilities(photo, regions)]).then(function (both) {
         return {
-          size: [photo.width, photo.height], found: scan.found, probabilities: Array.prototype.slice.call(rows[0]),
+          size: [photo.width, photo.height], found: scan.found, probabilities: Array.prototype.slice.call(both[0]),
           faces: scan.faces.map(function (face, index) {
-            return { box: face.box, score: face.score, crop: regions[index + 1],
-                     probabilities: Array.prototype.slice.call(rows[index + 1]) };
+            return { box: face.box, score: face.score, crop: regions[index],
+                     probabilities: Array.prototype.slice.call(both[1][index]) };
           })
         };
       });
@@ -506,24 +615,28 @@
     return named.length ? named.map(function (name) { return caveats[name]; }).join(" ") : null;
   }
 
-  function frame(canvas) {
+  // `detected`, if given, is called once the faces are found and their crops are queued for the classifier: the
+  // camera may then take its next frame, whose faces are searched while these are classified.
+  function frame(canvas, detected) {
     var started = performance.now();
     var pixels = canvas.getContext("2d", { willReadFrequently: true }).getImageData(0, 0, canvas.width, canvas.height).data;
     var photo = { pixels: pixels, width: canvas.width, height: canvas.height };
     var faces = rules.faces;
-    return window.MaskFaces.detect(window.ort, detectorSessions, photo, faces, faces.frame_detection_side).then(function (scan) {
-      var detected = performance.now();
+    return window.MaskFaces.detect(tensors(), detectorSessions, photo, faces, faces.frame_detection_side).then(function (scan) {
+      var detectedAt = performance.now();
       var regions = scan.faces.map(function (face) {
         return window.MaskFaces.cropBox(face.box, photo.width, photo.height, faces.face_margin);
       });
-      return regionsProbabilities(photo, regions).then(function (rows) {
+      var classified = regionsProbabilities(photo, regions);
+      if (detected) { detected(); }
+      return classified.then(function (rows) {
         var answered = scan.faces.map(function (face, index) {
           return { box: face.box, score: face.score, labels: labelsOf(rows[index]),
                    caption: caption(index + 1, rows[index]), colour: colourOf(rows[index]) };
         });
         return {
           width: photo.width, height: photo.height, device_ms: performance.now() - started,
-          detect_ms: detected - started, faces: answered, synthetic_note: caveatNote(answered)
+          detect_ms: detectedAt - started, faces: answered, synthetic_note: caveatNote(answered)
         };
       });
     });
@@ -685,6 +798,9 @@
       return state === "ready" && toggle.checked && !forcedOff && !!detectorSessions && !!config.on_device.captions;
     },
     frame: frame,
+    // How many live frames may be in hand at once: two where the detector and the classifier have a worker each
+    // (one frame's faces searched while the last one's are classified), else one.
+    framesAtOnce: function () { return stats.runsIn === "workers" && runners.length > 1 ? 2 : 1; },
     serverAnswered: function (ms) { serverMs = ms; },
     state: function () { return state; },
     stats: stats
