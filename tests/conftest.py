@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -181,6 +182,20 @@ def patch_model(tmp_path_factory) -> Path:
         learner.fit_one_cycle(10, 1e-2)
     learner.export("export.pkl")
     return root / "export.pkl"
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    """The cleaner's labelled set (tests/test_clean*.py): 16 generated images; labels.csv with fname, labels,
+    is_valid and a source column."""
+    csv_path = write_labelled_set(tmp_path / "data", per_category=2)
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*rows[0], "source"])
+        writer.writeheader()
+        writer.writerows({**row, "source": "camera" if i % 2 else "web"} for i, row in enumerate(rows))
+    return csv_path
 
 
 @pytest.fixture

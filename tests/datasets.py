@@ -30,6 +30,18 @@ def astronaut_head() -> Image.Image:
     return Image.fromarray(data.astronaut()).crop(HEAD)
 
 
+def camera_frames(count: int = 10) -> list[Image.Image]:
+    """The astronaut's head (a real face MTCNN finds) drifting across a grey 640x480 picture: a live camera's
+    frames."""
+    head = astronaut_head()
+    frames = []
+    for index in range(count):
+        frame = Image.new("RGB", (640, 480), (110, 110, 110))
+        frame.paste(head, (150 + 10 * index, 120))
+        frames.append(frame)
+    return frames
+
+
 def face_like_image(labels: list[str], seed: int, size: tuple[int, int] = (96, 96)) -> Image.Image:
     """A drawn 'face' whose lower half takes the colour of its first label, with some randomness."""
     rng = random.Random(seed)

@@ -569,3 +569,14 @@ def shield_fault_cases() -> list[FaultCase]:
     cases = [FaultCase(f"{kind}-{name}", "no_shield", label, lambda draw=draw, name=name: draw(example(name)))
              for kind, draw in NO_SHIELD_PHOTOS.items() for name, label in EXAMPLE_LABELS.items()]
     return cases
+
+
+def cleaner(dataset: Path, tmp_path: Path, model: Path | None = None, token: str = "t0ken"):
+    """The cleaner's Flask app and its review for `dataset` (a labelled CSV), corrections in tmp_path/fixes.csv."""
+    from maskclassifier.clean.__main__ import build, parse_args
+
+    args = parse_args(["--csv", str(dataset), "--corrections", str(tmp_path / "fixes.csv")]
+                      + (["--model", str(model)] if model else []))
+    app, review = build(args, token)
+    app.config["TESTING"] = True
+    return app, review

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from datasets import face_like_image
+from datasets import camera_frames, face_like_image
 from helpers import encode
 from maskclassifier.core.categories import CATEGORIES, UNSURE_COLOUR
 
@@ -42,20 +42,6 @@ def test_why_shows_the_heat_map_with_a_legend_in_plain_words(chromium, serve, ma
     legend = browser.find_element(By.ID, "why-legend").text
     assert legend.startswith(f"Brighter = mattered more for '{title}'.") and "%" in legend
     assert not severe_errors(browser), "no CSP or script errors"
-
-
-def camera_frames(count: int = 10) -> list:
-    """The astronaut's head (a real face MTCNN finds) drifting across a grey 640x480 picture."""
-    from PIL import Image
-    from skimage import data
-
-    head = Image.fromarray(data.astronaut()).crop((140, 20, 310, 230))
-    frames = []
-    for index in range(count):
-        frame = Image.new("RGB", (640, 480), (110, 110, 110))
-        frame.paste(head, (150 + 10 * index, 120))
-        frames.append(frame)
-    return frames
 
 
 def with_fake_camera(chromium, tmp_path, frames: int, *flags: str):

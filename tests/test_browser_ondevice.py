@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from datasets import face_like_image
+from datasets import camera_frames, face_like_image
 from helpers import CHROMEDRIVER, CHROMIUM, NO_CHROMIUM, ROOT, RecordUploads, axe_violations, encode
 
 pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=NO_CHROMIUM)
@@ -317,7 +317,6 @@ def test_the_live_camera_runs_on_the_device_and_sends_no_frame(chromium, page_ur
     """Chromium's fake camera (the astronaut's head over grey): faces are boxed and captioned from frames answered
     in the page; not one request reaches /api/frame."""
     from helpers import write_y4m
-    from test_browser_features import camera_frames
 
     video = write_y4m(tmp_path / "camera.y4m", camera_frames(4))
     browser = chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",

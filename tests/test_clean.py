@@ -18,9 +18,8 @@ import pytest
 from werkzeug.serving import make_server
 
 from datasets import write_labelled_set
-from helpers import ROOT
+from helpers import ROOT, cleaner
 from maskclassifier.clean import ranking
-from maskclassifier.clean.__main__ import build, parse_args
 from maskclassifier.clean.review import ReviewError, open_review
 
 VOCAB = ["-", "Cloth", "Gas", "KN95", "Medical", "No_mask!", "Shield"]
@@ -30,27 +29,6 @@ def fingerprint(folder: Path) -> dict[str, str]:
     """sha256 of every file under `folder` (images and CSV), to show the cleaner changed none of them."""
     return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
             for path in sorted(folder.rglob("*")) if path.is_file()}
-
-
-@pytest.fixture
-def dataset(tmp_path) -> Path:
-    """16 generated images; labels.csv with fname, labels, is_valid and a source column."""
-    csv_path = write_labelled_set(tmp_path / "data", per_category=2)
-    with open(csv_path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[*rows[0], "source"])
-        writer.writeheader()
-        writer.writerows({**row, "source": "camera" if i % 2 else "web"} for i, row in enumerate(rows))
-    return csv_path
-
-
-def cleaner(dataset: Path, tmp_path: Path, model: Path | None = None, token: str = "t0ken"):
-    args = parse_args(["--csv", str(dataset), "--corrections", str(tmp_path / "fixes.csv")]
-                      + (["--model", str(model)] if model else []))
-    app, review = build(args, token)
-    app.config["TESTING"] = True
-    return app, review
 
 
 def test_loss_pairs_and_orders():

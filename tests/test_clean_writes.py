@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from test_clean import cleaner, dataset  # noqa: F401 - the fixture is used by name
+from helpers import cleaner
 
 ITERATIONS = 6
 THREADS = 6
@@ -25,7 +25,7 @@ def state(items: list[dict]) -> dict[str, tuple]:
 
 
 @pytest.mark.parametrize("iteration", range(ITERATIONS))
-def test_concurrent_decisions_and_undos_lose_nothing_across_a_restart(dataset, tmp_path, iteration):  # noqa: F811
+def test_concurrent_decisions_and_undos_lose_nothing_across_a_restart(dataset, tmp_path, iteration):
     app, review = cleaner(dataset, tmp_path)
     fnames = [row["fname"] for row in review.rows]
     answers: list[int] = []
@@ -70,7 +70,7 @@ HOSTILE_IMAGE_PATHS = [
 
 
 @pytest.mark.parametrize("path", HOSTILE_IMAGE_PATHS)
-def test_hostile_image_paths_get_a_clear_404(dataset, tmp_path, path):  # noqa: F811
+def test_hostile_image_paths_get_a_clear_404(dataset, tmp_path, path):
     app, _ = cleaner(dataset, tmp_path)
     response = app.test_client().get(path, headers={"Host": "evil.example"})
     assert response.status_code == 404, (response.status_code, response.get_data(as_text=True)[:200])
@@ -78,7 +78,7 @@ def test_hostile_image_paths_get_a_clear_404(dataset, tmp_path, path):  # noqa: 
     assert "Location" not in response.headers
 
 
-def test_hostile_names_the_csv_lists_get_a_clear_404_not_a_500(dataset, tmp_path):  # noqa: F811
+def test_hostile_names_the_csv_lists_get_a_clear_404_not_a_500(dataset, tmp_path):
     """Names in the CSV reach the file system: too long a name, a folder, a file that cannot be read."""
     long_name = "images/" + "b" * 300 + ".jpg"
     unreadable = dataset.parent / "images" / "locked.jpg"
@@ -99,7 +99,7 @@ def test_hostile_names_the_csv_lists_get_a_clear_404_not_a_500(dataset, tmp_path
         unreadable.chmod(0o644)
 
 
-def test_the_cleaners_trailing_slash_redirect_is_a_path_on_this_server(dataset, tmp_path):  # noqa: F811
+def test_the_cleaners_trailing_slash_redirect_is_a_path_on_this_server(dataset, tmp_path):
     app, _ = cleaner(dataset, tmp_path)
     response = app.test_client().get("/t0ken", headers={"Host": "evil.example", "X-Forwarded-Proto": "javascript"},
                                      environ_overrides={"wsgi.url_scheme": "javascript"})
@@ -107,7 +107,7 @@ def test_the_cleaners_trailing_slash_redirect_is_a_path_on_this_server(dataset, 
 
 
 @pytest.mark.parametrize("reason", ["a\x00b", "\udc80"])
-def test_a_reason_the_file_cannot_hold_is_refused_and_the_file_stays_readable(dataset, tmp_path, reason):  # noqa: F811
+def test_a_reason_the_file_cannot_hold_is_refused_and_the_file_stays_readable(dataset, tmp_path, reason):
     app, review = cleaner(dataset, tmp_path)
     client = app.test_client()
     assert client.post("/t0ken/api/decide", json={"fname": "images/0-0.jpg", "action": "keep"}).status_code == 200
