@@ -180,9 +180,9 @@
     return new Promise(function (resolve, reject) {
       var worker = new Worker(section.getAttribute("data-runner"));
       runners.push(worker);
-      var pending = {}, next = 0;
+      var pending = {}, next = 0, stopped = null;
       function fail(why) {
-        var error = new Error(why || "the on-device worker stopped");
+        var error = stopped = new Error(why || "the on-device worker stopped");
         Object.keys(pending).forEach(function (id) { pending[id].reject(error); });
         pending = {};
         reject(error);
@@ -201,6 +201,7 @@
               inputNames: message.ready[name].inputNames,
               outputNames: message.ready[name].outputNames,
               run: function (feeds) {
+                if (stopped) { return Promise.reject(stopped); }  // each later photo or frame then says so
                 return new Promise(function (done, failed) {
                   var id = next++, plain = {}, buffers = [];
                   Object.keys(feeds).forEach(function (input) {
@@ -542,6 +543,7 @@
   function facesOf(photo) {
     var faces = rules.faces;
     var whole = probabilitiesOf(photo);
+    whole.catch(function () { return null; });  // if the face search fails first, its error is the one reported
     return window.MaskFaces.detect(tensors(), detectorSessions, photo, faces).then(function (scan) {
       var regions = scan.faces.map(function (face) {
         return window.MaskFaces.cropBox(face.box, photo.width, photo.height, faces.face_margin);
