@@ -4,9 +4,10 @@
         [--csv ../shared/data/masks/labels.csv] [--browser firefox]
 
 The app (the `.onnx` model, the face detector) is served on a loopback port by Werkzeug's threaded server; a
-headless Chromium (or Firefox, over WebDriver BiDi; a fresh profile: a first visit) opens the page and waits until on-device mode is ready. Then
-`--count` validation photos (is_valid, a seeded sample) are classified three ways: in the browser
-(`MaskOnDevice.probabilities`, the page's own code: decoding, item Resize, the ONNX graph, the decision rules),
+headless Chromium (or Firefox, over WebDriver BiDi; a fresh profile: a first visit) opens the page and waits until
+on-device mode is ready. Then `--count` validation photos (is_valid, a seeded sample) are classified three ways:
+in the browser (`MaskOnDevice.probabilities`, the page's own code: decoding, item Resize, the ONNX graph, the
+decision rules),
 by POST /api/predict (the whole photo: the reference), and per face in the browser (`MaskOnDevice.faces`: the
 ported detector and each crop) and by POST /api/predict?faces=auto (the page's default mode). It prints:
 

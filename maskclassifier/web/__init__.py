@@ -1,35 +1,18 @@
-"""The web app: `create_app()` composes the Flask application around one loaded model.
+"""The web app: `create_app()` (web/factory.py) composes the Flask application around one loaded model.
 
-Each module registers its own part with `init_app(app)`: uploads (in-memory request bodies read within a
-deadline), inference (the model, the face detector and the inference slots), the pages, the JSON API with its own
-error handler, the app-wide error pages and security headers, and the static files' cache versions.
+Importing the package imports nothing else, and `create_app` is loaded when first asked for: gunicorn's master
+imports the worker class (worker.py, frontdoor.py, headers.py, the standard library and h11 only), and with
+Flask, NumPy and Pillow imported here it held about 58 MB instead of about 25.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from flask import Flask
-
-from maskclassifier.core.config import Settings, settings_from_env
-from maskclassifier.web import api, assets, errors, inference, ondevice, pages, uploads
-
-HERE = Path(__file__).resolve().parent  # the page's templates/ and static/ are beside this file
+__all__ = ["create_app"]
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Load the model named by `settings` (default: from the environment) and serve it.
+def __getattr__(name: str):
+    if name == "create_app":
+        from maskclassifier.web.factory import create_app
 
-    Raises ConfigError or ModelLoadError with a one-line message when the app cannot start.
-    """
-    settings = settings or settings_from_env()
-    app = Flask(__name__, template_folder=str(HERE / "templates"), static_folder=str(HERE / "static"))
-    app.config["SETTINGS"] = settings
-    uploads.init_app(app)
-    inference.init_app(app)
-    errors.init_app(app, pages.error_page)
-    pages.init_app(app)
-    ondevice.init_app(app)
-    api.init_app(app)
-    assets.init_app(app)
-    return app
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,24 +16,11 @@ from werkzeug.exceptions import HTTPException
 
 from maskclassifier.classifier.classifier import Prediction
 from maskclassifier.core.errors import MaskClassifierError
+from maskclassifier.web.headers import SECURITY_HEADERS
 from maskclassifier.web.inference import classifier
 from maskclassifier.web.presenters import drawn_json, prediction_json
 from maskclassifier.web.uploads import request_too_large
 
-# 'wasm-unsafe-eval' lets the page compile WebAssembly (ONNX Runtime Web, on-device mode: web/ondevice.py), and
-# nothing else: eval and inline script stay blocked. Workers, should a runtime start one, only from this origin.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
-    "worker-src 'self'; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-# On every response, the app's and the worker's own (maskclassifier.web.worker answers some requests itself).
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-}
 HTTP_MESSAGES = {
     400: "The request could not be understood. Please upload the photo again using the form.",
     404: "There is no page here. Go back to the start page to upload a photo.",

@@ -30,7 +30,6 @@ from typing import Any
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from maskclassifier.core.capacity import client_key
-from maskclassifier.web.errors import SECURITY_HEADERS
 from maskclassifier.web.frontdoor import (
     CLIENT_SHARE,
     HEADER_TIMEOUT_S,
@@ -40,6 +39,7 @@ from maskclassifier.web.frontdoor import (
     Refusal,
     error_response,
 )
+from maskclassifier.web.headers import SECURITY_HEADERS
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # After a refusal, the rest of what the client is sending is read and dropped for at most this long (and this
