@@ -23,17 +23,18 @@ from maskclassifier.core.threshold import above_threshold
 SWEEP_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
 
-def _decisions(probs: np.ndarray, targets: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """(true labels, predicted labels) as 0/1 indicator matrices, as scikit-learn's multi-label metrics take them."""
+def _decisions(probs: np.ndarray, targets: np.ndarray, threshold: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(true labels, predicted labels) as 0/1 indicator matrices, as scikit-learn's multi-label metrics take them.
+    `threshold`: one for every category, or one per category (shape (c,): benchmarks/holdout.py asks)."""
     return targets.astype(int), above_threshold(probs, threshold).astype(int)
 
 
-def accuracy_multi(probs: np.ndarray, targets: np.ndarray, threshold: float) -> float:
+def accuracy_multi(probs: np.ndarray, targets: np.ndarray, threshold: float | np.ndarray) -> float:
     """fastai's accuracy_multi: the share of (image, category) decisions that are right (1 - Hamming loss)."""
     return float(1 - hamming_loss(*_decisions(probs, targets, threshold)))
 
 
-def exact_match(probs: np.ndarray, targets: np.ndarray, threshold: float) -> float:
+def exact_match(probs: np.ndarray, targets: np.ndarray, threshold: float | np.ndarray) -> float:
     """Subset accuracy: the share of images whose whole predicted label set is right."""
     return float(accuracy_score(*_decisions(probs, targets, threshold)))
 
@@ -59,7 +60,7 @@ def format_group_table(column: str, report: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def macro_f1(probs: np.ndarray, targets: np.ndarray, threshold: float) -> float:
+def macro_f1(probs: np.ndarray, targets: np.ndarray, threshold: float | np.ndarray) -> float:
     """Mean of the per-category F1 scores (a category with no true and no predicted image scores 0)."""
     return float(f1_score(*_decisions(probs, targets, threshold), average="macro", zero_division=0))
 
