@@ -499,6 +499,8 @@ def test_after_one_visit_on_device_mode_answers_with_the_server_gone(chromium, o
     browser.get(url)  # the server is gone: the saved page, runtime and model
     assert wait_until_settled(browser) == "ready", status(browser)
     assert "cannot be reached" in status(browser)
+    # the workers' script and the runtime they load came from the saved copy too (else the page's thread runs them)
+    assert browser.execute_script("return window.MaskOnDevice.stats.runsIn") == "workers"
     whole_photo_mode(browser)
     classify_file(browser, face_photo)
     offline = answer(browser)
