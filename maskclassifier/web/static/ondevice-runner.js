@@ -6,40 +6,26 @@
 // Safari. Nothing here touches a photo beyond the tensors the page sends.
 //
 // Messages, page -> worker -> page:
-//   {init: {runtime, wasm, models: {name: bytes}}}       -> {ready: {name: {inputNames, outputNames}}} | {failed}
-//   {id, run: name, feeds: {input: {type, data, dims}}}  -> {id, outputs: {output: {type, data, dims}}} | {id, failed}
+//   {init: {runtime, sessions, wasm, models: {name: bytes}}}  -> {ready: {name: {inputNames, outputNames}}} | {failed}
+//   {id, run: name, feeds: {input: {type, data, dims}}}      -> {id, outputs: {output: {type, data, dims}}} | {id, failed}
+// Runs wait for one another (static/ondevice-sessions.js says why).
 // The outputs' buffers are transferred, not copied; so are the feeds' (the page makes new ones for every run).
 "use strict";
 
 var sessions = {};
-// ONNX Runtime Web runs one session at a time: a run started while another is still going fails inside the
-// runtime (1.18.0: "Cannot read properties of null"), so runs wait for the one before.
-var queue = Promise.resolve();
 
 function reason(error) {
   return (error && error.message) || String(error || "unknown reason");
 }
 
 function init(message) {
-  importScripts(message.runtime);  // ort.wasm-core.min.js: the WebAssembly backend alone
-  var ort = self.ort;
-  ort.env.wasm.numThreads = 1;
-  ort.env.wasm.simd = true;
-  ort.env.wasm.proxy = false;
-  ort.env.wasm.wasmPaths = { "ort-wasm-simd.wasm": message.wasm };
-  var options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
-  var names = Object.keys(message.models);
-  // one after the other: the runtime's WebAssembly is set up by the first
-  return names.reduce(function (chain, name) {
-    return chain.then(function () {
-      return ort.InferenceSession.create(message.models[name], options).then(function (session) {
-        sessions[name] = session;
-      });
-    });
-  }, Promise.resolve()).then(function () {
+  // the WebAssembly backend alone (ort.wasm-core.min.js), then the sessions' setup the page's thread shares
+  importScripts(message.runtime, message.sessions);
+  return self.MaskSessions.create(self.ort, message.wasm, message.models).then(function (made) {
+    sessions = made;
     var described = {};
-    names.forEach(function (name) {
-      described[name] = { inputNames: sessions[name].inputNames, outputNames: sessions[name].outputNames };
+    Object.keys(made).forEach(function (name) {
+      described[name] = { inputNames: made[name].inputNames, outputNames: made[name].outputNames };
     });
     return described;
   });
@@ -77,9 +63,7 @@ self.onmessage = function (event) {
     });
     return;
   }
-  var ran = queue.then(function () { return run(message); });
-  queue = ran.catch(function () { return null; });
-  ran.then(function (done) {
+  run(message).then(function (done) {
     self.postMessage({ id: message.id, outputs: done.outputs }, done.buffers);
   }, function (error) {
     self.postMessage({ id: message.id, failed: reason(error) });

@@ -223,9 +223,10 @@
         delete pending[message.id];
         if (message.failed) { waiting.reject(new Error(message.failed)); } else { waiting.resolve(message.outputs); }
       };
-      worker.postMessage({ init: { runtime: new URL(section.getAttribute("data-runtime"), location.href).href,
-                                   wasm: new URL(config.on_device.runtime.wasm_url, location.href).href,
-                                   models: models } });
+      function address(url) { return new URL(url, location.href).href; }
+      worker.postMessage({ init: { runtime: address(section.getAttribute("data-runtime")),
+                                   sessions: address(section.getAttribute("data-sessions")),
+                                   wasm: address(config.on_device.runtime.wasm_url), models: models } });
     });
   }
 
@@ -234,39 +235,18 @@
     return Promise.all(groups.map(runner));
   }
 
-  // The same sessions on the page's thread (the runtime loaded here), where Web Workers cannot start. ONNX Runtime
-  // Web runs one session at a time (a run started while another is going fails inside the runtime), so each run
-  // waits for the one before, as in a worker.
+  // The same sessions on the page's thread (the runtime loaded here), where Web Workers cannot start; made and run
+  // as in a worker (static/ondevice-sessions.js), one run at a time.
   function onThePage(groups) {
-    var queue = Promise.resolve();
-    function queued(session) {
-      return {
-        inputNames: session.inputNames,
-        outputNames: session.outputNames,
-        run: function (feeds) {
-          var ran = queue.then(function () { return session.run(feeds); });
-          queue = ran.catch(function () { return null; });
-          return ran;
-        }
-      };
-    }
     return loadScript(section.getAttribute("data-runtime")).then(function () {
-      var ort = window.ort;
-      ort.env.wasm.numThreads = 1;  // threads need cross-origin isolation (COOP/COEP) and fail on iOS Safari
-      ort.env.wasm.simd = true;
-      ort.env.wasm.proxy = false;
-      ort.env.wasm.wasmPaths = { "ort-wasm-simd.wasm": config.on_device.runtime.wasm_url };
-      var options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
-      return Promise.all(groups.map(function (models) {
-        var names = Object.keys(models);
-        return Promise.all(names.map(function (name) {
-          return ort.InferenceSession.create(models[name], options);
-        })).then(function (created) {
-          var made = {};
-          names.forEach(function (name, index) { made[name] = queued(created[index]); });
-          return made;
-        });
-      }));
+      return loadScript(section.getAttribute("data-sessions"));
+    }).then(function () {
+      var made = [];
+      return groups.reduce(function (chain, models) {
+        return chain.then(function () {
+          return window.MaskSessions.create(window.ort, config.on_device.runtime.wasm_url, models);
+        }).then(function (sessions) { made.push(sessions); });
+      }, Promise.resolve()).then(function () { return made; });
     });
   }
 
