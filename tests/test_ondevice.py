@@ -145,8 +145,7 @@ def test_the_service_worker_saves_the_page_and_its_files_under_a_version_of_them
     page = client.get("/").get_data(as_text=True)
     assert shell[:2] == ["/", "/api/model"]
     for name in ("app.js", "ondevice.js", "ondevice-resize.js", "ondevice-faces.js", "ondevice-runner.js",
-                 "ondevice-sessions.js", "style.css",
-                 "examples/group.jpg"):
+                 "ondevice-sessions.js", "style.css", "examples/group.jpg"):
         saved = [url for url in shell if url.startswith(f"/static/{name}?v=")]
         assert len(saved) == 1 and saved[0] in page, name
     assert all(client.get(url).status_code == 200 for url in shell)
