@@ -500,27 +500,34 @@ def picture_frame(image: Image.Image, border: int = 34, margin: int = 60) -> Ima
                            glare.filter(ImageFilter.GaussianBlur(6)))
 
 
-def through_window(image: Image.Image, box: tuple[int, int, int, int] = PORTRAIT_FACE) -> Image.Image:
+WINDOW_PARTS = ("reflection", "streak", "frame", "glazing bars", "rail")
+
+
+def through_window(image: Image.Image, box: tuple[int, int, int, int] = PORTRAIT_FACE,
+                   parts: tuple[str, ...] = WINDOW_PARTS) -> Image.Image:
     """The person seen from outside through a sash window: a white-painted frame at the photo's edges, a glazing
     bar each side of the face and a meeting rail below the chin (none over the face), and the sky reflected in the
-    glass as a bright gradient from the top left with one hard streak."""
+    glass as a bright gradient from the top left with one hard streak. `parts` (of WINDOW_PARTS) leaves some out:
+    benchmarks/shield_cues.py asks which of them a model reads as a face shield."""
     x0, y0, x1, y1 = box
     w, h = image.size
     srgb = np.asarray(image.convert("RGB"), dtype=np.float64)
     yy, xx = np.mgrid[0:h, 0:w]
-    sky = np.clip(1.0 - (xx / w + yy / h) / 1.3, 0.0, 1.0)[..., None] * 0.35  # the reflection, strongest top left
+    strength = 0.35 if "reflection" in parts else 0.0
+    sky = np.clip(1.0 - (xx / w + yy / h) / 1.3, 0.0, 1.0)[..., None] * strength  # the reflection, strongest top left
     out = srgb * (1 - sky) + np.array([228.0, 236.0, 246.0]) * sky
     out = Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(out)
-    streak = [(x1 + 8, 0), (x1 + 22, 0), (x1 - 40, h), (x1 - 54, h)]
-    layer = Image.new("L", out.size, 0)
-    ImageDraw.Draw(layer).polygon(streak, fill=90)
-    out = Image.composite(Image.new("RGB", out.size, (255, 255, 255)), out, layer.filter(ImageFilter.GaussianBlur(3)))
+    if "streak" in parts:
+        layer = Image.new("L", out.size, 0)
+        ImageDraw.Draw(layer).polygon([(x1 + 8, 0), (x1 + 22, 0), (x1 - 40, h), (x1 - 54, h)], fill=90)
+        out = Image.composite(Image.new("RGB", out.size, (255, 255, 255)), out,
+                              layer.filter(ImageFilter.GaussianBlur(3)))
     draw = ImageDraw.Draw(out)
     paint, shadow = (238, 236, 230), (170, 168, 160)
-    for rect in ((0, 0, w, 14), (0, h - 14, w, h), (0, 0, 14, h), (w - 14, 0, w, h),  # the frame
-                 (x0 - 34, 0, x0 - 26, h), (x1 + 26, 0, x1 + 34, h),  # glazing bars beside the face
-                 (0, y1 + 48, w, y1 + 60)):  # the meeting rail, below the chin
+    bars = {"frame": ((0, 0, w, 14), (0, h - 14, w, h), (0, 0, 14, h), (w - 14, 0, w, h)),
+            "glazing bars": ((x0 - 34, 0, x0 - 26, h), (x1 + 26, 0, x1 + 34, h)),  # beside the face
+            "rail": ((0, y1 + 48, w, y1 + 60),)}  # the meeting rail, below the chin
+    for rect in (rect for part, rects in bars.items() if part in parts for rect in rects):
         draw.rectangle(rect, fill=paint)
         draw.line((rect[0], rect[3], rect[2], rect[3]), fill=shadow, width=2)
     return out

@@ -33,9 +33,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from helpers import FAULT_JPEG_QUALITY, PORTRAIT_FACE, encode, example, fault_cases, shield_fault_cases, upload
+from helpers import (
+    FAULT_JPEG_QUALITY,
+    PORTRAIT_FACE,
+    WINDOW_PARTS,
+    encode,
+    example,
+    fault_cases,
+    shield_fault_cases,
+    through_window,
+    upload,
+)
 from maskclassifier.classifier.faces import load_detector
 from maskclassifier.core.config import Settings
 from maskclassifier.web import create_app
@@ -98,6 +109,17 @@ def test_every_fault_kind_is_made():
     assert len(CASES) == 35 and {name for name, _ in SHIPPED_MODEL_GETS_WRONG} <= set(CASES)
     assert len(SHIELD_CASES) == 20 and {name for name, _ in SHIPPED_MODEL_SEES_A_SHIELD} <= set(SHIELD_CASES)
     assert not set(CASES) & set(SHIELD_CASES)
+
+
+def test_each_part_of_the_window_can_be_left_out():
+    """benchmarks/shield_cues.py draws the window photo without each of its parts: with none it is the example
+    itself, and leaving any one part out changes the photo."""
+    photo = example("no-mask")
+    assert np.array_equal(np.asarray(through_window(photo, parts=())), np.asarray(photo))
+    full = np.asarray(through_window(photo))
+    for part in WINDOW_PARTS:
+        without = tuple(other for other in WINDOW_PARTS if other != part)
+        assert not np.array_equal(np.asarray(through_window(photo, parts=without)), full), part
 
 
 @pytest.mark.parametrize("name,mode", [answer(name, mode) for name in CASES for mode in MODES])
