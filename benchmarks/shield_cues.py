@@ -9,7 +9,7 @@ photo's edges, a glazing bar each side of the face, the meeting rail below the c
 photo's Shield probability for each: the parts whose removal lowers it are what the model takes for a shield.
 --save DIR writes the heat-map of Shield (`/api/explain`'s: Grad-CAM for a .pkl, occlusion for an .onnx) of each
 full window photo there, to compare with the drawn shields of the dataset. Bounded: 4 examples x 12 photos, one
-pass each (seconds), plus 4 heat-maps with --save (about a minute for an .onnx on 2 cores).
+pass each, plus 4 heat-maps with --save: seconds on 2 cores (about 0.6 s a heat-map for an .onnx).
 """
 
 from __future__ import annotations
