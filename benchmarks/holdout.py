@@ -52,11 +52,12 @@ def per_category(probs: np.ndarray, targets: np.ndarray, start: float, rounds: i
     thresholds = np.full(probs.shape[1], start)
     for _ in range(rounds):
         for category in range(probs.shape[1]):
-            def macro_f1(value: float, category: int = category) -> tuple[float, float]:
+            sweep = []
+            for value in metrics.SWEEP_THRESHOLDS:
                 trial = thresholds.copy()
                 trial[category] = value
-                return round(metrics.macro_f1(probs, targets, trial), 9), value
-            thresholds[category] = max(metrics.SWEEP_THRESHOLDS, key=macro_f1)
+                sweep.append({"threshold": float(value), "macro_f1": metrics.macro_f1(probs, targets, trial)})
+            thresholds[category] = metrics.best_threshold(sweep)  # training's rule, ties included
     return thresholds
 
 

@@ -509,6 +509,8 @@ def through_window(image: Image.Image, box: tuple[int, int, int, int] = PORTRAIT
     bar each side of the face and a meeting rail below the chin (none over the face), and the sky reflected in the
     glass as a bright gradient from the top left with one hard streak. `parts` (of WINDOW_PARTS) leaves some out:
     benchmarks/shield_cues.py asks which of them a model reads as a face shield."""
+    if unknown := set(parts) - set(WINDOW_PARTS):  # a misspelt part would silently draw a different photo
+        raise ValueError(f"window parts are {WINDOW_PARTS}, not {sorted(unknown)}")
     x0, y0, x1, y1 = box
     w, h = image.size
     srgb = np.asarray(image.convert("RGB"), dtype=np.float64)
@@ -527,9 +529,12 @@ def through_window(image: Image.Image, box: tuple[int, int, int, int] = PORTRAIT
     bars = {"frame": ((0, 0, w, 14), (0, h - 14, w, h), (0, 0, 14, h), (w - 14, 0, w, h)),
             "glazing bars": ((x0 - 34, 0, x0 - 26, h), (x1 + 26, 0, x1 + 34, h)),  # beside the face
             "rail": ((0, y1 + 48, w, y1 + 60),)}  # the meeting rail, below the chin
-    for rect in (rect for part, rects in bars.items() if part in parts for rect in rects):
-        draw.rectangle(rect, fill=paint)
-        draw.line((rect[0], rect[3], rect[2], rect[3]), fill=shadow, width=2)
+    for part, rects in bars.items():
+        if part not in parts:
+            continue
+        for rect in rects:
+            draw.rectangle(rect, fill=paint)
+            draw.line((rect[0], rect[3], rect[2], rect[3]), fill=shadow, width=2)
     return out
 
 

@@ -120,6 +120,8 @@ def test_each_part_of_the_window_can_be_left_out():
     for part in WINDOW_PARTS:
         without = tuple(other for other in WINDOW_PARTS if other != part)
         assert not np.array_equal(np.asarray(through_window(photo, parts=without)), full), part
+    with pytest.raises(ValueError, match="window parts are"):
+        through_window(photo, parts=("glazing bar",))  # misspelt: refused, not drawn as a window without bars
 
 
 @pytest.mark.parametrize("name,mode", [answer(name, mode) for name in CASES for mode in MODES])

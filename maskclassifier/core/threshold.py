@@ -9,7 +9,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 
-def above_threshold(probabilities: ArrayLike, threshold: float) -> np.ndarray:
-    """Booleans of `probabilities`' shape: which pass. Compared in float64, as Python floats compare, so a float32
+def above_threshold(probabilities: ArrayLike, threshold: float | np.ndarray) -> np.ndarray:
+    """Booleans of `probabilities`' shape: which pass (`threshold`: one for all, or one per category, shape (c,),
+    as benchmarks/holdout.py tries). Compared in float64, as Python floats compare, so a float32
     probability is judged by its exact value, not against the threshold rounded to float32."""
     return np.asarray(probabilities, dtype=np.float64) > threshold
