@@ -252,6 +252,10 @@ def test_the_headline_of_a_whole_photo_says_why_when_it_could_mislead():
     assert toaster["title"] == "KN95 / N95 respirator" and "No face was found" in toaster["because"]
     unsure = headline_view(FaceAnalysis("whole", _prediction({"KN95": 0.3})))
     assert unsure["tone"] == "neutral" and unsure["title"].startswith("Not sure")
+    assert unsure["because"].startswith("No kind reached 50%")
+    unsure_no_face = headline_view(FaceAnalysis("whole", _prediction({"KN95": 0.3}), found=0))
+    assert unsure_no_face["because"].startswith("No face was found and no kind reached 50%"), \
+        "face mode's unsure answer still says no face was found (the page shows one reason, not the note)"
     assert headline_view(FaceAnalysis("whole", _prediction({"-": 0.9}), found=0))["because"] is None
 
 

@@ -232,8 +232,11 @@ def headline_view(analysis: FaceAnalysis, caveats: Mapping[str, str] | None = No
     else:
         tone, title, because = tone_of(analysis.photo), photo_title(analysis.photo), None
         if not analysis.photo.labels:
-            because = (f"No kind reached {analysis.photo.threshold:.0%}, so the model does not guess. Try a clearer, "
-                       "front-facing photo of a face.")
+            # Face mode with no face found folds that into the same sentence: the page shows one reason, and
+            # "no face" is the likelier cause of an unsure answer (the API's note says the same).
+            found_none = "No face was found and n" if analysis.found == 0 else "N"
+            because = (f"{found_none}o kind reached {analysis.photo.threshold:.0%}, so the model does not guess. "
+                       "Try a clearer, front-facing photo of a face.")
         if analysis.found == 0 and analysis.photo.labels and analysis.photo.labels[0] != "-":
             because = ("No face was found in this photo, so the whole picture was judged; if there is no face in "
                        "it, this answer is likely wrong.")
